@@ -1,0 +1,318 @@
+"""The typed events the engine emits: the one contract with every UI and the store.
+
+Every event is a small frozen dataclass with a `type` tag. `to_dict` / `event_from_dict`
+turn them into JSON-ready dicts and back (the store, `--json` output and exports
+use them). Fields named in WALL_CLOCK_FIELDS carry wall-clock time and are left
+out of canonical exports, so that two seeded runs compare byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .messages import OutboxEntry
+
+#: Fields that depend on the wall clock or on the run's identity, not on the run's logic.
+WALL_CLOCK_FIELDS = frozenset(
+    {"at", "created_at", "latency_ms", "duration_ms", "run_id", "started_at", "org_path"}
+)
+
+EVENT_TYPES: dict[str, type["Event"]] = {}
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    type: ClassVar[str] = "event"
+    #: Token deltas are for live UIs only; the store keeps the full text in the turn record.
+    persistent: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        EVENT_TYPES[cls.type] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type}
+        for f in dataclasses.fields(self):
+            d[f.name] = _plain(getattr(self, f.name))
+        return d
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, OutboxEntry):
+        return v.to_dict()
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+
+
+@dataclass(slots=True)
+class TurnRecord:
+    """Everything one agent turn did: what the inspector shows and what replay reads."""
+
+    tick: int
+    agent: str
+    model_key: str
+    provider: str
+    model_name: str
+    prompt: list[dict[str, str]]  # the exact messages the model was given
+    prompt_hash: str
+    raw_output: str = ""
+    parsed: dict[str, Any] | None = None
+    error: str | None = None
+    #: "ok", "contract" (reply broke the schema), "provider" (the call failed),
+    #: "aborted", "config" (e.g. missing key)
+    status: str = "ok"
+    violations: list[str] = field(default_factory=list)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    cost: float = 0.0
+    latency_ms: float = 0.0
+    attempts: int = 0
+    max_tokens: int | None = None
+    tool_results: list[dict[str, Any]] = field(default_factory=list)
+    started_at: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TurnRecord":
+        d = dict(d)
+        d["usage"] = TokenUsage(**(d.get("usage") or {}))
+        return cls(**d)
+
+
+# --- run lifecycle -------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class RunStarted(Event):
+    type: ClassVar[str] = "run_started"
+    run_id: str
+    org_path: str
+    seed: int
+    tick: int  # the last committed tick the run starts from (0 for a new run)
+    definitions: dict[str, Any]  # resumes, budgets, model specs (no secrets)
+    definitions_hash: str
+    parent_run: str | None = None
+    fork_tick: int | None = None
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class RunPaused(Event):
+    type: ClassVar[str] = "run_paused"
+    tick: int
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class RunResumed(Event):
+    type: ClassVar[str] = "run_resumed"
+    tick: int
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class RunStopped(Event):
+    type: ClassVar[str] = "run_stopped"
+    tick: int
+    reason: str  # "completed", "stopped", "error: ..."
+    at: float = 0.0
+
+
+# --- a tick --------------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class TickStarted(Event):
+    type: ClassVar[str] = "tick_started"
+    tick: int
+    firing: tuple[str, ...]
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class TurnStarted(Event):
+    type: ClassVar[str] = "turn_started"
+    tick: int
+    agent: str
+    model_key: str
+    max_tokens: int | None = None
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class TokenDelta(Event):
+    type: ClassVar[str] = "token_delta"
+    persistent: ClassVar[bool] = False
+    tick: int
+    agent: str
+    text: str
+    #: True when a retry starts the reply over: a UI clears what it showed of this turn.
+    restart: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class TurnFinished(Event):
+    type: ClassVar[str] = "turn_finished"
+    tick: int
+    agent: str
+    record: TurnRecord
+
+
+@dataclass(slots=True, frozen=True)
+class MessageCommitted(Event):
+    type: ClassVar[str] = "message_committed"
+    tick: int
+    entry: OutboxEntry
+
+
+@dataclass(slots=True, frozen=True)
+class MemoryChanged(Event):
+    type: ClassVar[str] = "memory_changed"
+    tick: int
+    agent: str
+    op: str  # set, append, merge, delete
+    key: str
+    value: Any  # the value after the change (None after delete)
+
+
+@dataclass(slots=True, frozen=True)
+class CreditsCharged(Event):
+    type: ClassVar[str] = "credits_charged"
+    tick: int
+    agent: str
+    amount: float
+    balance: float
+    input_tokens: int = 0
+    output_tokens: int = 0
+    action_cost: float = 0.0
+    overdraft: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class CreditsToppedUp(Event):
+    type: ClassVar[str] = "credits_topped_up"
+    tick: int
+    agent: str
+    amount: float
+    balance: float
+
+
+@dataclass(slots=True, frozen=True)
+class SoftCapReached(Event):
+    type: ClassVar[str] = "soft_cap_reached"
+    tick: int
+    agent: str
+    balance: float
+    soft_cap: float
+
+
+@dataclass(slots=True, frozen=True)
+class AgentSkipped(Event):
+    type: ClassVar[str] = "agent_skipped"
+    tick: int
+    agent: str
+    reason: str  # "broke", "disabled", "no_model"
+    detail: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class TickCompleted(Event):
+    type: ClassVar[str] = "tick_completed"
+    tick: int
+    fired: tuple[str, ...]
+    failed: tuple[str, ...]
+    messages: int
+    spend: float
+    total_spend: float
+    duration_ms: float = 0.0
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class TickAborted(Event):
+    type: ClassVar[str] = "tick_aborted"
+    tick: int
+    reason: str = "operator"
+    at: float = 0.0
+
+
+# --- the operator and the definitions ------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class CommandApplied(Event):
+    type: ClassVar[str] = "command_applied"
+    tick: int  # the last committed tick when the command took effect
+    command: str  # pause, resume, step, inject, top_up, enable, disable, set_interval, abort
+    args: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class CommandRejected(Event):
+    type: ClassVar[str] = "command_rejected"
+    tick: int
+    command: str
+    error: str
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class DefinitionsReloaded(Event):
+    type: ClassVar[str] = "definitions_reloaded"
+    tick: int
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: dict[str, list[str]]  # agent -> fields that differ
+    definitions: dict[str, Any]
+    definitions_hash: str
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class DefinitionRejected(Event):
+    type: ClassVar[str] = "definition_rejected"
+    tick: int
+    file: str
+    errors: tuple[str, ...]
+    at: float = 0.0
+
+
+def event_from_dict(d: dict[str, Any]) -> Event:
+    """Rebuild an event from `Event.to_dict()` output (the store and replay use this)."""
+    d = dict(d)
+    cls = EVENT_TYPES[d.pop("type")]
+    if cls is TurnFinished:
+        d["record"] = TurnRecord.from_dict(d["record"])
+    elif cls is MessageCommitted:
+        d["entry"] = OutboxEntry.from_dict(d["entry"])
+    for f in dataclasses.fields(cls):
+        if f.name in d and isinstance(d[f.name], list) and "tuple" in str(f.type):
+            d[f.name] = tuple(d[f.name])
+    return cls(**d)
+
+
+def canonical(d: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an event dict without wall-clock fields (recursively)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if k in WALL_CLOCK_FIELDS:
+            continue
+        if isinstance(v, dict):
+            v = canonical(v)
+        elif isinstance(v, list):
+            v = [canonical(x) if isinstance(x, dict) else x for x in v]
+        out[k] = v
+    return out

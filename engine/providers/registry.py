@@ -1,0 +1,138 @@
+"""Model keys → provider adapters, built lazily, one per (provider, base_url, key variable).
+
+Keys are read from the environment only, at the moment an adapter is built, and
+are never copied anywhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+from typing import Mapping
+
+from ..resume import ModelSpec
+from .base import Provider, ProviderConfig, ProviderError
+
+#: provider name → (module, class). Adapters import their SDK only when first used.
+ADAPTERS: dict[str, tuple[str, str]] = {
+    "sim": ("engine.providers.sim", "SimProvider"),
+    "openai": ("engine.providers.openai", "OpenAIProvider"),
+    "anthropic": ("engine.providers.anthropic", "AnthropicProvider"),
+    "ollama": ("engine.providers.ollama", "OllamaProvider"),
+}
+
+#: The environment variable holding each provider's key when models.json names none.
+DEFAULT_KEY_ENV: dict[str, str | None] = {
+    "sim": None,
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "ollama": None,
+}
+
+#: Models every organisation has, even without a models.json.
+BUILTIN_MODELS: dict[str, ModelSpec] = {
+    "sim": ModelSpec(
+        provider="sim",
+        model_name="sim-1",
+        prices={"input_per_mtok": 1.0, "output_per_mtok": 4.0},
+    ),
+}
+
+DEFAULT_CONCURRENCY = {"sim": 1_000, "openai": 32, "anthropic": 16, "ollama": 4}
+
+
+class ProviderRegistry:
+    """Resolves model keys to ready adapters and per-provider concurrency limits."""
+
+    def __init__(
+        self,
+        models: Mapping[str, ModelSpec],
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, object] | None = None,
+    ) -> None:
+        self.models: dict[str, ModelSpec] = {**BUILTIN_MODELS, **models}
+        self._env = env if env is not None else os.environ
+        #: Extra adapter options applied to every adapter of a provider (e.g. sim speed from the CLI).
+        self._overrides = dict(overrides or {})
+        self._adapters: dict[tuple, Provider] = {}
+        self._limits: dict[tuple, asyncio.Semaphore] = {}
+
+    def update_models(self, models: Mapping[str, ModelSpec]) -> None:
+        self.models = {**BUILTIN_MODELS, **models}
+
+    def spec(self, key: str) -> ModelSpec:
+        try:
+            return self.models[key]
+        except KeyError:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ProviderError(
+                "config", f"unknown model key {key!r}; models.json defines: {known}"
+            ) from None
+
+    def key_env(self, spec: ModelSpec) -> str | None:
+        return spec.api_key_env or DEFAULT_KEY_ENV.get(spec.provider)
+
+    def _cache_key(self, spec: ModelSpec) -> tuple:
+        return (spec.provider, spec.base_url, self.key_env(spec), _freeze(spec.provider_config))
+
+    def resolve(self, key: str) -> tuple[Provider, ModelSpec]:
+        """The adapter and spec for a model key; ProviderError(kind="config") if unusable."""
+        spec = self.spec(key)
+        ck = self._cache_key(spec)
+        adapter = self._adapters.get(ck)
+        if adapter is None:
+            adapter = self._build(spec)
+            self._adapters[ck] = adapter
+        return adapter, spec
+
+    def _build(self, spec: ModelSpec) -> Provider:
+        if spec.provider not in ADAPTERS:
+            raise ProviderError(
+                "config",
+                f"unknown provider {spec.provider!r}; known: {', '.join(sorted(ADAPTERS))}",
+            )
+        env_name = self.key_env(spec)
+        api_key = None
+        if env_name:
+            api_key = self._env.get(env_name)
+            # Local OpenAI-compatible servers (vLLM, llama.cpp, LM Studio) need no key.
+            if not api_key and not (spec.provider == "openai" and spec.base_url):
+                raise ProviderError(
+                    "config",
+                    f"{env_name} is not set; export it to run {spec.provider} models",
+                )
+        base_url = spec.base_url
+        if spec.provider == "ollama" and base_url is None:
+            base_url = self._env.get("OLLAMA_HOST")
+        options = {**spec.provider_config, **self._overrides.get(spec.provider, {})}  # type: ignore[dict-item]
+        options.pop("base_url", None)
+        options.pop("api_key_env", None)
+        module_name, class_name = ADAPTERS[spec.provider]
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls(ProviderConfig(spec.provider, base_url, api_key, options))
+
+    def semaphore(self, key: str) -> asyncio.Semaphore:
+        spec = self.spec(key)
+        ck = (spec.provider, spec.base_url)
+        sem = self._limits.get(ck)
+        if sem is None:
+            limit = spec.concurrency or DEFAULT_CONCURRENCY.get(spec.provider, 8)
+            sem = self._limits[ck] = asyncio.Semaphore(limit)
+        return sem
+
+    async def aclose(self) -> None:
+        for adapter in self._adapters.values():
+            try:
+                await adapter.aclose()
+            except Exception:  # closing must never fail a shutdown
+                pass
+        self._adapters.clear()
+
+
+def _freeze(v: object) -> object:
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v

@@ -1,0 +1,120 @@
+"""One call of a turn: stream from a provider with timeout, bounded retries, backoff and jitter.
+
+The SDK adapters are built with their own retries switched off (max_retries=0) so
+that retries never stack: this loop is the only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from .base import CompletionRequest, Provider, ProviderError, TextDelta, Usage
+
+#: Called with (text, restart): restart=True means a retry starts the reply over.
+DeltaSink = Callable[[str, bool], None]
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+    #: A Retry-After longer than this is not waited for: the turn fails instead.
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        # Full jitter (AWS architecture blog): uniform in [0, base * 2^attempt].
+        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return rng.uniform(0, cap)
+
+
+@dataclass(slots=True)
+class CompletionResult:
+    text: str = ""
+    usage: Usage = field(default_factory=Usage)
+    attempts: int = 0
+    error: ProviderError | None = None
+    errors: list[str] = field(default_factory=list)  # one line per failed attempt
+    #: Tokens billed across all attempts (a failed attempt that streamed still costs).
+    billed: Usage = field(default_factory=Usage)
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (~4 characters a token) for providers that report no usage."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+async def stream_with_retries(
+    provider: Provider,
+    request: CompletionRequest,
+    on_delta: DeltaSink,
+    *,
+    policy: RetryPolicy | None = None,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> CompletionResult:
+    """Run one completion to the end, retrying what can be retried. Never raises ProviderError."""
+    policy = policy or RetryPolicy()
+    rng = rng or random.Random()
+    result = CompletionResult()
+    prompt_estimate = sum(estimate_tokens(m.content) for m in request.messages)
+    for attempt in range(1, policy.max_attempts + 1):
+        result.attempts = attempt
+        parts: list[str] = []
+        usage: Usage | None = None
+        try:
+            async with asyncio.timeout(request.timeout):
+                async for item in provider.stream(request):
+                    if isinstance(item, TextDelta):
+                        if item.text:
+                            parts.append(item.text)
+                            on_delta(item.text, False)
+                    else:
+                        usage = item
+        except ProviderError as e:
+            err = e
+        except TimeoutError:
+            err = ProviderError("timeout", f"no complete answer within {request.timeout:g}s")
+        else:
+            text = "".join(parts)
+            if usage is None:
+                usage = Usage(prompt_estimate, estimate_tokens(text), estimated=True)
+            result.text = text
+            result.usage = usage
+            result.billed.input_tokens += usage.input_tokens
+            result.billed.output_tokens += usage.output_tokens
+            result.billed.estimated = result.billed.estimated or usage.estimated
+            return result
+
+        # A failed attempt: what it streamed may have been billed.
+        partial = "".join(parts)
+        billed = err.partial_usage
+        if billed is None and partial:
+            billed = Usage(prompt_estimate, estimate_tokens(partial), estimated=True)
+        if billed is not None:
+            result.billed.input_tokens += billed.input_tokens
+            result.billed.output_tokens += billed.output_tokens
+            result.billed.estimated = result.billed.estimated or billed.estimated
+        result.errors.append(f"attempt {attempt}: {err}")
+        result.error = err
+        result.text = partial
+        if not err.retryable or attempt >= policy.max_attempts:
+            break
+        if err.retry_after is not None and err.retry_after > policy.max_retry_after:
+            result.errors.append(
+                f"retry-after {err.retry_after:g}s exceeds the {policy.max_retry_after:g}s limit; giving up"
+            )
+            break
+        await sleep(policy.delay(attempt, rng, err.retry_after))
+        if parts:
+            on_delta("", True)
+    result.usage = Usage(
+        result.billed.input_tokens, result.billed.output_tokens, result.billed.estimated
+    )
+    return result
