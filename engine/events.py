@@ -29,7 +29,7 @@ class Event:
     persistent: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
+        # (no super() call: slots=True recreates the class, which breaks zero-arg super)
         EVENT_TYPES[cls.type] = cls
 
     def to_dict(self) -> dict[str, Any]:

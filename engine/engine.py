@@ -1,0 +1,814 @@
+"""The tick engine: runs an organisation tick by tick and takes the operator's commands.
+
+Within a tick every firing agent runs concurrently against the state as it was
+when the tick began (nothing changes the state during a tick). When all turns
+have ended their results are committed in the deterministic order — turn
+record, messages, memory changes, credit charges — then `TickCompleted`, in
+one recorder write (one store transaction). Commands are queued and applied at
+the next tick boundary; each becomes an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Iterable, Protocol, Sequence
+
+from . import schedule
+from .credits import allowance, turn_cost
+from .events import (
+    AgentSkipped,
+    CommandApplied,
+    CommandRejected,
+    CreditsCharged,
+    CreditsToppedUp,
+    DefinitionRejected,
+    DefinitionsReloaded,
+    Event,
+    MemoryChanged,
+    MessageCommitted,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunStopped,
+    SoftCapReached,
+    TickAborted,
+    TickCompleted,
+    TickStarted,
+    TokenDelta,
+    TokenUsage,
+    TurnFinished,
+    TurnRecord,
+    TurnStarted,
+)
+from .memory import apply_update
+from .messages import OPERATOR, OutboxEntry
+from .org import Org, definitions_hash
+from .prompt import ContractViolation, ParsedReply, build_prompt, parse_reply, prompt_hash
+from .providers.base import ChatMessage, CompletionRequest, ProviderError
+from .providers.registry import ProviderRegistry
+from .providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
+from .state import OrgState
+
+
+class Recorder(Protocol):
+    """Where committed events go (the run store). One `write` call is one transaction."""
+
+    async def write(self, events: Sequence[Event]) -> None: ...
+
+
+class Subscription:
+    """One subscriber's view of the event stream: never blocks the engine.
+
+    Token deltas of one agent that pile up are merged into one, so a slow UI costs
+    memory proportional to the number of agents, not to the number of tokens.
+    """
+
+    def __init__(self, engine: "Engine", tokens: bool) -> None:
+        self._engine = engine
+        self.tokens = tokens
+        self._queue: deque[Event] = deque()
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    def push(self, ev: Event) -> None:
+        q = self._queue
+        if type(ev) is TokenDelta and q:
+            last = q[-1]
+            if (
+                type(last) is TokenDelta
+                and last.agent == ev.agent  # type: ignore[attr-defined]
+                and last.tick == ev.tick  # type: ignore[attr-defined]
+                and not ev.restart  # type: ignore[attr-defined]
+            ):
+                q[-1] = TokenDelta(ev.tick, ev.agent, last.text + ev.text, last.restart)  # type: ignore[attr-defined]
+                return
+        q.append(ev)
+        self._ready.set()
+
+    def drain(self, limit: int | None = None) -> list[Event]:
+        """Everything queued now (up to `limit`), without waiting."""
+        q = self._queue
+        if limit is None or limit >= len(q):
+            out = list(q)
+            q.clear()
+        else:
+            out = [q.popleft() for _ in range(limit)]
+        if not q:
+            self._ready.clear()
+        return out
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until something is queued (or the subscription closes)."""
+        if self._queue or self.closed:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def batches(self) -> AsyncIterator[list[Event]]:
+        while True:
+            await self.wait()
+            batch = self.drain()
+            if batch:
+                yield batch
+            if self.closed and not self._queue:
+                return
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Event]:
+        async for batch in self.batches():
+            for ev in batch:
+                yield ev
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+        self._engine._subs.discard(self)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+@dataclass(slots=True)
+class Command:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _TurnOutcome:
+    record: TurnRecord
+    reply: ParsedReply | None
+
+
+class Engine:
+    """Runs an organisation. Construct, subscribe, then `await run()`.
+
+    All command methods (`pause`, `inject`, ...) must be called from the engine's
+    event loop; they return at once and take effect at the next tick boundary.
+    """
+
+    def __init__(
+        self,
+        org: Org,
+        *,
+        seed: int = 0,
+        concurrency: int | None = None,
+        interval: float = 0.0,
+        registry: ProviderRegistry | None = None,
+        recorder: Recorder | None = None,
+        state: OrgState | None = None,
+        run_id: str | None = None,
+        parent_run: str | None = None,
+        fork_tick: int | None = None,
+        paused: bool = False,
+        retry_policy: RetryPolicy | None = None,
+        clock=time.time,
+    ) -> None:
+        self.seed = seed
+        self.registry = registry or ProviderRegistry(org.models)
+        self.recorder = recorder
+        self.state = state if state is not None else OrgState.initial(org)
+        if state is not None:
+            # A resumed or forked run runs the definitions it is given.
+            self.state.org = org
+            self.state._adopt_agents()
+        self.state.interval = interval if interval else self.state.interval
+        self.state.paused = paused
+        self.concurrency = concurrency or org.settings.max_concurrency
+        self.run_id = run_id or _new_run_id()
+        self.parent_run = parent_run
+        self.fork_tick = fork_tick
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.clock = clock
+        self.thinking: set[str] = set()  # agents whose turn is in flight
+        self.running = False
+        self._subs: set[Subscription] = set()
+        self._commands: deque[Command] = deque()
+        self._wake = asyncio.Event()
+        self._step = 0
+        self._stop: str | None = None
+        self._tick_task: asyncio.Task | None = None
+        self._abort_requested = False
+        self._global_sem = asyncio.Semaphore(self.concurrency)
+        self._tick_seq = 0
+
+    # --- public read API ---------------------------------------------------------------
+
+    @property
+    def org(self) -> Org:
+        return self.state.org
+
+    @property
+    def tick(self) -> int:
+        """The last committed tick."""
+        return self.state.tick
+
+    @property
+    def paused(self) -> bool:
+        return self.state.paused
+
+    def agent_status(self, name: str) -> str:
+        if name in self.thinking:
+            return "thinking"
+        return self.state.agent_status(name)
+
+    def subscribe(self, *, tokens: bool = True) -> Subscription:
+        sub = Subscription(self, tokens)
+        self._subs.add(sub)
+        return sub
+
+    # --- commands ----------------------------------------------------------------------
+
+    def _queue(self, name: str, **args: Any) -> None:
+        self._commands.append(Command(name, args))
+        self._wake.set()
+
+    def pause(self) -> None:
+        self._queue("pause")
+
+    def resume(self) -> None:
+        self._queue("resume")
+
+    def step(self) -> None:
+        """Run exactly one tick while paused."""
+        self._queue("step")
+
+    def inject(self, text: str, recipients: Iterable[str] | None = None, kind: str = "message") -> None:
+        """A message from the operator to some agents (None or [] = all)."""
+        self._queue("inject", text=text, recipients=sorted(set(recipients or [])), kind=kind)
+
+    def top_up(self, agent: str, amount: float) -> None:
+        self._queue("top_up", agent=agent, amount=amount)
+
+    def set_enabled(self, agent: str, enabled: bool) -> None:
+        self._queue("enable" if enabled else "disable", agents=[agent])
+
+    def set_interval(self, seconds: float) -> None:
+        self._queue("set_interval", seconds=seconds)
+
+    def reload(self, org: Org) -> None:
+        """New definitions (hot reload): applied at the next tick boundary."""
+        self._queue("reload", org=org)
+
+    def reject_definition(self, file: str, errors: Sequence[str]) -> None:
+        """Record a definition change that failed validation (the old one keeps running)."""
+        self._queue("reject", file=file, errors=list(errors))
+
+    def abort_tick(self) -> None:
+        """Cancel the tick in flight: nothing of it is committed; the engine pauses."""
+        if self._tick_task is not None and not self._tick_task.done():
+            self._abort_requested = True
+            self._tick_task.cancel()
+        else:
+            self._queue("abort")
+
+    def stop(self, *, abort: bool = False) -> None:
+        """Stop at the next tick boundary (abort=True: cancel the tick in flight first)."""
+        self._stop = self._stop or "stopped"
+        if abort:
+            self.abort_tick()
+        self._wake.set()
+
+    # --- emitting ----------------------------------------------------------------------
+
+    def _publish(self, events: Iterable[Event]) -> None:
+        subs = self._subs
+        if not subs:
+            return
+        for ev in events:
+            for s in subs:
+                s.push(ev)
+
+    def _publish_one(self, ev: Event) -> None:
+        for s in self._subs:
+            s.push(ev)
+
+    async def _commit(self, events: list[Event], published: int = 0) -> None:
+        """Record (one transaction), then apply to the live state, then publish.
+
+        The first `published` events were already shown live (a tick's start) and are
+        not published twice.
+        """
+        if self.recorder is not None:
+            await self.recorder.write([e for e in events if e.persistent])
+        apply = self.state.apply
+        for ev in events:
+            apply(ev)
+        self._publish(events[published:] if published else events)
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self, ticks: int | None = None, *, until_tick: int | None = None) -> str:
+        """Run until `ticks` more ticks are committed (or `until_tick`), or until stopped.
+
+        Returns why it stopped: "completed", "stopped" or "error: ...".
+        """
+        target = until_tick if until_tick is not None else (self.state.tick + ticks if ticks is not None else None)
+        self.running = True
+        reason = "stopped"
+        try:
+            defs = self.org.definitions()
+            await self._commit(
+                [
+                    RunStarted(
+                        run_id=self.run_id,
+                        org_path=str(self.org.root),
+                        seed=self.seed,
+                        tick=self.state.tick,
+                        definitions=defs,
+                        definitions_hash=definitions_hash(defs),
+                        parent_run=self.parent_run,
+                        fork_tick=self.fork_tick,
+                        at=self.clock(),
+                    )
+                ]
+            )
+            if self.state.paused:
+                await self._commit([RunPaused(self.state.tick, self.clock())])
+            last_start = 0.0
+            while True:
+                await self._apply_commands()
+                if self._stop:
+                    reason = self._stop
+                    break
+                if target is not None and self.state.tick >= target:
+                    reason = "completed"
+                    break
+                if self.state.paused and self._step == 0:
+                    await self._wait(None)
+                    continue
+                interval = self.state.interval
+                if interval > 0 and last_start:
+                    remaining = last_start + interval - time.monotonic()
+                    if remaining > 0:
+                        await self._wait(remaining)
+                        continue
+                last_start = time.monotonic()
+                if self._step:
+                    self._step -= 1
+                await self._run_tick(self.state.tick + 1)
+        except Exception as e:  # the engine reports, never dies silently
+            reason = f"error: {type(e).__name__}: {e}"
+            raise
+        finally:
+            self.running = False
+            stopped = RunStopped(self.state.tick, reason, self.clock())
+            try:
+                await self._commit([stopped])
+            except Exception:
+                self.state.apply(stopped)
+                self._publish_one(stopped)
+            await self.registry.aclose()
+        return reason
+
+    async def _wait(self, timeout: float | None) -> None:
+        self._wake.clear()
+        if self._commands or self._stop:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
+    # --- commands at the boundary ------------------------------------------------------
+
+    async def _apply_commands(self) -> None:
+        while self._commands:
+            cmd = self._commands.popleft()
+            try:
+                events = self._command_events(cmd)
+            except ValueError as e:
+                events = [CommandRejected(self.state.tick, cmd.name, str(e), self.clock())]
+            if events:
+                await self._commit(events)
+
+    def _command_events(self, cmd: Command) -> list[Event]:
+        s = self.state
+        t = s.tick
+        now = self.clock()
+        a = cmd.args
+        if cmd.name == "pause":
+            if s.paused:
+                return []
+            return [CommandApplied(t, "pause", {}, now), RunPaused(t, now)]
+        if cmd.name == "resume":
+            self._step = 0
+            if not s.paused:
+                return []
+            return [CommandApplied(t, "resume", {}, now), RunResumed(t, now)]
+        if cmd.name == "step":
+            if not s.paused:
+                raise ValueError("step works while paused; pause first")
+            self._step += 1
+            return [CommandApplied(t, "step", {}, now)]
+        if cmd.name == "inject":
+            text = a["text"]
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("an injected message needs some text")
+            if len(text) > 20_000:
+                raise ValueError("an injected message is limited to 20,000 characters")
+            unknown = [r for r in a["recipients"] if r not in s.org.agents]
+            if unknown:
+                raise ValueError(f"no such agent: {', '.join(unknown)}")
+            entry = OutboxEntry(
+                id=f"operator-{t}-{s.seq}",
+                tick=t,
+                agent=OPERATOR,
+                kind=a.get("kind") or "message",
+                payload={"text": text},
+                tags=("operator",),
+                created_at=now,
+                recipients=tuple(a["recipients"]),
+                meta={"seq": s.seq},
+            )
+            return [
+                CommandApplied(t, "inject", {"recipients": a["recipients"], "kind": entry.kind, "id": entry.id}, now),
+                MessageCommitted(t, entry),
+            ]
+        if cmd.name == "top_up":
+            name, amount = a["agent"], a["amount"]
+            if name not in s.org.agents:
+                raise ValueError(f"no such agent: {name}")
+            try:
+                amount = float(amount)
+            except (TypeError, ValueError):
+                raise ValueError(f"top-up amount must be a number, not {amount!r}") from None
+            if not (0 < amount < 1e12):
+                raise ValueError("top-up amount must be a positive, finite number")
+            balance = s.credits.get(name, 0.0) + amount
+            return [
+                CommandApplied(t, "top_up", {"agent": name, "amount": amount}, now),
+                CreditsToppedUp(t, name, amount, balance),
+            ]
+        if cmd.name in ("enable", "disable"):
+            unknown = [n for n in a["agents"] if n not in s.org.agents]
+            if unknown:
+                raise ValueError(f"no such agent: {', '.join(unknown)}")
+            return [CommandApplied(t, cmd.name, {"agents": a["agents"]}, now)]
+        if cmd.name == "set_interval":
+            secs = float(a["seconds"])
+            if not (0 <= secs <= 3600):
+                raise ValueError("the tick interval must be between 0 and 3600 seconds")
+            return [CommandApplied(t, "set_interval", {"seconds": secs}, now)]
+        if cmd.name == "abort":
+            if s.paused:
+                return []
+            return [CommandApplied(t, "abort", {"in_flight": False}, now), RunPaused(t, now)]
+        if cmd.name == "reload":
+            return self._reload_events(a["org"], now)
+        if cmd.name == "reject":
+            return [DefinitionRejected(t, a["file"], tuple(a["errors"]), now)]
+        raise ValueError(f"unknown command {cmd.name!r}")
+
+    def _reload_events(self, new: Org, now: float) -> list[Event]:
+        old = self.state.org
+        old_defs = old.definitions()
+        new_defs = new.definitions()
+        added = tuple(sorted(set(new.agents) - set(old.agents)))
+        removed = tuple(sorted(set(old.agents) - set(new.agents)))
+        changed: dict[str, list[str]] = {}
+        for name in sorted(set(old.agents) & set(new.agents)):
+            diff = _diff_fields(old_defs["agents"][name], new_defs["agents"][name])
+            if diff:
+                changed[name] = diff
+        if old_defs["models"] != new_defs["models"]:
+            changed["models.json"] = sorted(
+                k for k in set(old_defs["models"]) | set(new_defs["models"])
+                if old_defs["models"].get(k) != new_defs["models"].get(k)
+            )
+        if old_defs["settings"] != new_defs["settings"]:
+            changed["org.json"] = _diff_fields(old_defs["settings"], new_defs["settings"])
+        if not (added or removed or changed):
+            return []
+        self.registry.update_models(new.models)
+        return [
+            DefinitionsReloaded(
+                self.state.tick, added, removed, changed, new_defs, definitions_hash(new_defs), now
+            )
+        ]
+
+    # --- one tick ----------------------------------------------------------------------
+
+    async def _run_tick(self, t: int) -> None:
+        self._tick_task = asyncio.ensure_future(self._tick_body(t))
+        try:
+            events, published = await self._tick_task
+        except asyncio.CancelledError:
+            self.thinking.clear()
+            if not self._abort_requested:
+                raise
+            self._abort_requested = False
+            now = self.clock()
+            await self._commit(
+                [
+                    TickAborted(t, "operator", now),
+                    CommandApplied(self.state.tick, "abort", {"in_flight": True, "tick": t}, now),
+                    RunPaused(self.state.tick, now),
+                ]
+            )
+            return
+        finally:
+            self._tick_task = None
+        await self._commit(events, published)
+
+    async def _tick_body(self, t: int) -> tuple[list[Event], int]:
+        """Run tick t's turns; return its events (committed by the caller) and how many
+        of them were already published live."""
+        s = self.state
+        org = s.org
+        started = time.monotonic()
+        due = schedule.firing(org.agents.values(), t)
+        tick_started = TickStarted(t, tuple(due), self.clock())
+        pre: list[Event] = [tick_started]
+        runnable: list[str] = []
+        for name in due:
+            a = org.agents[name]
+            if not s.enabled.get(name, True):
+                pre.append(AgentSkipped(t, name, "disabled", "disabled by the operator"))
+            elif not a.resume.calls_model:
+                pre.append(AgentSkipped(t, name, "no_model", "model \"none\": a seat that never calls a model"))
+            elif s.credits.get(name, 0.0) <= 0:
+                pre.append(AgentSkipped(t, name, "broke", f"{s.credits.get(name, 0.0):.6g} credits left; top up to resume"))
+            else:
+                runnable.append(name)
+        # Prompts are built now, from the state as it is at the start of the tick.
+        plans = [self._plan_turn(name, t) for name in runnable]
+        for plan in plans:
+            if isinstance(plan, AgentSkipped):
+                pre.append(plan)
+        plans_ok = [p for p in plans if not isinstance(p, AgentSkipped)]
+        for p in plans_ok:
+            pre.append(TurnStarted(t, p["name"], p["key"], p["max_tokens"], self.clock()))
+        self._publish(pre)
+        outcomes = await asyncio.gather(*(self._turn(p) for p in plans_ok))
+        events: list[Event] = list(pre)
+        fired: list[str] = []
+        failed: list[str] = []
+        spend = 0.0
+        n_msgs = 0
+        credits = dict(s.credits)
+        self._tick_seq = s.seq
+        for out in outcomes:  # plans_ok is in commit order, and gather keeps order
+            rec = out.record
+            fired.append(rec.agent)
+            if rec.status != "ok":
+                failed.append(rec.agent)
+            commit = self._commit_turn(t, out, credits)
+            events.extend(commit)
+            for ev in commit:
+                if type(ev) is MessageCommitted:
+                    n_msgs += 1
+                elif type(ev) is CreditsCharged:
+                    spend += ev.amount  # type: ignore[attr-defined]
+        events.append(
+            TickCompleted(
+                t,
+                tuple(fired),
+                tuple(failed),
+                n_msgs,
+                spend,
+                s.total_spend + spend,
+                (time.monotonic() - started) * 1000,
+                self.clock(),
+            )
+        )
+        return events, len(pre)
+
+    def _plan_turn(self, name: str, t: int) -> dict[str, Any] | AgentSkipped:
+        s = self.state
+        org = s.org
+        a = org.agents[name]
+        key = a.resume.model.key
+        inbox = s.board.inbox(
+            name,
+            org.readable_by(name),
+            t,
+            s.cursors.get(name, 0),
+            new_limit=org.settings.inbox_new_limit,
+            context=org.settings.inbox_context,
+        )
+        last = s.last_turn.get(name)
+        tool_results = last.tool_results if last is not None else []
+        try:
+            spec = self.registry.spec(key)
+        except ProviderError as e:
+            spec = None
+            config_error = str(e)
+        else:
+            config_error = None
+        wanted = a.resume.model.max_tokens or (spec.max_output_tokens if spec else None)
+        balance = s.credits.get(name, 0.0)
+        # First estimate the prompt without the token cap, then cap with what remains.
+        messages = build_prompt(
+            a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=org.readers_of(name),
+            can_read=org.readable_by(name), tool_results=tool_results, balance=balance, max_tokens=wanted,
+        )
+        max_tokens = wanted
+        if spec is not None:
+            est = sum(estimate_tokens(m["content"]) for m in messages)
+            allow = allowance(balance, a.budget, spec.prices, est, wanted)
+            if allow.max_tokens is None:
+                return AgentSkipped(t, name, "broke", allow.reason)
+            if allow.max_tokens != wanted:
+                max_tokens = allow.max_tokens
+                messages = build_prompt(
+                    a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=org.readers_of(name),
+                    can_read=org.readable_by(name), tool_results=tool_results, balance=balance, max_tokens=max_tokens,
+                )
+        return {
+            "name": name,
+            "tick": t,
+            "key": key,
+            "spec": spec,
+            "config_error": config_error,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": a.resume.model.temperature,
+            "memory": s.memory.get(name, {}),
+            "tools": a.resume.permissions.tools,
+        }
+
+    async def _turn(self, plan: dict[str, Any]) -> _TurnOutcome:
+        name, t = plan["name"], plan["tick"]
+        spec = plan["spec"]
+        messages = plan["messages"]
+        rec = TurnRecord(
+            tick=t,
+            agent=name,
+            model_key=plan["key"],
+            provider=spec.provider if spec else "?",
+            model_name=spec.model_name if spec else "?",
+            prompt=messages,
+            prompt_hash=prompt_hash(messages),
+            max_tokens=plan["max_tokens"],
+            started_at=self.clock(),
+        )
+        t0 = time.monotonic()
+        self.thinking.add(name)
+        try:
+            if plan["config_error"]:
+                rec.status, rec.error = "config", plan["config_error"]
+                return _TurnOutcome(rec, None)
+            try:
+                provider, spec = self.registry.resolve(plan["key"])
+            except ProviderError as e:
+                rec.status, rec.error = "config", str(e)
+                return _TurnOutcome(rec, None)
+            request = CompletionRequest(
+                model=spec.model_name,
+                messages=[ChatMessage(m["role"], m["content"]) for m in messages],  # type: ignore[arg-type]
+                temperature=plan["temperature"],
+                max_tokens=plan["max_tokens"],
+                timeout=spec.timeout,
+                seed=self.seed,
+            )
+            publish = self._publish_one if self._subs else None
+
+            def on_delta(text: str, restart: bool) -> None:
+                if publish is not None:
+                    publish(TokenDelta(t, name, text, restart))
+
+            policy = self.retry_policy
+            if spec.max_attempts != policy.max_attempts:
+                policy = RetryPolicy(spec.max_attempts, policy.base_delay, policy.max_delay, policy.max_retry_after)
+            async with self._global_sem, self.registry.semaphore(plan["key"]):
+                result = await stream_with_retries(
+                    provider, request, on_delta, policy=policy, rng=random.Random(f"{self.seed}:{name}:{t}")
+                )
+            rec.raw_output = result.text
+            rec.attempts = result.attempts
+            rec.usage = TokenUsage(result.usage.input_tokens, result.usage.output_tokens, result.usage.estimated)
+            if result.error is not None:
+                rec.status = "provider"
+                rec.error = "; ".join(result.errors)
+                return _TurnOutcome(rec, None)
+            try:
+                reply = parse_reply(result.text)
+            except ContractViolation as e:
+                rec.status, rec.error = "contract", f"contract violation: {e}"
+                return _TurnOutcome(rec, None)
+            rec.parsed = reply.to_dict()
+            rec.violations = list(reply.violations)
+            if reply.repaired:
+                rec.violations.append(f"repaired: {reply.repaired}")
+            rec.tool_results = self._run_tools(plan, reply)
+            return _TurnOutcome(rec, reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug in one turn never stops the tick
+            rec.status, rec.error = "internal", f"internal error: {type(e).__name__}: {e}"
+            return _TurnOutcome(rec, None)
+        finally:
+            rec.latency_ms = (time.monotonic() - t0) * 1000
+            self.thinking.discard(name)
+
+    def _run_tools(self, plan: dict[str, Any], reply: ParsedReply) -> list[dict[str, Any]]:
+        """Built-in tools; results are shown to the agent on its next turn."""
+        results = []
+        allowed = set(plan["tools"])
+        for call in reply.tool_calls:
+            if call.tool not in allowed:
+                results.append({"tool": call.tool, "error": "not permitted (permissions.tools)"})
+            elif call.tool == "memory_read":
+                key = call.args.get("key")
+                mem = plan["memory"]
+                results.append({"tool": call.tool, "key": key, "value": mem.get(key) if isinstance(key, str) else None})
+            elif call.tool == "list_agents":
+                results.append({"tool": call.tool, "agents": sorted(self.state.org.agents)})
+            elif call.tool == "clock":
+                results.append({"tool": call.tool, "tick": plan["tick"]})
+            else:
+                results.append({"tool": call.tool, "error": "no such tool in this engine (memory_read, list_agents, clock)"})
+        return results
+
+    def _commit_turn(self, t: int, out: _TurnOutcome, credits: dict[str, float]) -> list[Event]:
+        rec = out.record
+        name = rec.agent
+        s = self.state
+        events: list[Event] = []
+        reply = out.reply
+        msgs: list[Event] = []
+        mem_events: list[Event] = []
+        if reply is not None:
+            seq = self._tick_seq  # entries of earlier agents this tick come first
+            for i, entry in enumerate(reply.entries):
+                known = [r for r in entry.recipients if r in s.org.agents or r == OPERATOR]
+                dropped = [r for r in entry.recipients if r not in known]
+                if dropped:
+                    rec.violations.append(f"outbox_entries[{i}].recipients: no such agent: {', '.join(dropped)[:200]}")
+                    if not known:
+                        continue
+                oe = OutboxEntry(
+                    id=f"{name}-{t}-{i}",
+                    tick=t,
+                    agent=name,  # the engine writes the author: a reply cannot claim another's name
+                    kind=entry.kind,
+                    payload=entry.payload,
+                    tags=tuple(entry.tags),
+                    created_at=self.clock(),
+                    recipients=tuple(known),
+                    meta={"seq": seq},
+                )
+                seq += 1
+                msgs.append(MessageCommitted(t, oe))
+            self._tick_seq = seq
+            memory = dict(s.memory.get(name, {}))
+            for j, up in enumerate(reply.memory_updates):
+                change, problem = apply_update(memory, up.op, up.key, up.value)
+                if problem:
+                    rec.violations.append(f"memory_updates[{j}]: {problem}")
+                else:
+                    mem_events.append(MemoryChanged(t, name, change.op, change.key, change.value))  # type: ignore[union-attr]
+        # Charge for what was used (a failed call is charged for what the provider billed).
+        spec = self.registry.models.get(rec.model_key)
+        a = s.org.agents[name]
+        action = a.budget.cost_per_action if rec.status in ("ok", "contract") else 0.0
+        amount = turn_cost(spec.prices, rec.usage.input_tokens, rec.usage.output_tokens, action) if spec else 0.0
+        rec.cost = amount
+        charge: list[Event] = []
+        if amount > 0:
+            before = credits.get(name, 0.0)
+            after = before - amount
+            credits[name] = after
+            charge.append(
+                CreditsCharged(t, name, amount, after, rec.usage.input_tokens, rec.usage.output_tokens, action, after < 0)
+            )
+            cap = a.budget.soft_cap
+            if cap is not None and before > cap >= after and name not in s.soft_warned:
+                charge.append(SoftCapReached(t, name, after, cap))
+        events.append(TurnFinished(t, name, rec))
+        events.extend(msgs)
+        events.extend(mem_events)
+        events.extend(charge)
+        return events
+
+
+def _diff_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if a == b:
+            continue
+        path = f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_diff_fields(a, b, path + "."))
+        else:
+            out.append(path.removeprefix("resume."))
+    return out
+
+
+def _new_run_id() -> str:
+    import uuid
+
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]

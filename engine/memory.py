@@ -1,0 +1,70 @@
+"""Per-agent key/value memory: set, append, merge, delete.
+
+An update with a bad key or a value of the wrong shape is rejected alone; the
+rest of the reply still applies.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+MAX_KEYS = 256
+MAX_VALUE_CHARS = 20_000
+MAX_LIST_ITEMS = 200  # `append` keeps the newest items beyond this
+
+
+@dataclass(slots=True, frozen=True)
+class MemoryChange:
+    op: str
+    key: str
+    value: Any  # value after the change; None after delete
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, default=str))
+
+
+def apply_update(
+    memory: dict[str, Any], op: str, key: Any, value: Any
+) -> tuple[MemoryChange | None, str | None]:
+    """Apply one update to `memory` in place. Returns (change, None) or (None, violation)."""
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        shown = repr(key)[:40]
+        return None, (
+            f"memory key {shown} rejected: use 1-64 characters of letters, digits, _ . : -"
+        )
+    if op == "delete":
+        if key not in memory:
+            return None, f"memory key {key!r}: delete of a key that does not exist"
+        del memory[key]
+        return MemoryChange("delete", key, None), None
+    if op not in ("set", "append", "merge"):
+        return None, f"memory key {key!r}: unknown op {op!r} (allowed: set, append, merge, delete)"
+    try:
+        if _size(value) > MAX_VALUE_CHARS:
+            return None, f"memory key {key!r}: value over {MAX_VALUE_CHARS} characters"
+    except (TypeError, ValueError, RecursionError):
+        return None, f"memory key {key!r}: value is not JSON"
+    if key not in memory and len(memory) >= MAX_KEYS:
+        return None, f"memory key {key!r}: memory is full ({MAX_KEYS} keys); delete some first"
+    if op == "set":
+        new = copy.deepcopy(value)
+    elif op == "append":
+        old = memory.get(key, [])
+        if not isinstance(old, list):
+            return None, f"memory key {key!r}: append to a {type(old).__name__}, not a list"
+        new = (old + [copy.deepcopy(value)])[-MAX_LIST_ITEMS:]
+    else:  # merge
+        old = memory.get(key, {})
+        if not isinstance(old, dict) or not isinstance(value, dict):
+            return None, f"memory key {key!r}: merge needs an object on both sides"
+        new = {**old, **copy.deepcopy(value)}
+    if _size(new) > MAX_VALUE_CHARS:
+        return None, f"memory key {key!r}: value would exceed {MAX_VALUE_CHARS} characters"
+    memory[key] = new
+    return MemoryChange(op, key, new), None

@@ -1,0 +1,358 @@
+"""Load an organisation folder into an :class:`Org`, with errors a person can act on.
+
+Layout (LeMMing's, plus our optional extras)::
+
+    ORG/agents/<name>/resume.json     one agent per folder
+    ORG/models.json                   model keys → provider specs (optional)
+    ORG/credits.json                  budgets, LeMMing's format (optional)
+    ORG/org.json                      organisation settings (optional)
+    ORG/lemming/config/*.json         LeMMing's config folder, read where present
+
+Every problem is reported as ``file: field: message``; one bad agent does not
+hide the others' errors, and the good agents still load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .resume import (
+    NO_MODEL_KEY,
+    CreditsEntry,
+    ModelSpec,
+    OrgSettings,
+    Resume,
+    format_validation_error,
+)
+
+SKIPPED_FOLDERS = frozenset({"agent_template"})
+MAX_FILE_BYTES = 2_000_000
+
+
+@dataclass(slots=True)
+class Budget:
+    """An agent's credit settings, merged from its resume and credits.json."""
+
+    initial: float
+    max_credits: float
+    soft_cap: float | None = None
+    cost_per_action: float = 0.0
+
+
+@dataclass(slots=True)
+class AgentDef:
+    name: str
+    resume: Resume
+    budget: Budget
+    path: str  # resume.json, relative to the org root
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "resume": self.resume.model_dump(mode="json"),
+            "budget": {
+                "initial": self.budget.initial,
+                "max_credits": self.budget.max_credits,
+                "soft_cap": self.budget.soft_cap,
+                "cost_per_action": self.budget.cost_per_action,
+            },
+            "path": self.path,
+        }
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict[str, Any]) -> "AgentDef":
+        return cls(
+            name=name,
+            resume=Resume.model_validate(d["resume"]),
+            budget=Budget(**d["budget"]),
+            path=d.get("path", f"agents/{name}/resume.json"),
+        )
+
+
+@dataclass(slots=True)
+class Org:
+    """A validated organisation: what the engine runs."""
+
+    root: Path
+    agents: dict[str, AgentDef]
+    models: dict[str, ModelSpec]
+    settings: OrgSettings = field(default_factory=OrgSettings)
+    problems: list[str] = field(default_factory=list)  # what was left out, and why
+    warnings: list[str] = field(default_factory=list)  # what loads but looks wrong
+
+    @property
+    def name(self) -> str:
+        return self.settings.name or self.root.resolve().name
+
+    def readers_of(self, author: str) -> list[str]:
+        """Agents that may read `author`'s outbox."""
+        return sorted(
+            a.name
+            for a in self.agents.values()
+            if a.name != author and a.resume.permissions.can_read(author)
+        )
+
+    def readable_by(self, name: str) -> list[str]:
+        """Outboxes `name` may read (existing agents only; `*` expands)."""
+        perms = self.agents[name].resume.permissions
+        if "*" in perms.read_outboxes:
+            return sorted(n for n in self.agents if n != name)
+        return sorted(n for n in perms.read_outboxes if n != name)
+
+    def definitions(self) -> dict[str, Any]:
+        """Everything that defines the org, JSON-ready, with no secrets (keys live in the env)."""
+        return {
+            "name": self.name,
+            "settings": self.settings.model_dump(mode="json"),
+            "agents": {n: a.as_dict() for n, a in sorted(self.agents.items())},
+            "models": {k: m.model_dump(mode="json") for k, m in sorted(self.models.items())},
+        }
+
+    @classmethod
+    def from_definitions(cls, root: Path, d: dict[str, Any]) -> "Org":
+        return cls(
+            root=root,
+            agents={n: AgentDef.from_dict(n, a) for n, a in d["agents"].items()},
+            models={k: ModelSpec.model_validate(m) for k, m in d.get("models", {}).items()},
+            settings=OrgSettings.model_validate(d.get("settings", {})),
+        )
+
+    def definitions_hash(self) -> str:
+        return definitions_hash(self.definitions())
+
+
+def definitions_hash(defs: dict[str, Any]) -> str:
+    blob = json.dumps(defs, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class OrgInvalid(Exception):
+    """The organisation cannot run; `problems` lists every reason as `file: field: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _rel(root: Path, p: Path) -> str:
+    try:
+        return str(p.relative_to(root))
+    except ValueError:
+        return str(p)
+
+
+def read_json(path: Path, root: Path, problems: list[str]) -> Any | None:
+    """Parse a JSON file, appending a readable problem instead of raising."""
+    rel = _rel(root, path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            problems.append(f"{rel}: (file): is {size} bytes; the limit is {MAX_FILE_BYTES}")
+            return None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        problems.append(f"{rel}: (file): is not UTF-8 text")
+        return None
+    except OSError as e:
+        problems.append(f"{rel}: (file): cannot be read: {e.strerror or e}")
+        return None
+
+    def no_constants(name: str) -> float:
+        raise ValueError(f"{name} is not allowed in JSON; use a finite number")
+
+    try:
+        return json.loads(text, parse_constant=no_constants)
+    except json.JSONDecodeError as e:
+        problems.append(f"{rel}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}")
+    except (ValueError, RecursionError) as e:
+        problems.append(f"{rel}: (file): invalid JSON: {e}")
+    return None
+
+
+def _validate(model: type[BaseModel], data: Any, rel: str, problems: list[str], prefix: str = ""):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems.extend(format_validation_error(rel, e, prefix))
+        return None
+    except (RecursionError, ValueError) as e:
+        problems.append(f"{rel}: {prefix or '(root)'}: {e}")
+        return None
+
+
+def _first_existing(root: Path, *names: str) -> Path | None:
+    for n in names:
+        p = root / n
+        if p.is_file():
+            return p
+    return None
+
+
+def load_models(root: Path, problems: list[str]) -> dict[str, ModelSpec]:
+    path = _first_existing(root, "models.json", "lemming/config/models.json")
+    if path is None:
+        return {}
+    rel = _rel(root, path)
+    data = read_json(path, root, problems)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{rel}: (root): must be an object of model key → model spec")
+        return {}
+    models: dict[str, ModelSpec] = {}
+    for key, entry in data.items():
+        if key.startswith("_"):  # "_comment" and the like
+            continue
+        spec = _validate(ModelSpec, entry, rel, problems, prefix=key)
+        if spec is not None:
+            models[key] = spec
+    return models
+
+
+def load_credits(root: Path, problems: list[str]) -> dict[str, CreditsEntry]:
+    path = _first_existing(root, "credits.json", "lemming/config/credits.json")
+    if path is None:
+        return {}
+    rel = _rel(root, path)
+    data = read_json(path, root, problems)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        problems.append(f"{rel}: (root): must be an object of agent name → budget")
+        return {}
+    out: dict[str, CreditsEntry] = {}
+    for name, entry in data.items():
+        if name.startswith("_"):
+            continue
+        ce = _validate(CreditsEntry, entry, rel, problems, prefix=name)
+        if ce is not None:
+            out[name] = ce
+    return out
+
+
+def load_settings(root: Path, problems: list[str]) -> OrgSettings:
+    path = _first_existing(root, "org.json", "lemming/config/org_config.json")
+    if path is None:
+        return OrgSettings()
+    data = read_json(path, root, problems)
+    if data is None:
+        return OrgSettings()
+    return _validate(OrgSettings, data, _rel(root, path), problems) or OrgSettings()
+
+
+def agent_folders(root: Path) -> list[Path]:
+    agents_dir = root / "agents"
+    if not agents_dir.is_dir():
+        return []
+    return sorted(
+        p
+        for p in agents_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and p.name not in SKIPPED_FOLDERS
+    )
+
+
+def load_resume(
+    root: Path, folder: Path, problems: list[str], models: dict[str, ModelSpec] | None = None
+) -> Resume | None:
+    """Load and validate one agent's resume.json; None (with problems) if it cannot run."""
+    path = folder / "resume.json"
+    rel = _rel(root, path)
+    if not path.is_file():
+        problems.append(f"{rel}: (file): missing; every agent folder needs a resume.json")
+        return None
+    data = read_json(path, root, problems)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{rel}: (root): must be a JSON object")
+        return None
+    if "name" not in data:
+        # LeMMing's loader falls back to the folder name; so do we, but a mismatch is an error.
+        data = {**data, "name": folder.name}
+    resume = _validate(Resume, data, rel, problems)
+    if resume is None:
+        return None
+    if resume.name != folder.name:
+        problems.append(
+            f"{rel}: name: is {resume.name!r} but the folder is {folder.name!r}; "
+            "rename one so they match"
+        )
+        return None
+    if models is not None and resume.calls_model and resume.model.key not in models:
+        known = ", ".join(sorted(models))
+        problems.append(
+            f"{rel}: model.key: unknown model {resume.model.key!r}; known: {known} "
+            "(add it to models.json or use \"none\" for a seat that never calls a model)"
+        )
+        return None
+    return resume
+
+
+def build_budget(resume: Resume, entry: CreditsEntry | None, settings: OrgSettings) -> Budget:
+    rc = resume.credits
+    max_credits = (
+        rc.max_credits
+        if rc is not None
+        else (
+            entry.max_credits
+            if entry and entry.max_credits is not None
+            else (entry.credits_left if entry and entry.credits_left is not None else settings.default_credits)
+        )
+    )
+    initial = entry.credits_left if entry and entry.credits_left is not None else max_credits
+    soft_cap = rc.soft_cap if rc is not None and rc.soft_cap is not None else (entry.soft_cap if entry else None)
+    cpa = (
+        rc.cost_per_action
+        if rc is not None and rc.cost_per_action is not None
+        else (entry.cost_per_action if entry else 0.0)
+    )
+    return Budget(initial=float(initial), max_credits=float(max_credits), soft_cap=soft_cap, cost_per_action=float(cpa))
+
+
+def load_org(root: str | Path, *, strict: bool = True) -> Org:
+    """Load the organisation at `root`.
+
+    strict=True raises OrgInvalid when anything is wrong (what `validate` and a fresh run
+    want); strict=False keeps every agent that loads and lists the rest in `org.problems`
+    (what hot reload wants: the last good definition keeps running).
+    """
+    root = Path(root)
+    problems: list[str] = []
+    if not (root / "agents").is_dir():
+        raise OrgInvalid(
+            [f"{root}: agents/: no agents folder here; run `lemming bootstrap {root}` to create one"]
+        )
+    from .providers.registry import BUILTIN_MODELS
+
+    models = load_models(root, problems)
+    known_models = {**BUILTIN_MODELS, **models, NO_MODEL_KEY: None}
+    credits = load_credits(root, problems)
+    settings = load_settings(root, problems)
+    agents: dict[str, AgentDef] = {}
+    warnings: list[str] = []
+    for folder in agent_folders(root):
+        resume = load_resume(root, folder, problems, known_models)  # type: ignore[arg-type]
+        if resume is None:
+            continue
+        budget = build_budget(resume, credits.get(resume.name), settings)
+        if not math.isfinite(budget.initial):
+            problems.append(f"credits.json: {resume.name}: credits must be finite")
+            continue
+        agents[resume.name] = AgentDef(resume.name, resume, budget, _rel(root, folder / "resume.json"))
+    for name in credits:
+        if name not in agents and not any(p.startswith(f"agents/{name}/") for p in problems):
+            warnings.append(
+                f"credits.json: {name}: no agent folder agents/{name}/; the budget is ignored"
+            )
+    if not agents and not problems:
+        problems.append(f"{_rel(root, root / 'agents')}: (folder): holds no agents")
+    org = Org(root=root, agents=agents, models=models, settings=settings, problems=problems, warnings=warnings)
+    if strict and problems:
+        raise OrgInvalid(problems)
+    return org

@@ -1,0 +1,285 @@
+"""An agent's prompt, and the parsing of its reply.
+
+The prompt is two messages: a system message (who the agent is and the reply
+contract) and a user message holding this turn's context as one fenced JSON
+block. The reply must be one JSON object (`AgentReply`); fenced or slightly
+malformed JSON is repaired where that is safe, otherwise the turn is a recorded
+contract violation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .messages import Inbox, OutboxEntry
+from .resume import Resume
+
+MAX_ENTRIES_PER_TURN = 20
+MAX_PAYLOAD_CHARS = 20_000
+MAX_TOOL_CALLS = 10
+
+REPLY_SCHEMA_TEXT = """\
+Reply with ONE JSON object and nothing else:
+{
+  "outbox_entries": [            // messages you publish in YOUR outbox (0-20)
+    {"kind": "message", "payload": {"text": "..."}, "tags": [], "recipients": []}
+  ],                             // recipients: agent names; [] = whoever may read your outbox
+  "memory_updates": [            // your private memory
+    {"op": "set" | "append" | "merge" | "delete", "key": "name", "value": ...}
+  ],
+  "tool_calls": [{"tool": "name", "args": {}}],   // results arrive next turn
+  "notes": "a short note for the operator"
+}"""
+
+
+class ReplyEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    kind: str = Field(default="message", min_length=1, max_length=64)
+    payload: Any = None
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    recipients: list[str] = Field(default_factory=list, max_length=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, v: Any) -> Any:
+        # LeMMing's older agents reply {"to": "x", "content": "..."}.
+        if isinstance(v, dict) and "payload" not in v and ("content" in v or "text" in v):
+            v = dict(v)
+            v["payload"] = {"text": v.pop("content", None) or v.pop("text", None)}
+            to = v.pop("to", None)
+            if isinstance(to, str):
+                v.setdefault("recipients", [] if to in ("*", "all", "") else [to])
+            elif isinstance(to, list):
+                v.setdefault("recipients", to)
+        return v
+
+    @model_validator(mode="after")
+    def _payload_size(self) -> "ReplyEntry":
+        if self.payload is None:
+            raise ValueError("payload is required")
+        try:
+            size = len(json.dumps(self.payload, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"payload is not plain JSON ({e})") from None
+        if size > MAX_PAYLOAD_CHARS:
+            raise ValueError(f"payload is {size} characters; the limit is {MAX_PAYLOAD_CHARS}")
+        return self
+
+
+class MemoryUpdate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    op: Literal["set", "append", "merge", "delete"] = "set"
+    key: str
+    value: Any = None
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    tool: str = Field(min_length=1, max_length=64)
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ParsedReply:
+    """A reply that parsed, with whatever parts of it were rejected."""
+
+    entries: list[ReplyEntry] = field(default_factory=list)
+    memory_updates: list[MemoryUpdate] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    notes: str = ""
+    violations: list[str] = field(default_factory=list)
+    repaired: str | None = None  # what was repaired, if anything
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "outbox_entries": [e.model_dump(mode="json") for e in self.entries],
+            "memory_updates": [m.model_dump(mode="json") for m in self.memory_updates],
+            "tool_calls": [t.model_dump(mode="json") for t in self.tool_calls],
+            "notes": self.notes,
+        }
+
+
+class ContractViolation(Exception):
+    """The reply cannot be read as an AgentReply at all."""
+
+
+def _entry_view(e: OutboxEntry) -> dict[str, Any]:
+    d: dict[str, Any] = {"id": e.id, "tick": e.tick, "from": e.agent, "kind": e.kind, "payload": e.payload}
+    if e.recipients:
+        d["to"] = list(e.recipients)
+    if e.tags:
+        d["tags"] = list(e.tags)
+    return d
+
+
+def build_prompt(
+    resume: Resume,
+    *,
+    tick: int,
+    inbox: Inbox,
+    memory: dict[str, Any],
+    readers: list[str],
+    can_read: list[str],
+    tool_results: list[dict[str, Any]],
+    balance: float,
+    max_tokens: int | None,
+) -> list[dict[str, str]]:
+    """The exact messages the model is given for one turn."""
+    system = [f"You are {resume.name}" + (f", {resume.title}." if resume.title else ".")]
+    if resume.short_description:
+        system.append(resume.short_description)
+    if resume.instructions:
+        system.append("## Instructions\n" + resume.instructions)
+    if resume.workflow_description:
+        system.append("## Workflow\n" + resume.workflow_description)
+    if resume.permissions.tools:
+        system.append("## Tools you may call\n" + ", ".join(resume.permissions.tools))
+    system.append(
+        "## How this organisation works\n"
+        "The organisation runs in ticks. Agents talk only by writing entries into their own "
+        "outbox; an agent sees the outboxes it is allowed to read. What you write this tick is "
+        "read by others from the next tick on. Every turn costs credits.\n\n" + REPLY_SCHEMA_TEXT
+    )
+    context = {
+        "tick": tick,
+        "you": resume.name,
+        "your_outbox_is_read_by": readers,
+        "you_read_outboxes_of": can_read,
+        "credits_left": round(balance, 6),
+        "max_reply_tokens": max_tokens,
+        "memory": memory,
+        "inbox": {
+            "new": [_entry_view(e) for e in inbox.new],
+            "earlier": [_entry_view(e) for e in inbox.context],
+            "not_shown": inbox.dropped,
+        },
+        "tool_results": tool_results,
+    }
+    user = (
+        f"Tick {tick}. Everything you know this turn:\n```json\n"
+        + json.dumps(context, ensure_ascii=False, sort_keys=True, indent=1)
+        + "\n```\nReply with the JSON object only."
+    )
+    return [{"role": "system", "content": "\n\n".join(system)}, {"role": "user", "content": user}]
+
+
+def prompt_hash(messages: list[dict[str, str]]) -> str:
+    blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.DOTALL)
+TRAILING_COMMA_RE = re.compile(r",(\s*[}\]])")
+
+
+def extract_context(user_message: str) -> dict[str, Any] | None:
+    """The JSON context block of a prompt's user message (what the sim reads)."""
+    m = FENCE_RE.search(user_message)
+    if not m:
+        return None
+    try:
+        data = json.loads(m.group(1))
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _loads_object(text: str) -> dict[str, Any]:
+    data = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not JSON")))
+    if not isinstance(data, dict):
+        raise ContractViolation(f"the reply is a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _decode(raw: str) -> tuple[dict[str, Any], str | None]:
+    """Find the reply object in `raw`, repairing only what is safe to repair."""
+    text = raw.strip()
+    if not text:
+        raise ContractViolation("the reply is empty")
+    try:
+        return _loads_object(text), None
+    except (json.JSONDecodeError, ValueError, RecursionError):
+        pass
+    candidates: list[tuple[str, str]] = []
+    m = FENCE_RE.search(text)
+    if m:
+        candidates.append((m.group(1).strip(), "removed a code fence"))
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        candidates.append((text[start : end + 1], "removed text around the JSON object"))
+    for cand, what in list(candidates):
+        fixed = TRAILING_COMMA_RE.sub(r"\1", cand)
+        if fixed != cand:
+            candidates.append((fixed, what + " and trailing commas"))
+    for cand, what in candidates:
+        try:
+            return _loads_object(cand), what
+        except ContractViolation:
+            raise
+        except (json.JSONDecodeError, ValueError, RecursionError):
+            continue
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ContractViolation(
+            f"the reply is not JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except (ValueError, RecursionError) as e:
+        raise ContractViolation(f"the reply is not JSON: {e}") from None
+    raise ContractViolation("the reply is not a JSON object")
+
+
+def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, violations: list[str]) -> list:
+    raw = data.get(key, [])
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        violations.append(f"{key}: must be a list, got {type(raw).__name__}")
+        return []
+    if len(raw) > limit:
+        violations.append(f"{key}: {len(raw)} items; only the first {limit} are kept")
+        raw = raw[:limit]
+    out = []
+    for i, item in enumerate(raw):
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            violations.append(f"{key}[{i}]{'.' + loc if loc else ''}: {msg}")
+        except RecursionError:
+            violations.append(f"{key}[{i}]: nested too deeply")
+    return out
+
+
+def parse_reply(raw: str) -> ParsedReply:
+    """Parse a model's reply. Raises ContractViolation if no reply object can be read."""
+    data, repaired = _decode(raw)
+    if "messages" in data and "outbox_entries" not in data:  # LeMMing's older reply shape
+        data = {**data, "outbox_entries": data["messages"]}
+    known = {"outbox_entries", "memory_updates", "tool_calls", "notes"}
+    if not known & data.keys():
+        raise ContractViolation(
+            "the reply object has none of outbox_entries, memory_updates, tool_calls, notes"
+        )
+    violations: list[str] = []
+    reply = ParsedReply(repaired=repaired, violations=violations)
+    reply.entries = _items(data, "outbox_entries", ReplyEntry, MAX_ENTRIES_PER_TURN, violations)
+    reply.memory_updates = _items(data, "memory_updates", MemoryUpdate, 100, violations)
+    reply.tool_calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
+    notes = data.get("notes", "")
+    if isinstance(notes, str):
+        reply.notes = notes[:2000]
+    elif notes is not None:
+        reply.notes = json.dumps(notes, ensure_ascii=False, default=str)[:2000]
+    return reply

@@ -1,0 +1,91 @@
+"""Shared by the SDK adapters: HTTP status → ProviderError kind, Retry-After, key redaction."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any, Mapping
+
+from .base import ErrorKind, ProviderError, Usage
+
+#: Longest SDK message kept in an error line (bodies can be long HTML pages from proxies).
+MAX_MESSAGE = 300
+
+
+def parse_retry_after(headers: Mapping[str, str] | Any | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, else `retry-after` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    get = headers.get
+    ms = get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000.0
+            if value >= 0:
+                return value
+        except ValueError:
+            pass
+    raw = get("retry-after")
+    if raw is None:
+        return None
+    raw = str(raw).strip()
+    try:
+        value = float(raw)
+        return value if value >= 0 else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def kind_for_status(status: int) -> ErrorKind:
+    """How an HTTP status is retried (the SDKs' own rules: 408, 409, 429 and 5xx are transient)."""
+    if status == 429:
+        return "rate_limit"
+    if status in (401, 403):
+        return "auth"
+    if status == 408:
+        return "timeout"
+    if status == 409 or status >= 500:
+        return "server"
+    return "bad_request"
+
+
+class Redactor:
+    """Removes a secret from text before it goes into any error message."""
+
+    def __init__(self, *secrets: str | None) -> None:
+        # Very short "keys" (dummies like "x") would mangle ordinary words; skip them.
+        self._secrets = [s for s in secrets if s and len(s) >= 6]
+
+    def __call__(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, "[redacted]")
+        text = " ".join(text.split())
+        if len(text) > MAX_MESSAGE:
+            text = text[: MAX_MESSAGE - 3] + "..."
+        return text
+
+
+def status_error(
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | Any | None,
+    redact: Redactor,
+    *,
+    partial_usage: Usage | None = None,
+) -> ProviderError:
+    kind = kind_for_status(status)
+    retry_after = parse_retry_after(headers) if kind in ("rate_limit", "server") else None
+    return ProviderError(
+        kind,
+        redact(message) or f"HTTP {status}",
+        retry_after=retry_after,
+        status=status,
+        partial_usage=partial_usage,
+    )

@@ -1,0 +1,179 @@
+"""OpenAI chat completions, and every server that speaks them (vLLM, llama.cpp, LM Studio, Ollama /v1).
+
+Built on `openai.AsyncOpenAI` with the SDK's own retries off: the retry loop in
+retry.py is the only one. Streams with `stream_options.include_usage` so the
+provider reports the tokens it bills.
+
+provider_config options (all optional):
+
+- ``max_tokens_param``: ``"max_tokens"`` or ``"max_completion_tokens"``. Default:
+  ``max_completion_tokens`` on api.openai.com (its reasoning models refuse the
+  other), ``max_tokens`` on a custom base_url (what local servers understand).
+- ``include_usage``: send ``stream_options`` (default true; turn off for an old
+  server that rejects it — usage is then estimated).
+- ``send_seed``: pass the engine's seed through (default true).
+- ``extra_body``: a dict merged into the request body (e.g. vLLM's ``top_k``).
+- ``organization``, ``project``, ``default_headers``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, AsyncIterator
+
+import openai
+
+from .base import (
+    CompletionRequest,
+    ProbeResult,
+    ProviderConfig,
+    ProviderError,
+    StreamItem,
+    TextDelta,
+    Usage,
+)
+from .errors import Redactor, status_error
+from .retry import estimate_tokens
+
+#: What a local server that checks no key is given (the SDK insists on some key).
+NO_KEY = "not-needed"
+
+
+class OpenAIProvider:
+    """Streams chat completions through the official `openai` SDK."""
+
+    name = "openai"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        opts = dict(config.options)
+        self.base_url = config.base_url
+        self._redact = Redactor(config.api_key)
+        default_param = "max_tokens" if config.base_url else "max_completion_tokens"
+        self._max_tokens_param = str(opts.get("max_tokens_param", default_param))
+        self._include_usage = bool(opts.get("include_usage", True))
+        self._send_seed = bool(opts.get("send_seed", True))
+        extra_body = opts.get("extra_body")
+        self._extra_body = dict(extra_body) if isinstance(extra_body, dict) else None
+        self._client = openai.AsyncOpenAI(
+            api_key=config.api_key or NO_KEY,
+            base_url=config.base_url or None,
+            organization=opts.get("organization"),
+            project=opts.get("project"),
+            default_headers=opts.get("default_headers"),
+            max_retries=0,
+            timeout=float(opts.get("timeout", 60.0)),
+        )
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIProvider(base_url={self.base_url!r})"
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "timeout": request.timeout,
+        }
+        if self._include_usage:
+            params["stream_options"] = {"include_usage": True}
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            params[self._max_tokens_param] = request.max_tokens
+        if request.seed is not None and self._send_seed:
+            params["seed"] = request.seed
+        if self._extra_body:
+            params["extra_body"] = self._extra_body
+        return params
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+        parts: list[str] = []
+        usage: Usage | None = None
+        finished = False
+        started = False
+        try:
+            stream = await self._client.chat.completions.create(**self._params(request))
+            started = True
+            async with stream:
+                async for chunk in stream:
+                    u = getattr(chunk, "usage", None)
+                    if u is not None:
+                        usage = Usage(
+                            int(getattr(u, "prompt_tokens", 0) or 0),
+                            int(getattr(u, "completion_tokens", 0) or 0),
+                        )
+                    for choice in getattr(chunk, "choices", None) or ():
+                        delta = getattr(choice, "delta", None)
+                        text = getattr(delta, "content", None) if delta is not None else None
+                        if text:
+                            parts.append(text)
+                            yield TextDelta(text)
+                        if getattr(choice, "finish_reason", None):
+                            finished = True
+        except ProviderError:
+            raise
+        except Exception as e:
+            raise self._error(e, started, usage) from None
+        if not finished:
+            # The SDK ends quietly on EOF: a reply without finish_reason was cut short.
+            raise ProviderError(
+                "stream_cut",
+                f"stream ended without a finish_reason after {len(parts)} deltas",
+                partial_usage=usage,
+            )
+        if usage is None:
+            # Server ignored stream_options (or include_usage is off): count it ourselves.
+            usage = Usage(
+                sum(estimate_tokens(m.content) for m in request.messages),
+                estimate_tokens("".join(parts)),
+                estimated=True,
+            )
+        yield usage
+
+    def _error(self, e: Exception, started: bool, usage: Usage | None) -> ProviderError:
+        r = self._redact
+        if isinstance(e, json.JSONDecodeError):
+            return ProviderError("malformed", f"a stream chunk was not JSON: {r(str(e))}", partial_usage=usage)
+        if isinstance(e, openai.APITimeoutError):
+            return ProviderError("timeout", "no answer within the request timeout", partial_usage=usage)
+        if isinstance(e, openai.APIConnectionError):
+            if started:
+                return ProviderError("stream_cut", f"connection lost mid-stream: {_cause(e, r)}", partial_usage=usage)
+            return ProviderError("connection", f"cannot reach {self.base_url or 'api.openai.com'}: {_cause(e, r)}")
+        if isinstance(e, openai.APIStatusError):
+            return status_error(e.status_code, _body_message(e), e.response.headers, r, partial_usage=usage)
+        if isinstance(e, openai.APIError):
+            # An error object inside a 200 stream.
+            return ProviderError("server", f"error in stream: {_body_message(e)}", partial_usage=usage)
+        return ProviderError("malformed", f"unexpected {type(e).__name__}: {r(str(e))}", partial_usage=usage)
+
+    async def probe(self, model: str, timeout: float = 3.0) -> ProbeResult:
+        """List the server's models and check that `model` is among them."""
+        t0 = time.perf_counter()
+        try:
+            page = await self._client.models.list(timeout=timeout)
+            ids = [m.id for m in page.data]
+        except Exception as e:
+            err = self._error(e, False, None)
+            return ProbeResult(False, str(err), (time.perf_counter() - t0) * 1000)
+        ms = (time.perf_counter() - t0) * 1000
+        if model in ids:
+            return ProbeResult(True, f"ok: {model} served ({len(ids)} models)", ms)
+        shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+        return ProbeResult(False, f"reachable, but {model!r} is not served (has: {shown or 'none'})", ms)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _body_message(e: Any) -> str:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return str(getattr(e, "message", "") or e)
+
+
+def _cause(e: BaseException, redact: Redactor) -> str:
+    cause = e.__cause__ or e.__context__
+    return redact(f"{type(cause).__name__}: {cause}" if cause else str(e))

@@ -1,0 +1,193 @@
+"""`sim`: an offline, deterministic model simulator. No key, no network.
+
+It is a real provider with documented behaviour, not a test double:
+
+* It reads its prompt as a model would: the fenced JSON context block of the
+  user message (tick, who reads its outbox, its inbox, memory, credits).
+* It answers with a reply that follows the reply schema: it acknowledges what
+  arrived in its inbox, writes 0-2 messages addressed to agents that can read
+  its outbox (or to all of them), keeps a little memory (`last_tick`,
+  `seen`, a bounded `todo` list it appends to and clears), and now and then
+  calls a tool it is allowed to use.
+* Everything is a pure function of (seed, model name, prompt): the same
+  organisation and seed give a byte-identical run, whatever the concurrency.
+* It streams its reply in word-sized tokens at `tokens_per_s` (0 = as fast as
+  possible), after `latency_ms` of "thinking", and respects `max_tokens` by
+  writing a shorter reply (or, if even that does not fit, by being cut off —
+  which the engine records as a contract violation, as it would a real model).
+* With `malformed_rate` > 0 it sometimes writes a broken reply (prose, cut-off
+  JSON, a wrong shape, a fenced reply with trailing commas that the parser can
+  repair), so the error paths are exercised.
+
+Options (models.json `provider_config`, or LEMMING_SIM_* environment variables,
+or the CLI's --sim-* flags): tokens_per_s, latency_ms, malformed_rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import re
+from typing import Any, AsyncIterator
+
+from ..prompt import extract_context
+from .base import CompletionRequest, ProbeResult, ProviderConfig, StreamItem, TextDelta, Usage
+from .retry import estimate_tokens
+
+TOKEN_RE = re.compile(r"\s*\S{1,8}|\s+")
+
+VERBS = ["drafted", "reviewed", "checked", "summarised", "prioritised", "estimated", "scoped", "tested", "merged", "flagged"]
+OBJECTS = ["the plan", "the backlog", "the spec", "the budget", "the release notes", "the schema", "the test run", "the risks", "the roadmap", "the metrics"]
+NEXT = ["next I will", "I propose we", "can you", "please", "I suggest we", "let us"]
+ACTIONS = ["split the work", "confirm the scope", "ship a first cut", "add a test", "cut the cost", "measure it again", "write it up", "ask the operator"]
+
+
+def _env_float(name: str) -> float | None:
+    v = os.environ.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+class SimProvider:
+    """The offline simulator (see the module docstring)."""
+
+    name = "sim"
+
+    def __init__(self, config: ProviderConfig | None = None) -> None:
+        opts = dict(config.options if config else {})
+        env_rate = _env_float("LEMMING_SIM_TOKENS_PER_S")
+        env_lat = _env_float("LEMMING_SIM_LATENCY_MS")
+        env_bad = _env_float("LEMMING_SIM_MALFORMED_RATE")
+        self.tokens_per_s = float(env_rate if env_rate is not None else opts.get("tokens_per_s", 0))
+        self.latency_ms = float(env_lat if env_lat is not None else opts.get("latency_ms", 0))
+        self.malformed_rate = float(env_bad if env_bad is not None else opts.get("malformed_rate", 0.0))
+
+    # -- the reply --------------------------------------------------------------------
+
+    def _rng(self, request: CompletionRequest) -> random.Random:
+        h = hashlib.sha256()
+        h.update(str(request.seed or 0).encode())
+        h.update(request.model.encode())
+        for m in request.messages:
+            h.update(m.role.encode())
+            h.update(m.content.encode())
+        return random.Random(int.from_bytes(h.digest()[:8], "big"))
+
+    def compose(self, request: CompletionRequest) -> str:
+        """The full reply text for a request (deterministic)."""
+        rng = self._rng(request)
+        user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        ctx = extract_context(user) or {}
+        if self.malformed_rate > 0 and rng.random() < self.malformed_rate:
+            return self._malformed(rng, ctx)
+        reply = self._reply(rng, ctx, request.max_tokens)
+        return reply
+
+    def _reply(self, rng: random.Random, ctx: dict[str, Any], max_tokens: int | None) -> str:
+        tick = ctx.get("tick", 0)
+        readers = [r for r in ctx.get("your_outbox_is_read_by", []) if isinstance(r, str)]
+        inbox = ctx.get("inbox", {}) if isinstance(ctx.get("inbox"), dict) else {}
+        new = [e for e in inbox.get("new", []) if isinstance(e, dict)]
+        memory = ctx.get("memory", {}) if isinstance(ctx.get("memory"), dict) else {}
+        entries: list[dict[str, Any]] = []
+        n_msgs = rng.choice([0, 1, 1, 1, 2]) if readers else 0
+        for _ in range(n_msgs):
+            about = rng.choice(new) if new and rng.random() < 0.7 else None
+            text = f"{rng.choice(VERBS).capitalize()} {rng.choice(OBJECTS)}"
+            if about is not None:
+                text += f" after {about.get('from', 'someone')}'s {about.get('id', 'note')}"
+            text += f"; {rng.choice(NEXT)} {rng.choice(ACTIONS)}."
+            if about is not None and about.get("from") in readers and rng.random() < 0.6:
+                recipients = [about["from"]]
+            elif rng.random() < 0.5:
+                recipients = [rng.choice(readers)]
+            else:
+                recipients = []
+            entries.append(
+                {
+                    "kind": "message",
+                    "payload": {"text": text},
+                    "tags": [rng.choice(["status", "request", "update", "idea"])],
+                    "recipients": recipients,
+                }
+            )
+        updates: list[dict[str, Any]] = [{"op": "set", "key": "last_tick", "value": tick}]
+        if new:
+            updates.append({"op": "merge", "key": "seen", "value": {str(e.get("from")): e.get("tick") for e in new[-3:]}})
+        todo = memory.get("todo")
+        if isinstance(todo, list) and len(todo) >= 4:
+            updates.append({"op": "delete", "key": "todo"})
+        elif rng.random() < 0.5:
+            updates.append({"op": "append", "key": "todo", "value": rng.choice(ACTIONS)})
+        reply = {
+            "outbox_entries": entries,
+            "memory_updates": updates,
+            "tool_calls": [],
+            "notes": f"tick {tick}: read {len(new)} new, wrote {len(entries)}",
+        }
+        text = json.dumps(reply, ensure_ascii=False)
+        # Fit the budget the engine gave us: drop messages first, then memory updates.
+        while max_tokens is not None and self.count_tokens(text) > max_tokens and (reply["outbox_entries"] or len(reply["memory_updates"]) > 1):
+            if reply["outbox_entries"]:
+                reply["outbox_entries"].pop()
+            else:
+                reply["memory_updates"].pop()
+            text = json.dumps(reply, ensure_ascii=False)
+        return text
+
+    def _malformed(self, rng: random.Random, ctx: dict[str, Any]) -> str:
+        kind = rng.choice(["prose", "cut", "shape", "fenced"])
+        tick = ctx.get("tick", 0)
+        if kind == "prose":
+            return f"Sure! At tick {tick} I think we should {rng.choice(ACTIONS)}."
+        if kind == "cut":
+            return '{"outbox_entries": [{"kind": "message", "payload": {"text": "' + rng.choice(VERBS)
+        if kind == "shape":
+            return json.dumps({"outbox_entries": "not a list", "memory_updates": [{"op": "set", "key": "../etc", "value": 1}]})
+        # Repairable: a fenced reply with a trailing comma.
+        return '```json\n{"outbox_entries": [], "memory_updates": [{"op": "set", "key": "last_tick", "value": %d},], "notes": "fenced"}\n```' % tick
+
+    # -- streaming --------------------------------------------------------------------
+
+    @staticmethod
+    def tokens(text: str) -> list[str]:
+        return TOKEN_RE.findall(text)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokens(text))
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+        text = self.compose(request)
+        toks = self.tokens(text)
+        if request.max_tokens is not None and len(toks) > request.max_tokens:
+            toks = toks[: request.max_tokens]  # cut off, as a real model is at max_tokens
+        if self.latency_ms > 0:
+            await asyncio.sleep(self.latency_ms / 1000)
+        if self.tokens_per_s > 0:
+            delay = 1.0 / self.tokens_per_s
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            for i, tok in enumerate(toks):
+                # Pace against the start time so sleeps' overshoot does not accumulate.
+                wait = start + (i + 1) * delay - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                yield TextDelta(tok)
+        else:
+            for i in range(0, len(toks), 32):
+                yield TextDelta("".join(toks[i : i + 32]))
+        prompt_tokens = sum(estimate_tokens(m.content) for m in request.messages)
+        yield Usage(input_tokens=prompt_tokens, output_tokens=len(toks))
+
+    async def probe(self, model: str, timeout: float = 3.0) -> ProbeResult:
+        return ProbeResult(True, "offline simulator (always available)", 0.0)
+
+    async def aclose(self) -> None:
+        return None

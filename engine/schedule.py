@@ -1,0 +1,19 @@
+"""Which agents fire at tick t, and in what order.
+
+An agent fires at tick t when ``t % n == phase_offset % n`` (n = run_every_n_ticks).
+Within a tick, agents are ordered by fire point (where in its period the agent
+fires, in [0, 1)), then by name: the same order every run.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .org import AgentDef
+
+
+def firing(agents: Iterable[AgentDef], tick: int) -> list[str]:
+    """Names of the agents that fire at `tick`, in commit order."""
+    due = [a for a in agents if a.resume.schedule.fires_at(tick)]
+    due.sort(key=lambda a: (a.resume.schedule.fire_point, a.name))
+    return [a.name for a in due]

@@ -1,0 +1,210 @@
+"""The organisation's state, and the one function that changes it: `OrgState.apply(event)`.
+
+The live engine advances its state by applying the very events it records, and
+replay folds the same events with the same code, so the state at tick T is the
+same whether it was lived or rebuilt.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .events import (
+    CommandApplied,
+    CreditsCharged,
+    CreditsToppedUp,
+    DefinitionsReloaded,
+    Event,
+    MemoryChanged,
+    MessageCommitted,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunStopped,
+    SoftCapReached,
+    TickCompleted,
+    TurnFinished,
+    TurnRecord,
+)
+from .messages import MessageBoard, OutboxEntry
+from .org import Org
+
+
+@dataclass
+class OrgState:
+    """Everything the organisation is at the end of `tick`."""
+
+    org: Org
+    tick: int = 0
+    board: MessageBoard = field(default_factory=MessageBoard)
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    credits: dict[str, float] = field(default_factory=dict)
+    spent: dict[str, float] = field(default_factory=dict)
+    enabled: dict[str, bool] = field(default_factory=dict)
+    #: An agent is shown entries with tick >= cursor as new (the tick of its last turn).
+    cursors: dict[str, int] = field(default_factory=dict)
+    last_turn: dict[str, TurnRecord] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)
+    soft_warned: set[str] = field(default_factory=set)
+    retired: set[str] = field(default_factory=set)
+    total_spend: float = 0.0
+    seq: int = 0  # how many outbox entries were ever committed (orders entries of one tick)
+    interval: float = 0.0
+    paused: bool = False
+    stopped: str | None = None  # why the run last stopped, if it did
+
+    @classmethod
+    def initial(cls, org: Org) -> "OrgState":
+        s = cls(org=org)
+        s._adopt_agents()
+        return s
+
+    def _adopt_agents(self) -> None:
+        for name, a in self.org.agents.items():
+            if name not in self.credits:
+                self.credits[name] = a.budget.initial
+                self.spent[name] = 0.0
+                self.enabled[name] = True
+                self.memory[name] = {}
+                self.cursors[name] = 0
+                self.sent[name] = 0
+            self.retired.discard(name)
+
+    # --- folding -----------------------------------------------------------------------
+
+    def apply(self, ev: Event) -> None:
+        t = type(ev)
+        if t is MessageCommitted:
+            e: OutboxEntry = ev.entry  # type: ignore[attr-defined]
+            self.board.add(e)
+            self.seq += 1
+            self.sent[e.agent] = self.sent.get(e.agent, 0) + 1
+        elif t is MemoryChanged:
+            mem = self.memory.setdefault(ev.agent, {})  # type: ignore[attr-defined]
+            if ev.op == "delete":  # type: ignore[attr-defined]
+                mem.pop(ev.key, None)  # type: ignore[attr-defined]
+            else:
+                mem[ev.key] = copy.deepcopy(ev.value)  # type: ignore[attr-defined]
+        elif t is CreditsCharged:
+            self.credits[ev.agent] = ev.balance  # type: ignore[attr-defined]
+            self.spent[ev.agent] = self.spent.get(ev.agent, 0.0) + ev.amount  # type: ignore[attr-defined]
+            self.total_spend += ev.amount  # type: ignore[attr-defined]
+        elif t is TurnFinished:
+            rec: TurnRecord = ev.record  # type: ignore[attr-defined]
+            self.last_turn[rec.agent] = rec
+            self.cursors[rec.agent] = rec.tick
+        elif t is TickCompleted:
+            self.tick = ev.tick  # type: ignore[attr-defined]
+        elif t is CreditsToppedUp:
+            self.credits[ev.agent] = ev.balance  # type: ignore[attr-defined]
+            a = self.org.agents.get(ev.agent)  # type: ignore[attr-defined]
+            if a is not None and (a.budget.soft_cap is None or ev.balance > a.budget.soft_cap):  # type: ignore[attr-defined]
+                self.soft_warned.discard(ev.agent)  # type: ignore[attr-defined]
+        elif t is SoftCapReached:
+            self.soft_warned.add(ev.agent)  # type: ignore[attr-defined]
+        elif t is CommandApplied:
+            self._apply_command(ev)  # type: ignore[arg-type]
+        elif t is RunPaused:
+            self.paused = True
+        elif t is RunResumed:
+            self.paused = False
+        elif t is RunStarted:
+            self.stopped = None
+            if not self.org.agents:
+                self.org = Org.from_definitions(Path(ev.org_path), ev.definitions)  # type: ignore[attr-defined]
+            self._adopt_agents()
+        elif t is DefinitionsReloaded:
+            self.org = Org.from_definitions(self.org.root, ev.definitions)  # type: ignore[attr-defined]
+            self._adopt_agents()
+            self.retired.update(ev.removed)  # type: ignore[attr-defined]
+        elif t is RunStopped:
+            self.stopped = ev.reason  # type: ignore[attr-defined]
+
+    def _apply_command(self, ev: CommandApplied) -> None:
+        if ev.command in ("enable", "disable"):
+            for name in ev.args.get("agents", []):
+                self.enabled[name] = ev.command == "enable"
+        elif ev.command == "set_interval":
+            self.interval = float(ev.args["seconds"])
+
+    # --- views -------------------------------------------------------------------------
+
+    def agent_status(self, name: str) -> str:
+        """idle, broke, error, disabled or retired (the engine adds `thinking` live)."""
+        if name in self.retired or name not in self.org.agents:
+            return "retired"
+        if not self.enabled.get(name, True):
+            return "disabled"
+        if self.credits.get(name, 0.0) <= 0 and self.org.agents[name].resume.calls_model:
+            return "broke"
+        last = self.last_turn.get(name)
+        if last is not None and last.status not in ("ok",):
+            return "error"
+        return "idle"
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready snapshot (the store writes these every K ticks)."""
+        return {
+            "definitions": self.org.definitions(),
+            "org_root": str(self.org.root),
+            "tick": self.tick,
+            "messages": [e.to_dict() for e in self.board.all()],
+            "memory": self.memory,
+            "credits": self.credits,
+            "spent": self.spent,
+            "enabled": self.enabled,
+            "cursors": self.cursors,
+            "last_turn": {k: _record_dict(v) for k, v in self.last_turn.items()},
+            "sent": self.sent,
+            "soft_warned": sorted(self.soft_warned),
+            "retired": sorted(self.retired),
+            "total_spend": self.total_spend,
+            "seq": self.seq,
+            "interval": self.interval,
+            "paused": self.paused,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "OrgState":
+        org = Org.from_definitions(Path(d.get("org_root", ".")), d["definitions"])
+        s = cls(org=org)
+        s.tick = d["tick"]
+        for e in d["messages"]:
+            s.board.add(OutboxEntry.from_dict(e))
+        s.memory = copy.deepcopy(d["memory"])
+        s.credits = dict(d["credits"])
+        s.spent = dict(d["spent"])
+        s.enabled = dict(d["enabled"])
+        s.cursors = dict(d["cursors"])
+        s.last_turn = {k: TurnRecord.from_dict(v) for k, v in d["last_turn"].items()}
+        s.sent = dict(d["sent"])
+        s.soft_warned = set(d["soft_warned"])
+        s.retired = set(d["retired"])
+        s.total_spend = d["total_spend"]
+        s.seq = d["seq"]
+        s.interval = d.get("interval", 0.0)
+        s.paused = d.get("paused", False)
+        return s
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match between a lived and a folded state (no wall-clock fields)."""
+        d = self.to_dict()
+        d.pop("org_root")
+        for rec in d["last_turn"].values():
+            rec.pop("started_at", None)
+            rec.pop("latency_ms", None)
+        for m in d["messages"]:
+            m.pop("created_at", None)
+        d.pop("paused")
+        return d
+
+
+def _record_dict(r: TurnRecord) -> dict[str, Any]:
+    from .events import _plain
+
+    return _plain(r)
