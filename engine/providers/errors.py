@@ -89,3 +89,22 @@ def status_error(
         status=status,
         partial_usage=partial_usage,
     )
+
+
+def transport_error_kind(e: BaseException, *, started: bool) -> ErrorKind | None:
+    """Classify a raw httpx / httpx2 transport error that an SDK let through (None: not one).
+
+    Matched by class name along the MRO so it works for both HTTP libraries the SDKs use.
+    """
+    names = {
+        cls.__name__ for cls in type(e).__mro__ if cls.__module__.split(".")[0] in ("httpx", "httpx2", "httpcore")
+    }
+    if not names:
+        return None
+    if "TimeoutException" in names or "TimeoutError" in names:
+        return "timeout"
+    if "ConnectError" in names:
+        return "connection"
+    if "TransportError" in names or "NetworkError" in names or "ProtocolError" in names:
+        return "stream_cut" if started else "connection"
+    return None

@@ -87,6 +87,7 @@ async def stream_with_retries(
                 usage = Usage(prompt_estimate, estimate_tokens(text), estimated=True)
             result.text = text
             result.usage = usage
+            result.error = None  # earlier attempts' failures stay in `errors`; this call succeeded
             result.billed.input_tokens += usage.input_tokens
             result.billed.output_tokens += usage.output_tokens
             result.billed.estimated = result.billed.estimated or usage.estimated

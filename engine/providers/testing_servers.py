@@ -683,10 +683,12 @@ class AnthropicServer(ProtocolServer):
         return ["request-id: req_local", "anthropic-organization-id: local"]
 
     def authorized(self, headers: dict[str, str]) -> bool:
-        return headers.get("x-api-key") == self.api_key
+        # SDK 0.x sends x-api-key; the 2.x line sends the key as a Bearer token.
+        return self.api_key in (headers.get("x-api-key"), headers.get("authorization", "").removeprefix("Bearer "))
 
     def auth_error_message(self, headers: dict[str, str]) -> str:
-        return f"invalid x-api-key {headers.get('x-api-key', '')}"
+        got = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
+        return f"invalid x-api-key {got}"
 
     def stream_frames(self, body, deltas, usage):
         mid = self.next_id("msg_")

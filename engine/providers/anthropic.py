@@ -1,0 +1,247 @@
+"""Anthropic's Messages API through the official `anthropic` SDK, streamed.
+
+System messages go into `system=`; the rest are merged so that roles alternate
+and the conversation opens with the user, as the API requires. Usage comes
+from `message_start` (input) and `message_delta` (output, cumulative); a stream
+that ends without `message_stop` is a cut stream.
+
+provider_config options (all optional):
+
+- ``default_max_tokens``: when the agent sets none (the API requires one), default 4096.
+- ``send_temperature``: SDK releases whose ``messages.create`` no longer takes
+  ``temperature`` (the 2.x line) get it dropped; set true to send it in the body anyway.
+- ``extra_body``, ``default_headers``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from typing import Any, AsyncIterator
+
+import anthropic
+
+from .base import (
+    CompletionRequest,
+    ProbeResult,
+    ProviderConfig,
+    ProviderError,
+    StreamItem,
+    TextDelta,
+    Usage,
+)
+from .errors import Redactor, transport_error_kind, parse_retry_after, status_error
+from .retry import estimate_tokens
+
+#: In-stream error event types and how they are retried.
+STREAM_ERROR_KINDS = {
+    "overloaded_error": "server",
+    "api_error": "server",
+    "rate_limit_error": "rate_limit",
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "invalid_request_error": "bad_request",
+    "request_too_large": "bad_request",
+    "not_found_error": "bad_request",
+}
+
+
+class AnthropicProvider:
+    """Streams Claude messages through the official `anthropic` SDK."""
+
+    name = "anthropic"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        opts = dict(config.options)
+        self.base_url = config.base_url
+        self._redact = Redactor(config.api_key)
+        self._default_max_tokens = int(opts.get("default_max_tokens", 4096))
+        extra_body = opts.get("extra_body")
+        self._extra_body = dict(extra_body) if isinstance(extra_body, dict) else None
+        self._send_temperature = bool(opts.get("send_temperature", False))
+        self._client = anthropic.AsyncAnthropic(
+            api_key=config.api_key or "not-needed",
+            base_url=config.base_url or None,
+            default_headers=opts.get("default_headers"),
+            max_retries=0,
+            timeout=float(opts.get("timeout", 60.0)),
+        )
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"AnthropicProvider(base_url={self.base_url!r})"
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        system = "\n\n".join(m.content for m in request.messages if m.role == "system")
+        messages: list[dict[str, str]] = []
+        for m in request.messages:
+            if m.role == "system":
+                continue
+            if messages and messages[-1]["role"] == m.role:
+                messages[-1]["content"] += "\n\n" + m.content
+            else:
+                messages.append({"role": m.role, "content": m.content})
+        if not messages or messages[0]["role"] != "user":
+            messages.insert(0, {"role": "user", "content": "Begin."})
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            "max_tokens": request.max_tokens or self._default_max_tokens,
+            "stream": True,
+            "timeout": request.timeout,
+        }
+        if system:
+            params["system"] = system
+        extra_body = dict(self._extra_body or {})
+        if request.temperature is not None:
+            temperature = min(1.0, max(0.0, request.temperature))  # the API takes 0..1
+            if _CREATE_TAKES_TEMPERATURE:
+                params["temperature"] = temperature
+            elif self._send_temperature:
+                extra_body["temperature"] = temperature
+        if extra_body:
+            params["extra_body"] = extra_body
+        return params
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
+        parts: list[str] = []
+        input_tokens: int | None = None
+        output_tokens: int | None = None
+        stopped = False
+        started = False
+
+        def partial() -> Usage | None:
+            if input_tokens is None and not parts:
+                return None
+            return Usage(
+                input_tokens or 0,
+                max(output_tokens or 0, estimate_tokens("".join(parts))),
+                estimated=True,
+            )
+
+        try:
+            stream = await self._client.messages.create(**self._params(request))
+            started = True
+            async with stream:
+                async for event in stream:
+                    etype = getattr(event, "type", None)
+                    if etype == "content_block_delta":
+                        delta = event.delta
+                        if getattr(delta, "type", None) == "text_delta" and delta.text:
+                            parts.append(delta.text)
+                            yield TextDelta(delta.text)
+                    elif etype == "message_start":
+                        u = event.message.usage
+                        input_tokens = _input_tokens(u)
+                        output_tokens = getattr(u, "output_tokens", None)
+                    elif etype == "message_delta":
+                        u = event.usage
+                        if getattr(u, "output_tokens", None) is not None:
+                            output_tokens = u.output_tokens
+                        # Newer API versions repeat (final) input counts here.
+                        if getattr(u, "input_tokens", None) is not None:
+                            input_tokens = _input_tokens(u)
+                    elif etype == "message_stop":
+                        stopped = True
+        except ProviderError:
+            raise
+        except Exception as e:
+            raise self._error(e, started, partial()) from None
+        if not stopped:
+            raise ProviderError(
+                "stream_cut",
+                f"stream ended without message_stop after {len(parts)} deltas",
+                partial_usage=partial(),
+            )
+        if input_tokens is None or output_tokens is None:
+            yield Usage(
+                input_tokens
+                if input_tokens is not None
+                else sum(estimate_tokens(m.content) for m in request.messages),
+                output_tokens if output_tokens is not None else estimate_tokens("".join(parts)),
+                estimated=True,
+            )
+        else:
+            yield Usage(input_tokens, output_tokens)
+
+    def _error(self, e: Exception, started: bool, usage: Usage | None) -> ProviderError:
+        r = self._redact
+        if isinstance(e, json.JSONDecodeError):
+            return ProviderError("malformed", f"a stream event was not JSON: {r(str(e))}", partial_usage=usage)
+        if isinstance(e, anthropic.APITimeoutError):
+            return ProviderError("timeout", "no answer within the request timeout", partial_usage=usage)
+        if isinstance(e, anthropic.APIConnectionError):
+            if started:
+                return ProviderError("stream_cut", f"connection lost mid-stream: {_cause(e, r)}", partial_usage=usage)
+            return ProviderError("connection", f"cannot reach {self.base_url or 'api.anthropic.com'}: {_cause(e, r)}")
+        if isinstance(e, anthropic.APIStatusError):
+            etype, message = _error_body(e)
+            if e.status_code < 400:
+                # An `event: error` inside a 200 stream (e.g. overloaded_error).
+                kind = STREAM_ERROR_KINDS.get(etype or "", "server")
+                return ProviderError(
+                    kind,  # type: ignore[arg-type]
+                    f"{etype or 'error'} in stream: {r(message)}",
+                    retry_after=parse_retry_after(e.response.headers) if kind == "rate_limit" else None,
+                    partial_usage=usage,
+                )
+            return status_error(e.status_code, f"{etype}: {message}" if etype else message, e.response.headers, r, partial_usage=usage)
+        if isinstance(e, anthropic.APIError):
+            return ProviderError("server", f"error in stream: {r(str(e))}", partial_usage=usage)
+        kind = transport_error_kind(e, started=started)
+        if kind is not None:
+            where = "mid-stream" if kind == "stream_cut" else f"talking to {self.base_url or 'api.anthropic.com'}"
+            return ProviderError(kind, f"{type(e).__name__} {where}: {r(str(e))}", partial_usage=usage)
+        if not started:
+            # The request could not even be made (an argument this server or SDK refuses): retrying cannot help.
+            return ProviderError("bad_request", f"request failed: {type(e).__name__}: {r(str(e))}")
+        return ProviderError("malformed", f"unexpected {type(e).__name__} reading the stream: {r(str(e))}", partial_usage=usage)
+
+    async def probe(self, model: str, timeout: float = 3.0) -> ProbeResult:
+        """Ask the Models API about `model` (ids and aliases both resolve)."""
+        t0 = time.perf_counter()
+        try:
+            info = await self._client.models.retrieve(model, timeout=timeout)
+        except anthropic.NotFoundError:
+            return ProbeResult(False, f"reachable, but {model!r} is not a known model", (time.perf_counter() - t0) * 1000)
+        except Exception as e:
+            return ProbeResult(False, str(self._error(e, False, None)), (time.perf_counter() - t0) * 1000)
+        return ProbeResult(True, f"ok: {info.id}", (time.perf_counter() - t0) * 1000)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+def _takes(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+
+
+#: Whether this SDK release still has a `temperature` argument on messages.create.
+_CREATE_TAKES_TEMPERATURE = _takes(anthropic.resources.messages.AsyncMessages.create, "temperature")
+
+
+def _input_tokens(u: Any) -> int:
+    # Cache writes and reads are input the provider bills (at its own rates); count them as input.
+    return sum(
+        int(getattr(u, name, 0) or 0)
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    )
+
+
+def _error_body(e: Any) -> tuple[str | None, str]:
+    body = getattr(e, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            etype = err.get("type")
+            return (etype if isinstance(etype, str) else None), err["message"]
+    return None, str(getattr(e, "message", "") or e)
+
+
+def _cause(e: BaseException, redact: Redactor) -> str:
+    cause = e.__cause__ or e.__context__
+    return redact(f"{type(cause).__name__}: {cause}" if cause else str(e))
+
