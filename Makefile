@@ -1,0 +1,36 @@
+# Two commands on a fresh machine (Python >= 3.11 and make):
+#   make run    set up, then open the control room on the demo organisation (sim provider, no key)
+#   make test   set up, then run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-faults bench bench-quick lint setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,serve]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/lemming
+
+test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q
+
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow -o addopts=""
+
+bench: $(STAMP)
+	$(BIN)/lemming bench
+
+bench-quick: $(STAMP)
+	$(BIN)/lemming bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .lemming
