@@ -446,7 +446,7 @@ class Engine:
                 raise ValueError(f"top-up amount must be a number, not {amount!r}") from None
             if not (0 < amount < 1e12):
                 raise ValueError("top-up amount must be a positive, finite number")
-            balance = s.credits.get(name, 0.0) + amount
+            balance = round(s.credits.get(name, 0.0) + amount, 12)
             return [
                 CommandApplied(t, "top_up", {"agent": name, "amount": amount}, now),
                 CreditsToppedUp(t, name, amount, balance),
@@ -779,7 +779,8 @@ class Engine:
         charge: list[Event] = []
         if amount > 0:
             before = credits.get(name, 0.0)
-            after = before - amount
+            # Balances are kept to 1e-12 so that float drift never decides a threshold.
+            after = round(before - amount, 12)
             credits[name] = after
             charge.append(
                 CreditsCharged(t, name, amount, after, rec.usage.input_tokens, rec.usage.output_tokens, action, after < 0)

@@ -30,7 +30,7 @@ def _size(value: Any) -> int:
 
 
 def apply_update(
-    memory: dict[str, Any], op: str, key: Any, value: Any
+    memory: dict[str, Any], op: str, key: Any, value: Any = None
 ) -> tuple[MemoryChange | None, str | None]:
     """Apply one update to `memory` in place. Returns (change, None) or (None, violation)."""
     if not isinstance(key, str) or not KEY_RE.match(key):
