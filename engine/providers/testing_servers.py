@@ -112,8 +112,10 @@ class Behaviour:
         return cls("rate_limit", status=429, headers=headers, path=path)
 
     @classmethod
-    def hang(cls, seconds: float = 30.0, *, mid_stream: bool = False, after: int = 2) -> "Behaviour":
-        return cls("hang", seconds=seconds, mid_stream=mid_stream, after=after)
+    def hang(
+        cls, seconds: float = 30.0, *, mid_stream: bool = False, after: int = 2, path: str | None = None
+    ) -> "Behaviour":
+        return cls("hang", seconds=seconds, mid_stream=mid_stream, after=after, path=path)
 
     @classmethod
     def cut(cls, after: int = 3, *, clean: bool = False) -> "Behaviour":

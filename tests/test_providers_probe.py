@@ -1,0 +1,97 @@
+"""`lemming models`: probing each model key against the local servers."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+from rich.console import Console
+
+from engine.providers.probe import models_command, probe_models
+from engine.providers.registry import ProviderRegistry
+from engine.providers.testing_servers import AnthropicServer, OllamaServer, OpenAIServer, closed_port
+from engine.resume import ModelSpec
+
+KEY = "sk-test-4f9c2a7b1e"
+
+
+def specs(oa: OpenAIServer, an: AnthropicServer, ol: OllamaServer) -> dict[str, ModelSpec]:
+    return {
+        "gpt": ModelSpec(provider="openai", model_name="gpt-test", base_url=oa.base_url, api_key_env="OA_KEY"),
+        "gpt-missing": ModelSpec(provider="openai", model_name="gpt-nope", base_url=oa.base_url, api_key_env="OA_KEY"),
+        "claude": ModelSpec(provider="anthropic", model_name="claude-test", base_url=an.base_url, api_key_env="AN_KEY"),
+        "claude-badkey": ModelSpec(provider="anthropic", model_name="claude-test", base_url=an.base_url, api_key_env="WRONG_KEY"),
+        "llama": ModelSpec(provider="ollama", model_name="llama3.2", base_url=ol.base_url),
+        "llama-missing": ModelSpec(provider="ollama", model_name="qwen9:7b", base_url=ol.base_url),
+        "down": ModelSpec(provider="openai", model_name="x", base_url=f"http://127.0.0.1:{closed_port()}/v1"),
+        "nokey": ModelSpec(provider="anthropic", model_name="claude-test", api_key_env="UNSET_KEY_VAR"),
+    }
+
+
+ENV = {"OA_KEY": KEY, "AN_KEY": KEY, "WRONG_KEY": "sk-wrong-93b1d0c4e2"}
+
+
+async def test_probe_models_reports_each_key():
+    with OpenAIServer(api_key=KEY) as oa, AnthropicServer(api_key=KEY) as an, OllamaServer() as ol:
+        reg = ProviderRegistry(specs(oa, an, ol), env=ENV)
+        try:
+            results = {k: r for k, _, r in await probe_models(reg, timeout=1.0)}
+        finally:
+            await reg.aclose()
+    assert results["gpt"].ok and results["claude"].ok and results["llama"].ok and results["sim"].ok
+    assert not results["gpt-missing"].ok and "gpt-test" in results["gpt-missing"].detail
+    assert not results["claude-badkey"].ok and results["claude-badkey"].detail.startswith("auth")
+    assert not results["llama-missing"].ok and "ollama pull qwen9:7b" in results["llama-missing"].detail
+    assert not results["down"].ok and results["down"].detail.startswith("connection")
+    assert not results["nokey"].ok and "UNSET_KEY_VAR is not set" in results["nokey"].detail
+    assert all(r.latency_ms is not None for k, r in results.items() if k not in ("nokey",))
+    everything = json.dumps({k: r.detail for k, r in results.items()})
+    assert KEY not in everything and ENV["WRONG_KEY"] not in everything
+    # Probes list models; they never ask for a completion.
+    assert not oa.chat_requests and not an.chat_requests and not ol.chat_requests
+
+
+async def test_probe_that_hangs_is_bounded_by_the_timeout():
+    from engine.providers.testing_servers import Behaviour
+
+    with OpenAIServer() as oa:
+        oa.script(Behaviour.hang(5, path="/v1/models"))
+        reg = ProviderRegistry({"gpt": ModelSpec(provider="openai", model_name="gpt-test", base_url=oa.base_url)})
+        try:
+            [(_, _, res)] = await probe_models(reg, ["gpt"], timeout=0.2)
+        finally:
+            await reg.aclose()
+    assert not res.ok and res.detail.startswith("timeout")
+
+
+def test_models_command_prints_a_table_and_exit_code(tmp_path):
+    with OpenAIServer(api_key=KEY) as oa, AnthropicServer(api_key=KEY) as an, OllamaServer() as ol:
+        data = {k: s.model_dump(mode="json", exclude_none=True) for k, s in specs(oa, an, ol).items()}
+        (tmp_path / "models.json").write_text(json.dumps(data))
+        out = io.StringIO()
+        console = Console(file=out, width=250, color_system=None)
+        args = argparse.Namespace(org=tmp_path, timeout=1.0, no_probe=False, json=False, keys=[])
+        code = models_command(args, env=ENV, console=console)
+        text = out.getvalue()
+        ok_args = argparse.Namespace(org=tmp_path, timeout=1.0, no_probe=False, json=False, keys=["gpt", "claude", "llama"])
+        ok_code = models_command(ok_args, env=ENV, console=Console(file=io.StringIO()))
+    assert code == 1  # some keys fail
+    assert ok_code == 0
+    for key in ("gpt", "claude", "llama", "down", "nokey"):
+        assert key in text
+    assert "OA_KEY (set)" in text and "UNSET_KEY_VAR (not set)" in text
+    assert "FAIL" in text and "ok" in text
+    assert KEY not in text
+
+
+def test_models_command_lists_without_probing_and_rejects_unknown_keys(tmp_path, capsys):
+    (tmp_path / "models.json").write_text(
+        json.dumps({"local": {"provider": "openai", "model_name": "m", "base_url": "http://127.0.0.1:9/v1"}})
+    )
+    args = argparse.Namespace(org=tmp_path, timeout=1.0, no_probe=True, json=True, keys=[])
+    assert models_command(args, env={}) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {r["key"] for r in rows} == {"local", "sim"}
+    bad = argparse.Namespace(org=tmp_path, timeout=1.0, no_probe=True, json=False, keys=["nope"])
+    assert models_command(bad, env={}, console=Console(file=io.StringIO())) == 2
