@@ -1,0 +1,104 @@
+"""The `lemming` command, run as a user runs it: a subprocess, exit codes, output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, make_org
+
+LEMMING = [sys.executable, "-m", "tui.cli"]
+
+
+def lemming(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    e = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    return subprocess.run([*LEMMING, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def test_help_everywhere() -> None:
+    for cmd in ([], ["validate"], ["run"], ["run-once"], ["status"], ["inspect"], ["logs"], ["bootstrap"]):
+        r = lemming(*cmd, "--help")
+        assert r.returncode == 0 and "usage: lemming" in r.stdout, (cmd, r.stderr)
+
+
+def test_validate_ok_and_problems(tmp_path: Path) -> None:
+    r = lemming("validate", "--org", str(REPO))
+    assert r.returncode == 0 and "ok" in r.stdout
+    root = make_org(tmp_path / "o", {"a": {}})
+    (root / "agents" / "b").mkdir()
+    (root / "agents" / "b" / "resume.json").write_text('{"name": "b", "model": "sim", "schedule": {"run_every_n_ticks": -2}}')
+    (root / "agents" / "c").mkdir()
+    (root / "agents" / "c" / "resume.json").write_text("{")
+    r = lemming("validate", "--org", str(root))
+    assert r.returncode == 1
+    lines = r.stdout.strip().splitlines()
+    assert any(line.startswith("agents/b/resume.json: schedule.run_every_n_ticks:") for line in lines)
+    assert any(line.startswith("agents/c/resume.json: line 1") for line in lines)
+    assert "Traceback" not in r.stderr
+
+
+def test_headless_run_prints_a_line_per_tick(tmp_path: Path) -> None:
+    r = lemming("run", "--headless", "--ticks", "12", "--seed", "3", "--no-record", "--no-watch")
+    assert r.returncode == 0, r.stderr
+    ticks = [line for line in r.stdout.splitlines() if line.startswith("tick")]
+    assert len(ticks) == 12 and "fired" in ticks[0] and "spend" in ticks[0]
+    assert "run stopped at tick 12: completed" in r.stdout
+
+
+def _json_run(seed: int, ticks: int = 200) -> list[dict]:
+    r = lemming("run", "--headless", "--ticks", str(ticks), "--seed", str(seed), "--json", "--no-record", "--no-watch", timeout=120)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def test_two_seeded_json_runs_are_identical_apart_from_wall_clock() -> None:
+    from engine.events import canonical
+
+    a = _json_run(7)
+    b = _json_run(7)
+    assert [canonical(e) for e in a] == [canonical(e) for e in b]
+    types = {e["type"] for e in a}
+    assert {"run_started", "tick_completed", "message_committed", "agent_skipped", "run_stopped"} <= types
+    broke = {e["agent"] for e in a if e["type"] == "agent_skipped" and e["reason"] == "broke"}
+    assert broke
+    # Messages flow along the permission graph.
+    from engine.org import load_org
+
+    org = load_org(REPO)
+    for e in a:
+        if e["type"] == "message_committed" and e["entry"]["agent"] != "operator":
+            for r in e["entry"]["recipients"]:
+                assert org.agents[r].resume.permissions.can_read(e["entry"]["agent"])
+
+
+def test_bootstrap_is_idempotent_and_runnable(tmp_path: Path) -> None:
+    target = tmp_path / "neworg"
+    r = lemming("bootstrap", str(target))
+    assert r.returncode == 0 and "created" in r.stdout
+    resume = target / "agents" / "lead" / "resume.json"
+    resume.write_text(resume.read_text().replace("Team lead", "Chief"))
+    r = lemming("bootstrap", str(target))
+    assert r.returncode == 0 and "created" not in r.stdout and "kept" in r.stdout
+    assert "Chief" in resume.read_text()  # never overwritten
+    assert lemming("validate", "--org", str(target)).returncode == 0
+    r = lemming("run-once", "--org", str(target), "--no-record")
+    assert r.returncode == 0 and "tick     1" in r.stdout
+
+
+def test_status_and_inspect_and_unknown_agent(tmp_path: Path) -> None:
+    r = lemming("status", "--org", str(REPO), "--json", "--db", str(tmp_path / "none.db"))
+    assert r.returncode == 0
+    data = json.loads(r.stdout)
+    assert data["agents"]["manager"]["every"] == 1
+    r = lemming("inspect", "analyst", "--org", str(REPO), "--db", str(tmp_path / "none.db"))
+    assert r.returncode == 0 and "read by:" in r.stdout and "budget:" in r.stdout
+    r = lemming("inspect", "nobody", "--org", str(REPO))
+    assert r.returncode == 1 and "no agent 'nobody'" in r.stderr
+
+
+def test_broken_org_exits_1_without_traceback(tmp_path: Path) -> None:
+    r = lemming("run", "--headless", "--org", str(tmp_path), "--ticks", "1", "--no-record")
+    assert r.returncode == 1 and "lemming bootstrap" in r.stderr and "Traceback" not in r.stderr
