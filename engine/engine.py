@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Protocol, Sequence
 
 from . import schedule
-from .credits import allowance, turn_cost
+from .credits import DEFAULT_MAX_TOKENS, allowance, turn_cost
 from .events import (
     AgentSkipped,
     CommandApplied,
@@ -607,7 +607,7 @@ class Engine:
             config_error = str(e)
         else:
             config_error = None
-        wanted = a.resume.model.max_tokens or (spec.max_output_tokens if spec else None)
+        wanted = a.resume.model.max_tokens or (spec.max_output_tokens if spec else None) or DEFAULT_MAX_TOKENS
         balance = s.credits.get(name, 0.0)
         # First estimate the prompt without the token cap, then cap with what remains.
         messages = build_prompt(

@@ -85,25 +85,40 @@ class Org:
     settings: OrgSettings = field(default_factory=OrgSettings)
     problems: list[str] = field(default_factory=list)  # what was left out, and why
     warnings: list[str] = field(default_factory=list)  # what loads but looks wrong
+    _graph_cache: Any = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
         return self.settings.name or self.root.resolve().name
 
+    def _graph(self) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        # The permission graph, computed once: an Org is never changed after loading
+        # (hot reload builds a new one).
+        g = self._graph_cache
+        if g is None:
+            reads: dict[str, list[str]] = {}
+            readers: dict[str, list[str]] = {n: [] for n in self.agents}
+            for name in sorted(self.agents):
+                perms = self.agents[name].resume.permissions
+                if "*" in perms.read_outboxes:
+                    r = [n for n in sorted(self.agents) if n != name]
+                else:
+                    r = sorted({n for n in perms.read_outboxes if n != name})
+                reads[name] = r
+                for author in r:
+                    if author in readers:
+                        readers[author].append(name)
+            g = self._graph_cache = (reads, readers)
+        return g
+
     def readers_of(self, author: str) -> list[str]:
         """Agents that may read `author`'s outbox."""
-        return sorted(
-            a.name
-            for a in self.agents.values()
-            if a.name != author and a.resume.permissions.can_read(author)
-        )
+        return list(self._graph()[1].get(author, ()))
 
     def readable_by(self, name: str) -> list[str]:
-        """Outboxes `name` may read (existing agents only; `*` expands)."""
-        perms = self.agents[name].resume.permissions
-        if "*" in perms.read_outboxes:
-            return sorted(n for n in self.agents if n != name)
-        return sorted(n for n in perms.read_outboxes if n != name)
+        """Outboxes `name` may read (`*` expands to every other agent). Names of
+        agents that do not exist (yet) are kept: their outboxes are simply empty."""
+        return list(self._graph()[0][name])
 
     def definitions(self) -> dict[str, Any]:
         """Everything that defines the org, JSON-ready, with no secrets (keys live in the env)."""

@@ -166,7 +166,7 @@ def build_prompt(
     }
     user = (
         f"Tick {tick}. Everything you know this turn:\n```json\n"
-        + json.dumps(context, ensure_ascii=False, sort_keys=True, indent=1)
+        + json.dumps(context, ensure_ascii=False, sort_keys=True)
         + "\n```\nReply with the JSON object only."
     )
     return [{"role": "system", "content": "\n\n".join(system)}, {"role": "user", "content": user}]
