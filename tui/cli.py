@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tui_args(p)
     p.set_defaults(func=cmd_tui)
     engine_cli.register(sub)
+    from . import benchmarks
+
+    benchmarks.register(sub)
     try:
         from . import cli_replay
     except ImportError:

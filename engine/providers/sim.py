@@ -20,7 +20,8 @@ It is a real provider with documented behaviour, not a test double:
   repair), so the error paths are exercised.
 
 Options (models.json `provider_config`, or LEMMING_SIM_* environment variables,
-or the CLI's --sim-* flags): tokens_per_s, latency_ms, malformed_rate.
+or the CLI's --sim-* flags): tokens_per_s, latency_ms, malformed_rate; and
+messages_per_turn (models.json only), a fixed message count for steady benchmarks.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ class SimProvider:
         self.tokens_per_s = float(env_rate if env_rate is not None else opts.get("tokens_per_s", 0))
         self.latency_ms = float(env_lat if env_lat is not None else opts.get("latency_ms", 0))
         self.malformed_rate = float(env_bad if env_bad is not None else opts.get("malformed_rate", 0.0))
+        #: A fixed number of messages a turn (benchmarks want a steady load); None = 0-2 at random.
+        mpt = opts.get("messages_per_turn")
+        self.messages_per_turn = int(mpt) if mpt is not None else None
 
     # -- the reply --------------------------------------------------------------------
 
@@ -97,7 +101,12 @@ class SimProvider:
         new = [e for e in inbox.get("new", []) if isinstance(e, dict)]
         memory = ctx.get("memory", {}) if isinstance(ctx.get("memory"), dict) else {}
         entries: list[dict[str, Any]] = []
-        n_msgs = rng.choice([0, 1, 1, 1, 2]) if readers else 0
+        if not readers:
+            n_msgs = 0
+        elif self.messages_per_turn is not None:
+            n_msgs = self.messages_per_turn
+        else:
+            n_msgs = rng.choice([0, 1, 1, 1, 2])
         for _ in range(n_msgs):
             about = rng.choice(new) if new and rng.random() < 0.7 else None
             text = f"{rng.choice(VERBS).capitalize()} {rng.choice(OBJECTS)}"

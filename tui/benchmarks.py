@@ -1,0 +1,247 @@
+"""`lemming bench`: one command that measures the engine, the store, the UI and replay.
+
+Each benchmark runs in a fresh Python process (`python -m tui.benchmarks --one NAME`),
+so that one's memory, caches and threads never colour another's figures. It is
+warmed up and repeated; the table shows medians with min–max, and `--json`
+prints one object per benchmark per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.table import Table
+
+#: name → (what it measures, the figures to beat as text, keys that are figures)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "engine": ("engine overhead per agent-turn (1000 agents, sim at full speed)", "≤ 25 µs/turn with persistence"),
+    "concurrency": ("ideal / measured wall time, every turn waiting 200 ms", "efficiency ≥ 0.95"),
+    "store": ("write rate, bytes per turn, rebuilding a random tick of 10,000 × 100", "≥ 200,000 events/s; ≤ 1 KB/turn; seek p95 < 50 ms"),
+    "ui": ("control room under a token storm (100 agents × 50 tokens/s)", "lag p95 < 100 ms; flat memory"),
+    "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
+    "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
+}
+
+FIGURE_KEYS = {
+    "engine": ["us_per_turn", "turns_per_s"],
+    "concurrency": ["efficiency", "wall_s", "ideal_s"],
+    "store": ["events_per_s", "bytes_per_turn", "seek_ms_p95", "seek_ms_p95_no_snapshots"],
+    "ui": ["lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"],
+    "replay": ["open_ms", "step_ms_p95"],
+    "startup": ["first_paint_ms"],
+}
+
+
+class NotLanded(Exception):
+    """The part this benchmark measures is not built yet."""
+
+
+def _run_one(name: str, quick: bool) -> list[dict[str, Any]]:
+    """Run one benchmark in this process; return its result lines."""
+    if name == "engine":
+        from engine.bench import bench_engine
+
+        try:
+            import engine.store  # noqa: F401
+        except ImportError:
+            with_store: list[dict[str, Any]] = [{"bench": "engine", "persist": True, "not_landed": "store"}]
+        else:
+            with_store = [bench_engine(persist=True, quick=quick)]
+        return with_store + [bench_engine(persist=False, quick=quick)]
+    if name == "concurrency":
+        from engine.bench import bench_concurrency
+
+        return [bench_concurrency(quick=quick)]
+    if name == "store":
+        try:
+            from engine.bench_store import bench_store
+        except ImportError as e:
+            raise NotLanded("the run store") from e
+        import asyncio
+
+        r = asyncio.run(bench_store(quick=quick))
+        return [{"bench": "store", **r}]
+    if name == "ui":
+        try:
+            from tui.bench import bench_ui
+        except ImportError as e:
+            raise NotLanded("the control room's benchmark") from e
+        r = bench_ui(seconds=8 if quick else 30)
+        return [{"bench": "ui", **r}]
+    if name == "replay":
+        try:
+            from tui.bench_replay import bench_replay
+        except ImportError as e:
+            raise NotLanded("replay in the control room") from e
+        r = bench_replay(quick=quick)
+        return [{"bench": "replay", **r}]
+    if name == "startup":
+        return [{"bench": "startup", **bench_startup()}]
+    raise ValueError(f"unknown benchmark {name!r}")
+
+
+def bench_startup(timeout: float = 20.0) -> dict[str, Any]:
+    """Time from starting `lemming` (in a pseudo-terminal) to its first full screen."""
+    import pty
+    import select
+    import tempfile
+
+    from engine.bench import make_bench_org
+
+    with tempfile.TemporaryDirectory(prefix="lemming-startup-") as tmp:
+        from pathlib import Path
+
+        make_bench_org(Path(tmp), 8)
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: exec lemming in a 120×40 terminal
+            os.environ.update({"LINES": "40", "COLUMNS": "120", "TERM": "xterm-256color"})
+            os.execv(sys.executable, [sys.executable, "-m", "tui.cli", "tui", "--org", tmp, "--paused", "--no-record", "--no-watch"])
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        t0 = time.perf_counter()
+        seen = b""
+        painted = None
+        try:
+            while time.perf_counter() - t0 < timeout:
+                r, _, _ = select.select([fd], [], [], 0.05)
+                if r:
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    seen += chunk
+                    # The header's mode word and the footer's keys are on screen: a full frame.
+                    if b"PAUSED" in seen and b"quit" in seen.lower():
+                        painted = time.perf_counter() - t0
+                        break
+        finally:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            os.close(fd)
+    if painted is None:
+        return {"first_paint_ms": None, "error": "no full screen within the timeout"}
+    return {"first_paint_ms": round(painted * 1000, 1)}
+
+
+def _subprocess_one(name: str, quick: bool) -> list[dict[str, Any]]:
+    cmd = [sys.executable, "-m", "tui.benchmarks", "--one", name] + (["--quick"] if quick else [])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return [{"bench": name, "error": tail}]
+    return [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+
+
+def _summarise(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Median of each numeric figure over repeats, with min and max beside it."""
+    out = []
+    for lines in zip(*runs):
+        base = dict(lines[0])
+        for k, v in lines[0].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("agents", "ticks", "limit", "latency_ms", "tokens_per_s"):
+                vals = [ln[k] for ln in lines if isinstance(ln.get(k), (int, float))]
+                if len(vals) == len(lines):
+                    base[k] = round(statistics.median(vals), 3)
+                    if len(vals) > 1:
+                        base.setdefault("range", {})[k] = [round(min(vals), 3), round(max(vals), 3)]
+        base["repeats"] = len(lines)
+        out.append(base)
+    return out
+
+
+def run_benchmarks(names: list[str], quick: bool, as_json: bool, repeats: int | None = None, on_line: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
+    repeats = repeats or (1 if quick else 3)
+    results: list[dict[str, Any]] = []
+    for name in names:
+        runs = []
+        for _ in range(1 if name in ("ui", "store", "replay") and not quick else repeats):
+            lines = _subprocess_one(name, quick)
+            runs.append(lines)
+            if any("error" in ln or "not_landed" in ln for ln in lines):
+                break
+        summary = _summarise(runs) if all(len(r) == len(runs[0]) for r in runs) else runs[0]
+        for line in summary:
+            if quick:
+                line["quick"] = True
+            results.append(line)
+            if on_line:
+                on_line(line)
+    return results
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    names = args.names or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        Console(stderr=True).print(f"[red]unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}[/]")
+        return 2
+    console = Console()
+
+    def on_line(line: dict) -> None:
+        if args.json:
+            print(json.dumps(line, sort_keys=True), flush=True)
+
+    results = run_benchmarks(names, args.quick, args.json, args.repeats, on_line)
+    if args.json:
+        return 0
+    table = Table(title="lemming bench" + (" --quick" if args.quick else ""))
+    table.add_column("bench")
+    table.add_column("figures (median \\[min–max])")
+    table.add_column("goal")
+    for r in results:
+        name = r["bench"]
+        if "not_landed" in r or "error" in r:
+            table.add_row(name, f"[yellow]{r.get('not_landed') and 'not landed: ' + r['not_landed'] or 'error: ' + r['error']}[/]", BENCHMARKS[name][1])
+            continue
+        parts = []
+        for k in FIGURE_KEYS[name]:
+            if k in r:
+                rng = r.get("range", {}).get(k)
+                parts.append(f"{k} {r[k]}" + (f" [{rng[0]}–{rng[1]}]" if rng else ""))
+        label = name + (" (persist)" if r.get("persist") is True else " (no store)" if r.get("persist") is False else "")
+        table.add_row(label, ", ".join(parts), BENCHMARKS[name][1])
+    console.print(table)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure the engine, the store, the UI and replay")
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, same fields; under a minute on two cores")
+    p.add_argument("--json", action="store_true", help="one JSON object per benchmark per line")
+    p.add_argument("--repeats", type=int, default=None, help="repeats per benchmark (default 3; 1 with --quick)")
+    p.set_defaults(func=cmd_bench)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m tui.benchmarks")
+    ap.add_argument("--one", required=True)
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    try:
+        lines = _run_one(a.one, a.quick)
+    except NotLanded as e:
+        lines = [{"bench": a.one, "not_landed": str(e)}]
+    for line in lines:
+        print(json.dumps(line, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
