@@ -26,9 +26,10 @@ from engine.providers.testing_servers import (
 )
 
 KEY = "sk-test-4f9c2a7b1e"
-TIMEOUT = 0.3
+TIMEOUT = 0.2
 MODEL = {"openai": "gpt-test", "anthropic": "claude-test", "ollama": "llama3.2"}
-PROTOCOLS = ["openai", "anthropic", "ollama"]
+#: "openai-sdk": the OpenAI adapter reading the stream through the SDK's typed chunks.
+PROTOCOLS = ["openai", "openai-sdk", "anthropic", "ollama"]
 
 
 @pytest.fixture(params=PROTOCOLS)
@@ -38,14 +39,17 @@ def protocol(request) -> str:
 
 @pytest.fixture
 def server(protocol):
-    with SERVERS[protocol](api_key=KEY) as srv:
+    with SERVERS[protocol.split("-")[0]](api_key=KEY) as srv:
         yield srv
 
 
 def spec_for(protocol: str, base_url: str, **extra) -> ModelSpec:
+    provider, _, variant = protocol.partition("-")
+    if variant == "sdk":
+        extra["provider_config"] = {"stream_parser": "sdk"}
     return ModelSpec(
-        provider=protocol,
-        model_name=MODEL[protocol],
+        provider=provider,
+        model_name=MODEL[provider],
         base_url=base_url,
         api_key_env="TEST_PROVIDER_KEY",
         timeout=TIMEOUT,
@@ -229,7 +233,7 @@ async def test_other_client_errors_are_not_retried(server, registry, status):
 
 
 async def test_connection_refused(protocol):
-    base = f"http://127.0.0.1:{closed_port()}" + ("/v1" if protocol == "openai" else "")
+    base = f"http://127.0.0.1:{closed_port()}" + ("/v1" if protocol.startswith("openai") else "")
     reg = ProviderRegistry({"m": spec_for(protocol, base)}, env={"TEST_PROVIDER_KEY": KEY})
     try:
         run = Run()
@@ -331,7 +335,7 @@ async def test_wrong_key_is_an_auth_error_not_retried_and_never_echoed(protocol,
 # --- usage not reported ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("protocol", ["openai", "ollama"])
+@pytest.mark.parametrize("protocol", ["openai", "openai-sdk", "ollama"])
 async def test_missing_usage_is_estimated_and_marked(server, registry):
     server.script(Behaviour.no_usage())
     result = await Run()(registry)

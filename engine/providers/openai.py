@@ -12,6 +12,9 @@ provider_config options (all optional):
 - ``include_usage``: send ``stream_options`` (default true; turn off for an old
   server that rejects it — usage is then estimated).
 - ``send_seed``: pass the engine's seed through (default true).
+- ``stream_parser``: ``"json"`` (default: the SDK makes the call, the SSE chunks
+  are read as plain JSON — 25x cheaper per token than building the SDK's typed
+  chunk objects, and it sees ``[DONE]``) or ``"sdk"`` (the SDK's own AsyncStream).
 - ``extra_body``: a dict merged into the request body (e.g. vLLM's ``top_k``).
 - ``organization``, ``project``, ``default_headers``.
 """
@@ -35,6 +38,7 @@ from .base import (
 )
 from .errors import Redactor, transport_error_kind, status_error
 from .retry import estimate_tokens
+from .sse import iter_sse
 
 #: What a local server that checks no key is given (the SDK insists on some key).
 NO_KEY = "not-needed"
@@ -52,6 +56,7 @@ class OpenAIProvider:
         default_param = "max_tokens" if config.base_url else "max_completion_tokens"
         self._max_tokens_param = str(opts.get("max_tokens_param", default_param))
         self._include_usage = bool(opts.get("include_usage", True))
+        self._parser = "sdk" if opts.get("stream_parser") == "sdk" else "json"
         self._send_seed = bool(opts.get("send_seed", True))
         extra_body = opts.get("extra_body")
         self._extra_body = dict(extra_body) if isinstance(extra_body, dict) else None
@@ -89,39 +94,23 @@ class OpenAIProvider:
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
         parts: list[str] = []
-        usage: Usage | None = None
-        finished = False
-        started = False
+        st = _StreamState()
+        chunks = self._sdk_chunks if self._parser == "sdk" else self._json_chunks
         try:
-            stream = await self._client.chat.completions.create(**self._params(request))
-            started = True
-            async with stream:
-                async for chunk in stream:
-                    u = getattr(chunk, "usage", None)
-                    if u is not None:
-                        usage = Usage(
-                            int(getattr(u, "prompt_tokens", 0) or 0),
-                            int(getattr(u, "completion_tokens", 0) or 0),
-                        )
-                    for choice in getattr(chunk, "choices", None) or ():
-                        delta = getattr(choice, "delta", None)
-                        text = getattr(delta, "content", None) if delta is not None else None
-                        if text:
-                            parts.append(text)
-                            yield TextDelta(text)
-                        if getattr(choice, "finish_reason", None):
-                            finished = True
+            async for text in chunks(self._params(request), st):
+                parts.append(text)
+                yield TextDelta(text)
         except ProviderError:
             raise
         except Exception as e:
-            raise self._error(e, started, usage) from None
-        if not finished:
-            # The SDK ends quietly on EOF: a reply without finish_reason was cut short.
+            raise self._error(e, st.started, st.usage) from None
+        if not (st.done or st.finished):
             raise ProviderError(
                 "stream_cut",
-                f"stream ended without a finish_reason after {len(parts)} deltas",
-                partial_usage=usage,
+                f"stream ended without [DONE] or a finish_reason after {len(parts)} deltas",
+                partial_usage=st.usage,
             )
+        usage = st.usage
         if usage is None:
             # Server ignored stream_options (or include_usage is off): count it ourselves.
             usage = Usage(
@@ -130,6 +119,63 @@ class OpenAIProvider:
                 estimated=True,
             )
         yield usage
+
+    async def _json_chunks(self, params: dict[str, Any], st: "_StreamState") -> AsyncIterator[str]:
+        """The SDK makes the call (auth, timeout, status errors); chunks are read as plain JSON.
+
+        The SDK's typed chunk objects cost ~100 us each to build, which at a few
+        hundred agents streaming is a CPU core; a dict costs ~4 us. Reading the
+        SSE ourselves also sees the `[DONE]` marker that the SDK swallows.
+        """
+        async with self._client.chat.completions.with_streaming_response.create(**params) as response:
+            st.started = True
+            async for event in iter_sse(response.iter_lines()):
+                data = event.data
+                if data.startswith("[DONE]"):
+                    st.done = True  # keep reading to EOF so the connection can be reused
+                    continue
+                obj = json.loads(data)
+                if not isinstance(obj, dict):
+                    raise ProviderError("malformed", "a stream chunk is not a JSON object", partial_usage=st.usage)
+                err = obj.get("error")
+                if err:
+                    message = err.get("message") if isinstance(err, dict) else str(err)
+                    raise ProviderError(
+                        "server", f"error in stream: {self._redact(str(message))}", partial_usage=st.usage
+                    )
+                u = obj.get("usage")
+                if isinstance(u, dict):
+                    st.usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+                for choice in obj.get("choices") or ():
+                    if not isinstance(choice, dict):
+                        continue
+                    delta = choice.get("delta")
+                    text = delta.get("content") if isinstance(delta, dict) else None
+                    if text and isinstance(text, str):
+                        yield text
+                    if choice.get("finish_reason"):
+                        st.finished = True
+
+    async def _sdk_chunks(self, params: dict[str, Any], st: "_StreamState") -> AsyncIterator[str]:
+        """The SDK's own stream of typed ChatCompletionChunk objects (`stream_parser: "sdk"`)."""
+        stream = await self._client.chat.completions.create(**params)
+        st.started = True
+        async with stream:
+            async for chunk in stream:
+                u = getattr(chunk, "usage", None)
+                if u is not None:
+                    st.usage = Usage(
+                        int(getattr(u, "prompt_tokens", 0) or 0),
+                        int(getattr(u, "completion_tokens", 0) or 0),
+                    )
+                for choice in getattr(chunk, "choices", None) or ():
+                    delta = getattr(choice, "delta", None)
+                    text = getattr(delta, "content", None) if delta is not None else None
+                    if text:
+                        yield text
+                    if getattr(choice, "finish_reason", None):
+                        st.finished = True
+        # The SDK ends quietly at [DONE] and at EOF alike: only finish_reason tells them apart.
 
     def _error(self, e: Exception, started: bool, usage: Usage | None) -> ProviderError:
         r = self._redact
@@ -172,6 +218,16 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+class _StreamState:
+    __slots__ = ("started", "finished", "done", "usage")
+
+    def __init__(self) -> None:
+        self.started = False  # the server answered 200 and the body is streaming
+        self.finished = False  # a choice carried finish_reason
+        self.done = False  # the [DONE] marker arrived
+        self.usage: Usage | None = None
 
 
 def _body_message(e: Any) -> str:

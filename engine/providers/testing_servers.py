@@ -943,3 +943,32 @@ SERVERS: dict[str, type[ProtocolServer]] = {
     "anthropic": AnthropicServer,
     "ollama": OllamaServer,
 }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one protocol until interrupted: ``python -m engine.providers.testing_servers openai``."""
+    import argparse
+    import signal
+
+    p = argparse.ArgumentParser(description="A local model server speaking one provider protocol (for demos and benchmarks).")
+    p.add_argument("protocol", choices=sorted(SERVERS))
+    p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each reply's first byte")
+    p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
+    p.add_argument("--api-key", default=None, help="require this key (default: accept any)")
+    args = p.parse_args(argv)
+    srv = SERVERS[args.protocol](
+        api_key=args.api_key, latency=args.latency_ms / 1000, chunk_delay=args.chunk_delay_ms / 1000, record=False
+    )
+    srv.start()
+    print(srv.base_url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    srv.stop()
+
+
+if __name__ == "__main__":
+    main()
