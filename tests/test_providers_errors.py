@@ -138,3 +138,28 @@ async def test_sse_decoder_events_comments_multiline_and_unterminated_tail():
         (None, "line one\nline two"),
         (None, "[DONE]"),
     ]
+
+
+async def test_documented_example_models_load_and_resolve():
+    from pathlib import Path
+
+    from engine.org import load_models
+
+    root = Path(__file__).resolve().parents[1] / "docs"
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(root / "models.example.json", Path(tmp) / "models.json")
+        problems: list[str] = []
+        models = load_models(Path(tmp), problems)
+    assert problems == []
+    assert {"gpt-4.1-mini", "claude-sonnet", "llama-ollama", "qwen-ollama-v1", "qwen-vllm", "llamacpp", "lmstudio"} <= set(models)
+    reg = ProviderRegistry(models, env={"OPENAI_API_KEY": "sk-a-123456", "ANTHROPIC_API_KEY": "sk-b-123456"})
+    try:
+        for key in models:
+            provider, spec = reg.resolve(key)  # every entry builds an adapter
+            assert provider.name == spec.provider
+    finally:
+        await reg.aclose()
+    assert models["gpt-4.1-mini-lemming"].base_url == "https://api.openai.com/v1"

@@ -8,7 +8,7 @@ provider_config options (all optional):
 
 - ``max_tokens_param``: ``"max_tokens"`` or ``"max_completion_tokens"``. Default:
   ``max_completion_tokens`` on api.openai.com (its reasoning models refuse the
-  other), ``max_tokens`` on a custom base_url (what local servers understand).
+  other), ``max_tokens`` on any other base_url (what local servers understand).
 - ``include_usage``: send ``stream_options`` (default true; turn off for an old
   server that rejects it — usage is then estimated).
 - ``send_seed``: pass the engine's seed through (default true).
@@ -53,7 +53,8 @@ class OpenAIProvider:
         opts = dict(config.options)
         self.base_url = config.base_url
         self._redact = Redactor(config.api_key)
-        default_param = "max_tokens" if config.base_url else "max_completion_tokens"
+        official = not config.base_url or "api.openai.com" in config.base_url
+        default_param = "max_completion_tokens" if official else "max_tokens"
         self._max_tokens_param = str(opts.get("max_tokens_param", default_param))
         self._include_usage = bool(opts.get("include_usage", True))
         self._parser = "sdk" if opts.get("stream_parser") == "sdk" else "json"
