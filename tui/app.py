@@ -1,0 +1,524 @@
+"""ControlRoom: the full-screen Textual app that embeds the engine and lets an operator steer it.
+
+Two workers do the work:
+
+* ``engine`` (exclusive async worker) runs ``Engine.run()`` in the app's event loop;
+* ``pump`` drains the engine's event subscription a few times a second and
+  applies each batch inside ``batch_update()``: token text is buffered per
+  agent by the view and written once per pump, never per token.
+
+Operator commands go through the engine's public command methods and take
+effect at the next tick boundary; the panes show them when their events come
+back. The TUI reads only the engine's public read API and its events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from engine.engine import Engine, Recorder, Subscription
+from engine.org import OrgInvalid, load_org
+from engine.providers.registry import ProviderRegistry
+
+from .commands import ControlRoomCommands
+from .model import Changes, RunView
+from .screens.help import HelpScreen
+from .screens.inject import InjectDialog, InjectRequest
+from .screens.inspector import InspectorScreen
+from .screens.main import MainScreen
+from .screens.top_up import TopUpDialog
+from .settings import UISettings, load_settings, save_settings
+from .theming import LAYOUT_TCSS, default_theme, themes
+
+#: Lively defaults for the sim so a newcomer sees replies stream.
+DEFAULT_INTERVAL = 1.0
+DEFAULT_SIM_TOKENS_PER_S = 40.0
+#: Tick intervals that + and - step through (seconds).
+INTERVAL_STEPS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+def build_engine(
+    org: str | Path,
+    *,
+    seed: int = 0,
+    paused: bool = False,
+    interval: float | None = None,
+    sim_tokens_per_s: float | None = None,
+    sim_overrides: dict[str, Any] | None = None,
+    recorder: Recorder | None = None,
+    run_id: str | None = None,
+) -> Engine:
+    """An engine on the organisation at `org` (raises OrgInvalid with every problem)."""
+    loaded = load_org(org)
+    sim = dict((sim_overrides or {}).get("sim", {}))
+    sim.setdefault("tokens_per_s", DEFAULT_SIM_TOKENS_PER_S if sim_tokens_per_s is None else sim_tokens_per_s)
+    if sim_tokens_per_s is not None:
+        sim["tokens_per_s"] = sim_tokens_per_s
+    registry = ProviderRegistry(loaded.models, overrides={"sim": sim})
+    return Engine(
+        loaded,
+        seed=seed,
+        interval=DEFAULT_INTERVAL if interval is None else interval,
+        paused=paused,
+        registry=registry,
+        recorder=recorder,
+        run_id=run_id,
+    )
+
+
+class ControlRoom(App[int]):
+    """The LeMMing control room (see the module docstring)."""
+
+    TITLE = "LeMMing Control Room"
+    CSS_PATH = str(LAYOUT_TCSS)
+    COMMANDS = App.COMMANDS | {ControlRoomCommands}
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="app.quit_ctrl"),
+    ]
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        org: str | Path | None = None,
+        seed: int = 0,
+        paused: bool = False,
+        interval: float | None = None,
+        sim_tokens_per_s: float | None = None,
+        recorder: Recorder | None = None,
+        run_id: str | None = None,
+        theme: str | None = None,
+        config_dir: Path | None = None,
+        wall_clock: bool = True,
+        pump_interval: float = 0.1,
+        stream_mode: str | None = None,
+        quit_grace: float = 3.0,
+        cursor_blink: bool = True,
+        animations: bool = True,
+        pump_observer: Callable[[Changes, list], None] | None = None,
+    ) -> None:
+        super().__init__()
+        if engine is None:
+            engine = build_engine(
+                org if org is not None else Path("."),
+                seed=seed,
+                paused=paused,
+                interval=interval,
+                sim_tokens_per_s=sim_tokens_per_s,
+                recorder=recorder,
+                run_id=run_id,
+            )
+        self.engine = engine
+        self.view = RunView(sorted(engine.org.agents))
+        self.clock: Callable[[], float] | None = time.monotonic if wall_clock else None
+        self.wall_clock = wall_clock
+        self.pump_interval = pump_interval
+        self.quit_grace = quit_grace
+        self.cursor_blink = cursor_blink
+        self.pump_observer = pump_observer
+        self.config_dir = config_dir
+        self.settings: UISettings = load_settings(config_dir)
+        self.stream_mode = stream_mode or self.settings.stream_mode
+        # Subscribed before the run starts, so the panes see RunStarted and everything after.
+        self.subscription: Subscription | None = engine.subscribe(tokens=True)
+        self.stopping = False
+        self.run_result: str | None = None
+        self.failures: list[str] = []  # what went wrong inside the UI, with tracebacks
+        self._engine_worker: Worker | None = None
+        self._intent_paused: bool | None = None
+        self._saving_theme = False
+        if not animations:
+            self.animation_level = "none"
+        for t in themes():
+            self.register_theme(t)
+        wanted = theme or self.settings.theme or default_theme()
+        if wanted not in self.available_themes:
+            wanted = default_theme()
+        self.theme = wanted
+
+    # --- screens -------------------------------------------------------------------------
+
+    def get_default_screen(self) -> Screen:
+        return MainScreen(
+            self.engine,
+            self.view,
+            clock=self.clock,
+            stream_mode=self.stream_mode,
+            on_pane_failed=self.pane_failed,
+            on_ready=self._main_ready,
+        )
+
+    @property
+    def main(self) -> MainScreen:
+        for screen in self.screen_stack:
+            if isinstance(screen, MainScreen):
+                return screen
+        raise LookupError("the main screen is not mounted")
+
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        self._engine_worker = self.run_engine()
+
+    def _main_ready(self) -> None:
+        # The panes exist: start draining (events queued meanwhile are kept by the subscription).
+        self.pump()
+        if self.wall_clock:
+            # The tick rate decays while nothing happens; repaint the header now and then.
+            self.set_interval(1.0, lambda: self.main.status.refresh())
+
+    # --- the workers ---------------------------------------------------------------------
+
+    @work(exclusive=True, group="engine", exit_on_error=False, name="engine")
+    async def run_engine(self) -> str:
+        return await self.engine.run()
+
+    @work(exclusive=True, group="pump", exit_on_error=False, name="pump")
+    async def pump(self) -> None:
+        sub = self.subscription
+        assert sub is not None
+        last = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await sub.wait(1.0)
+            wait = last + self.pump_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)  # let a batch gather: a few pumps a second at most
+            last = loop.time()
+            events = sub.drain()
+            if events:
+                self.apply_events(events)
+            if sub.closed and not len(sub):
+                return
+
+    def apply_events(self, events: list) -> Changes:
+        """Fold one drained batch into the view and repaint what changed (one batch update)."""
+        changes = self.view.apply(events)
+        committed = any(type(e).__name__ == "TickCompleted" for e in events)
+        if changes.header:
+            self._settle_pause_intent()
+        with self.batch_update():
+            self.main.apply(changes, tick_committed=committed)
+        for n in changes.notices:
+            self.notify(n.text, title=n.title, severity=n.severity, timeout=8 if n.severity == "error" else 5)  # type: ignore[arg-type]
+        if self.pump_observer is not None:
+            self.pump_observer(changes, events)
+        return changes
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.name == "engine":
+            if event.state == WorkerState.SUCCESS:
+                self.run_result = worker.result
+                self._refresh_after_engine()
+                if self.stopping:
+                    self.exit(0 if not str(worker.result).startswith("error") else 1)
+            elif event.state == WorkerState.ERROR:
+                err = worker.error
+                self.run_result = f"error: {type(err).__name__}: {err}"
+                self.failures.append("".join(traceback.format_exception(err)) if err else self.run_result)
+                self._refresh_after_engine()
+                self.notify(
+                    f"{self.run_result}\nThe run stopped at tick {self.engine.tick} (last committed). q quits.",
+                    title="The engine stopped",
+                    severity="error",
+                    timeout=30,
+                )
+                if self.stopping:
+                    self.exit(1)
+            elif event.state == WorkerState.CANCELLED and self.stopping:
+                self.exit(0)
+        elif worker.name == "pump" and event.state == WorkerState.ERROR:
+            self.pane_failed("pump", worker.error or RuntimeError("the event pump stopped"))
+
+    def _refresh_after_engine(self) -> None:
+        # Drain what the engine said last (RunStopped) so the header shows it.
+        if self.subscription is not None:
+            events = self.subscription.drain()
+            if events:
+                try:
+                    self.apply_events(events)
+                except Exception as exc:
+                    self.pane_failed("pump", exc)
+        try:
+            self.main.refresh_status()
+        except LookupError:
+            pass
+
+    def pane_failed(self, pane: str, exc: BaseException) -> None:
+        """A pane (or the pump) failed: stop the run at the tick boundary and say so."""
+        self.failures.append(f"{pane}: " + "".join(traceback.format_exception(exc)))
+        running = self.engine.running
+        if running:
+            self.engine.stop()
+        try:
+            self.main.status.set(note=f"{pane} pane failed: {type(exc).__name__}")
+        except Exception:
+            pass
+        tail = (
+            f"The run stops at the end of tick {self.engine.tick + 1 if self.engine.running else self.engine.tick}; nothing is lost."
+            if running
+            else "The run is not running."
+        )
+        self.notify(
+            f"{type(exc).__name__}: {exc}\n{tail} q quits.",
+            title=f"The {pane} pane failed",
+            severity="error",
+            timeout=60,
+        )
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Something inside Textual itself raised (it will end the app): stop the engine at the
+        # tick boundary first so the run is left consistent (the tick in flight is not committed).
+        try:
+            self.engine.stop()
+        except Exception:
+            pass
+        self.failures.append("".join(traceback.format_exception(error)))
+        super()._handle_exception(error)
+
+    # --- operator actions ----------------------------------------------------------------
+
+    @property
+    def selected_agent(self) -> str | None:
+        return self.main.selected_agent
+
+    def _settle_pause_intent(self) -> None:
+        if self._intent_paused is not None and self._intent_paused == self.engine.paused:
+            self._intent_paused = None
+
+    def _effective_paused(self) -> bool:
+        return self._intent_paused if self._intent_paused is not None else self.engine.paused
+
+    def _engine_alive(self) -> bool:
+        if not self.engine.running and self.run_result is not None:
+            self.notify("The run has stopped; nothing to steer. q quits.", severity="warning")
+            return False
+        return True
+
+    def action_toggle_pause(self) -> None:
+        if not self._engine_alive():
+            return
+        if self._effective_paused():
+            self.engine.resume()
+            self._intent_paused = False
+        else:
+            self.engine.pause()
+            self._intent_paused = True
+            if self.view.running_tick is not None:
+                self.notify(f"Pausing when tick {self.view.running_tick} ends.", timeout=3)
+
+    def action_step(self) -> None:
+        if not self._engine_alive():
+            return
+        if not self._effective_paused():
+            self.notify("Step works while paused: space pauses first.", severity="warning", timeout=4)
+            return
+        self.engine.step()
+
+    def action_inject(self) -> None:
+        if not self._engine_alive():
+            return
+        agents = list(self.engine.org.agents)
+
+        def done(req: InjectRequest | None) -> None:
+            if req is None:
+                return
+            self.engine.inject(req.text, list(req.recipients) if req.recipients else None, kind=req.kind)
+            to = ", ".join(req.recipients) if req.recipients else "all agents"
+            self.notify(f"Queued for {to}; agents read it at tick {self.engine.tick + 1 if self.engine.paused else 'next'}.", timeout=4)
+
+        self.push_screen(InjectDialog(sorted(agents), self.selected_agent, cursor_blink=self.cursor_blink), done)
+
+    def action_top_up(self) -> None:
+        if not self._engine_alive():
+            return
+        name = self.selected_agent
+        agent = self.engine.org.agents.get(name or "")
+        if name is None or agent is None:
+            self.notify("Select an agent first.", severity="warning")
+            return
+        balance = self.engine.state.credits.get(name, 0.0)
+
+        def done(amount: float | None) -> None:
+            if amount is not None:
+                self.engine.top_up(name, amount)
+
+        self.push_screen(TopUpDialog(name, balance, agent.budget.max_credits, cursor_blink=self.cursor_blink), done)
+
+    def action_toggle_enabled(self) -> None:
+        if not self._engine_alive():
+            return
+        name = self.selected_agent
+        if name is None or name not in self.engine.org.agents:
+            self.notify("Select an agent first.", severity="warning")
+            return
+        enabled = self.engine.state.enabled.get(name, True)
+        self.engine.set_enabled(name, not enabled)
+        self.notify(f"{name} will be {'disabled' if enabled else 'enabled'} at the next tick boundary.", timeout=3)
+
+    def _step_interval(self, direction: int) -> None:
+        if not self._engine_alive():
+            return
+        now = self.engine.state.interval
+        if direction > 0:
+            nxt = next((s for s in INTERVAL_STEPS if s > now + 1e-9), INTERVAL_STEPS[-1])
+        else:
+            nxt = next((s for s in reversed(INTERVAL_STEPS) if s < now - 1e-9), INTERVAL_STEPS[0])
+        if nxt != now:
+            self.engine.set_interval(nxt)
+
+    def action_slower(self) -> None:
+        self._step_interval(1)
+
+    def action_faster(self) -> None:
+        self._step_interval(-1)
+
+    def action_abort_tick(self) -> None:
+        if not self._engine_alive():
+            return
+        self.engine.abort_tick()
+
+    def action_inspect(self) -> None:
+        main = self.main
+        focused = main.focused
+        agent = self.selected_agent
+        tick: int | None = None
+        if focused is main.timeline and main.timeline.selected_tick is not None:
+            tick = main.timeline.selected_tick
+            row = self.view.row(tick)
+            if row is not None and agent not in (row.fired or row.firing):
+                candidates = list(row.failed) or list(row.fired) or list(row.firing)
+                if candidates:
+                    agent = candidates[0]
+        if agent is None:
+            self.notify("Select an agent first.", severity="warning")
+            return
+        turns = list(self.view.agents[agent].history) if agent in self.view.agents else []
+        last = self.engine.state.last_turn.get(agent)
+        if last is not None and not any(t is last or (t.tick == last.tick) for t in turns):
+            turns.append(last)
+        if not turns:
+            self.notify(f"{agent} has not taken a turn yet.", severity="warning", timeout=3)
+            return
+        index = len(turns) - 1
+        if tick is not None:
+            index = next((i for i, t in enumerate(turns) if t.tick == tick), index)
+        self.push_screen(InspectorScreen(turns, index, wall_clock=self.wall_clock))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_show_pane(self, pane: str) -> None:
+        self.main.action_show_pane(pane)
+
+    def action_toggle_stream_mode(self) -> None:
+        self.main.stream.action_toggle_mode()
+
+    def action_toggle_graph_mode(self) -> None:
+        self.main.graph.action_toggle_matrix()
+
+    def remember_stream_mode(self, mode: str) -> None:
+        self.stream_mode = mode
+        self.settings.stream_mode = mode
+        save_settings(self.settings, self.config_dir)
+
+    # --- themes --------------------------------------------------------------------------
+
+    def action_set_theme(self, name: str) -> None:
+        self.theme = name
+
+    def _theme_changed(self, theme) -> None:  # noqa: ANN001
+        if self.settings.theme != theme.name:
+            self.settings.theme = theme.name
+            problem = save_settings(self.settings, self.config_dir)
+            if problem:
+                self.notify(problem, severity="warning")
+
+    # --- quitting ------------------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """Stop the run at the tick boundary, then exit; abort the tick after `quit_grace` s.
+
+        A second q while stopping aborts the tick in flight at once.
+        """
+        worker = self._engine_worker
+        engine_done = worker is None or worker.is_finished
+        if engine_done and not self.engine.running:
+            self.exit(0 if not str(self.run_result or "").startswith("error") else 1)
+            return
+        if self.stopping:
+            self.engine.stop(abort=True)
+            return
+        self.stopping = True
+        self.engine.stop()
+        try:
+            self.main.refresh_status()
+        except LookupError:
+            pass
+        self.set_timer(self.quit_grace, self._abort_if_still_running)
+
+    def _abort_if_still_running(self) -> None:
+        if self.engine.running:
+            self.notify("The tick in flight is taking too long: aborting it (nothing of it is committed).", timeout=3)
+            self.engine.stop(abort=True)
+            self.set_timer(5.0, self._force_exit)
+
+    def _force_exit(self) -> None:
+        if self.is_running:
+            self.exit(1)
+
+
+def main(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
+    """Open the control room as the CLI asks (`lemming`, `lemming tui ...`).
+
+    `recorder` is the run store's hook: when engine.store lands, the CLI builds a
+    recorder from --db / --no-record and passes it here.
+    """
+    org_path = Path(getattr(args, "org", None) or ".")
+    overrides: dict[str, Any] = {}
+    try:
+        from engine.cli import sim_overrides
+
+        overrides = sim_overrides(args)
+    except Exception:  # the CLI module is optional here
+        pass
+    try:
+        engine = build_engine(
+            org_path,
+            seed=int(getattr(args, "seed", 0) or 0),
+            paused=bool(getattr(args, "paused", False)),
+            interval=getattr(args, "interval", None),
+            sim_tokens_per_s=getattr(args, "sim_tokens_per_s", None),
+            sim_overrides=overrides,
+            recorder=recorder,
+        )
+    except OrgInvalid as e:
+        print(f"lemming: the organisation at {org_path} cannot run:", file=sys.stderr)
+        for p in e.problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
+    app = ControlRoom(engine, theme=getattr(args, "theme", None))
+    code = app.run(mouse=not bool(getattr(args, "no_mouse", False)))
+    if app.failures:
+        print("The control room hit an error; the run was stopped at a tick boundary.", file=sys.stderr)
+        print(app.failures[-1], file=sys.stderr)
+    print(
+        f"run {engine.run_id}: {engine.tick} ticks committed, total spend {engine.state.total_spend:.4g}"
+        + (f" ({app.run_result})" if app.run_result else ""),
+        file=sys.stderr,
+    )
+    if code is None:
+        return 1 if app.failures else 0
+    return int(code)

@@ -1,0 +1,435 @@
+"""What the control room knows about the run: the engine's events folded for display.
+
+`RunView.apply(events)` takes one drained batch of events and returns `Changes`:
+which agents, ticks and panes need repainting, the token text to append per
+agent, and the notices to show. Panes read the view (and the engine's public
+read API) and never see the events themselves. No Textual in here: the view is
+plain data, tested and benchmarked on its own.
+
+Everything kept is bounded: tick rows, turn history per agent, stream text per
+agent and the message-volume window, so memory stays flat on a long run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from engine.events import (
+    AgentSkipped,
+    CommandApplied,
+    CommandRejected,
+    CreditsCharged,
+    CreditsToppedUp,
+    DefinitionRejected,
+    DefinitionsReloaded,
+    Event,
+    MessageCommitted,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunStopped,
+    SoftCapReached,
+    TickAborted,
+    TickCompleted,
+    TickStarted,
+    TokenDelta,
+    TurnFinished,
+    TurnRecord,
+    TurnStarted,
+)
+from engine.messages import OPERATOR
+
+#: How many tick rows the timeline keeps (older ticks live in the run store).
+MAX_TICK_ROWS = 10_000
+#: Turn records kept per agent for the inspector ([ and ] page through them).
+TURNS_PER_AGENT = 12
+#: Characters of the current reply kept per agent (the stream pane's backlog).
+STREAM_CHARS = 12_000
+#: Ticks over which "recent" message volumes and spend rates are counted.
+RECENT_TICKS = 10
+
+BROADCAST = "*"
+
+
+@dataclass(slots=True)
+class Notice:
+    """Something the operator should see as a notification."""
+
+    text: str
+    severity: str = "information"  # information, warning, error
+    title: str = ""
+
+
+@dataclass(slots=True)
+class StreamPiece:
+    """One step of an agent's live reply: a turn starting, text, a retry, the end."""
+
+    kind: str  # "start", "text", "restart", "end"
+    tick: int
+    text: str = ""
+    record: TurnRecord | None = None
+
+
+@dataclass(slots=True)
+class TickRow:
+    """One line of the timeline."""
+
+    tick: int
+    status: str = "next"  # next (not started), running, done, aborted
+    firing: tuple[str, ...] = ()
+    fired: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)
+    finished: int = 0  # turns of this tick that ended so far
+    messages: int = 0
+    spend: float = 0.0
+    total_spend: float = 0.0
+    duration_ms: float = 0.0
+    #: Operator actions that took effect at the boundary before this tick.
+    operator: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AgentView:
+    """The display-side facts about one agent that the engine's state does not keep."""
+
+    name: str
+    thinking_tick: int | None = None
+    turns: int = 0
+    failures: int = 0
+    last_tick: int | None = None
+    last_status: str | None = None
+    last_error: str | None = None
+    history: deque[TurnRecord] = field(default_factory=lambda: deque(maxlen=TURNS_PER_AGENT))
+    stream_tick: int | None = None
+    stream_text: str = ""
+    #: (tick, amount) of recent charges, for the spend rate.
+    charges: deque[tuple[int, float]] = field(default_factory=lambda: deque(maxlen=64))
+    soft_capped: bool = False
+
+    def append_stream(self, text: str) -> None:
+        s = self.stream_text + text
+        if len(s) > STREAM_CHARS:
+            s = s[-STREAM_CHARS:]
+        self.stream_text = s
+
+    def spend_rate(self, now_tick: int, ticks: int = RECENT_TICKS) -> float:
+        """Average spend per tick over the last `ticks` ticks."""
+        lo = now_tick - ticks
+        return sum(a for t, a in self.charges if t > lo) / max(1, ticks)
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one batch of events changed, for the panes to repaint."""
+
+    events: int = 0
+    agents: set[str] = field(default_factory=set)
+    ticks: set[int] = field(default_factory=set)
+    structure: bool = False  # agents were added or removed
+    header: bool = False
+    graph: bool = False
+    credits: bool = False
+    stream: dict[str, list[StreamPiece]] = field(default_factory=dict)
+    notices: list[Notice] = field(default_factory=list)
+
+    def piece(self, agent: str, piece: StreamPiece) -> None:
+        pieces = self.stream.setdefault(agent, [])
+        if piece.kind == "text" and pieces and pieces[-1].kind == "text" and pieces[-1].tick == piece.tick:
+            pieces[-1].text += piece.text
+        else:
+            pieces.append(piece)
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.agents or self.ticks or self.structure or self.header or self.graph or self.credits
+            or self.stream or self.notices
+        )
+
+
+class RunView:
+    """The control room's fold of the event stream (see the module docstring)."""
+
+    def __init__(self, agent_names: Iterable[str] = ()) -> None:
+        self.run_id: str = ""
+        self.agents: dict[str, AgentView] = {}
+        self.order: list[str] = []  # display order: by name, retired agents kept
+        self.positions: dict[str, int] = {}  # name -> index in `order`
+        self.rows: deque[TickRow] = deque(maxlen=MAX_TICK_ROWS)
+        self._row_index: dict[int, TickRow] = {}
+        self.committed_tick = 0
+        self.running_tick: int | None = None
+        self.paused = False
+        self.stopped: str | None = None
+        self.total_spend = 0.0
+        self.interval = 0.0
+        #: Per tick: (sender, recipient or "*") -> messages; the graph sums the window.
+        self.volumes: deque[tuple[int, Counter[tuple[str, str]]]] = deque(maxlen=RECENT_TICKS)
+        self.tick_spend: deque[tuple[int, float]] = deque(maxlen=RECENT_TICKS)
+        self.operator_sent = 0
+        self._pending_ops: list[str] = []
+        self.events_seen = 0
+        for name in agent_names:
+            self._adopt(name)
+
+    # --- queries -------------------------------------------------------------------------
+
+    def agent(self, name: str) -> AgentView:
+        return self.agents.get(name) or self._adopt(name)
+
+    def row(self, tick: int) -> TickRow | None:
+        return self._row_index.get(tick)
+
+    def next_row(self) -> TickRow:
+        """The row of the tick that runs next (or is running): the timeline's marked row."""
+        t = self.running_tick if self.running_tick is not None else self.committed_tick + 1
+        return self._ensure_row(t)
+
+    def recent_volumes(self) -> Counter[tuple[str, str]]:
+        total: Counter[tuple[str, str]] = Counter()
+        for _, c in self.volumes:
+            total.update(c)
+        return total
+
+    def spend_rate(self) -> float:
+        """Average organisation spend per tick over the recent ticks."""
+        if not self.tick_spend:
+            return 0.0
+        return sum(s for _, s in self.tick_spend) / len(self.tick_spend)
+
+    def turn(self, agent: str, tick: int | None = None) -> TurnRecord | None:
+        """A kept turn record of `agent` (its last one when `tick` is None)."""
+        a = self.agents.get(agent)
+        if a is None or not a.history:
+            return None
+        if tick is None:
+            return a.history[-1]
+        for rec in reversed(a.history):
+            if rec.tick == tick:
+                return rec
+        return None
+
+    # --- folding -------------------------------------------------------------------------
+
+    def _adopt(self, name: str) -> AgentView:
+        a = self.agents.get(name)
+        if a is None:
+            a = self.agents[name] = AgentView(name)
+            self.order = sorted(self.agents)
+            self.positions = {n: i for i, n in enumerate(self.order)}
+        return a
+
+    def _ensure_row(self, tick: int) -> TickRow:
+        row = self._row_index.get(tick)
+        if row is None:
+            if len(self.rows) == self.rows.maxlen:
+                old = self.rows[0]
+                self._row_index.pop(old.tick, None)
+            row = TickRow(tick)
+            self.rows.append(row)
+            self._row_index[tick] = row
+        return row
+
+    def _volume(self, tick: int) -> Counter[tuple[str, str]]:
+        if not self.volumes or self.volumes[-1][0] != tick:
+            self.volumes.append((tick, Counter()))
+        return self.volumes[-1][1]
+
+    def _operator_note(self, ch: Changes, note: str) -> None:
+        row = self.next_row()
+        row.operator.append(note)
+        ch.ticks.add(row.tick)
+
+    def apply(self, events: Iterable[Event]) -> Changes:
+        ch = Changes()
+        n = 0
+        for ev in events:
+            n += 1
+            t = type(ev)
+            if t is TokenDelta:
+                a = self.agent(ev.agent)  # type: ignore[attr-defined]
+                if ev.restart:  # type: ignore[attr-defined]
+                    a.stream_text = ""
+                    ch.piece(a.name, StreamPiece("restart", ev.tick))  # type: ignore[attr-defined]
+                a.append_stream(ev.text)  # type: ignore[attr-defined]
+                ch.piece(a.name, StreamPiece("text", ev.tick, ev.text))  # type: ignore[attr-defined]
+            elif t is TurnStarted:
+                a = self.agent(ev.agent)  # type: ignore[attr-defined]
+                a.thinking_tick = ev.tick  # type: ignore[attr-defined]
+                a.stream_tick = ev.tick  # type: ignore[attr-defined]
+                a.stream_text = ""
+                ch.agents.add(a.name)
+                ch.piece(a.name, StreamPiece("start", ev.tick))  # type: ignore[attr-defined]
+            elif t is TurnFinished:
+                self._turn_finished(ev, ch)  # type: ignore[arg-type]
+            elif t is TickStarted:
+                row = self._ensure_row(ev.tick)  # type: ignore[attr-defined]
+                row.status = "running"
+                row.firing = ev.firing  # type: ignore[attr-defined]
+                self.running_tick = ev.tick  # type: ignore[attr-defined]
+                ch.ticks.add(row.tick)
+                ch.header = True
+            elif t is TickCompleted:
+                self._tick_completed(ev, ch)  # type: ignore[arg-type]
+            elif t is MessageCommitted:
+                self._message(ev, ch)  # type: ignore[arg-type]
+            elif t is CreditsCharged:
+                a = self.agent(ev.agent)  # type: ignore[attr-defined]
+                a.charges.append((ev.tick, ev.amount))  # type: ignore[attr-defined]
+                ch.agents.add(a.name)
+                ch.credits = True
+            elif t is AgentSkipped:
+                row = self._ensure_row(ev.tick)  # type: ignore[attr-defined]
+                row.skipped[ev.agent] = ev.reason  # type: ignore[attr-defined]
+                ch.ticks.add(row.tick)
+                ch.agents.add(ev.agent)  # type: ignore[attr-defined]
+            elif t is SoftCapReached:
+                a = self.agent(ev.agent)  # type: ignore[attr-defined]
+                a.soft_capped = True
+                ch.agents.add(a.name)
+                ch.credits = True
+                ch.notices.append(
+                    Notice(
+                        f"{ev.agent} is down to {ev.balance:.4g} credits (soft cap {ev.soft_cap:g}); t tops up",  # type: ignore[attr-defined]
+                        "warning",
+                        "Soft cap reached",
+                    )
+                )
+            elif t is CreditsToppedUp:
+                a = self.agent(ev.agent)  # type: ignore[attr-defined]
+                a.soft_capped = False
+                ch.agents.add(a.name)
+                ch.credits = True
+                self._operator_note(ch, f"+{ev.amount:g}→{ev.agent}")  # type: ignore[attr-defined]
+            elif t is CommandApplied:
+                self._command(ev, ch)  # type: ignore[arg-type]
+            elif t is CommandRejected:
+                ch.notices.append(Notice(f"{ev.command}: {ev.error}", "error", "Command rejected"))  # type: ignore[attr-defined]
+            elif t is RunPaused:
+                self.paused = True
+                ch.header = True
+                ch.ticks.add(self.next_row().tick)
+            elif t is RunResumed:
+                self.paused = False
+                ch.header = True
+                ch.ticks.add(self.next_row().tick)
+            elif t is TickAborted:
+                row = self._ensure_row(ev.tick)  # type: ignore[attr-defined]
+                row.status = "aborted"
+                self.running_tick = None
+                for a in self.agents.values():
+                    if a.thinking_tick == ev.tick:  # type: ignore[attr-defined]
+                        a.thinking_tick = None
+                        ch.agents.add(a.name)
+                        ch.piece(a.name, StreamPiece("end", ev.tick, "aborted"))  # type: ignore[attr-defined]
+                ch.ticks.add(row.tick)
+                ch.header = True
+            elif t is RunStarted:
+                self.run_id = ev.run_id  # type: ignore[attr-defined]
+                self.committed_tick = ev.tick  # type: ignore[attr-defined]
+                self.stopped = None
+                for name in ev.definitions.get("agents", {}):  # type: ignore[attr-defined]
+                    self._adopt(name)
+                ch.structure = True
+                ch.header = True
+                ch.ticks.add(self.next_row().tick)
+            elif t is RunStopped:
+                self.stopped = ev.reason  # type: ignore[attr-defined]
+                self.running_tick = None
+                ch.header = True
+                ch.ticks.add(self.next_row().tick)
+                if ev.reason.startswith("error"):  # type: ignore[attr-defined]
+                    ch.notices.append(Notice(ev.reason, "error", "The run stopped"))  # type: ignore[attr-defined]
+            elif t is DefinitionsReloaded:
+                for name in ev.added:  # type: ignore[attr-defined]
+                    self._adopt(name)
+                parts = []
+                if ev.added:  # type: ignore[attr-defined]
+                    parts.append("added " + ", ".join(ev.added))  # type: ignore[attr-defined]
+                if ev.removed:  # type: ignore[attr-defined]
+                    parts.append("retired " + ", ".join(ev.removed))  # type: ignore[attr-defined]
+                if ev.changed:  # type: ignore[attr-defined]
+                    parts.append("changed " + ", ".join(f"{k} ({', '.join(v)})" for k, v in ev.changed.items()))  # type: ignore[attr-defined]
+                ch.notices.append(Notice("; ".join(parts) or "no change", "information", "Definitions reloaded"))
+                ch.structure = True
+                ch.graph = True
+                self._operator_note(ch, "reload")
+            elif t is DefinitionRejected:
+                errors = "\n".join(ev.errors[:6])  # type: ignore[attr-defined]
+                more = f"\n(+{len(ev.errors) - 6} more)" if len(ev.errors) > 6 else ""  # type: ignore[attr-defined]
+                ch.notices.append(
+                    Notice(f"{ev.file}\n{errors}{more}\nThe last good definition keeps running.", "error", "Definition rejected")  # type: ignore[attr-defined]
+                )
+        self.events_seen += n
+        ch.events = n
+        return ch
+
+    def _turn_finished(self, ev: TurnFinished, ch: Changes) -> None:
+        rec = ev.record
+        a = self.agent(ev.agent)
+        a.thinking_tick = None
+        a.turns += 1
+        a.last_tick = rec.tick
+        a.last_status = rec.status
+        a.last_error = rec.error
+        if rec.status != "ok":
+            a.failures += 1
+        a.history.append(rec)
+        if not a.stream_text and rec.raw_output:
+            a.stream_text = rec.raw_output[-STREAM_CHARS:]
+        row = self._ensure_row(ev.tick)
+        row.finished += 1
+        if rec.status != "ok" and rec.agent not in row.failed:
+            row.failed = row.failed + (rec.agent,)
+        ch.agents.add(a.name)
+        ch.ticks.add(row.tick)
+        ch.piece(a.name, StreamPiece("end", ev.tick, record=rec))
+
+    def _tick_completed(self, ev: TickCompleted, ch: Changes) -> None:
+        row = self._ensure_row(ev.tick)
+        row.status = "done"
+        row.fired = ev.fired
+        row.failed = ev.failed
+        row.messages = ev.messages
+        row.spend = ev.spend
+        row.total_spend = ev.total_spend
+        row.duration_ms = ev.duration_ms
+        self.committed_tick = ev.tick
+        self.running_tick = None
+        self.total_spend = ev.total_spend
+        self.tick_spend.append((ev.tick, ev.spend))
+        ch.ticks.add(row.tick)
+        ch.ticks.add(self.next_row().tick)
+        ch.header = True
+        ch.graph = True
+        ch.credits = True
+
+    def _message(self, ev: MessageCommitted, ch: Changes) -> None:
+        e = ev.entry
+        vol = self._volume(ev.tick)
+        for r in e.recipients or (BROADCAST,):
+            vol[(e.agent, r)] += 1
+        if e.agent == OPERATOR:
+            self.operator_sent += 1
+            to = ",".join(e.recipients) if e.recipients else "all"
+            kind = "" if e.kind == "message" else f" {e.kind}"
+            self._operator_note(ch, f"✉{kind}→{to}")
+        else:
+            ch.agents.add(e.agent)
+        ch.graph = True
+
+    def _command(self, ev: CommandApplied, ch: Changes) -> None:
+        c = ev.command
+        if c in ("enable", "disable"):
+            for name in ev.args.get("agents", []):
+                ch.agents.add(name)
+                self._operator_note(ch, f"{c} {name}")
+        elif c == "set_interval":
+            self.interval = float(ev.args.get("seconds", 0.0))
+            ch.header = True
+        elif c == "abort":
+            ch.header = True
+        ch.header = ch.header or c in ("pause", "resume", "step")

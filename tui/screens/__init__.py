@@ -1,0 +1,1 @@
+"""The control room's screens: the main layout, dialogs, the inspector and help."""

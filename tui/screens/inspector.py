@@ -1,0 +1,163 @@
+"""The inspector: one turn in full — prompt, raw reply, parsed result, usage, cost, latency, error.
+
+Opened with enter on an agent (its last turn) or on a timeline row (that tick's
+turn). `[` and `]` step to the agent's previous / next kept turn, 1-4 switch
+sections, escape or q closes. Model output is shown as plain text, never as
+markup.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from engine.events import TurnRecord
+
+SECTIONS = ("summary", "prompt", "reply", "parsed")
+
+
+def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
+    t = Text()
+
+    def row(label: str, value: str, style: str = "") -> None:
+        t.append(f"{label:<12}", "bold")
+        t.append(value + "\n", style)
+
+    row("agent", rec.agent)
+    row("tick", str(rec.tick))
+    row("model", f"{rec.model_key} → {rec.provider}/{rec.model_name}")
+    row("status", rec.status, "bold green" if rec.status == "ok" else "bold red")
+    if rec.error:
+        row("error", rec.error, "red")
+    estimated = " (estimated)" if rec.usage.estimated else ""
+    row("usage", f"{rec.usage.input_tokens} tokens in · {rec.usage.output_tokens} tokens out{estimated}")
+    row("max tokens", "—" if rec.max_tokens is None else str(rec.max_tokens))
+    row("cost", f"{rec.cost:.6g} credits")
+    row("latency", f"{rec.latency_ms / 1000:.2f} s" if wall_clock else "—")
+    row("attempts", str(rec.attempts))
+    row("prompt", f"{len(rec.prompt)} messages · hash {rec.prompt_hash}")
+    if rec.violations:
+        t.append("violations\n", "bold")
+        for v in rec.violations:
+            t.append(f"  • {v}\n", "yellow")
+    if rec.tool_results:
+        t.append("tool results\n", "bold")
+        for r in rec.tool_results:
+            t.append(f"  • {json.dumps(r, ensure_ascii=False)}\n")
+    return t
+
+
+def prompt_text(rec: TurnRecord) -> Text:
+    t = Text()
+    for m in rec.prompt:
+        t.append(f"── {m.get('role', '?')} ──\n", "bold")
+        t.append(str(m.get("content", "")) + "\n\n")
+    return t
+
+
+def reply_text(rec: TurnRecord) -> Text:
+    if not rec.raw_output:
+        return Text("(no reply text)" + (f": {rec.error}" if rec.error else ""), "italic")
+    return Text(rec.raw_output)
+
+
+def parsed_text(rec: TurnRecord) -> Text:
+    if rec.parsed is None:
+        why = rec.error or "the reply could not be parsed"
+        return Text(f"(no parsed result: {why})", "italic")
+    return Text(json.dumps(rec.parsed, indent=2, ensure_ascii=False))
+
+
+class InspectorScreen(Screen[None]):
+    """One turn of one agent, in four sections."""
+
+    DEFAULT_CSS = """
+    InspectorScreen { background: $background; }
+    InspectorScreen #inspector-title {
+        dock: top;
+        height: 1;
+        background: $panel;
+        color: $foreground;
+        text-style: bold;
+        padding: 0 1;
+    }
+    InspectorScreen TabbedContent { height: 1fr; }
+    InspectorScreen TabPane { padding: 0; }
+    InspectorScreen VerticalScroll { height: 1fr; padding: 0 1; }
+    InspectorScreen .section { width: 1fr; }
+    """
+
+    BINDINGS = [
+        Binding("escape,q", "close", "Close", id="inspector.close"),
+        Binding("left_square_bracket", "turn(-1)", "Older turn", key_display="[", id="inspector.older"),
+        Binding("right_square_bracket", "turn(1)", "Newer turn", key_display="]", id="inspector.newer"),
+        Binding("1", "section('summary')", "Summary", show=False),
+        Binding("2", "section('prompt')", "Prompt", show=False),
+        Binding("3", "section('reply')", "Reply", show=False),
+        Binding("4", "section('parsed')", "Parsed", show=False),
+    ]
+
+    def __init__(
+        self,
+        turns: list[TurnRecord],
+        index: int,
+        *,
+        wall_clock: bool = True,
+        section: str = "summary",
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.turns = turns
+        self.index = max(0, min(index, len(turns) - 1))
+        self.wall_clock = wall_clock
+        self.first_section = section
+        self.on_close = on_close
+
+    @property
+    def record(self) -> TurnRecord:
+        return self.turns[self.index]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="inspector-title")
+        with TabbedContent(initial=self.first_section):
+            for section, label in zip(SECTIONS, ("1 Summary", "2 Prompt", "3 Reply", "4 Parsed")):
+                with TabPane(label, id=section):
+                    with VerticalScroll():
+                        yield Static(id=f"{section}-body", classes="section")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.show()
+
+    def show(self) -> None:
+        rec = self.record
+        title = Text()
+        title.append(f"Turn of {rec.agent} at tick {rec.tick}")
+        title.append(f"  ·  {rec.status}", "green" if rec.status == "ok" else "red")
+        title.append(f"  ·  {self.index + 1}/{len(self.turns)} kept turns  ·  [ ] older/newer  ·  esc closes")
+        self.query_one("#inspector-title", Static).update(title)
+        self.query_one("#summary-body", Static).update(summary_text(rec, wall_clock=self.wall_clock))
+        self.query_one("#prompt-body", Static).update(prompt_text(rec))
+        self.query_one("#reply-body", Static).update(reply_text(rec))
+        self.query_one("#parsed-body", Static).update(parsed_text(rec))
+
+    def action_turn(self, delta: int) -> None:
+        i = self.index + delta
+        if 0 <= i < len(self.turns):
+            self.index = i
+            self.show()
+        else:
+            self.app.bell()
+
+    def action_section(self, section: str) -> None:
+        self.query_one(TabbedContent).active = section
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,76 @@
+"""Helpers for driving the control room in tests, snapshots and the benchmark.
+
+`deterministic_app` builds an app whose screen is the same run after run: a
+seeded sim run that starts paused, streams with no delay, shows no wall-clock
+text, and has cursor blink and animations off. `advance` steps ticks and waits
+until the panes have caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from textual.pilot import Pilot
+
+from .app import ControlRoom, build_engine
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def deterministic_app(
+    org: str | Path = REPO,
+    *,
+    seed: int = 7,
+    theme: str | None = "lemming-dark",
+    config_dir: Path | None = None,
+    run_id: str = "snapshot-run",
+    paused: bool = True,
+    interval: float = 0.0,
+    **kw: object,
+) -> ControlRoom:
+    engine = build_engine(org, seed=seed, paused=paused, interval=interval, sim_tokens_per_s=0, run_id=run_id)
+    return ControlRoom(
+        engine,
+        theme=theme,
+        config_dir=config_dir,
+        wall_clock=False,
+        cursor_blink=False,
+        animations=False,
+        pump_interval=0.02,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def settle(pilot: Pilot, app: ControlRoom, timeout: float = 10.0) -> None:
+    """Wait until the pump has shown everything the engine said, then let the screen repaint."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    sub = app.subscription
+    while loop.time() < deadline:
+        await pilot.pause(0.03)
+        if sub is not None and len(sub) == 0 and not app.engine.thinking:
+            await pilot.pause(app.pump_interval + 0.03)
+            if len(sub) == 0:
+                break
+    await pilot.pause()
+
+
+async def wait_for(pilot: Pilot, predicate, timeout: float = 10.0, what: str = "condition") -> None:  # noqa: ANN001
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+async def advance(pilot: Pilot, app: ControlRoom, ticks: int, timeout: float = 20.0) -> None:
+    """Step `ticks` ticks one by one (the app must be paused) and wait for the panes."""
+    await wait_for(pilot, lambda: app.engine.running and app.engine.paused, timeout, "the run to start paused")
+    for _ in range(ticks):
+        target = app.engine.tick + 1
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.engine.tick >= target, timeout, f"tick {target}")
+    await wait_for(pilot, lambda: app.view.committed_tick >= app.engine.tick, timeout, "the pump to catch up")
+    await settle(pilot, app)

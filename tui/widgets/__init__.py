@@ -1,0 +1,1 @@
+"""The control room's panes, one widget per file."""

@@ -1,0 +1,112 @@
+"""Credits: each agent's budget left as a bar, its spend rate, soft-cap and broke warnings,
+and the organisation's total spend and spend rate in the header."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from engine.engine import Engine
+
+from ..model import RECENT_TICKS, RunView
+from .line_table import AgentTable
+
+EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+
+def bar(fraction: float, width: int) -> tuple[str, str]:
+    """(filled, track) strings for a bar `width` cells wide, in eighths of a cell."""
+    fraction = max(0.0, min(1.0, fraction))
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    filled = "█" * full + (EIGHTHS[part] if part else "")
+    return filled, "░" * (width - len(filled))
+
+
+def money(v: float) -> str:
+    """Credits, short: 4 significant digits, never scientific for normal budgets."""
+    if v == 0:
+        return "0"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 1:
+        return f"{v:.2f}"
+    if abs(v) >= 0.01:
+        return f"{v:.3f}"
+    return f"{v:.4f}"
+
+
+class CreditsPane(AgentTable):
+    """Budget bars, spend rates and warnings, one row per agent."""
+
+    DEFAULT_CSS = """
+    CreditsPane { height: 1fr; }
+    """
+
+    header_height = 2
+
+    def __init__(self, engine: Engine, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(engine, view, id=id, classes=classes)
+        self.border_title = "Credits"
+
+    def _name_w(self) -> int:
+        return min(14, max([5] + [len(n) for n in self.view.order]))
+
+    def render_header(self, width: int) -> list[Text]:
+        s = self.engine.state
+        broke = sum(1 for n in self.view.order if self.engine.state.agent_status(n) == "broke")
+        capped = len(s.soft_warned)
+        top = Text()
+        top.append("total ", self.style("muted"))
+        top.append(money(s.total_spend), self.style("primary"))
+        top.append(f"  {money(self.view.spend_rate())}/tick", self.style("muted"))
+        if capped:
+            top.append(f"  ⚠ {capped} at soft cap", self.style("warn"))
+        if broke:
+            top.append(f"  $ {broke} broke", self.style("error"))
+        name_w = self._name_w()
+        cols = Text(f"{'agent':<{name_w}} ", self.style("header"))
+        bar_w = self._bar_w(width)
+        cols.append(f"{'left':<{bar_w}} ", self.style("header"))
+        cols.append(f"{'credits':>15} ", self.style("header"))
+        if width >= name_w + bar_w + 36:
+            cols.append(f"{'/tick':>8}", self.style("header"))
+        return [top, cols]
+
+    def _bar_w(self, width: int) -> int:
+        return max(4, min(24, width - self._name_w() - 36))
+
+    def render_row(self, index: int, width: int) -> Text:
+        name = self.view.order[index]
+        s = self.engine.state
+        agent = self.engine.org.agents.get(name)
+        left = s.credits.get(name, 0.0)
+        top = agent.budget.max_credits if agent is not None else 0.0
+        soft = agent.budget.soft_cap if agent is not None else None
+        name_w = self._name_w()
+        bar_w = self._bar_w(width)
+        t = Text()
+        shown = name if len(name) <= name_w else name[: name_w - 1] + "…"
+        t.append(f"{shown:<{name_w}} ")
+        if agent is not None and not agent.resume.calls_model:
+            t.append("no model: never spends", self.style("muted"))
+            return t
+        fraction = left / top if top > 0 else (1.0 if left > 0 else 0.0)
+        filled, track = bar(fraction, bar_w)
+        if left <= 0:
+            look = "bar-empty"
+        elif soft is not None and left <= soft:
+            look = "bar-low"
+        else:
+            look = "bar"
+        t.append(filled, self.style(look))
+        t.append(track + " ", self.style("track"))
+        amount = f"{money(left)}/{money(top)}"
+        t.append(f"{amount:>15} ", self.style("error") if left <= 0 else None)
+        if width >= name_w + bar_w + 36:
+            rate = self.view.agent(name).spend_rate(self.view.committed_tick, RECENT_TICKS)
+            t.append(f"{money(rate):>8}", self.style("muted"))
+        if left <= 0 and agent is not None and agent.resume.calls_model:
+            t.append("  broke", self.style("error"))
+        elif name in s.soft_warned:
+            t.append("  ⚠ soft cap", self.style("warn"))
+        return t

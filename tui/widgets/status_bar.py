@@ -1,0 +1,125 @@
+"""The header line: organisation, run id, mode word, `tick N`, tick rate, total spend.
+
+The mode word is LIVE, PAUSED or REPLAY (STOPPING / STOPPED when the run ends).
+The tick rate comes from an injectable clock; without one (snapshot tests) it
+shows "—", as it does while paused, so the screen holds no wall-clock text.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from rich.text import Text
+from textual.widget import Widget
+
+from .credits import money
+
+MODE_CLASS = {
+    "LIVE": "status-bar--live",
+    "PAUSED": "status-bar--paused",
+    "REPLAY": "status-bar--replay",
+    "STOPPING": "status-bar--stopped",
+    "STOPPED": "status-bar--stopped",
+}
+
+
+class StatusBar(Widget):
+    """One line across the top of the control room."""
+
+    DEFAULT_CSS = """
+    StatusBar {
+        dock: top;
+        height: 1;
+        background: $panel;
+        color: $foreground;
+    }
+    StatusBar > .status-bar--live { background: $success; color: $background; text-style: bold; }
+    StatusBar > .status-bar--paused { background: $warning; color: $background; text-style: bold; }
+    StatusBar > .status-bar--replay { background: $accent; color: $background; text-style: bold; }
+    StatusBar > .status-bar--stopped { background: $error; color: $background; text-style: bold; }
+    StatusBar > .status-bar--label { color: $text-muted; }
+    StatusBar > .status-bar--value { color: $foreground; text-style: bold; }
+    StatusBar > .status-bar--error { color: $error; text-style: bold; }
+    """
+
+    COMPONENT_CLASSES = {
+        "status-bar--live",
+        "status-bar--paused",
+        "status-bar--replay",
+        "status-bar--stopped",
+        "status-bar--label",
+        "status-bar--value",
+        "status-bar--error",
+    }
+
+    def __init__(self, clock: Callable[[], float] | None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+        self.org_name = ""
+        self.run_id = ""
+        self.mode = "LIVE"
+        self.tick = 0
+        self.total_spend = 0.0
+        self.interval = 0.0
+        self.thinking = 0
+        self.failed = 0
+        self.note = ""  # e.g. "pane crashed" — shown in the error colour
+        self._ticks: deque[float] = deque(maxlen=12)
+
+    def tick_committed(self) -> None:
+        """Note that a tick was committed now (for the tick rate)."""
+        if self.clock is not None:
+            self._ticks.append(self.clock())
+
+    def tick_rate(self) -> str:
+        if self.clock is None or self.mode != "LIVE" or len(self._ticks) < 2:
+            return "—"
+        now = self.clock()
+        span = now - self._ticks[0]
+        if now - self._ticks[-1] > 30 or span <= 0:
+            return "—"
+        rate = (len(self._ticks) - 1) / span
+        return f"{rate:.2f}" if rate < 10 else f"{rate:.0f}"
+
+    def set(self, **values: object) -> None:
+        changed = False
+        for k, v in values.items():
+            if getattr(self, k) != v:
+                setattr(self, k, v)
+                changed = True
+        if changed:
+            self.refresh()
+
+    def render(self) -> Text:
+        width = self.size.width
+        label = lambda s: self.get_component_rich_style("status-bar--label", partial=True)  # noqa: E731
+        value = self.get_component_rich_style("status-bar--value", partial=True)
+        lab = label(None)
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(f" {self.org_name} ", value)
+        mode_style = self.get_component_rich_style(MODE_CLASS.get(self.mode, "status-bar--live"), partial=True)
+        t.append(f" {self.mode} ", mode_style)
+        t.append(" tick ", lab)
+        t.append(str(self.tick), value)
+        t.append("  ", lab)
+        t.append(self.tick_rate(), value)
+        t.append(" t/s", lab)
+        t.append("  spend ", lab)
+        t.append(money(self.total_spend), value)
+        if width >= 96:
+            t.append("  every ", lab)
+            t.append(f"{self.interval:g}s", value)
+            t.append("  thinking ", lab)
+            t.append(str(self.thinking), value)
+        if self.note:
+            t.append(f"  {self.note}", self.get_component_rich_style("status-bar--error", partial=True))
+        run = self.run_id
+        room = width - t.cell_len - 6
+        if room >= 8 and run:
+            shown = run if len(run) <= room else "…" + run[-(room - 1):]
+            pad = max(2, width - t.cell_len - len(shown) - 5)
+            t.append(" " * pad)
+            t.append("run ", lab)
+            t.append(shown + " ", value)
+        return t
