@@ -163,3 +163,26 @@ async def test_documented_example_models_load_and_resolve():
     finally:
         await reg.aclose()
     assert models["gpt-4.1-mini-lemming"].base_url == "https://api.openai.com/v1"
+
+
+@pytest.mark.parametrize(
+    "provider, config, field",
+    [
+        ("openai", {"stream_parser": "fast"}, "stream_parser"),
+        ("openai", {"include_usage": "yes"}, "include_usage"),
+        ("openai", {"extra_body": [1]}, "extra_body"),
+        ("openai", {"max_tokens_param": "tokens"}, "max_tokens_param"),
+        ("anthropic", {"default_max_tokens": "lots"}, "default_max_tokens"),
+        ("anthropic", {"default_max_tokens": True}, "default_max_tokens"),
+        ("ollama", {"options": 3}, "options"),
+        ("ollama", {"keep_alive": [1]}, "keep_alive"),
+    ],
+)
+def test_bad_provider_config_is_a_config_error_naming_the_field(provider, config, field):
+    spec = ModelSpec(provider=provider, model_name="m", base_url="http://127.0.0.1:9", provider_config=config)
+    reg = ProviderRegistry({"k": spec}, env={"ANTHROPIC_API_KEY": "sk-x-123456"})
+    with pytest.raises(ProviderError) as err:
+        reg.resolve("k")
+    assert err.value.kind == "config"
+    assert f"{provider} provider_config.{field}: must be" in str(err.value)
+    assert "\n" not in str(err.value)

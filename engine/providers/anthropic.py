@@ -31,7 +31,7 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, transport_error_kind, parse_retry_after, status_error
+from .errors import Redactor, option, parse_retry_after, status_error, transport_error_kind
 from .retry import estimate_tokens
 
 #: In-stream error event types and how they are retried.
@@ -56,17 +56,23 @@ class AnthropicProvider:
         opts = dict(config.options)
         self.base_url = config.base_url
         self._redact = Redactor(config.api_key)
-        self._default_max_tokens = int(opts.get("default_max_tokens", 4096))
-        extra_body = opts.get("extra_body")
-        self._extra_body = dict(extra_body) if isinstance(extra_body, dict) else None
-        self._send_temperature = bool(opts.get("send_temperature", False))
-        self._client = anthropic.AsyncAnthropic(
-            api_key=config.api_key or "not-needed",
-            base_url=config.base_url or None,
-            default_headers=opts.get("default_headers"),
-            max_retries=0,
-            timeout=float(opts.get("timeout", 60.0)),
-        )
+        self._default_max_tokens = option(opts, "default_max_tokens", int, 4096, "anthropic")
+        if self._default_max_tokens < 1:
+            raise ProviderError("config", "anthropic provider_config.default_max_tokens: must be at least 1")
+        self._extra_body = option(opts, "extra_body", dict, None, "anthropic")
+        self._send_temperature = option(opts, "send_temperature", bool, False, "anthropic")
+        try:
+            self._client = anthropic.AsyncAnthropic(
+                api_key=config.api_key or "not-needed",
+                base_url=config.base_url or None,
+                default_headers=option(opts, "default_headers", dict, None, "anthropic"),
+                max_retries=0,
+                timeout=option(opts, "timeout", (int, float), 60.0, "anthropic"),
+            )
+        except ProviderError:
+            raise
+        except Exception as e:
+            raise ProviderError("config", f"cannot build the anthropic client: {type(e).__name__}: {self._redact(str(e))}") from None
 
     def __repr__(self) -> str:  # never shows the key
         return f"AnthropicProvider(base_url={self.base_url!r})"

@@ -108,3 +108,26 @@ def transport_error_kind(e: BaseException, *, started: bool) -> ErrorKind | None
     if "TransportError" in names or "NetworkError" in names or "ProtocolError" in names:
         return "stream_cut" if started else "connection"
     return None
+
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "an object"}
+
+
+def option(opts: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any, provider: str, *, choices: tuple = ()) -> Any:
+    """One provider_config option, type-checked: a bad value is a config error naming the field."""
+    if name not in opts or opts[name] is None:
+        return default
+    value = opts[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+    if ok and choices and value not in choices:
+        ok = False
+    if not ok:
+        want = " or ".join(repr(c) for c in choices) if choices else " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+        shown = repr(value)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        raise ProviderError("config", f"{provider} provider_config.{name}: must be {want}, not {shown}")
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

@@ -31,7 +31,7 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, kind_for_status
+from .errors import Redactor, kind_for_status, option
 from .retry import estimate_tokens
 
 
@@ -45,10 +45,9 @@ class OllamaProvider:
         self.host = config.base_url  # None: the SDK reads OLLAMA_HOST, then localhost:11434
         self._redact = Redactor(config.api_key)
         self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else None
-        model_options = opts.get("options")
-        self._options: dict[str, Any] = dict(model_options) if isinstance(model_options, dict) else {}
-        self._keep_alive = opts.get("keep_alive")
-        self._think = opts.get("think")
+        self._options: dict[str, Any] = dict(option(opts, "options", dict, {}, "ollama"))
+        self._keep_alive = option(opts, "keep_alive", (str, int, float), None, "ollama")
+        self._think = option(opts, "think", (bool, str), None, "ollama")
         # The SDK takes its timeout per client, not per call: one client per timeout in use.
         self._clients: dict[float | None, ollama.AsyncClient] = {}
 

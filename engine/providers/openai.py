@@ -36,7 +36,7 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, transport_error_kind, status_error
+from .errors import Redactor, option, status_error, transport_error_kind
 from .retry import estimate_tokens
 from .sse import iter_sse
 
@@ -55,21 +55,27 @@ class OpenAIProvider:
         self._redact = Redactor(config.api_key)
         official = not config.base_url or "api.openai.com" in config.base_url
         default_param = "max_completion_tokens" if official else "max_tokens"
-        self._max_tokens_param = str(opts.get("max_tokens_param", default_param))
-        self._include_usage = bool(opts.get("include_usage", True))
-        self._parser = "sdk" if opts.get("stream_parser") == "sdk" else "json"
-        self._send_seed = bool(opts.get("send_seed", True))
-        extra_body = opts.get("extra_body")
-        self._extra_body = dict(extra_body) if isinstance(extra_body, dict) else None
-        self._client = openai.AsyncOpenAI(
-            api_key=config.api_key or NO_KEY,
-            base_url=config.base_url or None,
-            organization=opts.get("organization"),
-            project=opts.get("project"),
-            default_headers=opts.get("default_headers"),
-            max_retries=0,
-            timeout=float(opts.get("timeout", 60.0)),
+        self._max_tokens_param = option(
+            opts, "max_tokens_param", str, default_param, "openai", choices=("max_tokens", "max_completion_tokens")
         )
+        self._include_usage = option(opts, "include_usage", bool, True, "openai")
+        self._send_seed = option(opts, "send_seed", bool, True, "openai")
+        self._parser = option(opts, "stream_parser", str, "json", "openai", choices=("json", "sdk"))
+        self._extra_body = option(opts, "extra_body", dict, None, "openai")
+        try:
+            self._client = openai.AsyncOpenAI(
+                api_key=config.api_key or NO_KEY,
+                base_url=config.base_url or None,
+                organization=option(opts, "organization", str, None, "openai"),
+                project=option(opts, "project", str, None, "openai"),
+                default_headers=option(opts, "default_headers", dict, None, "openai"),
+                max_retries=0,
+                timeout=option(opts, "timeout", (int, float), 60.0, "openai"),
+            )
+        except ProviderError:
+            raise
+        except Exception as e:
+            raise ProviderError("config", f"cannot build the openai client: {type(e).__name__}: {self._redact(str(e))}") from None
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIProvider(base_url={self.base_url!r})"
