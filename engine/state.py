@@ -113,7 +113,9 @@ class OrgState:
             self.paused = False
         elif t is RunStarted:
             self.stopped = None
-            if not self.org.agents:
+            # A resumed or forked run may start with other definitions than its state
+            # holds; the live engine runs the ones in the event, so the fold must too.
+            if not self.org.agents or self.org.definitions_hash() != ev.definitions_hash:  # type: ignore[attr-defined]
                 self.org = Org.from_definitions(Path(ev.org_path), ev.definitions)  # type: ignore[attr-defined]
             self._adopt_agents()
         elif t is DefinitionsReloaded:

@@ -1,0 +1,285 @@
+"""`lemming runs`, `resume`, `fork` and `export`: the commands that work on recorded runs.
+
+engine/cli.py adds them to the `lemming` parser with `register(subparsers)`.
+Every failure of the database (missing, corrupt, locked, newer schema, no such
+run) is one red line and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .store import RunInfo, RunStore, StoreError, default_db_path, writer_alive
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _cli():
+    # engine.cli imports this module; import it lazily to keep the cycle harmless.
+    from . import cli
+
+    return cli
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    if getattr(args, "db", None):
+        return Path(args.db)
+    return default_db_path(getattr(args, "org", None) or Path("."))
+
+
+def _fail(msg: str) -> int:
+    _cli().err_console().print(f"[red]{escape(msg)}[/]", highlight=False)
+    return EXIT_FAIL
+
+
+def _run_async(coro) -> int:
+    try:
+        return asyncio.run(coro)
+    except StoreError as e:
+        return _fail(str(e))
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+async def _runs(args: argparse.Namespace) -> int:
+    db = _db_path(args)
+    if not db.exists():
+        if args.json:
+            return EXIT_OK
+        Console(highlight=False).print(f"no runs recorded yet ({escape(str(db))} does not exist)")
+        return EXIT_OK
+    store = await RunStore.open(db, readonly=True)
+    try:
+        runs = await store.list_runs()
+    finally:
+        await store.close()
+    if args.json:
+        out = sys.stdout
+        for r in runs:
+            out.write(json.dumps(r.to_dict(), sort_keys=True, ensure_ascii=False) + "\n")
+        out.flush()
+        return EXIT_OK
+    console = Console(highlight=False)
+    if not runs:
+        console.print(f"no runs in {escape(str(db))}")
+        return EXIT_OK
+    table = Table(
+        title=f"runs in {escape(str(db))}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+        padding=(0, 1), collapse_padding=True,
+    )
+    # widths that fit 80 columns: the id whole, the rest trimmed
+    for col, width in (("id", 22), ("org", 8), ("ticks", 7), ("status", 11), ("spend", 8), ("parent", 10), ("started", 5)):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=22 if col == "id" else 5, max_width=width)
+    colours = {"running": "green", "completed": "cyan", "stopped": "yellow", "error": "red", "interrupted": "magenta"}
+    for r in runs:
+        ticks = f"{r.ticks}" + (f"/{r.target_ticks}" if r.target_ticks is not None else "")
+        # a run id ends with its random part: enough to tell a parent
+        parent = f"…{r.parent_run[-6:]}@{r.fork_tick}" if r.parent_run else ""
+        status = f"[{colours.get(r.status, 'white')}]{r.status}[/]"
+        started = "—"
+        if r.started_at:
+            fmt = "%H:%M" if time.time() - r.started_at < 20 * 3600 else "%m-%d"
+            started = time.strftime(fmt, time.localtime(r.started_at))
+        table.add_row(r.id, escape(Path(r.org_path).name), ticks, status, f"{r.spend:.4f}", parent, started)
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    return _run_async(_runs(args))
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+async def _export(args: argparse.Namespace) -> int:
+    from .replay import export_dicts
+
+    db = _db_path(args)
+    store = await RunStore.open(db, readonly=True)
+    try:
+        info = await store.get_run(args.run)
+        out = sys.stdout
+        if args.canonical:
+            # The resume marks are dropped by looking at the whole run's order.
+            evs = await store.events(info.id)
+            for d in export_dicts(evs, canonical_form=True):
+                out.write(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n")
+        else:
+            async for chunk in store.iter_events(info.id):
+                out.write(
+                    "".join(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n" for d in export_dicts(chunk))
+                )
+        out.flush()
+    except BrokenPipeError:  # `lemming export RUN | head`
+        pass
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return _run_async(_export(args))
+
+
+# --- resume and fork -----------------------------------------------------------------------
+
+
+def _check_not_running(info: RunInfo) -> None:
+    if info.status == "running" and writer_alive(info.writer) is not False:
+        who = info.writer or "another process"
+        raise StoreError(f"run {info.id} is being recorded by {who}; stop it first (or wait for it to end)")
+
+
+async def _continue(args: argparse.Namespace, fork: bool) -> int:
+    cli = _cli()
+    from .engine import Engine  # noqa: F401  (the engine is built by cli.build_engine)
+    from .replay import fork_state
+
+    console = Console(highlight=False)
+    db = _db_path(args)
+    if not db.exists():
+        raise StoreError(f"no run database at {db}")
+    store = await RunStore.open(db)
+    try:
+        info = await store.get_run(args.run)
+        if fork:
+            state = await fork_state(store, info.id, args.at)
+            start = args.at
+            if args.ticks is not None:
+                target: int | None = start + args.ticks
+            else:
+                target = info.target_ticks if info.target_ticks is not None and info.target_ticks > start else None
+            seed = args.seed if args.seed is not None else info.seed
+            from .engine import _new_run_id
+
+            run_id = _new_run_id()
+            await store.create_run(
+                run_id=run_id,
+                org_root=info.org_path,
+                seed=seed,
+                definitions_hash=state.org.definitions_hash(),
+                target_ticks=target,
+                parent_run=info.id,
+                fork_tick=start,
+                base_state=state,
+            )
+            parent, fork_tick = info.id, start
+        else:
+            _check_not_running(info)
+            state = await store.state_at(info.id)
+            start = state.tick
+            if args.ticks is not None:
+                target = start + args.ticks
+                await store.set_target(info.id, target)
+            else:
+                target = info.target_ticks
+            if target is not None and start >= target:
+                console.print(
+                    f"run {info.id} is complete: tick {start} of {target}; `lemming resume {info.id} --ticks N` runs N more"
+                )
+                return EXIT_OK
+            run_id, seed, parent, fork_tick = info.id, info.seed, info.parent_run, info.fork_tick
+        # The run goes on with the definitions it was recorded with, so that it continues
+        # exactly as it would have; edits on disk are picked up by a new run or a fork.
+        org = state.org
+        org.root = Path(info.org_path)
+        args.seed = seed
+        engine = cli.build_engine(
+            org, args, state=state, run_id=run_id, parent_run=parent, fork_tick=fork_tick, recorder=store.recorder(run_id)
+        )
+        if not args.json:
+            what = f"fork of {info.id} at tick {start}" if fork else f"resuming from tick {start}"
+            until = f" to tick {target}" if target is not None else " until Ctrl-C"
+            console.print(f"run [bold]{run_id}[/] ({what}){until}, recording to {escape(str(db))}")
+        return await cli.run_headless(engine, args, console, until_tick=target)
+    finally:
+        await store.close()
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _run_async(_continue(args, fork=False))
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    return _run_async(_continue(args, fork=True))
+
+
+# --- the parser ----------------------------------------------------------------------------
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    cli = _cli()
+    cli.add_org_arg(p)
+    cli.add_db_arg(p)
+
+
+def _add_running(p: argparse.ArgumentParser) -> None:
+    cli = _cli()
+    p.add_argument("--json", action="store_true", help="print the events as JSON lines instead of progress")
+    p.add_argument("--tokens", action="store_true", help="with --json, include token deltas")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N", help="turns in flight at once")
+    cli.add_sim_args(p)
+    p.set_defaults(interval=0.0, no_watch=True, no_record=False)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `runs`, `resume`, `fork` and `export` to the `lemming` parser."""
+    p = sub.add_parser("runs", help="list the recorded runs (--json: one object per line)")
+    _add_common(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per run per line")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser(
+        "resume",
+        help="continue a stopped or killed run from its last committed tick",
+        description="Continue RUN from its last committed tick, up to the tick count it was started "
+        "with (or N more ticks), with the definitions and seed it was recorded with.",
+    )
+    p.add_argument("run", metavar="RUN", help="run id (or a unique prefix of it)")
+    p.add_argument("--ticks", type=int, default=None, metavar="N", help="run N more ticks (default: up to the run's target)")
+    _add_common(p)
+    _add_running(p)
+    p.set_defaults(func=cmd_resume, seed=None)
+
+    p = sub.add_parser(
+        "fork",
+        help="start a new run from a past tick of another",
+        description="Start a new run whose state is RUN's at the end of TICK; the new run records RUN as its parent.",
+    )
+    p.add_argument("run", metavar="RUN", help="run id (or a unique prefix of it)")
+    p.add_argument("--at", type=int, required=True, metavar="TICK", help="the tick whose end state the fork starts from")
+    p.add_argument("--ticks", type=int, default=None, metavar="N", help="run N ticks (default: up to the parent's target)")
+    p.add_argument("--seed", type=int, default=None, metavar="S", help="seed for the sim (default: the parent's)")
+    _add_common(p)
+    _add_running(p)
+    p.set_defaults(func=cmd_fork)
+
+    p = sub.add_parser("export", help="print a run's events as JSON lines")
+    p.add_argument("run", metavar="RUN", help="run id (or a unique prefix of it)")
+    p.add_argument(
+        "--canonical",
+        action="store_true",
+        help="leave out wall-clock fields, run ids and resume marks, so runs compare with diff",
+    )
+    _add_common(p)
+    p.set_defaults(func=cmd_export)
+
+
+def main_for_tests(argv: list[str]) -> Any:  # pragma: no cover - a convenience
+    parser = argparse.ArgumentParser(prog="lemming")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)

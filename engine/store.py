@@ -1,0 +1,1543 @@
+"""The run store: every run recorded in one SQLite file, through aiosqlite.
+
+What is in the file (schema version `SCHEMA_VERSION`, in ``PRAGMA user_version``)::
+
+    runs       one row per run: id, organisation, seed, definitions' hash, parent and
+               fork tick, status, last committed tick, spend, writer (host:pid:start)
+    batches    one row per engine write = one transaction: a whole tick (TickStarted ...
+               TickCompleted), the run's start or stop, or the commands applied at a
+               tick boundary. `body` is the batch's events, zlib-compressed JSON arrays
+               in the compact layout of the `codec` table. Append-only.
+    messages   the outbox entries committed by a batch (the MessageCommitted events'
+               payloads), kept apart so that the message board of any tick loads
+               without decoding every other event
+    turns      one row per agent turn: status, cost, and its exact prompt, stored as a
+               content-addressed head (every message but the last, in `texts`) and the
+               last message delta-compressed against the same agent's previous prompt
+               (`pbase` is that turn's tick; NULL every PROMPT_KEYFRAME turns, where it
+               stands alone). Rebuilt prompts are checked against the turn record's
+               sha256 `prompt_hash`. Keyed by tick first, so a tick's rows append.
+    snapshots  the folded state (without the message board, which `messages` holds) at
+               the end of a tick, every few ticks, so any tick opens fast
+    texts      content-addressed compressed texts: prompt heads, definitions
+    codec      event type → field layout used in `batches.body` (a newer engine with
+               other fields still reads old rows by name)
+
+Durability: WAL mode with ``synchronous=NORMAL``. A committed transaction is in the
+WAL file when COMMIT returns, so killing the process (SIGKILL included) loses
+nothing committed; a power failure may lose the last few transactions, never
+consistency. ``RunStore.open(..., durable=True)`` selects ``synchronous=FULL``.
+The WAL is checkpointed as it grows (``wal_autocheckpoint``) and truncated now and
+then (``journal_size_limit``, a TRUNCATE checkpoint with a short timeout), so a
+reader that keeps the file open never makes it grow without bound.
+
+Secrets: nothing here reads the environment. What is written is what the engine's
+events hold, and those never carry API keys (models.json names the variable, not
+the key; tests plant keys and grep the file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import operator
+import os
+import socket
+import sqlite3
+import time
+import zlib
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterable, Sequence
+
+import aiosqlite
+
+from .events import (
+    EVENT_TYPES,
+    Event,
+    MessageCommitted,
+    RunStarted,
+    RunStopped,
+    TickCompleted,
+    TokenUsage,
+    TurnFinished,
+    TurnRecord,
+    _plain,
+)
+from .messages import MessageBoard, OutboxEntry
+from .org import Org
+from .prompt import prompt_hash
+from .state import OrgState
+
+SCHEMA_VERSION = 1
+#: "LeMm" — marks the file as a LeMMing run store (``PRAGMA application_id``).
+APPLICATION_ID = 0x4C654D6D
+#: A turn's last prompt message is compressed against the same agent's previous one;
+#: every PROMPT_KEYFRAME turns it stands alone, so rebuilding one walks a short chain.
+PROMPT_KEYFRAME = 16
+BODY_LEVEL = 3  # zlib level of event bodies: the best size per CPU on sim runs
+PROMPT_LEVEL = 6
+WAL_TRUNCATE_BYTES = 64 * 1024 * 1024
+RUN_STATUSES = ("running", "completed", "stopped", "error", "interrupted")
+
+
+class StoreError(Exception):
+    """Something is wrong with the run database; the message is one line a person can act on."""
+
+
+def default_db_path(org_root: Path | str) -> Path:
+    """Where an organisation's runs are recorded by default: ORG/.lemming/runs.db."""
+    return Path(org_root) / ".lemming" / "runs.db"
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """One run, as `lemming runs` lists it."""
+
+    id: str
+    org_path: str
+    seed: int
+    status: str  # running, completed, stopped, error, interrupted
+    ticks: int  # the last committed tick
+    target_ticks: int | None
+    spend: float
+    parent_run: str | None
+    fork_tick: int | None
+    started_at: float
+    ended_at: float | None
+    definitions_hash: str | None
+    reason: str | None = None  # why it stopped, as the engine said
+    events: int = 0
+    updated_at: float | None = None
+    writer: str | None = None  # host:pid:start of the process recording it
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- the schema ------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    rid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    org_path TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    definitions_hash TEXT,
+    target_ticks INTEGER,
+    parent_rid INTEGER REFERENCES runs(rid),
+    fork_tick INTEGER,
+    fork_batch INTEGER,
+    base_tick INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    reason TEXT,
+    ticks INTEGER NOT NULL DEFAULT 0,
+    spend REAL NOT NULL DEFAULT 0,
+    events INTEGER NOT NULL DEFAULT 0,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    updated_at REAL,
+    writer TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    tick INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_run ON batches(rid, tick, id);
+CREATE TABLE IF NOT EXISTS messages (
+    batch INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_run ON messages(rid, batch);
+CREATE TABLE IF NOT EXISTS turns (
+    rid INTEGER NOT NULL,
+    tick INTEGER NOT NULL,
+    agent TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    cost REAL NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    head TEXT,
+    pbase INTEGER,
+    tail BLOB,
+    PRIMARY KEY (rid, tick, agent)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    rid INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    tick INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (rid, batch)
+);
+CREATE TABLE IF NOT EXISTS texts (hash TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS codec (
+    code INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    UNIQUE (name, fields)
+);
+"""
+
+#: version → function(conn) that upgrades a database from `version` to `version + 1`.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _dumps(v: Any) -> bytes:
+    # surrogatepass: a model's text may hold lone surrogates; they survive the round trip.
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=_json_default).encode(
+        "utf-8", "surrogatepass"
+    )
+
+
+def _loads(b: bytes) -> Any:
+    return json.loads(b.decode("utf-8", "surrogatepass"))
+
+
+def _json_default(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _plain(v)
+    if isinstance(v, (set, frozenset)):
+        return sorted(v)
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"{type(v).__name__} is not JSON")
+
+
+def _text_hash(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()[:32]
+
+
+def _proc_start(pid: int) -> str:
+    """The process's start time (clock ticks since boot), to tell a live writer from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2 :].split()
+        return fields[19].decode()
+    except (OSError, ValueError, IndexError):
+        return "?"
+
+
+def _this_writer() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_proc_start(os.getpid())}"
+
+
+def writer_alive(writer: str | None) -> bool | None:
+    """True/False when we can tell (same host), None when we cannot."""
+    if not writer:
+        return False
+    try:
+        host, pid_s, start = writer.rsplit(":", 2)
+        pid = int(pid_s)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        state = data[data.rindex(b")") + 2 :].split()[0]
+        if state in (b"Z", b"X"):
+            return False
+    except (OSError, ValueError):
+        return True
+    return start == "?" or _proc_start(pid) == start
+
+
+def _status_of(reason: str) -> str:
+    if reason == "completed":
+        return "completed"
+    if reason == "stopped":
+        return "stopped"
+    return "error"
+
+
+def _sqlite_error(path: Path, e: BaseException) -> StoreError:
+    msg = str(e)
+    low = msg.lower()
+    if "locked" in low or "busy" in low:
+        return StoreError(f"{path} is locked by another process; try again when it is done")
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return StoreError(f"{path} is corrupt or not a LeMMing run database ({msg}); move it away or choose another --db")
+    if "readonly" in low or "read-only" in low:
+        return StoreError(f"{path} is read-only here ({msg})")
+    if "unable to open" in low:
+        return StoreError(f"cannot open {path} ({msg}); check the folder exists and is writable")
+    if "disk" in low and "full" in low:
+        return StoreError(f"{path}: the disk is full ({msg})")
+    return StoreError(f"{path}: database error: {msg}")
+
+
+# --- the codec: events ↔ compact JSON arrays --------------------------------------------
+
+
+def _is_tuple_field(f: dataclasses.Field) -> bool:
+    return "tuple" in str(f.type)
+
+
+class _Layout:
+    """How one event type (or TurnRecord / OutboxEntry / TokenUsage) is laid out in a row."""
+
+    __slots__ = ("code", "name", "fields", "cls", "current", "tuple_idx", "getter", "index", "record_idx", "entry_idx")
+
+    def __init__(self, code: int, name: str, fields: tuple[str, ...], cls: type | None) -> None:
+        self.code = code
+        self.name = name
+        self.fields = fields
+        self.cls = cls
+        cur = tuple(f.name for f in dataclasses.fields(cls)) if cls is not None else ()
+        self.current = cls is not None and cur == fields
+        self.tuple_idx = (
+            tuple(i for i, f in enumerate(dataclasses.fields(cls)) if _is_tuple_field(f)) if self.current else ()
+        )
+        self.getter = operator.attrgetter(*fields) if self.current and fields else None
+        self.index = {n: i for i, n in enumerate(fields)}
+        self.record_idx = self.index.get("record") if name == TurnFinished.type else None
+        self.entry_idx = self.index.get("entry") if name == MessageCommitted.type else None
+
+    def values(self, obj: Any) -> list[Any]:
+        g = self.getter
+        if g is None:
+            return []
+        v = g(obj)
+        return list(v) if len(self.fields) > 1 else [v]
+
+    def build(self, vals: list[Any]) -> Any:
+        cls = self.cls
+        if cls is None:
+            raise StoreError(f"the database holds a {self.name!r} event this version of lemming does not know")
+        if self.current:
+            for i in self.tuple_idx:
+                v = vals[i]
+                if v is not None:
+                    vals[i] = tuple(v)
+            return cls(*vals)
+        # Written by an engine whose event had other fields: map by name.
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kw = {}
+        for n, v in zip(self.fields, vals):
+            f = names.get(n)
+            if f is None:
+                continue
+            kw[n] = tuple(v) if (v is not None and _is_tuple_field(f) and isinstance(v, list)) else v
+        try:
+            return cls(**kw)
+        except TypeError as e:
+            raise StoreError(f"a recorded {self.name!r} event cannot be read by this version of lemming: {e}") from None
+
+
+_NESTED = {"TurnRecord": TurnRecord, "OutboxEntry": OutboxEntry, "TokenUsage": TokenUsage}
+
+
+def _current_layouts() -> dict[str, tuple[str, ...]]:
+    out = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in EVENT_TYPES.items()}
+    for name, cls in _NESTED.items():
+        out[name] = tuple(f.name for f in dataclasses.fields(cls))
+    return out
+
+
+class Codec:
+    """Encodes batches of events into compact rows and back, by the layouts in `codec`."""
+
+    def __init__(self, rows: Iterable[tuple[int, str, str]]) -> None:
+        self.by_code: dict[int, _Layout] = {}
+        self.by_name: dict[str, _Layout] = {}  # current layouts only
+        for code, name, fields in rows:
+            cls = EVENT_TYPES.get(name) or _NESTED.get(name)
+            lay = _Layout(code, name, tuple(json.loads(fields)), cls)
+            self.by_code[code] = lay
+            if lay.current:
+                self.by_name[name] = lay
+
+    def _nested(self, name: str) -> _Layout:
+        lay = self.by_name.get(name)
+        if lay is None:
+            raise StoreError(f"the database has no layout for {name}; open it read-write once to register it")
+        return lay
+
+    # -- encoding (the writer) ----------------------------------------------------------
+
+    def encode_record(self, rec: TurnRecord) -> list[Any]:
+        lay = self._nested("TurnRecord")
+        vals = lay.values(rec)
+        vals[lay.index["prompt"]] = None  # kept in `turns`, compressed
+        ul = self._nested("TokenUsage")
+        vals[lay.index["usage"]] = [ul.code, *ul.values(rec.usage)]
+        return [lay.code, *vals]
+
+    def encode_entry(self, e: OutboxEntry) -> list[Any]:
+        lay = self._nested("OutboxEntry")
+        return [lay.code, *lay.values(e)]
+
+    def encode(self, events: Sequence[Event]) -> tuple[list[Any], list[Any]]:
+        """(rows, message entries) for one batch."""
+        rows: list[Any] = []
+        entries: list[Any] = []
+        by_name = self.by_name
+        for ev in events:
+            lay = by_name.get(ev.type)
+            if lay is None:
+                raise StoreError(f"event type {ev.type!r} has no layout in this database; reopen it read-write")
+            vals = lay.values(ev)
+            if lay.record_idx is not None:
+                vals[lay.record_idx] = self.encode_record(vals[lay.record_idx])
+            elif lay.entry_idx is not None:
+                entries.append(self.encode_entry(vals[lay.entry_idx]))
+                vals[lay.entry_idx] = None
+            rows.append([lay.code, *vals])
+        return rows, entries
+
+    # -- decoding (readers) -------------------------------------------------------------
+
+    def decode_nested(self, row: list[Any]) -> Any:
+        lay = self.by_code.get(row[0])
+        if lay is None:
+            raise StoreError(f"unknown layout code {row[0]} in the database (corrupt?)")
+        vals = row[1:]
+        if lay.name == "TurnRecord":
+            i = lay.index.get("usage")
+            if i is not None and isinstance(vals[i], list):
+                vals[i] = self.decode_nested(vals[i])
+            j = lay.index.get("prompt")
+            if j is not None and vals[j] is None:
+                vals[j] = []
+        return lay.build(vals)
+
+    def decode(self, rows: list[Any], entries: list[Any]) -> list[Event]:
+        out: list[Event] = []
+        by_code = self.by_code
+        ei = 0
+        for row in rows:
+            lay = by_code.get(row[0])
+            if lay is None:
+                raise StoreError(f"unknown event code {row[0]} in the database (corrupt?)")
+            vals = row[1:]
+            if lay.record_idx is not None:
+                vals[lay.record_idx] = self.decode_nested(vals[lay.record_idx])
+            elif lay.entry_idx is not None:
+                vals[lay.entry_idx] = self.decode_nested(entries[ei])
+                ei += 1
+            out.append(lay.build(vals))
+        return out
+
+
+# --- prompts -------------------------------------------------------------------------
+
+
+def _split_prompt(prompt: list[dict[str, Any]]) -> tuple[bytes | None, bytes | None]:
+    if not prompt:
+        return None, None
+    return _dumps(prompt[:-1]), _dumps(prompt[-1])
+
+
+def _join_prompt(head: bytes | None, tail: bytes | None) -> list[dict[str, Any]]:
+    if tail is None:
+        return []
+    return [*(_loads(head) if head else []), _loads(tail)]
+
+
+def _compress_tail(tail: bytes, base: bytes | None) -> bytes:
+    # A window just big enough for base + tail and a small hash table: setting up
+    # zlib's full 32 KB window and memLevel 9 costs more than compressing 2 KB.
+    wbits = min(15, max(9, (len(tail) + (len(base) if base else 0) + 262).bit_length()))
+    if base is None:
+        co = zlib.compressobj(PROMPT_LEVEL, zlib.DEFLATED, wbits, 4)
+    else:
+        co = zlib.compressobj(PROMPT_LEVEL, zlib.DEFLATED, wbits, 4, zlib.Z_DEFAULT_STRATEGY, base)
+    return co.compress(tail) + co.flush()
+
+
+def _decompress_tail(blob: bytes, base: bytes | None) -> bytes:
+    d = zlib.decompressobj(15, base) if base is not None else zlib.decompressobj(15)
+    return d.decompress(blob) + d.flush()
+
+
+class _PromptChains:
+    """Rebuilds prompt tails, caching the last one per (run, agent) so sequential reads
+    (export, a fold) decompress each tail once."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[int, str], tuple[int, bytes]] = {}  # → (tick, tail)
+
+    def rebuild(self, conn: sqlite3.Connection, rid: int, agent: str, tick: int, pbase: int | None, blob: bytes) -> bytes:
+        if pbase is None:
+            tail = _decompress_tail(blob, None)
+        else:
+            got = self.last.get((rid, agent))
+            if got is not None and got[0] == pbase:
+                base = got[1]
+            else:
+                # walk back to the keyframe, then forward
+                chain: list[bytes] = []
+                t: int | None = pbase
+                while t is not None:
+                    row = conn.execute("SELECT pbase, tail FROM turns WHERE rid=? AND tick=? AND agent=?", (rid, t, agent)).fetchone()
+                    if row is None or row[1] is None or len(chain) > 10 * PROMPT_KEYFRAME:
+                        raise StoreError(f"the prompt chain of {agent} at tick {tick} is broken (corrupt database?)")
+                    chain.append(row[1])
+                    t = row[0]
+                base = None
+                for b in reversed(chain):
+                    base = _decompress_tail(b, base)
+            tail = _decompress_tail(blob, base)
+        self.last[(rid, agent)] = (tick, tail)
+        return tail
+
+
+# --- the writer's per-run bookkeeping -------------------------------------------------
+
+
+class RunRecorder:
+    """What the engine writes into: `await write(events)` is one transaction.
+
+    It keeps a folded copy of the run's state (the same `OrgState.apply` the engine
+    uses) to write snapshots, and each agent's last prompt to compress the next.
+    """
+
+    def __init__(self, store: "RunStore", run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self._rid: int | None = None
+        self._state: OrgState | None = None
+        self._tails: dict[str, tuple[int, int, bytes]] = {}  # agent → (tick, chain length, tail)
+        self._heads: dict[tuple, str] = {}  # prompt head (as tuples) → its text hash
+        self._since_snapshot_events = 0
+        self._since_snapshot_ticks = 0
+        self._batches = 0
+        self._lock = asyncio.Lock()
+        self.closed = False
+
+    async def _init(self) -> None:
+        st = self.store
+        row = await st._one("SELECT rid FROM runs WHERE id=?", (self.run_id,))
+        if row is None:
+            raise StoreError(f"no run {self.run_id!r} in {st.path}; create_run() first")
+        self._rid = row[0]
+        self._state = await st.state_at(self.run_id)
+
+    async def write(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        async with self._lock:
+            st = self.store
+            st._check_writable()
+            if self._state is None:
+                await self._init()
+            assert self._rid is not None and self._state is not None
+            plan = self._plan(events)
+            await st._call(_write_tx, st.path, plan)
+            self._after_commit(events, plan)
+            if plan.kind == "tick":
+                self._since_snapshot_ticks += 1
+                self._since_snapshot_events += len(events)
+                if (
+                    self._since_snapshot_events >= st.snapshot_events
+                    or self._since_snapshot_ticks >= st.snapshot_every
+                ):
+                    await self._snapshot(plan.batch_id)
+            self._batches += 1
+            if self._batches % 16 == 0:
+                await st._call(_maybe_truncate_wal, st.path)
+
+    def _plan(self, events: Sequence[Event]) -> "_WritePlan":
+        st = self.store
+        codec = st._codec
+        assert codec is not None
+        rows, entries = codec.encode(events)
+        last = events[-1]
+        first = events[0]
+        kind = "boundary"
+        if type(last) is TickCompleted:
+            kind = "tick"
+        elif type(first) is RunStarted:
+            kind = "start"
+        elif type(last) is RunStopped:
+            kind = "stop"
+        tick = max(getattr(e, "tick", 0) for e in events)
+        body = zlib.compress(_dumps(rows), BODY_LEVEL)
+        msgs = zlib.compress(_dumps(entries), BODY_LEVEL) if entries else None
+        turns: list[tuple] = []
+        texts: dict[str, bytes] = {}
+        heads = self._heads
+        new_tails: dict[str, tuple[int, int, bytes]] = {}
+        for ev in events:
+            if type(ev) is not TurnFinished:
+                continue
+            rec: TurnRecord = ev.record  # type: ignore[attr-defined]
+            prompt = rec.prompt
+            agent = rec.agent
+            if not prompt:
+                turns.append((agent, rec.tick, rec.status, rec.cost, rec.prompt_hash, None, None, None))
+                new_tails[agent] = (rec.tick, -1, b"")
+                continue
+            tail = _dumps(prompt[-1])
+            hh = None
+            if len(prompt) > 1:
+                # The head (the system message) rarely changes: look it up by content.
+                try:
+                    key = tuple(tuple(m.items()) for m in prompt[:-1])
+                    hh = heads.get(key)
+                except (TypeError, AttributeError):
+                    key = None
+                if hh is None:
+                    head = _dumps(prompt[:-1])
+                    hh = _text_hash(head)
+                    if key is not None:
+                        if len(heads) > 4096:
+                            heads.clear()
+                        heads[key] = hh
+                    if hh not in st._known_texts:
+                        texts[hh] = zlib.compress(head, PROMPT_LEVEL)
+            prev = new_tails.get(agent) or self._tails.get(agent)
+            if prev is None or prev[1] < 0 or prev[1] >= PROMPT_KEYFRAME or prev[0] >= rec.tick:
+                pbase, n, blob = None, 1, _compress_tail(tail, None)
+            else:
+                pbase, n, blob = prev[0], prev[1] + 1, _compress_tail(tail, prev[2])
+            new_tails[agent] = (rec.tick, n, tail)
+            turns.append((agent, rec.tick, rec.status, rec.cost, rec.prompt_hash, hh, pbase, blob))
+        run_update: dict[str, Any] = {"events": len(events), "updated_at": time.time()}
+        for ev in events:
+            t = type(ev)
+            if t is TickCompleted:
+                run_update["ticks"] = ev.tick  # type: ignore[attr-defined]
+                run_update["spend"] = ev.total_spend  # type: ignore[attr-defined]
+            elif t is RunStarted:
+                run_update["status"] = "running"
+                run_update["writer"] = _this_writer()
+                run_update["ended_at"] = None
+                run_update["reason"] = None
+            elif t is RunStopped:
+                run_update["status"] = _status_of(ev.reason)  # type: ignore[attr-defined]
+                run_update["reason"] = ev.reason  # type: ignore[attr-defined]
+                run_update["ended_at"] = ev.at or time.time()  # type: ignore[attr-defined]
+                run_update["writer"] = None
+        return _WritePlan(self._rid, kind, tick, len(events), body, msgs, turns, texts, run_update, new_tails)  # type: ignore[arg-type]
+
+    def _after_commit(self, events: Sequence[Event], plan: "_WritePlan") -> None:
+        self.store._known_texts.update(plan.texts)
+        self._tails.update(plan.new_tails)
+        apply = self._state.apply  # type: ignore[union-attr]
+        for ev in events:
+            apply(ev)
+
+    async def _snapshot(self, batch_id: int) -> None:
+        st = self.store
+        state = self._state
+        assert state is not None and self._rid is not None
+        body, defs_hash, defs_blob = _snapshot_body(state)
+        try:
+            await st._call(_write_snapshot, st.path, self._rid, batch_id, state.tick, body, defs_hash, defs_blob)
+        except StoreError:
+            return  # a snapshot is only an accelerator
+        st._known_texts.add(defs_hash)
+        self._since_snapshot_events = 0
+        self._since_snapshot_ticks = 0
+
+
+@dataclass(slots=True)
+class _WritePlan:
+    rid: int
+    kind: str
+    tick: int
+    n: int
+    body: bytes
+    msgs: bytes | None
+    turns: list[tuple]
+    texts: dict[str, bytes]
+    run_update: dict[str, Any]
+    new_tails: dict[str, tuple[int, int, bytes]]
+    batch_id: int = 0
+
+
+# The transaction itself, run in the database thread. Split into steps so a test can
+# make one of them fail and check that nothing of the batch remains.
+
+
+def _insert_batch(conn: sqlite3.Connection, p: _WritePlan) -> None:
+    cur = conn.execute(
+        "INSERT INTO batches (rid, tick, kind, n, body) VALUES (?,?,?,?,?)", (p.rid, p.tick, p.kind, p.n, p.body)
+    )
+    p.batch_id = cur.lastrowid  # type: ignore[assignment]
+    if p.msgs is not None:
+        conn.execute("INSERT INTO messages (batch, rid, body) VALUES (?,?,?)", (p.batch_id, p.rid, p.msgs))
+
+
+def _insert_turns(conn: sqlite3.Connection, p: _WritePlan) -> None:
+    if p.texts:
+        conn.executemany("INSERT OR IGNORE INTO texts (hash, body) VALUES (?,?)", p.texts.items())
+    if p.turns:
+        b = p.batch_id
+        rid = p.rid
+        conn.executemany(
+            "INSERT INTO turns (rid, agent, tick, batch, status, cost, prompt_hash, head, pbase, tail)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(rid, a, t, b, s, c, h, hh, k, tl) for (a, t, s, c, h, hh, k, tl) in p.turns],
+        )
+
+
+def _update_run(conn: sqlite3.Connection, p: _WritePlan) -> None:
+    u = p.run_update
+    sets = ["events = events + ?", "updated_at = ?"]
+    vals: list[Any] = [u["events"], u["updated_at"]]
+    for k in ("ticks", "spend", "status", "writer", "ended_at", "reason"):
+        if k in u:
+            sets.append(f"{k} = ?")
+            vals.append(u[k])
+    vals.append(p.rid)
+    conn.execute(f"UPDATE runs SET {', '.join(sets)} WHERE rid = ?", vals)
+
+
+def _write_tx(conn: sqlite3.Connection, path: Path, p: _WritePlan) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _insert_batch(conn, p)
+            _insert_turns(conn, p)
+            _update_run(conn, p)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as e:
+        raise _sqlite_error(path, e) from None
+
+
+def _snapshot_body(state: OrgState) -> tuple[bytes, str, bytes]:
+    """The state without its message board (the `messages` table holds it) and without
+    the prompts of the last turns (the `turns` table holds them)."""
+    board = state.board
+    state.board = MessageBoard()
+    try:
+        d = state.to_dict()
+    finally:
+        state.board = board
+    defs = _dumps(d.pop("definitions"))
+    defs_hash = _text_hash(defs)
+    d["definitions"] = None
+    d["messages"] = []
+    for rec in d["last_turn"].values():
+        rec["prompt"] = None
+    body = zlib.compress(_dumps({"state": d, "definitions": defs_hash, "messages": board.count}), BODY_LEVEL)
+    return body, defs_hash, zlib.compress(defs, PROMPT_LEVEL)
+
+
+def _write_snapshot(conn, path, rid, batch, tick, body, defs_hash, defs_blob) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("INSERT OR IGNORE INTO texts (hash, body) VALUES (?,?)", (defs_hash, defs_blob))
+            conn.execute(
+                "INSERT OR REPLACE INTO snapshots (rid, batch, tick, body) VALUES (?,?,?,?)", (rid, batch, tick, body)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as e:
+        raise _sqlite_error(path, e) from None
+
+
+def _maybe_truncate_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """Reset the WAL now and then: with a reader always present, PASSIVE checkpoints
+    copy pages back but never let the WAL start over, so it would only grow."""
+    try:
+        size = os.path.getsize(str(path) + "-wal")
+    except OSError:
+        return
+    if size < WAL_TRUNCATE_BYTES:
+        return
+    try:
+        conn.execute("PRAGMA busy_timeout = 200")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.execute("PRAGMA busy_timeout = 5000")
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+class _MessageLog:
+    """Every outbox entry of a run's lineage (its ancestors' up to the fork, then its own),
+    by author, loaded once and extended as the run grows: a board at any batch is a
+    slice of these lists."""
+
+    def __init__(self, segments: list[tuple[int, int | None]]) -> None:
+        self.segments = segments  # (rid, last batch or None = no limit), oldest first
+        self.loaded: dict[int, int] = {rid: 0 for rid, _ in segments}  # rid → last batch loaded
+        self.entries: dict[str, list[OutboxEntry]] = {}
+        self.ticks: dict[str, list[int]] = {}
+        self.batches: dict[str, list[int]] = {}
+
+    def add(self, batch: int, e: OutboxEntry) -> None:
+        a = e.agent
+        lst = self.entries.get(a)
+        if lst is None:
+            lst = self.entries[a] = []
+            self.ticks[a] = []
+            self.batches[a] = []
+        lst.append(e)
+        self.ticks[a].append(e.tick)
+        self.batches[a].append(batch)
+
+    def board(self, upto: int) -> MessageBoard:
+        """The board holding every entry committed by batches <= `upto` (a global batch id)."""
+        b = MessageBoard()
+        count = 0
+        for a, lst in self.entries.items():
+            n = bisect_right(self.batches[a], upto)
+            if n == 0:
+                continue
+            b.outboxes[a] = lst[:n]
+            b._ticks[a] = self.ticks[a][:n]
+            count += n
+        b.count = count
+        return b
+
+
+@dataclass(slots=True)
+class _RunRow:
+    rid: int
+    id: str
+    org_path: str
+    seed: int
+    parent_rid: int | None
+    fork_tick: int | None
+    fork_batch: int | None
+    base_tick: int
+
+
+class RunStore:
+    """The run database. Open with `await RunStore.open(path)`; close with `await close()`."""
+
+    def __init__(self, path: Path, db: aiosqlite.Connection, readonly: bool, snapshot_every: int, snapshot_events: int) -> None:
+        self.path = path
+        self._db = db
+        self.readonly = readonly
+        self.snapshot_every = max(1, snapshot_every)
+        self.snapshot_events = max(1, snapshot_events)
+        self._codec: Codec | None = None
+        self._known_texts: set[str] = set()
+        self._logs: dict[int, _MessageLog] = {}
+        self._orgs: dict[tuple[str, str], Org] = {}
+        self._texts: dict[str, bytes] = {}
+        self._closed = False
+
+    # -- opening ------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        path: Path | str,
+        *,
+        readonly: bool = False,
+        snapshot_every: int = 100,
+        snapshot_events: int = 5000,
+        durable: bool = False,
+        timeout: float = 5.0,
+    ) -> "RunStore":
+        """Open (read-write: create if missing, migrate if older) the database at `path`.
+
+        A snapshot is written after a tick when `snapshot_every` ticks or
+        `snapshot_events` events have been written since the last one. `timeout` is
+        how long to wait for another process's lock before giving up (StoreError).
+        """
+        path = Path(path)
+        if readonly:
+            if not path.exists():
+                raise StoreError(f"no run database at {path}")
+            target = f"file:{path.resolve()}?mode=ro"
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create {path.parent}: {e.strerror or e}") from None
+            target = str(path)
+        try:
+            db = await aiosqlite.connect(target, uri=readonly, isolation_level=None, timeout=timeout)
+        except sqlite3.Error as e:
+            raise _sqlite_error(path, e) from None
+        if not hasattr(db, "_execute") or not hasattr(db, "_conn"):  # pragma: no cover
+            await db.close()
+            raise StoreError("this aiosqlite version lacks the thread hook the store relies on (aiosqlite 0.17–0.22 work)")
+        store = cls(path, db, readonly, snapshot_every, snapshot_events)
+        try:
+            await store._call(_prepare, path, readonly, durable, timeout)
+            rows = await store._all("SELECT code, name, fields FROM codec")
+            store._codec = Codec(rows)
+        except BaseException:
+            await db.close()
+            raise
+        return store
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if not self.readonly:
+                await self._call(_close_checkpoint, self.path)
+        except StoreError:
+            pass
+        finally:
+            self._closed = True
+            await self._db.close()
+
+    async def __aenter__(self) -> "RunStore":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(sqlite3_connection, *args)` in aiosqlite's database thread (one hop for a
+        whole transaction or a whole read)."""
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+        db = self._db
+
+        def run() -> Any:
+            try:
+                return fn(db._conn, *args)
+            except StoreError:
+                raise
+            except sqlite3.Error as e:
+                raise _sqlite_error(self.path, e) from None
+            except zlib.error as e:
+                raise StoreError(f"{self.path} is corrupt: a compressed record does not decompress ({e})") from None
+
+        try:
+            return await db._execute(run)
+        except ValueError as e:  # aiosqlite: "Connection closed"
+            raise StoreError(f"{self.path}: {e}") from None
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return await self._call(lambda c: c.execute(sql, params).fetchall())
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        return await self._call(lambda c: c.execute(sql, params).fetchone())
+
+    def _unpack(self, blob: bytes) -> Any:
+        try:
+            return _loads(zlib.decompress(blob))
+        except (zlib.error, ValueError) as e:
+            raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
+
+    def _decode_batch(self, body: bytes, msgs: bytes | None) -> list[Event]:
+        codec = self._codec
+        assert codec is not None
+        rows = self._unpack(body)
+        entries = self._unpack(msgs) if msgs else []
+        try:
+            return codec.decode(rows, entries)
+        except (TypeError, IndexError, KeyError, ValueError) as e:
+            raise StoreError(f"{self.path} is corrupt: a stored batch does not decode ({type(e).__name__}: {e})") from None
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only")
+
+    # -- runs ---------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        *,
+        run_id: str,
+        org_root: Path | str,
+        seed: int,
+        definitions_hash: str | None,
+        target_ticks: int | None,
+        parent_run: str | None = None,
+        fork_tick: int | None = None,
+        base_state: OrgState | None = None,
+    ) -> None:
+        """Add a run's row. A fork (`parent_run` and `fork_tick`) also records the parent's
+        state at the end of `fork_tick` as the new run's starting snapshot."""
+        self._check_writable()
+        org_path = str(Path(org_root).resolve())
+        parent_rid = fork_batch = None
+        base_tick = 0
+        snap: tuple | None = None
+        if parent_run is not None:
+            if fork_tick is None:
+                raise StoreError("a fork needs the tick it starts from")
+            parent = await self._run_row(parent_run)
+            parent_rid = parent.rid
+            upto, _ = await self._resolve_upto(parent, fork_tick)
+            fork_batch = upto
+            base_tick = fork_tick
+            if base_state is None:
+                base_state = await self.state_at(parent.id, fork_tick)
+            body, dh, dblob = _snapshot_body(base_state)
+            snap = (body, dh, dblob)
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone():
+                    raise StoreError(f"a run {run_id!r} already exists in {self.path}")
+                cur = conn.execute(
+                    "INSERT INTO runs (id, org_path, seed, definitions_hash, target_ticks, parent_rid, fork_tick,"
+                    " fork_batch, base_tick, status, ticks, started_at, updated_at, writer)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (run_id, org_path, seed, definitions_hash, target_ticks, parent_rid, fork_tick, fork_batch,
+                     base_tick, "running", base_tick, time.time(), time.time(), _this_writer()),
+                )
+                if snap is not None:
+                    conn.execute("INSERT OR IGNORE INTO texts (hash, body) VALUES (?,?)", (snap[1], snap[2]))
+                    conn.execute(
+                        "INSERT INTO snapshots (rid, batch, tick, body) VALUES (?,?,?,?)",
+                        (cur.lastrowid, fork_batch, fork_tick, snap[0]),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+        await self._call(tx)
+
+    def recorder(self, run_id: str) -> RunRecorder:
+        """The engine's recorder for `run_id` (created with `create_run`, or being resumed)."""
+        self._check_writable()
+        return RunRecorder(self, run_id)
+
+    async def set_target(self, run_id: str, target_ticks: int | None) -> None:
+        """Change the tick a run is meant to reach (`resume --ticks N`)."""
+        self._check_writable()
+        row = await self._run_row(run_id)
+        await self._call(lambda c: c.execute("UPDATE runs SET target_ticks=? WHERE rid=?", (target_ticks, row.rid)))
+
+    _RUN_COLS = (
+        "r.id, r.org_path, r.seed, r.status, r.ticks, r.target_ticks, r.spend, p.id, r.fork_tick, r.started_at,"
+        " r.ended_at, r.definitions_hash, r.reason, r.events, r.updated_at, r.writer"
+    )
+
+    @staticmethod
+    def _info(row: tuple) -> RunInfo:
+        info = RunInfo(*row)
+        if info.status == "running" and writer_alive(info.writer) is False:
+            info.status = "interrupted"
+        return info
+
+    async def list_runs(self) -> list[RunInfo]:
+        rows = await self._all(
+            f"SELECT {self._RUN_COLS} FROM runs r LEFT JOIN runs p ON p.rid = r.parent_rid ORDER BY r.rid"
+        )
+        return [self._info(r) for r in rows]
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        """A run by id or by a unique prefix of its id."""
+        row = await self._run_row(run_id)
+        got = await self._one(
+            f"SELECT {self._RUN_COLS} FROM runs r LEFT JOIN runs p ON p.rid = r.parent_rid WHERE r.rid=?", (row.rid,)
+        )
+        assert got is not None
+        return self._info(got)
+
+    async def last_run(self, org_root: Path | str | None = None) -> RunInfo | None:
+        """The most recently active run (of the organisation at `org_root`, if given)."""
+        where, params = "", ()
+        if org_root is not None:
+            where, params = "WHERE r.org_path = ?", (str(Path(org_root).resolve()),)
+        row = await self._one(
+            f"SELECT {self._RUN_COLS} FROM runs r LEFT JOIN runs p ON p.rid = r.parent_rid {where}"
+            " ORDER BY coalesce(r.updated_at, r.started_at) DESC, r.rid DESC LIMIT 1",
+            params,
+        )
+        return None if row is None else self._info(row)
+
+    async def _run_row(self, run_id: str) -> _RunRow:
+        cols = "rid, id, org_path, seed, parent_rid, fork_tick, fork_batch, base_tick"
+        row = await self._one(f"SELECT {cols} FROM runs WHERE id=?", (run_id,))
+        if row is None:
+            esc = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            rows = await self._all(f"SELECT {cols} FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 6", (esc + "%",))
+            if not rows:
+                raise StoreError(f"no run {run_id!r} in {self.path} (`lemming runs` lists them)")
+            if len(rows) > 1:
+                ids = ", ".join(r[1] for r in rows[:5])
+                raise StoreError(f"{run_id!r} matches several runs ({ids}); give more of the id")
+            row = rows[0]
+        return _RunRow(*row)
+
+    async def _run_row_by_rid(self, rid: int) -> _RunRow:
+        row = await self._one(
+            "SELECT rid, id, org_path, seed, parent_rid, fork_tick, fork_batch, base_tick FROM runs WHERE rid=?", (rid,)
+        )
+        if row is None:
+            raise StoreError(f"{self.path}: run #{rid} is missing (corrupt database?)")
+        return _RunRow(*row)
+
+    # -- state at a tick ------------------------------------------------------------------
+
+    async def _resolve_upto(self, run: _RunRow, tick: int | None) -> tuple[int | None, _RunRow]:
+        """The last batch of the state at the end of `tick` (None: everything committed),
+        and the run that holds it (an ancestor, for a forked run's ticks before the fork)."""
+        while run.parent_rid is not None and tick is not None and tick < run.base_tick:
+            run = await self._run_row_by_rid(run.parent_rid)
+        if tick is None:
+            row = await self._one("SELECT max(id) FROM batches WHERE rid=?", (run.rid,))
+            return (row[0] if row and row[0] is not None else None), run
+        row = await self._one(
+            "SELECT id FROM batches WHERE rid=? AND kind='tick' AND tick=? ORDER BY id DESC LIMIT 1", (run.rid, tick)
+        )
+        if row is not None:
+            return row[0], run
+        if tick == run.base_tick:
+            if run.parent_rid is not None:
+                return run.fork_batch, run  # the fork's starting snapshot
+            row = await self._one("SELECT min(id) FROM batches WHERE rid=?", (run.rid,))
+            if row and row[0] is not None:
+                return row[0], run
+        last = await self._one("SELECT ticks FROM runs WHERE rid=?", (run.rid,))
+        raise StoreError(
+            f"run {run.id} has no committed tick {tick} (it runs from tick {run.base_tick} to {last[0] if last else '?'})"
+        )
+
+    async def state_at(self, run_id: str, tick: int | None = None, *, use_snapshots: bool = True, prompts: bool = True) -> OrgState:
+        """The organisation's state at the end of `tick` (None: everything committed so far,
+        boundary commands after the last tick included — what a resume continues from).
+
+        Starts from the latest snapshot at or before it and folds the rest with
+        `OrgState.apply`. `prompts=False` leaves the last turns' prompts empty (faster;
+        `turn()` gives any turn whole).
+        """
+        run = await self._run_row(run_id)
+        upto, run = await self._resolve_upto(run, tick)
+        return await self._state_upto(run, upto, use_snapshots=use_snapshots, prompts=prompts)
+
+    async def _state_upto(self, run: _RunRow, upto: int | None, *, use_snapshots: bool, prompts: bool) -> OrgState:
+        codec = self._codec
+        assert codec is not None
+        if upto is None:  # a run with nothing written yet
+            if run.parent_rid is not None:
+                snap = await self._one("SELECT batch, body FROM snapshots WHERE rid=? ORDER BY batch LIMIT 1", (run.rid,))
+                if snap is not None:
+                    return await self._finish_state(run, snap[0], snap[1], [], prompts)
+            return OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
+        snap = None
+        if use_snapshots or run.parent_rid is not None:
+            q = "SELECT batch, body FROM snapshots WHERE rid=? AND batch<=? ORDER BY batch DESC LIMIT 1"
+            if not use_snapshots:  # only the fork's starting point, which nothing else can rebuild
+                q = "SELECT batch, body FROM snapshots WHERE rid=? AND batch<=? ORDER BY batch ASC LIMIT 1"
+            snap = await self._one(q, (run.rid, upto))
+        since = snap[0] if snap is not None else 0
+        raw = await self._call(_fetch_batches, run.rid, since, upto)
+        events: list[Event] = []
+        for _, _, _, body, msgs in raw:
+            events.extend(self._decode_batch(body, msgs))
+        if snap is not None:
+            return await self._finish_state(run, snap[0], snap[1], events, prompts)
+        state = OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
+        apply = state.apply
+        for ev in events:
+            apply(ev)
+        if prompts:
+            await self._fill_prompts(run, state, {})
+        return state
+
+    async def _finish_state(self, run: _RunRow, snap_batch: int, body: bytes, events: list[Event], prompts: bool) -> OrgState:
+        d = self._unpack(body)
+        sd = d["state"]
+        org = await self._org(sd["org_root"], d["definitions"])
+        sd["definitions"] = {"agents": {}}
+        state = OrgState.from_dict(sd)
+        state.org = org
+        for rec in state.last_turn.values():
+            if rec.prompt is None:
+                rec.prompt = []
+        log = await self._message_log(run)
+        await self._extend_log(log)
+        state.board = log.board(snap_batch)
+        if state.board.count != d["messages"]:
+            raise StoreError(
+                f"run {run.id}: the snapshot after batch {snap_batch} expects {d['messages']} messages,"
+                f" the log has {state.board.count} (corrupt database?)"
+            )
+        snap_turns = {a: r.tick for a, r in state.last_turn.items()}
+        apply = state.apply
+        for ev in events:
+            apply(ev)
+        if prompts:
+            # Turns folded from the snapshot may belong to an ancestor (a fork's start).
+            await self._fill_prompts(run, state, snap_turns)
+        return state
+
+    async def _fill_prompts(self, run: _RunRow, state: OrgState, snap_turns: dict[str, int]) -> None:
+        want: list[tuple[str, int]] = [(a, r.tick) for a, r in state.last_turn.items() if not r.prompt]
+        if not want:
+            return
+        lineage = await self._lineage(run)
+        got = await self._call(_fetch_prompts, lineage, want)
+        for agent, tick in want:
+            prompt = got.get((agent, tick))
+            if prompt is None:
+                raise StoreError(f"run {run.id}: the prompt of {agent}'s turn at tick {tick} is missing")
+            rec = state.last_turn[agent]
+            if prompt_hash(prompt) != rec.prompt_hash:
+                raise StoreError(f"run {run.id}: the rebuilt prompt of {agent} at tick {tick} does not match its hash")
+            rec.prompt = prompt
+
+    async def _lineage(self, run: _RunRow) -> list[tuple[int, int, int | None]]:
+        """[(rid, first tick, last batch)] newest first: where a tick's turns live."""
+        out: list[tuple[int, int, int | None]] = [(run.rid, run.base_tick, None)]
+        limit = run.fork_batch
+        r = run
+        while r.parent_rid is not None:
+            r = await self._run_row_by_rid(r.parent_rid)
+            out.append((r.rid, r.base_tick, limit))
+            # batch ids grow across the whole file, so an ancestor's share ends at the
+            # earliest fork point below it
+            if r.fork_batch is not None and limit is not None:
+                limit = min(limit, r.fork_batch)
+        return out
+
+    async def _message_log(self, run: _RunRow) -> _MessageLog:
+        log = self._logs.get(run.rid)
+        if log is None:
+            segs: list[tuple[int, int | None]] = []
+            lin = await self._lineage(run)
+            for rid, _, limit in reversed(lin):
+                segs.append((rid, limit))
+            log = self._logs[run.rid] = _MessageLog(segs)
+        return log
+
+    async def _extend_log(self, log: _MessageLog) -> None:
+        codec = self._codec
+        assert codec is not None
+        for rid, limit in log.segments:
+            since = log.loaded[rid]
+            if limit is not None and since >= limit:
+                continue
+            rows = await self._call(_fetch_messages, rid, since, limit)
+            if not rows:
+                continue
+            for batch, body in rows:
+                for row in self._unpack(body):
+                    log.add(batch, codec.decode_nested(row))
+            log.loaded[rid] = rows[-1][0]
+
+    async def _org(self, org_root: str, defs_hash: str) -> Org:
+        key = (org_root, defs_hash)
+        org = self._orgs.get(key)
+        if org is None:
+            blob = await self._one("SELECT body FROM texts WHERE hash=?", (defs_hash,))
+            if blob is None:
+                raise StoreError(f"{self.path}: the definitions {defs_hash} a snapshot refers to are missing")
+            org = Org.from_definitions(Path(org_root), self._unpack(blob[0]))
+            if len(self._orgs) > 16:
+                self._orgs.clear()
+            self._orgs[key] = org
+        return org
+
+    # -- events and turns ---------------------------------------------------------------
+
+    async def events(
+        self, run_id: str, *, since_tick: int | None = None, until_tick: int | None = None, prompts: bool = True
+    ) -> list[Event]:
+        """The run's own events in order (a fork's start with its RunStarted). A batch belongs
+        to the tick it completed, or to the last committed tick when it was written."""
+        out: list[Event] = []
+        async for chunk in self.iter_events(run_id, since_tick=since_tick, until_tick=until_tick, prompts=prompts):
+            out.extend(chunk)
+        return out
+
+    async def iter_events(
+        self,
+        run_id: str,
+        *,
+        since_tick: int | None = None,
+        until_tick: int | None = None,
+        prompts: bool = True,
+        chunk: int = 256,
+        after_batch: int = 0,
+    ) -> AsyncIterator[list[Event]]:
+        """The run's events in chunks of `chunk` batches (for exports of long runs)."""
+        run = await self._run_row(run_id)
+        codec = self._codec
+        assert codec is not None
+        chains = _PromptChains()
+        lineage = [(run.rid, run.base_tick, None)]
+        last = after_batch
+        while True:
+            rows = await self._call(_fetch_batch_range, run.rid, last, since_tick, until_tick, chunk)
+            if not rows:
+                return
+            last = rows[-1][0]
+            evs: list[Event] = []
+            for _, _, _, body, msgs in rows:
+                evs.extend(self._decode_batch(body, msgs))
+            if prompts:
+                want = [(e.record.agent, e.record.tick) for e in evs if type(e) is TurnFinished]  # type: ignore[attr-defined]
+                if want:
+                    got = await self._call(_fetch_prompts, lineage, want, chains)
+                    for e in evs:
+                        if type(e) is TurnFinished:
+                            rec = e.record  # type: ignore[attr-defined]
+                            p = got.get((rec.agent, rec.tick))
+                            if p is not None:
+                                if prompt_hash(p) != rec.prompt_hash:
+                                    raise StoreError(
+                                        f"run {run.id}: the rebuilt prompt of {rec.agent} at tick {rec.tick} does not match its hash"
+                                    )
+                                rec.prompt = p
+            yield evs
+            if len(rows) < chunk:
+                return
+
+    async def tick_events(self, run_id: str, tick: int) -> list[Event]:
+        """What turns the state at the end of `tick - 1` into the state at the end of `tick`
+        (boundary commands after tick - 1, then the tick itself); prompts left empty."""
+        run = await self._run_row(run_id)
+        hi, hrun = await self._resolve_upto(run, tick)
+        lo, _ = await self._resolve_upto(run, tick - 1)
+        if hi is None or lo is None:
+            return []
+        raw = await self._call(_fetch_batches, hrun.rid, lo, hi)
+        out: list[Event] = []
+        for _, _, _, body, msgs in raw:
+            out.extend(self._decode_batch(body, msgs))
+        return out
+
+    async def turn(self, run_id: str, tick: int, agent: str) -> TurnRecord | None:
+        """One turn whole: its record with the exact prompt (checked against its hash)."""
+        run = await self._run_row(run_id)
+        lineage = await self._lineage(run)
+        codec = self._codec
+        assert codec is not None
+        for rid, base_tick, limit in lineage:
+            if tick <= base_tick and rid != lineage[-1][0]:
+                continue
+            got = await self._call(_fetch_turn, rid, agent, tick, limit)
+            if got is None:
+                continue
+            body, msgs, prompt = got
+            for ev in self._decode_batch(body, msgs):
+                if type(ev) is TurnFinished and ev.agent == agent and ev.tick == tick:  # type: ignore[attr-defined]
+                    rec: TurnRecord = ev.record  # type: ignore[attr-defined]
+                    rec.prompt = prompt
+                    if prompt_hash(prompt) != rec.prompt_hash:
+                        raise StoreError(f"run {run.id}: the rebuilt prompt of {agent} at tick {tick} does not match its hash")
+                    return rec
+            raise StoreError(f"run {run.id}: turn {agent}@{tick} is indexed but not in its batch (corrupt database?)")
+        return None
+
+    async def turns(self, run_id: str, *, since_tick: int | None = None, until_tick: int | None = None) -> list[tuple[int, str, str, float]]:
+        """(tick, agent, status, cost) of the run's own turns, by tick then agent (a timeline)."""
+        run = await self._run_row(run_id)
+        lo = since_tick if since_tick is not None else -(2**62)
+        hi = until_tick if until_tick is not None else 2**62
+        rows = await self._all(
+            "SELECT tick, agent, status, cost FROM turns WHERE rid=? AND tick BETWEEN ? AND ? ORDER BY tick, agent",
+            (run.rid, lo, hi),
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    async def last_batch(self, run_id: str) -> int:
+        """The id of the run's newest batch (0 if none): a cheap "anything new?" for readers."""
+        run = await self._run_row(run_id)
+        row = await self._one("SELECT max(id) FROM batches WHERE rid=?", (run.rid,))
+        return (row[0] or 0) if row else 0
+
+    async def stats(self) -> dict[str, Any]:
+        """Sizes, for benchmarks and `lemming runs --stats`."""
+        def q(conn: sqlite3.Connection) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for t in ("runs", "batches", "messages", "turns", "snapshots", "texts"):
+                out[t] = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            ps = conn.execute("PRAGMA page_size").fetchone()[0]
+            pc = conn.execute("PRAGMA page_count").fetchone()[0]
+            fl = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            out["bytes"] = ps * (pc - fl)
+            return out
+
+        return await self._call(q)
+
+
+# --- database-thread functions ----------------------------------------------------------
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, readonly: bool, durable: bool, timeout: float) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as e:
+        raise _sqlite_error(path, e) from None
+    if app not in (0, APPLICATION_ID) or (tables and "runs" not in tables) or (version == 0 and tables):
+        raise StoreError(f"{path} is not a LeMMing run database; choose another --db")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer lemming (store schema {version}; this one reads up to {SCHEMA_VERSION});"
+            " upgrade lemming to open it"
+        )
+    if readonly:
+        if version == 0:
+            raise StoreError(f"{path} holds no runs yet")
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} uses the older store schema {version}; open it once read-write (e.g. `lemming runs --db {path}`)"
+                " to upgrade it"
+            )
+        conn.execute("PRAGMA query_only = ON")
+        return
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"{path}: cannot use WAL mode here (got {mode}); is it on a network file system?")
+    conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_TRUNCATE_BYTES}")
+    conn.execute("PRAGMA wal_autocheckpoint = 2000")
+    conn.execute("PRAGMA cache_size = -32000")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if version == 0:
+            for stmt in SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('created_by', 'lemming-control-room')")
+            version = SCHEMA_VERSION
+        while version < SCHEMA_VERSION:
+            step = MIGRATIONS.get(version)
+            if step is None:
+                raise StoreError(f"{path}: no migration from store schema {version}; this lemming cannot open it")
+            step(conn)
+            version += 1
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        known = {(n, f) for n, f in conn.execute("SELECT name, fields FROM codec")}
+        for name, fields in _current_layouts().items():
+            fj = json.dumps(list(fields))
+            if (name, fj) not in known:
+                conn.execute("INSERT INTO codec (name, fields) VALUES (?, ?)", (name, fj))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _close_checkpoint(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        conn.execute("PRAGMA busy_timeout = 100")
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error:
+        pass
+
+
+def _fetch_batches(conn: sqlite3.Connection, rid: int, since: int, upto: int) -> list[tuple]:
+    return conn.execute(
+        "SELECT b.id, b.tick, b.kind, b.body, m.body FROM batches b LEFT JOIN messages m ON m.batch = b.id"
+        " WHERE b.id>? AND b.id<=? AND +b.rid=? ORDER BY b.id",
+        (since, upto, rid),
+    ).fetchall()
+
+
+def _fetch_batch_range(conn, rid, after, since_tick, until_tick, limit) -> list[tuple]:
+    # A run's batch ticks never decrease, so a tick range is an id range: find its ends
+    # with the (rid, tick) index, then walk the rowids.
+    lo_id, hi_id = after, 2**62
+    if since_tick is not None:
+        row = conn.execute("SELECT min(id) FROM batches WHERE rid=? AND tick>=?", (rid, since_tick)).fetchone()
+        if row[0] is None:
+            return []
+        lo_id = max(lo_id, row[0] - 1)
+    if until_tick is not None:
+        row = conn.execute("SELECT max(id) FROM batches WHERE rid=? AND tick<=?", (rid, until_tick)).fetchone()
+        if row[0] is None:
+            return []
+        hi_id = row[0]
+    return conn.execute(
+        "SELECT b.id, b.tick, b.kind, b.body, m.body FROM batches b LEFT JOIN messages m ON m.batch = b.id"
+        " WHERE b.id>? AND b.id<=? AND +b.rid=? ORDER BY b.id LIMIT ?",
+        (lo_id, hi_id, rid, limit),
+    ).fetchall()
+
+
+def _fetch_messages(conn: sqlite3.Connection, rid: int, since: int, limit: int | None) -> list[tuple]:
+    return conn.execute(
+        "SELECT batch, body FROM messages WHERE rid=? AND batch>? AND batch<=? ORDER BY batch",
+        (rid, since, limit if limit is not None else 2**62),
+    ).fetchall()
+
+
+_TEXT_CACHE: dict[str, bytes] = {}
+
+
+def _text(conn: sqlite3.Connection, h: str | None) -> bytes | None:
+    if h is None:
+        return None
+    b = _TEXT_CACHE.get(h)
+    if b is None:
+        row = conn.execute("SELECT body FROM texts WHERE hash=?", (h,)).fetchone()
+        if row is None:
+            raise StoreError(f"a prompt's head text {h} is missing (corrupt database?)")
+        b = zlib.decompress(row[0])
+        if len(_TEXT_CACHE) > 4096:
+            _TEXT_CACHE.clear()
+        _TEXT_CACHE[h] = b
+    return b
+
+
+def _turn_row(conn, lineage, agent, tick):
+    for rid, base_tick, limit in lineage:
+        row = conn.execute(
+            "SELECT batch, head, pbase, tail FROM turns WHERE rid=? AND tick=? AND agent=?", (rid, tick, agent)
+        ).fetchone()
+        if row is not None and (limit is None or row[0] <= limit):
+            return rid, row
+    return None
+
+
+def _fetch_prompts(conn, lineage, want, chains: _PromptChains | None = None) -> dict[tuple[str, int], list]:
+    chains = chains or _PromptChains()
+    out: dict[tuple[str, int], list] = {}
+    for agent, tick in want:
+        got = _turn_row(conn, lineage, agent, tick)
+        if got is None:
+            continue
+        rid, (_, head, pbase, blob) = got
+        if blob is None:
+            out[(agent, tick)] = []
+            continue
+        tail = chains.rebuild(conn, rid, agent, tick, pbase, blob)
+        out[(agent, tick)] = _join_prompt(_text(conn, head), tail)
+    return out
+
+
+def _fetch_turn(conn, rid, agent, tick, limit):
+    row = conn.execute(
+        "SELECT batch, head, pbase, tail FROM turns WHERE rid=? AND tick=? AND agent=?", (rid, tick, agent)
+    ).fetchone()
+    if row is None or (limit is not None and row[0] > limit):
+        return None
+    batch, head, pbase, blob = row
+    b = conn.execute("SELECT b.body, m.body FROM batches b LEFT JOIN messages m ON m.batch=b.id WHERE b.id=?", (batch,)).fetchone()
+    if b is None:
+        raise StoreError(f"turn {agent}@{tick}: its batch {batch} is missing (corrupt database?)")
+    prompt = [] if blob is None else _join_prompt(_text(conn, head), _PromptChains().rebuild(conn, rid, agent, tick, pbase, blob))
+    return b[0], b[1], prompt

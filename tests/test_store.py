@@ -1,0 +1,463 @@
+"""The run store on real SQLite files: folds, snapshots, atomic ticks, forks, prompts, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from engine import store as store_mod
+from engine.engine import Engine
+from engine.events import TickCompleted, TurnFinished
+from engine.org import load_org
+from engine.prompt import prompt_hash
+from engine.replay import ReplayCursor, export_dicts, fork_state
+from engine.state import OrgState
+from engine.store import RunStore, StoreError
+from tests.conftest import make_org, write_resume
+
+
+def fp(state: OrgState, prompts: bool = True) -> str:
+    d = state.fingerprint()
+    if not prompts:
+        for rec in d["last_turn"].values():
+            rec["prompt"] = None
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+class LiveCapture:
+    """A recorder in front of the store's that notes the engine's live state at the end
+    of every tick (the engine applies a batch after it is written, so at the next
+    write the state is exactly the end of the previous tick)."""
+
+    def __init__(self, inner, engine: Engine, on_tick: Callable[[Engine, int], None] | None = None) -> None:
+        self.inner = inner
+        self.engine = engine
+        self.on_tick = on_tick
+        self.live: dict[int, str] = {}
+        self.records: dict[tuple[int, str], Any] = {}
+        self._pending = False
+
+    async def write(self, events) -> None:
+        if self._pending:
+            self.live[self.engine.state.tick] = fp(self.engine.state)
+            self._pending = False
+        await self.inner.write(events)
+        for ev in events:
+            if type(ev) is TurnFinished:
+                self.records[(ev.tick, ev.agent)] = ev.record
+        if type(events[-1]) is TickCompleted:
+            self._pending = True
+            if self.on_tick:
+                self.on_tick(self.engine, events[-1].tick)
+
+
+def rich_org(root: Path) -> Path:
+    """Five agents with schedules, a broke one, a soft cap, malformed replies and tools."""
+    return make_org(
+        root,
+        {
+            "alice": {"reads": ["bob"], "credits": {"max_credits": 10.0, "soft_cap": 9.999}, "tools": ["clock", "memory_read"]},
+            "bob": {"reads": ["alice", "carol"]},
+            "carol": {"reads": ["*"], "every": 2, "offset": 1},
+            "dave": {"reads": ["carol"], "every": 3, "credits": {"max_credits": 0.004}},
+            "human": {"model": "none", "reads": ["*"]},
+        },
+        models={"sim": {"provider": "sim", "model_name": "sim-1", "prices": {"input_per_mtok": 1.0, "output_per_mtok": 4.0},
+                        "provider_config": {"malformed_rate": 0.15}}},
+    )
+
+
+async def record_run(org_dir: Path, db: Path, ticks: int, *, seed: int = 1, on_tick=None, snapshot_every: int = 4, **open_kw):
+    org = load_org(org_dir)
+    store = await RunStore.open(db, snapshot_every=snapshot_every, **open_kw)
+    engine = Engine(org, seed=seed)
+    await store.create_run(run_id=engine.run_id, org_root=org.root, seed=seed, definitions_hash=org.definitions_hash(), target_ticks=ticks)
+    cap = LiveCapture(store.recorder(engine.run_id), engine, on_tick)
+    engine.recorder = cap
+    await engine.run(ticks=ticks)
+    return store, engine, cap
+
+
+def operator_script(org_dir: Path) -> Callable[[Engine, int], None]:
+    """Commands at fixed ticks: inject, disable/enable, top-up, a reload, pause+step+resume."""
+
+    def on_tick(engine: Engine, t: int) -> None:
+        if t == 2:
+            engine.inject("all hands: status please")
+            engine.inject("bob only", ["bob"])
+        elif t == 4:
+            engine.set_enabled("bob", False)
+            engine.top_up("dave", 0.01)
+        elif t == 6:
+            engine.set_enabled("bob", True)
+            engine.set_interval(0.0)
+            engine.top_up("nobody", 1.0)  # rejected, and recorded as such
+        elif t == 7:
+            write_resume(org_dir, "erin", reads=["alice"])
+            write_resume(org_dir, "alice", reads=["bob", "erin"], instructions="Changed at tick 7.")
+            engine.reload(load_org(org_dir))
+        elif t == 9:
+            engine.pause()
+            engine.step()
+        elif t == 10:
+            engine.resume()
+
+    return on_tick
+
+
+async def test_fold_at_every_tick_equals_the_live_state(tmp_path: Path) -> None:
+    org_dir = rich_org(tmp_path / "org")
+    store, engine, cap = await record_run(org_dir, tmp_path / "runs.db", 16, seed=3, on_tick=operator_script(org_dir))
+    try:
+        assert sorted(cap.live) == list(range(1, 17))
+        kinds = {e.type for e in await store.events(engine.run_id)}
+        assert {"definitions_reloaded", "command_applied", "command_rejected", "run_paused", "agent_skipped",
+                "soft_cap_reached", "credits_topped_up"} <= kinds
+        assert any(r.status == "contract" for r in cap.records.values())  # the malformed replies happened
+        for t, live in cap.live.items():
+            assert fp(await store.state_at(engine.run_id, t)) == live, f"tick {t} (snapshots)"
+            assert fp(await store.state_at(engine.run_id, t, use_snapshots=False)) == live, f"tick {t} (pure fold)"
+        assert fp(await store.state_at(engine.run_id)) == fp(engine.state)
+        # the writer took snapshots; the fold above used them
+        assert (await store.stats())["snapshots"] >= 3
+    finally:
+        await store.close()
+
+
+async def test_a_reader_store_and_a_replay_cursor_agree_with_the_live_run(tmp_path: Path) -> None:
+    org_dir = rich_org(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    store, engine, cap = await record_run(org_dir, db, 12, seed=9, on_tick=operator_script(org_dir), snapshot_every=3)
+    await store.close()
+    reader = await RunStore.open(db, readonly=True)
+    try:
+        order = [7, 2, 12, 3, 11, 1, 7]  # random access, in and out of the message cache
+        for t in order:
+            assert fp(await reader.state_at(engine.run_id, t)) == cap.live[t]
+        cursor = ReplayCursor(reader, engine.run_id)
+        await cursor.seek(0)
+        for t in range(1, 13):
+            state = await cursor.step()
+            assert state is not None and fp(state, prompts=False) == fp_no_prompts(cap.live[t])
+        assert await cursor.step() is None
+        with pytest.raises(StoreError, match="open read-only"):
+            reader.recorder(engine.run_id)
+    finally:
+        await reader.close()
+
+
+def fp_no_prompts(live: str) -> str:
+    d = json.loads(live)
+    for rec in d["last_turn"].values():
+        rec["prompt"] = None
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+async def test_every_turn_keeps_its_exact_prompt(tmp_path: Path) -> None:
+    org_dir = rich_org(tmp_path / "org")
+    store, engine, cap = await record_run(org_dir, tmp_path / "runs.db", 40, seed=4)
+    try:
+        for (tick, agent), live in list(cap.records.items())[::7]:
+            rec = await store.turn(engine.run_id, tick, agent)
+            assert rec is not None
+            assert rec.prompt == live.prompt and rec.prompt_hash == prompt_hash(live.prompt)
+            assert rec.raw_output == live.raw_output and rec.parsed == live.parsed and rec.usage == live.usage
+        assert await store.turn(engine.run_id, 3, "nobody") is None
+        # exported turn records carry their prompts too, rebuilt along the delta chains
+        for ev in await store.events(engine.run_id, since_tick=30):
+            if type(ev) is TurnFinished:
+                assert ev.record.prompt == cap.records[(ev.tick, ev.agent)].prompt
+    finally:
+        await store.close()
+
+
+async def test_a_failed_write_leaves_no_partial_tick_and_the_run_resumes(tmp_path: Path, monkeypatch) -> None:
+    org_dir = rich_org(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    # The reference: the same run, never interrupted.
+    ref_store, ref_engine, _ = await record_run(org_dir, tmp_path / "ref.db", 10, seed=2)
+    reference = [json.dumps(d, sort_keys=True) for d in export_dicts(await ref_store.events(ref_engine.run_id), canonical_form=True)]
+    await ref_store.close()
+
+    real_insert_turns = store_mod._insert_turns
+
+    def failing_insert_turns(conn, plan):
+        real_insert_turns(conn, plan)  # the batch and its turns are written ...
+        if plan.kind == "tick" and plan.tick == 6:
+            raise sqlite3.OperationalError("disk I/O error (injected)")  # ... then the transaction fails
+
+    monkeypatch.setattr(store_mod, "_insert_turns", failing_insert_turns)
+    org = load_org(org_dir)
+    store = await RunStore.open(db, snapshot_every=2)
+    engine = Engine(org, seed=2)
+    await store.create_run(run_id=engine.run_id, org_root=org.root, seed=2, definitions_hash=org.definitions_hash(), target_ticks=10)
+    engine.recorder = store.recorder(engine.run_id)
+    with pytest.raises(StoreError, match="injected"):
+        await engine.run(ticks=10)
+    assert engine.state.tick == 5  # the engine did not apply what was not recorded
+    monkeypatch.setattr(store_mod, "_insert_turns", real_insert_turns)
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("SELECT count(*) FROM batches WHERE tick >= 6 AND kind = 'tick'").fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM turns WHERE tick >= 6").fetchone()[0] == 0
+        assert con.execute("SELECT max(batch) FROM messages").fetchone()[0] <= con.execute("SELECT max(id) FROM batches").fetchone()[0]
+        assert con.execute("SELECT ticks FROM runs").fetchone()[0] == 5
+    finally:
+        con.close()
+    info = await store.get_run(engine.run_id)
+    assert info.ticks == 5
+    # Resume from what was committed: the result is the uninterrupted run.
+    state = await store.state_at(engine.run_id)
+    assert state.tick == 5
+    again = Engine(state.org, seed=2, state=state, run_id=engine.run_id, recorder=store.recorder(engine.run_id))
+    assert await again.run(until_tick=10) == "completed"
+    got = [json.dumps(d, sort_keys=True) for d in export_dicts(await store.events(engine.run_id), canonical_form=True)]
+    assert got == reference
+    assert (await store.get_run(engine.run_id)).status == "completed"
+    await store.close()
+
+
+async def test_fork_starts_from_the_parents_state_and_keeps_its_lineage(tmp_path: Path) -> None:
+    org_dir = rich_org(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    store, parent, cap = await record_run(org_dir, db, 10, seed=5, snapshot_every=3)
+    try:
+        start = await fork_state(store, parent.run_id, 4)
+        assert fp(start) == cap.live[4]
+
+        async def fork(of: str, at: int, seed: int, until: int) -> Engine:
+            st = await fork_state(store, of, at)
+            e = Engine(st.org, seed=seed, state=st, parent_run=of, fork_tick=at)
+            await store.create_run(run_id=e.run_id, org_root=st.org.root, seed=seed, definitions_hash=st.org.definitions_hash(),
+                                   target_ticks=until, parent_run=of, fork_tick=at, base_state=st)
+            e.recorder = store.recorder(e.run_id)
+            assert await e.run(until_tick=until) == "completed"
+            return e
+
+        same = await fork(parent.run_id, 4, 5, 10)
+        # Same seed, same state: the fork lives the parent's ticks 5..10 again.
+        assert fp(await store.state_at(same.run_id, 10)) == cap.live[10]
+        mine = [json.dumps(d, sort_keys=True) for d in export_dicts(await store.events(same.run_id, since_tick=5), canonical_form=True)
+                if d["type"] not in ("run_started", "run_stopped")]
+        theirs = [json.dumps(d, sort_keys=True) for d in export_dicts(await store.events(parent.run_id, since_tick=5), canonical_form=True)
+                  if d["type"] not in ("run_started", "run_stopped")]
+        assert mine == theirs
+        info = await store.get_run(same.run_id)
+        assert (info.parent_run, info.fork_tick, info.ticks) == (parent.run_id, 4, 10)
+        # Before the fork point a fork's state is its parent's.
+        for t in (0, 2, 4):
+            assert fp(await store.state_at(same.run_id, t)) == cap.live.get(t, fp(await store.state_at(parent.run_id, t)))
+        assert (await store.turn(same.run_id, 3, "alice")).prompt == cap.records[(3, "alice")].prompt
+
+        other = await fork(parent.run_id, 4, 99, 8)  # another seed: another future
+        assert fp(await store.state_at(other.run_id, 8)) != cap.live[8]
+        # A fork of a fork, from a tick before the first fork point: only ticks <= 2 of the root.
+        deep = await fork(other.run_id, 2, 5, 10)
+        assert fp(await store.state_at(deep.run_id, 10)) == cap.live[10]
+        assert (await store.state_at(deep.run_id, 2)).board.count == start.board.count - sum(
+            1 for e in start.board.all() if e.tick > 2
+        )
+        # The parent goes on after being forked; its forks do not see its new messages.
+        more = await store.state_at(parent.run_id)
+        again = Engine(more.org, seed=5, state=more, run_id=parent.run_id, recorder=store.recorder(parent.run_id))
+        await again.run(until_tick=14)
+        assert fp(await store.state_at(same.run_id, 10)) == cap.live[10]
+        assert fp(await store.state_at(same.run_id)) == cap.live[10]
+        with pytest.raises(StoreError, match="cannot fork at 15"):
+            await fork_state(store, parent.run_id, 15)
+    finally:
+        await store.close()
+
+
+async def test_runs_list_get_by_prefix_and_status(tmp_path: Path) -> None:
+    org_dir = rich_org(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    store, engine, _ = await record_run(org_dir, db, 3)
+    try:
+        for rid in ("dup-a", "dup-b"):
+            await store.create_run(run_id=rid, org_root=org_dir, seed=0, definitions_hash=None, target_ticks=None)
+        runs = await store.list_runs()
+        assert [r.id for r in runs] == [engine.run_id, "dup-a", "dup-b"]
+        assert runs[0].status == "completed" and runs[0].ticks == 3 and runs[0].target_ticks == 3 and runs[0].spend > 0
+        assert runs[0].org_path == str(org_dir.resolve())
+        assert runs[1].status == "running"  # its writer (this process) is alive
+        assert (await store.get_run(engine.run_id[:12])).id == engine.run_id
+        assert (await store.get_run("dup-b")).id == "dup-b"
+        with pytest.raises(StoreError, match="several runs"):
+            await store.get_run("dup-")
+        with pytest.raises(StoreError, match="no run"):
+            await store.get_run("zzz")
+        assert (await store.last_run(org_dir)).id in {r.id for r in runs}
+        assert await store.last_run(tmp_path / "elsewhere") is None
+        # A run whose writer died without a RunStopped is "interrupted".
+        await store._call(lambda c: c.execute("UPDATE runs SET writer='%s:999999:1' WHERE id=?" % __import__("socket").gethostname(), (runs[1].id,)))
+        assert (await store.get_run(runs[1].id)).status == "interrupted"
+    finally:
+        await store.close()
+
+
+async def test_sizes_stay_small(tmp_path: Path) -> None:
+    """What a turn costs in the file beyond its reply text (the issue's budget is 1 KB)."""
+    org_dir = make_org(tmp_path / "org", {f"a{i}": {"reads": [f"a{(i + 1) % 12}", f"a{(i + 2) % 12}"]} for i in range(12)})
+    store, engine, cap = await record_run(org_dir, tmp_path / "runs.db", 40, snapshot_every=10)
+    try:
+        stats = await store.stats()
+        reply = sum(len(r.raw_output.encode()) for r in cap.records.values())
+        per_turn = (stats["bytes"] - reply) / len(cap.records)
+        assert per_turn < 1024, per_turn
+    finally:
+        await store.close()
+
+
+# --- the file itself: schema versions, corruption, locks ---------------------------------
+
+
+async def _small_db(tmp_path: Path) -> tuple[Path, str]:
+    org_dir = rich_org(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    store, engine, _ = await record_run(org_dir, db, 3)
+    await store.close()
+    return db, engine.run_id
+
+
+async def test_a_newer_schema_is_refused_and_an_older_one_migrated(tmp_path: Path, monkeypatch) -> None:
+    db, run_id = await _small_db(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA user_version = 99")
+    con.commit()
+    con.close()
+    for ro in (False, True):
+        with pytest.raises(StoreError, match="newer lemming .*schema 99"):
+            await RunStore.open(db, readonly=ro)
+
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version = {store_mod.SCHEMA_VERSION}")
+    con.commit()
+    con.close()
+    # Pretend this lemming is one schema ahead, with a migration for the step.
+    calls = []
+
+    def migrate(conn: sqlite3.Connection) -> None:
+        calls.append(1)
+        conn.execute("ALTER TABLE runs ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", store_mod.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(store_mod.MIGRATIONS, store_mod.SCHEMA_VERSION - 1, migrate)
+    with pytest.raises(StoreError, match="older store schema"):
+        await RunStore.open(db, readonly=True)  # a reader never migrates
+    store = await RunStore.open(db)
+    try:
+        assert calls == [1]
+        assert (await store.get_run(run_id)).ticks == 3
+        assert (await store.state_at(run_id)).tick == 3
+    finally:
+        await store.close()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION
+    con.close()
+
+
+async def test_corrupt_foreign_and_locked_files_give_clear_errors(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 200)
+    for ro in (False, True):
+        with pytest.raises(StoreError, match="corrupt or not a LeMMing run database"):
+            await RunStore.open(junk, readonly=ro)
+
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="not a LeMMing run database"):
+        await RunStore.open(other)
+
+    with pytest.raises(StoreError, match="no run database"):
+        await RunStore.open(tmp_path / "missing.db", readonly=True)
+
+    db, run_id = await _small_db(tmp_path)
+    # Damage the stored bodies: reads fail with a clear error, not a traceback.
+    con = sqlite3.connect(db)
+    con.execute("UPDATE batches SET body = X'00112233' WHERE kind = 'tick'")
+    con.commit()
+    con.close()
+    store = await RunStore.open(db, readonly=True)
+    try:
+        with pytest.raises(StoreError, match="corrupt"):
+            await store.state_at(run_id, 2, use_snapshots=False)
+        with pytest.raises(StoreError, match="corrupt"):
+            await store.events(run_id)
+    finally:
+        await store.close()
+
+    # Another process holds the write lock: a writer gives up with a clear message.
+    db2, run2 = await _small_db(tmp_path / "b")
+    holder = sqlite3.connect(db2)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match="locked by another process"):
+            store = await RunStore.open(db2, timeout=0.2)
+            try:
+                await store.create_run(run_id="x", org_root=tmp_path, seed=0, definitions_hash=None, target_ticks=None)
+            finally:
+                await store.close()
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+async def test_a_damaged_prompt_is_detected(tmp_path: Path) -> None:
+    db, run_id = await _small_db(tmp_path)
+    con = sqlite3.connect(db)
+    agent, tick, tail = con.execute("SELECT agent, tick, tail FROM turns WHERE tail IS NOT NULL AND pbase IS NULL LIMIT 1").fetchone()
+    import zlib
+
+    text = zlib.decompress(tail).replace(b"Tick", b"Tock")
+    con.execute("UPDATE turns SET tail=? WHERE agent=? AND tick=?", (zlib.compress(text), agent, tick))
+    con.commit()
+    con.close()
+    store = await RunStore.open(db, readonly=True)
+    try:
+        with pytest.raises(StoreError, match="does not match its hash"):
+            await store.turn(run_id, tick, agent)
+    finally:
+        await store.close()
+
+
+async def test_the_wal_stays_bounded_while_a_reader_keeps_reading(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(store_mod, "WAL_TRUNCATE_BYTES", 256 * 1024)
+    org_dir = make_org(tmp_path / "org", {f"a{i}": {"reads": ["*"]} for i in range(8)})
+    db = tmp_path / "runs.db"
+    stop = asyncio.Event()
+    sizes: list[int] = []
+
+    async def reader() -> None:
+        while not db.exists():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        r = await RunStore.open(db, readonly=True)
+        try:
+            while not stop.is_set():
+                for info in await r.list_runs():
+                    await r.last_batch(info.id)
+                wal = Path(str(db) + "-wal")
+                if wal.exists():
+                    sizes.append(wal.stat().st_size)
+                await asyncio.sleep(0.002)
+        finally:
+            await r.close()
+
+    task = asyncio.create_task(reader())
+    store, engine, _ = await record_run(org_dir, db, 150, snapshot_every=50)
+    stop.set()
+    await task
+    written = (await store.stats())["bytes"]
+    await store.close()
+    grown = sum(max(0, b - a) for a, b in zip(sizes, sizes[1:]))
+    # Far more went through the WAL than it ever held: it was truncated on the way.
+    assert max(sizes) < 2 * 1024 * 1024 and grown > 2 * max(sizes), (max(sizes), grown, written)
