@@ -137,10 +137,29 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- resume and fork -----------------------------------------------------------------------
 
 
-def _check_not_running(info: RunInfo) -> None:
-    if info.status == "running" and writer_alive(info.writer) is not False:
+def _check_not_running(info: RunInfo, force: bool) -> None:
+    if info.status == "running" and not force and writer_alive(info.writer) is not False:
         who = info.writer or "another process"
-        raise StoreError(f"run {info.id} is being recorded by {who}; stop it first (or wait for it to end)")
+        raise StoreError(
+            f"run {info.id} is being recorded by {who}; stop it first (--force if that process is gone for good)"
+        )
+
+
+def _unstarted_state(info: RunInfo):
+    """A run killed after its row was written but before its start was: it ran nothing,
+    so it starts over from its definitions on disk, if they are still the same."""
+    from .org import OrgInvalid, load_org
+    from .state import OrgState
+
+    try:
+        org = load_org(info.org_path)
+    except OrgInvalid as e:
+        raise StoreError(f"run {info.id} recorded nothing yet and {info.org_path} does not load: {e.problems[0]}") from None
+    if info.definitions_hash and org.definitions_hash() != info.definitions_hash:
+        raise StoreError(
+            f"run {info.id} recorded nothing yet and its definitions have changed on disk since; start a new run"
+        )
+    return OrgState.initial(org)
 
 
 async def _continue(args: argparse.Namespace, fork: bool) -> int:
@@ -178,8 +197,10 @@ async def _continue(args: argparse.Namespace, fork: bool) -> int:
             )
             parent, fork_tick = info.id, start
         else:
-            _check_not_running(info)
+            _check_not_running(info, args.force)
             state = await store.state_at(info.id)
+            if not state.org.agents:
+                state = _unstarted_state(info)
             start = state.tick
             if args.ticks is not None:
                 target = start + args.ticks
@@ -250,6 +271,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", metavar="RUN", help="run id (or a unique prefix of it)")
     p.add_argument("--ticks", type=int, default=None, metavar="N", help="run N more ticks (default: up to the run's target)")
+    p.add_argument("--force", action="store_true", help="resume even if the run looks like it is still being recorded")
     _add_common(p)
     _add_running(p)
     p.set_defaults(func=cmd_resume, seed=None)
