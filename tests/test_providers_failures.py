@@ -26,7 +26,10 @@ from engine.providers.testing_servers import (
 )
 
 KEY = "sk-test-4f9c2a7b1e"
-TIMEOUT = 0.2
+#: Generous for calls that should succeed (a loaded CI box must not turn them into timeouts);
+#: short where a test waits for a hang to time out.
+TIMEOUT = 5.0
+HANG_TIMEOUT = 0.2
 MODEL = {"openai": "gpt-test", "anthropic": "claude-test", "ollama": "llama3.2"}
 #: "openai-sdk": the OpenAI adapter reading the stream through the SDK's typed chunks.
 PROTOCOLS = ["openai", "openai-sdk", "anthropic", "ollama"]
@@ -86,7 +89,12 @@ class Run:
             self.deltas.append(text)
 
     async def __call__(
-        self, registry: ProviderRegistry, *, attempts: int = 4, max_retry_after: float = 60.0
+        self,
+        registry: ProviderRegistry,
+        *,
+        attempts: int = 4,
+        max_retry_after: float = 60.0,
+        timeout: float | None = None,
     ) -> CompletionResult:
         provider, spec = registry.resolve("m")
         request = CompletionRequest(
@@ -97,7 +105,7 @@ class Run:
             ],
             temperature=0.3,
             max_tokens=300,
-            timeout=spec.timeout,
+            timeout=timeout or spec.timeout,
             seed=7,
         )
         policy = RetryPolicy(
@@ -114,10 +122,14 @@ def served_usage(server: ProtocolServer) -> tuple[int, int]:
     return last.usage
 
 
-def assert_succeeded_after(result: CompletionResult, run: Run, kind: str, attempts: int = 2) -> None:
+def assert_succeeded_after(result: CompletionResult, run: Run, kind: str, attempts: int | None = 2) -> None:
+    """attempts=None: at least two (a retry after a timeout may itself time out on a loaded box)."""
     assert result.error is None, result.errors
-    assert result.attempts == attempts
-    assert len(result.errors) == attempts - 1
+    if attempts is None:
+        assert result.attempts >= 2
+    else:
+        assert result.attempts == attempts
+    assert len(result.errors) == result.attempts - 1
     assert all(f": {kind}" in e for e in result.errors), result.errors
     assert result.text == DEFAULT_REPLY
     assert "".join(run.deltas) == DEFAULT_REPLY  # the UI saw the reply start over, then complete
@@ -249,16 +261,16 @@ async def test_connection_refused(protocol):
 async def test_hang_before_headers_times_out_then_retry_succeeds(server, registry):
     server.script(Behaviour.hang(seconds=5))
     run = Run()
-    result = await run(registry)
-    assert_succeeded_after(result, run, "timeout")
+    result = await run(registry, timeout=HANG_TIMEOUT)
+    assert_succeeded_after(result, run, "timeout", attempts=None)
 
 
 async def test_hang_mid_stream_times_out_and_the_partial_reply_is_billed(server, registry):
     server.script(Behaviour.hang(seconds=5, mid_stream=True, after=6))
     run = Run()
-    result = await run(registry)
-    assert_succeeded_after(result, run, "timeout")
-    assert run.restarts == 1
+    result = await run(registry, timeout=HANG_TIMEOUT)
+    assert_succeeded_after(result, run, "timeout", attempts=None)
+    assert run.restarts >= 1
     inp, out = served_usage(server)
     assert result.billed.output_tokens > out
     assert result.billed.estimated
@@ -266,7 +278,7 @@ async def test_hang_mid_stream_times_out_and_the_partial_reply_is_billed(server,
 
 async def test_hang_every_attempt_fails_with_timeout(server, registry):
     server.script(Behaviour.hang(seconds=5), Behaviour.hang(seconds=5))
-    result = await Run()(registry, attempts=2)
+    result = await Run()(registry, attempts=2, timeout=HANG_TIMEOUT)
     assert result.error is not None and result.error.kind == "timeout"
     assert result.attempts == 2
 

@@ -36,7 +36,7 @@ async def test_probe_models_reports_each_key():
     with OpenAIServer(api_key=KEY) as oa, AnthropicServer(api_key=KEY) as an, OllamaServer() as ol:
         reg = ProviderRegistry(specs(oa, an, ol), env=ENV)
         try:
-            results = {k: r for k, _, r in await probe_models(reg, timeout=1.0)}
+            results = {k: r for k, _, r in await probe_models(reg, timeout=3.0)}
         finally:
             await reg.aclose()
     assert results["gpt"].ok and results["claude"].ok and results["llama"].ok and results["sim"].ok
@@ -71,10 +71,10 @@ def test_models_command_prints_a_table_and_exit_code(tmp_path):
         (tmp_path / "models.json").write_text(json.dumps(data))
         out = io.StringIO()
         console = Console(file=out, width=250, color_system=None)
-        args = argparse.Namespace(org=tmp_path, timeout=1.0, no_probe=False, json=False, keys=[])
+        args = argparse.Namespace(org=tmp_path, timeout=3.0, no_probe=False, json=False, keys=[])
         code = models_command(args, env=ENV, console=console)
         text = out.getvalue()
-        ok_args = argparse.Namespace(org=tmp_path, timeout=1.0, no_probe=False, json=False, keys=["gpt", "claude", "llama"])
+        ok_args = argparse.Namespace(org=tmp_path, timeout=3.0, no_probe=False, json=False, keys=["gpt", "claude", "llama"])
         ok_code = models_command(ok_args, env=ENV, console=Console(file=io.StringIO()))
     assert code == 1  # some keys fail
     assert ok_code == 0

@@ -23,7 +23,7 @@ def request(**kw) -> CompletionRequest:
         ],
         temperature=0.4,
         max_tokens=256,
-        timeout=0.3,
+        timeout=5.0,
         seed=11,
     )
     base.update(kw)
@@ -55,7 +55,7 @@ async def test_openai_request_carries_sampling_usage_and_key():
     assert r.method == "POST" and r.path == "/v1/chat/completions"
     assert r.headers["authorization"] == f"Bearer {KEY}"
     assert r.headers["x-stainless-retry-count"] == "0"
-    assert float(r.headers["x-stainless-read-timeout"]) == 0.3  # per-call timeout reached the SDK
+    assert float(r.headers["x-stainless-read-timeout"]) == 5.0  # per-call timeout reached the SDK
     body = r.json
     assert body["model"] == "gpt-test"
     assert body["stream"] is True
@@ -134,7 +134,7 @@ async def test_anthropic_system_goes_to_system_and_roles_alternate():
     assert KEY in (r.headers.get("x-api-key"), r.headers.get("authorization", "").removeprefix("Bearer "))
     assert "anthropic-version" in r.headers
     assert r.headers["x-stainless-retry-count"] == "0"
-    assert float(r.headers["x-stainless-read-timeout"]) == 0.3
+    assert float(r.headers["x-stainless-read-timeout"]) == 5.0
     body = r.json
     assert body["system"] == "You are the planner."
     assert body["messages"] == [{"role": "user", "content": "Tick 1.\n\nInbox: empty."}]
