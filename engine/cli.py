@@ -590,9 +590,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         cli_runs = None  # type: ignore[assignment]
     if cli_runs is not None:
         cli_runs.register(sub)
-    try:
-        from .providers import probe
-    except ImportError:
-        probe = None  # type: ignore[assignment]
-    if probe is not None and hasattr(probe, "register"):
-        probe.register(sub)
+    from .providers.probe import add_models_parser
+
+    add_models_parser(sub)

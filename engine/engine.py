@@ -688,7 +688,10 @@ class Engine:
                 )
             rec.raw_output = result.text
             rec.attempts = result.attempts
-            rec.usage = TokenUsage(result.usage.input_tokens, result.usage.output_tokens, result.usage.estimated)
+            # Charge what the provider billed over every attempt (a cut stream that was
+            # retried still cost its tokens), not only the attempt that succeeded.
+            billed = result.billed
+            rec.usage = TokenUsage(billed.input_tokens, billed.output_tokens, billed.estimated)
             if result.error is not None:
                 rec.status = "provider"
                 rec.error = "; ".join(result.errors)
