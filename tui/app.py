@@ -19,6 +19,7 @@ import asyncio
 import sys
 import time
 import traceback
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -136,6 +137,7 @@ class ControlRoom(App[int]):
         self.stopping = False
         self.run_result: str | None = None
         self.failures: list[str] = []  # what went wrong inside the UI, with tracebacks
+        self.notices: deque[tuple[str, str, str]] = deque(maxlen=50)  # (severity, title, text) shown
         self._engine_worker: Worker | None = None
         self._intent_paused: bool | None = None
         self._saving_theme = False
@@ -255,6 +257,11 @@ class ControlRoom(App[int]):
             self.main.refresh_status()
         except LookupError:
             pass
+
+    def notify(self, message: str, *, title: str = "", severity: str = "information", timeout: float | None = None, markup: bool = False) -> None:  # type: ignore[override]
+        """Show a toast (plain text: engine and model text is never read as markup), and keep it."""
+        self.notices.append((severity, title, message))
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)  # type: ignore[arg-type]
 
     def pane_failed(self, pane: str, exc: BaseException) -> None:
         """A pane (or the pump) failed: stop the run at the tick boundary and say so."""

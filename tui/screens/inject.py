@@ -58,11 +58,12 @@ class InjectDialog(ModalScreen[InjectRequest | None]):
         padding: 0 1;
     }
     InjectDialog .dialog-title { text-style: bold; color: $primary; width: 1fr; }
-    InjectDialog #inject-recipients { height: auto; max-height: 7; }
+    InjectDialog .field-label { color: $text-muted; margin-top: 1; }
+    InjectDialog #inject-recipients { height: auto; max-height: 6; }
     InjectDialog #kind-row { height: 1; margin-top: 1; }
-    InjectDialog #kind-row Label { width: 6; }
-    InjectDialog #inject-kind { width: 24; }
-    InjectDialog #inject-text { height: 5; margin-top: 1; }
+    InjectDialog #kind-row Label { width: 6; color: $text-muted; }
+    InjectDialog #inject-kind { width: 24; background: $panel; }
+    InjectDialog #inject-text { height: 4; background: $panel; }
     InjectDialog #inject-error { color: $error; height: auto; }
     InjectDialog #buttons { height: 1; margin-top: 1; align-horizontal: right; }
     InjectDialog #buttons Button { margin-left: 2; }
@@ -82,6 +83,7 @@ class InjectDialog(ModalScreen[InjectRequest | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="inject-box"):
             yield Label("Inject a message from the operator", classes="dialog-title")
+            yield Label("To (space ticks, tab moves on)", classes="field-label")
             yield Checkbox("All agents", False, id="inject-all", compact=True)
             yield SelectionList[str](
                 *[(name, name, name == self.preselected) for name in self.agents],
@@ -91,7 +93,8 @@ class InjectDialog(ModalScreen[InjectRequest | None]):
             with Horizontal(id="kind-row"):
                 yield Label("Kind")
                 yield Input("message", id="inject-kind", compact=True, max_length=40)
-            yield TextArea(id="inject-text", compact=True, soft_wrap=True, tab_behavior="focus", placeholder="Message text (ctrl+s or F2 sends)")
+            yield Label("Text", classes="field-label")
+            yield TextArea(id="inject-text", compact=True, soft_wrap=True, tab_behavior="focus", placeholder="What the agents should read (ctrl+s or F2 sends)")
             yield Static("", id="inject-error")
             with Horizontal(id="buttons"):
                 yield Button("Send", variant="primary", id="send", compact=True)

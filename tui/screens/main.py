@@ -243,7 +243,6 @@ class MainScreen(Screen[None]):
             thinking=thinking,
             run_id=e.run_id,
         )
-        status.refresh()
 
     def _guard(self, pane: str, update: Callable[[], None]) -> None:
         if pane in self.failed_panes:

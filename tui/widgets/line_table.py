@@ -126,7 +126,7 @@ class LineTable(ScrollView, can_focus=True):
         """A partial rich style of a component class, e.g. style("error")."""
         s = self._styles.get(name)
         if s is None:
-            s = self.get_component_rich_style(f"line-table--{name}", partial=True)
+            s = self.get_component_rich_style(f"line-table--{name}")
             self._styles[name] = s
         return s
 
@@ -202,7 +202,10 @@ class LineTable(ScrollView, can_focus=True):
             self._cache[index] = strip
         strip = strip.apply_style(base)
         if self.show_cursor and index == self.cursor_row:
-            cursor = self.get_component_rich_style("line-table--cursor", partial=True)
+            cursor = self.get_component_rich_style("line-table--cursor")
+            if not self.has_focus:
+                # Blurred: mark the row, keep its colours (bars, states) readable.
+                cursor = Style(bgcolor=cursor.bgcolor)
             strip = Strip(list(Segment.apply_style(strip, post_style=cursor)), strip.cell_length)
         return strip
 

@@ -50,8 +50,8 @@ class PaneTabs(Widget):
             self.refresh()
 
     def render(self) -> Text:
-        active = self.get_component_rich_style("pane-tabs--active", partial=True)
-        key = self.get_component_rich_style("pane-tabs--key", partial=True)
+        active = self.get_component_rich_style("pane-tabs--active")
+        key = self.get_component_rich_style("pane-tabs--key")
         t = Text(no_wrap=True, overflow="ellipsis")
         self._spans = []
         for i, (pane, label) in enumerate(PANES, 1):

@@ -93,12 +93,12 @@ class StatusBar(Widget):
 
     def render(self) -> Text:
         width = self.size.width
-        label = lambda s: self.get_component_rich_style("status-bar--label", partial=True)  # noqa: E731
-        value = self.get_component_rich_style("status-bar--value", partial=True)
+        label = lambda s: self.get_component_rich_style("status-bar--label")  # noqa: E731
+        value = self.get_component_rich_style("status-bar--value")
         lab = label(None)
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(f" {self.org_name} ", value)
-        mode_style = self.get_component_rich_style(MODE_CLASS.get(self.mode, "status-bar--live"), partial=True)
+        mode_style = self.get_component_rich_style(MODE_CLASS.get(self.mode, "status-bar--live"))
         t.append(f" {self.mode} ", mode_style)
         t.append(" tick ", lab)
         t.append(str(self.tick), value)
@@ -113,7 +113,7 @@ class StatusBar(Widget):
             t.append("  thinking ", lab)
             t.append(str(self.thinking), value)
         if self.note:
-            t.append(f"  {self.note}", self.get_component_rich_style("status-bar--error", partial=True))
+            t.append(f"  {self.note}", self.get_component_rich_style("status-bar--error"))
         run = self.run_id
         room = width - t.cell_len - 6
         if room >= 8 and run:

@@ -1,21 +1,30 @@
 """The token stream: the selected agent's reply as it streams, or every agent interleaved.
 
-A `Log` (cheap partial-line appends, bounded by max_lines). It is fed once per
-pump with the text that arrived since the last pump, never per token. Replies
-are wrapped to the pane's width here, so long one-line JSON replies stay
-readable without horizontal scrolling. In "all" mode each line is tagged with
-its agent (`engineer │ ...`). `a` switches the mode.
+Fed once per pump with the text that arrived since the last pump, never per
+token. Replies are wrapped to the pane's width here, so one-line JSON replies
+stay readable without horizontal scrolling. In "all" mode each line is tagged
+with its agent (`engineer │ ...`). `a` switches the mode.
+
+It is a Line API widget, like `Log`, with one difference that matters under a
+token storm: its scrollable height is fixed (`max_lines`), with the text
+anchored at the bottom like a terminal's scrollback. Appending text therefore
+never changes the widget's virtual size, which in Textual means a layout pass
+and a repaint of every scrollbar on the screen; only the stream's own lines are
+repainted.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import ClassVar
 
-from rich.highlighter import Highlighter
 from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding
-from textual.widgets import Log
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from engine.events import TurnRecord
 
@@ -25,43 +34,14 @@ from ..model import RunView, StreamPiece
 TAG_SEP = " │ "
 
 
-class _StreamHighlighter(Highlighter):
-    """Colours agent tags, markers and errors using the pane's component styles."""
-
-    def __init__(self, log: "TokenStream") -> None:
-        self.log = log
-        self.styles: dict[str, Style] = {}
-
-    def _style(self, name: str) -> Style:
-        s = self.styles.get(name)
-        if s is None:
-            s = self.styles[name] = self.log.get_component_rich_style(f"token-stream--{name}", partial=True)
-        return s
-
-    def highlight(self, text: Text) -> None:
-        plain = text.plain
-        start = 0
-        i = plain.find(TAG_SEP)
-        if 0 < i <= 24:
-            text.stylize(self._style("tag"), 0, i)
-            text.stylize(self._style("muted"), i, i + len(TAG_SEP))
-            start = i + len(TAG_SEP)
-        body = plain[start:]
-        if body.startswith("✗"):
-            text.stylize(self._style("error"), start)
-        elif body.startswith("✓"):
-            text.stylize(self._style("ok"), start)
-        elif body.startswith(("──", "⟲", "▶")):
-            text.stylize(self._style("muted"), start)
-
-
-class TokenStream(Log):
+class TokenStream(ScrollView, can_focus=True):
     """Live reply text: of the selected agent, or of all agents with tagged lines."""
 
     DEFAULT_CSS = """
     TokenStream {
         height: 1fr;
         overflow-x: hidden;
+        overflow-y: auto;
         scrollbar-size-vertical: 1;
     }
     TokenStream > .token-stream--tag { color: $primary; text-style: bold; }
@@ -77,27 +57,107 @@ class TokenStream(Log):
         "token-stream--error",
     }
 
-    BINDINGS = [Binding("a", "toggle_mode", "Selected/all", id="stream.mode")]
+    BINDINGS = [
+        Binding("a", "toggle_mode", "Selected/all", id="stream.mode"),
+        Binding("up,k", "scroll_up", "Up", show=False),
+        Binding("down,j", "scroll_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "scroll_home", "Top", show=False),
+        Binding("end", "scroll_end", "Bottom", show=False),
+    ]
 
-    def __init__(self, view: RunView, *, mode: str = "selected", max_lines: int = 2000, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(highlight=True, max_lines=max_lines, id=id, classes=classes)
+    def __init__(self, view: RunView, *, mode: str = "selected", max_lines: int = 1000, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
         self.view = view
         self.mode = mode if mode in ("selected", "all") else "selected"
         self.agent: str | None = None
-        self.highlighter = _StreamHighlighter(self)
-        self._col = 0  # cells used on the current (last) line, for wrapping
+        self.max_lines = max_lines
+        self._lines: deque[str] = deque(maxlen=max_lines)
+        self._partial = ""  # the last, unfinished line
+        self._col = 0  # cells used on the current line, for wrapping
+        self._styles: dict[str, Style] = {}
+        self._cache: dict[int, Strip] = {}  # absolute line number -> strip
+        self._first = 0  # absolute number of _lines[0] (lines dropped so far)
         self._wrapped_at = 0
         self._placeholder = False
+        self.virtual_size = Size(0, max_lines + 1)
         self._title()
+
+    # --- looks ---------------------------------------------------------------------------
 
     def _title(self) -> None:
         self.border_title = "Stream"
         who = "all agents" if self.mode == "all" else (self.agent or "—")
         self.border_subtitle = f"{who} · a: {'selected' if self.mode == 'all' else 'all'}"
 
+    def _style(self, name: str) -> Style:
+        s = self._styles.get(name)
+        if s is None:
+            s = self._styles[name] = self.get_component_rich_style(f"token-stream--{name}")
+        return s
+
     def notify_style_update(self) -> None:
         super().notify_style_update()
-        self.highlighter.styles.clear()
+        self._styles.clear()
+        self._cache.clear()
+
+    def _styled(self, line: str) -> Text:
+        t = Text(line, no_wrap=True)
+        start = 0
+        i = line.find(TAG_SEP)
+        if 0 < i <= 24:
+            t.stylize(self._style("tag"), 0, i)
+            t.stylize(self._style("muted"), i, i + len(TAG_SEP))
+            start = i + len(TAG_SEP)
+        body = line[start:]
+        if body.startswith("✗"):
+            t.stylize(self._style("error"), start)
+        elif body.startswith("✓"):
+            t.stylize(self._style("ok"), start)
+        elif body.startswith(("──", "⟲", "▶")):
+            t.stylize(self._style("muted"), start)
+        return t
+
+    # --- the text ------------------------------------------------------------------------
+
+    @property
+    def lines(self) -> list[str]:
+        """Every line held, the unfinished last one included (for tests and copying)."""
+        out = list(self._lines)
+        if self._partial:
+            out.append(self._partial)
+        return out
+
+    @property
+    def _total(self) -> int:
+        """Lines shown: complete ones plus the partial one (an empty partial still takes a row)."""
+        return len(self._lines) + 1
+
+    def clear(self) -> None:
+        self._first += len(self._lines) + 1
+        self._lines.clear()
+        self._partial = ""
+        self._col = 0
+        self._cache.clear()
+        self.refresh()
+
+    def write(self, data: str) -> None:
+        """Append text (newlines end lines); the view follows the end if it was there."""
+        if not data:
+            return
+        follow = self.scroll_offset.y >= self.max_scroll_y - 1
+        parts = data.split("\n")
+        self._partial += parts[0]
+        for part in parts[1:]:
+            if len(self._lines) == self._lines.maxlen:
+                self._first += 1
+            self._lines.append(self._partial)
+            self._partial = part
+        self._cache.pop(self._first + len(self._lines), None)  # the partial line changed
+        if follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
 
     @property
     def wrap_width(self) -> int:
@@ -107,13 +167,41 @@ class TokenStream(Log):
         # Hidden (compact layout, another tab shown): assume the pane gets the full width.
         return max(20, self.app.size.width - 4)
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
+        self._cache.clear()
         width = self.wrap_width
         if width != self._wrapped_at and self.mode == "selected" and self.display:
             self.show_agent(self.agent)  # re-wrap the current reply at the new width
         self._wrapped_at = width
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
 
-    # --- writing -------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    # --- painting ------------------------------------------------------------------------
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        base = self.rich_style
+        vy = int(self.scroll_offset.y) + y
+        # The text sits at the bottom of a fixed canvas of max_lines + 1 rows.
+        index = vy - (self.max_lines + 1 - self._total)
+        if index < 0 or index >= self._total:
+            return Strip.blank(width, base)
+        absolute = self._first + index
+        strip = self._cache.get(absolute)
+        if strip is None:
+            line = self._lines[index] if index < len(self._lines) else self._partial
+            text = self._styled(line)
+            text.truncate(width, pad=True)
+            strip = Strip(list(text.render(self.app.console)), width)
+            if index < len(self._lines):
+                self._cache[absolute] = strip
+            if len(self._cache) > 4 * max(1, self.size.height):
+                self._cache = {k: v for k, v in self._cache.items() if k >= absolute - self.size.height}
+        return strip.apply_style(base)
+
+    # --- wrapping ------------------------------------------------------------------------
 
     def _newline(self) -> str:
         if self._col:
@@ -159,6 +247,8 @@ class TokenStream(Log):
         err = (rec.error or rec.status).replace("\n", " ")
         return f"✗ {rec.status}: {err[:300]} (enter: inspect)"
 
+    # --- feeding -------------------------------------------------------------------------
+
     def feed(self, stream: dict[str, list[StreamPiece]]) -> None:
         """Append what arrived since the last pump."""
         if self.mode == "selected":
@@ -166,9 +256,7 @@ class TokenStream(Log):
             if pieces:
                 self.write(self._selected_text(pieces))
             return
-        out: list[str] = []
-        for agent, pieces in stream.items():
-            out.append(self._tagged_text(agent, pieces))
+        out = [self._tagged_text(agent, pieces) for agent, pieces in stream.items()]
         if out:
             self.write("".join(out))
 
@@ -178,7 +266,6 @@ class TokenStream(Log):
             if p.kind == "start":
                 if self._placeholder:
                     self.clear()
-                    self._col = 0
                     self._placeholder = False
                 out.append(self._line(f"── {self.agent} · tick {p.tick} ──"))
             elif p.kind == "text":
@@ -220,11 +307,10 @@ class TokenStream(Log):
         if self.mode != "selected":
             return
         self.clear()
-        self._col = 0
+        self._placeholder = False
         if name is None:
             return
         a = self.view.agents.get(name)
-        self._placeholder = False
         if a is None or (a.stream_tick is None and not a.history):
             self.write(self._line(f"── {name}: no turn yet ──"))
             self._placeholder = True
@@ -238,7 +324,6 @@ class TokenStream(Log):
     def set_mode(self, mode: str) -> None:
         self.mode = mode
         self.clear()
-        self._col = 0
         self._title()
         if mode == "selected":
             self.show_agent(self.agent)
@@ -248,3 +333,9 @@ class TokenStream(Log):
     def action_toggle_mode(self) -> None:
         self.set_mode("all" if self.mode == "selected" else "selected")
         self.post_message(StreamModeChanged(self.mode))
+
+    def action_page_up(self) -> None:
+        self.scroll_page_up(animate=False)
+
+    def action_page_down(self) -> None:
+        self.scroll_page_down(animate=False)
