@@ -44,6 +44,7 @@ from .events import (
     TurnRecord,
     TurnStarted,
 )
+from . import plainjson
 from .memory import apply_update
 from .messages import OPERATOR, OutboxEntry
 from .org import Org, definitions_hash
@@ -245,6 +246,8 @@ class Engine:
 
     def inject(self, text: str, recipients: Iterable[str] | None = None, kind: str = "message") -> None:
         """A message from the operator to some agents (None or [] = all)."""
+        if isinstance(recipients, str):
+            recipients = [recipients]  # one name, not its letters
         self._queue("inject", text=text, recipients=sorted(set(recipients or [])), kind=kind)
 
     def top_up(self, agent: str, amount: float) -> None:
@@ -418,14 +421,20 @@ class Engine:
                 raise ValueError("an injected message needs some text")
             if len(text) > 20_000:
                 raise ValueError("an injected message is limited to 20,000 characters")
+            if not plainjson.is_valid_unicode(text):
+                raise ValueError("an injected message must be valid Unicode (it holds an unpaired surrogate)")
+            kind = a.get("kind") or "message"
+            if not isinstance(kind, str) or len(kind) > 64 or not kind.isprintable():
+                raise ValueError("the kind of an injected message is 1-64 printable characters")
             unknown = [r for r in a["recipients"] if r not in s.org.agents]
             if unknown:
-                raise ValueError(f"no such agent: {', '.join(unknown)}")
+                shown = ", ".join(r if isinstance(r, str) and r.isprintable() else repr(r) for r in unknown)
+                raise ValueError(plainjson.one_line(f"no such agent: {shown[:200]}"))
             entry = OutboxEntry(
                 id=f"operator-{t}-{s.seq}",
                 tick=t,
                 agent=OPERATOR,
-                kind=a.get("kind") or "message",
+                kind=kind,
                 payload={"text": text},
                 tags=("operator",),
                 created_at=now,
@@ -677,7 +686,7 @@ class Engine:
 
             def on_delta(text: str, restart: bool) -> None:
                 if publish is not None:
-                    publish(TokenDelta(t, name, text, restart))
+                    publish(TokenDelta(t, name, plainjson.fix_unicode(text), restart))
 
             policy = self.retry_policy
             if spec.max_attempts != policy.max_attempts:
@@ -686,7 +695,8 @@ class Engine:
                 result = await stream_with_retries(
                     provider, request, on_delta, policy=policy, rng=random.Random(f"{self.seed}:{name}:{t}")
                 )
-            rec.raw_output = result.text
+            # A provider's JSON can carry "\ud800" escapes: keep what is recorded valid UTF-8.
+            rec.raw_output = result.text = plainjson.fix_unicode(result.text)
             rec.attempts = result.attempts
             # Charge what the provider billed over every attempt (a cut stream that was
             # retried still cost its tokens), not only the attempt that succeeded.
@@ -749,7 +759,8 @@ class Engine:
                 known = [r for r in entry.recipients if r in s.org.agents or r == OPERATOR]
                 dropped = [r for r in entry.recipients if r not in known]
                 if dropped:
-                    rec.violations.append(f"outbox_entries[{i}].recipients: no such agent: {', '.join(dropped)[:200]}")
+                    shown = ", ".join(r if r.isprintable() else repr(r) for r in dropped)[:200]
+                    rec.violations.append(plainjson.one_line(f"outbox_entries[{i}].recipients: no such agent: {shown}"))
                     if not known:
                         continue
                 oe = OutboxEntry(

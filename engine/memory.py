@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}$")
+from . import plainjson
+
+KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: `$` would let "key\n" through
 MAX_KEYS = 256
 MAX_VALUE_CHARS = 20_000
 MAX_LIST_ITEMS = 200  # `append` keeps the newest items beyond this
@@ -26,7 +28,12 @@ class MemoryChange:
 
 
 def _size(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False, default=str))
+    """Characters of `value` as JSON. Raises ValueError/TypeError for what could not be
+    recorded: NaN, infinities, non-JSON types, unpaired surrogates."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    if not plainjson.is_valid_unicode(text):
+        raise UnicodeError("not valid Unicode (an unpaired surrogate)")
+    return len(text)
 
 
 def apply_update(
@@ -35,7 +42,7 @@ def apply_update(
     """Apply one update to `memory` in place. Returns (change, None) or (None, violation)."""
     if not isinstance(key, str) or not KEY_RE.match(key):
         shown = repr(key)[:40]
-        return None, (
+        return None, plainjson.one_line(
             f"memory key {shown} rejected: use 1-64 characters of letters, digits, _ . : -"
         )
     if op == "delete":
@@ -44,12 +51,19 @@ def apply_update(
         del memory[key]
         return MemoryChange("delete", key, None), None
     if op not in ("set", "append", "merge"):
-        return None, f"memory key {key!r}: unknown op {op!r} (allowed: set, append, merge, delete)"
+        shown = repr(op) if len(repr(op)) <= 40 else repr(op)[:37] + "..."
+        return None, plainjson.one_line(
+            f"memory key {key!r}: unknown op {shown} (allowed: set, append, merge, delete)"
+        )
+    if plainjson.too_deep(value, plainjson.MAX_DEPTH - 1):
+        return None, f"memory key {key!r}: value nested deeper than {plainjson.MAX_DEPTH - 1} levels"
     try:
         if _size(value) > MAX_VALUE_CHARS:
             return None, f"memory key {key!r}: value over {MAX_VALUE_CHARS} characters"
+    except UnicodeError:
+        return None, f"memory key {key!r}: value is not valid Unicode (an unpaired surrogate)"
     except (TypeError, ValueError, RecursionError):
-        return None, f"memory key {key!r}: value is not JSON"
+        return None, f"memory key {key!r}: value is not plain JSON (no NaN, Infinity or other types)"
     if key not in memory and len(memory) >= MAX_KEYS:
         return None, f"memory key {key!r}: memory is full ({MAX_KEYS} keys); delete some first"
     if op == "set":

@@ -23,6 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from . import plainjson
+
 from .resume import (
     NO_MODEL_KEY,
     CreditsEntry,
@@ -30,6 +32,7 @@ from .resume import (
     OrgSettings,
     Resume,
     format_validation_error,
+    shown_key,
 )
 
 SKIPPED_FOLDERS = frozenset({"agent_template"})
@@ -170,24 +173,28 @@ def read_json(path: Path, root: Path, problems: list[str]) -> Any | None:
         if size > MAX_FILE_BYTES:
             problems.append(f"{rel}: (file): is {size} bytes; the limit is {MAX_FILE_BYTES}")
             return None
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is fine
     except UnicodeDecodeError:
         problems.append(f"{rel}: (file): is not UTF-8 text")
         return None
     except OSError as e:
         problems.append(f"{rel}: (file): cannot be read: {e.strerror or e}")
         return None
-
-    def no_constants(name: str) -> float:
-        raise ValueError(f"{name} is not allowed in JSON; use a finite number")
-
     try:
-        return json.loads(text, parse_constant=no_constants)
+        data = plainjson.loads(text)
     except json.JSONDecodeError as e:
         problems.append(f"{rel}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}")
-    except (ValueError, RecursionError) as e:
+        return None
+    except ValueError as e:  # NaN, 1e999, nesting, over-long integers
         problems.append(f"{rel}: (file): invalid JSON: {e}")
-    return None
+        return None
+    bad = plainjson.first_surrogate(data)
+    if bad is not None:
+        problems.append(
+            f"{rel}: (file): holds an unpaired surrogate escape in {bad[:40]!r}; it is not valid Unicode"
+        )
+        return None
+    return data
 
 
 def _validate(model: type[BaseModel], data: Any, rel: str, problems: list[str], prefix: str = ""):
@@ -224,7 +231,7 @@ def load_models(root: Path, problems: list[str]) -> dict[str, ModelSpec]:
     for key, entry in data.items():
         if key.startswith("_"):  # "_comment" and the like
             continue
-        spec = _validate(ModelSpec, entry, rel, problems, prefix=key)
+        spec = _validate(ModelSpec, entry, rel, problems, prefix=shown_key(key))
         if spec is not None:
             models[key] = spec
     return models
@@ -245,7 +252,7 @@ def load_credits(root: Path, problems: list[str]) -> dict[str, CreditsEntry]:
     for name, entry in data.items():
         if name.startswith("_"):
             continue
-        ce = _validate(CreditsEntry, entry, rel, problems, prefix=name)
+        ce = _validate(CreditsEntry, entry, rel, problems, prefix=shown_key(name))
         if ce is not None:
             out[name] = ce
     return out
@@ -341,7 +348,7 @@ def load_org(root: str | Path, *, strict: bool = True) -> Org:
     problems: list[str] = []
     if not (root / "agents").is_dir():
         raise OrgInvalid(
-            [f"{root}: agents/: no agents folder here; run `lemming bootstrap {root}` to create one"]
+            [plainjson.one_line(f"{root}: agents/: no agents folder here; run `lemming bootstrap {root}` to create one")]
         )
     from .providers.registry import BUILTIN_MODELS
 
@@ -363,10 +370,13 @@ def load_org(root: str | Path, *, strict: bool = True) -> Org:
     for name in credits:
         if name not in agents and not any(p.startswith(f"agents/{name}/") for p in problems):
             warnings.append(
-                f"credits.json: {name}: no agent folder agents/{name}/; the budget is ignored"
+                f"credits.json: {shown_key(name)}: no agent folder agents/{shown_key(name)}/; the budget is ignored"
             )
     if not agents and not problems:
         problems.append(f"{_rel(root, root / 'agents')}: (folder): holds no agents")
+    # Names and keys come from files: a problem is still one printable line.
+    problems = [plainjson.one_line(p) for p in problems]
+    warnings = [plainjson.one_line(w) for w in warnings]
     org = Org(root=root, agents=agents, models=models, settings=settings, problems=problems, warnings=warnings)
     if strict and problems:
         raise OrgInvalid(problems)

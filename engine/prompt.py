@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import plainjson
 from .messages import Inbox, OutboxEntry
 from .resume import Resume
 
@@ -194,7 +195,8 @@ def extract_context(user_message: str) -> dict[str, Any] | None:
 
 
 def _loads_object(text: str) -> dict[str, Any]:
-    data = json.loads(text, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not JSON")))
+    # No NaN, no 1e999, no nesting past plainjson.MAX_DEPTH: what is accepted is recorded.
+    data = plainjson.loads(text)
     if not isinstance(data, dict):
         raise ContractViolation(f"the reply is a JSON {type(data).__name__}, not an object")
     return data
@@ -207,8 +209,10 @@ def _decode(raw: str) -> tuple[dict[str, Any], str | None]:
         raise ContractViolation("the reply is empty")
     try:
         return _loads_object(text), None
-    except (json.JSONDecodeError, ValueError, RecursionError):
-        pass
+    except json.JSONDecodeError:
+        first_error: ValueError | None = None
+    except (ValueError, RecursionError) as e:
+        first_error = e if isinstance(e, plainjson.JSONRejected) else None
     candidates: list[tuple[str, str]] = []
     m = FENCE_RE.search(text)
     if m:
@@ -227,6 +231,8 @@ def _decode(raw: str) -> tuple[dict[str, Any], str | None]:
             raise
         except (json.JSONDecodeError, ValueError, RecursionError):
             continue
+    if first_error is not None:
+        raise ContractViolation(f"the reply is not usable JSON: {first_error}") from None
     try:
         json.loads(text)
     except json.JSONDecodeError as e:
@@ -234,7 +240,7 @@ def _decode(raw: str) -> tuple[dict[str, Any], str | None]:
             f"the reply is not JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from None
     except (ValueError, RecursionError) as e:
-        raise ContractViolation(f"the reply is not JSON: {e}") from None
+        raise ContractViolation(plainjson.one_line(f"the reply is not JSON: {e}")) from None
     raise ContractViolation("the reply is not a JSON object")
 
 
@@ -256,7 +262,7 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
-            violations.append(f"{key}[{i}]{'.' + loc if loc else ''}: {msg}")
+            violations.append(plainjson.one_line(f"{key}[{i}]{'.' + loc if loc else ''}: {msg}"))
         except RecursionError:
             violations.append(f"{key}[{i}]: nested too deeply")
     return out
@@ -264,7 +270,12 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
 
 def parse_reply(raw: str) -> ParsedReply:
     """Parse a model's reply. Raises ContractViolation if no reply object can be read."""
+    raw = plainjson.fix_unicode(raw)
     data, repaired = _decode(raw)
+    if "\\u" in raw and plainjson.first_surrogate(data) is not None:
+        # "\ud800" escapes decode to unpaired surrogates, which cannot be recorded.
+        data = plainjson.fix_surrogates(data)
+        repaired = (repaired + "; " if repaired else "") + "replaced unpaired surrogates with U+FFFD"
     if "messages" in data and "outbox_entries" not in data:  # LeMMing's older reply shape
         data = {**data, "outbox_entries": data["messages"]}
     known = {"outbox_entries", "memory_updates", "tool_calls", "notes"}

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 #: Agent names become folder names, outbox authors and prompt text: keep them plain.
-AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+AGENT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # \Z: `$` would let "name\n" through
 RESERVED_NAMES = frozenset({"operator", "engine", "all", "*", "none", "agent_template"})
 #: The model key that marks a seat that never calls a model (LeMMing's `human`).
 NO_MODEL_KEY = "none"
@@ -76,8 +76,9 @@ class Permissions(BaseModel):
     def _names(cls, v: list[str]) -> list[str]:
         for name in v:
             if name != "*" and not AGENT_NAME_RE.match(name):
+                shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
                 raise ValueError(
-                    f"{name!r} is not an agent name (letters, digits, _ . -; or \"*\" for everyone)"
+                    f"{shown} is not an agent name (letters, digits, _ . -; or \"*\" for everyone)"
                 )
         return v
 
@@ -214,6 +215,17 @@ class OrgSettings(BaseModel):
     inbox_new_limit: int = Field(default=50, ge=1, le=10_000)
     inbox_context: int = Field(default=5, ge=0, le=1_000)
     max_concurrency: int = Field(default=16, ge=1, le=10_000)
+
+
+_PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,99}\Z")
+
+
+def shown_key(key: str) -> str:
+    """A models.json / credits.json key as it appears in a message: plain keys as they
+    are; any other (empty, spaces, control characters, huge) quoted, escaped, bounded."""
+    if _PLAIN_KEY_RE.match(key):
+        return key
+    return repr(key) if len(key) <= 60 else repr(key[:57]) + "..."
 
 
 def format_validation_error(file: str, err: ValidationError, prefix: str = "") -> list[str]:

@@ -35,7 +35,7 @@ import re
 from typing import Any, AsyncIterator
 
 from ..prompt import extract_context
-from .base import CompletionRequest, ProbeResult, ProviderConfig, StreamItem, TextDelta, Usage
+from .base import CompletionRequest, ProbeResult, ProviderConfig, ProviderError, StreamItem, TextDelta, Usage
 from .retry import estimate_tokens
 
 TOKEN_RE = re.compile(r"\s*\S{1,8}|\s+")
@@ -56,6 +56,31 @@ def _env_float(name: str) -> float | None:
         return None
 
 
+#: option → (environment variable, default, highest allowed value)
+_OPTIONS = {
+    "tokens_per_s": ("LEMMING_SIM_TOKENS_PER_S", 0.0, 1e9),
+    "latency_ms": ("LEMMING_SIM_LATENCY_MS", 0.0, 3_600_000.0),
+    "malformed_rate": ("LEMMING_SIM_MALFORMED_RATE", 0.0, 1.0),
+}
+
+
+def _option(opts: dict[str, Any], name: str) -> float:
+    env, default, top = _OPTIONS[name]
+    value: Any = _env_float(env)
+    where = env
+    if value is None:
+        value, where = opts.get(name, default), f"provider_config.{name}"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ProviderError("config", f"sim {where}: must be a number, not {type(value).__name__}")
+    try:
+        f = float(value)
+    except (ValueError, OverflowError):
+        raise ProviderError("config", f"sim {where}: must be a number, not {str(value)[:40]!r}") from None
+    if not (0 <= f <= top):  # also refuses NaN
+        raise ProviderError("config", f"sim {where}: must be between 0 and {top:g}, not {f:g}")
+    return f
+
+
 class SimProvider:
     """The offline simulator (see the module docstring)."""
 
@@ -63,15 +88,15 @@ class SimProvider:
 
     def __init__(self, config: ProviderConfig | None = None) -> None:
         opts = dict(config.options if config else {})
-        env_rate = _env_float("LEMMING_SIM_TOKENS_PER_S")
-        env_lat = _env_float("LEMMING_SIM_LATENCY_MS")
-        env_bad = _env_float("LEMMING_SIM_MALFORMED_RATE")
-        self.tokens_per_s = float(env_rate if env_rate is not None else opts.get("tokens_per_s", 0))
-        self.latency_ms = float(env_lat if env_lat is not None else opts.get("latency_ms", 0))
-        self.malformed_rate = float(env_bad if env_bad is not None else opts.get("malformed_rate", 0.0))
+        # Bad options are a configuration error (recorded on the turn), never a crash.
+        self.tokens_per_s = _option(opts, "tokens_per_s")
+        self.latency_ms = _option(opts, "latency_ms")
+        self.malformed_rate = _option(opts, "malformed_rate")
         #: A fixed number of messages a turn (benchmarks want a steady load); None = 0-2 at random.
         mpt = opts.get("messages_per_turn")
-        self.messages_per_turn = int(mpt) if mpt is not None else None
+        if mpt is not None and (isinstance(mpt, bool) or not isinstance(mpt, int) or not 0 <= mpt <= 20):
+            raise ProviderError("config", f"sim provider_config.messages_per_turn: must be a whole number 0-20, not {str(mpt)[:40]!r}")
+        self.messages_per_turn = mpt
 
     # -- the reply --------------------------------------------------------------------
 
