@@ -16,7 +16,7 @@ from tui.app import ControlRoom, build_engine
 from tui.testing import advance, settle, wait_for
 from tui.widgets.line_table import LineTable
 
-SIZE = (120, 36)
+SIZE = (110, 30)  # the smallest wide layout: every pane on screen
 
 
 def org_with_broken_model(root: Path) -> Path:
@@ -103,8 +103,7 @@ async def test_pause_holds_the_tick_and_resume_continues(org_dir: Path, tmp_path
         assert last.startswith("⏸") and str(held + 1) in last and "paused" in last
         await pilot.press("space")
         await wait_for(pilot, lambda: app.engine.tick >= held + 2, what="the run to resume")
-        await settle(pilot, app)
-        assert "LIVE" in header(app)
+        await wait_for(pilot, lambda: "LIVE" in header(app), what="the header to say LIVE")
 
 
 async def test_step_advances_exactly_one_tick(org_dir: Path, tmp_path: Path) -> None:
@@ -465,3 +464,21 @@ def test_main_reports_an_invalid_organisation(tmp_path: Path, capsys: pytest.Cap
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "agents/x/resume.json" in err and "invalid JSON" in err
+
+
+async def test_the_run_is_recorded_in_the_store_when_asked(org_dir: Path, tmp_path: Path) -> None:
+    from engine.store import RunStore
+
+    db = tmp_path / "runs.db"
+    app = make_app(org_dir, tmp_path, record=db)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await advance(pilot, app, 2)
+        assert app.recording == str(db)
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.engine.running, what="the run to stop")
+    store = await RunStore.open(db, readonly=True)
+    try:
+        info = await store.get_run("test-run")
+    finally:
+        await store.close()
+    assert info.ticks == 2 and info.status == "stopped"

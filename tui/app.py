@@ -109,6 +109,8 @@ class ControlRoom(App[int]):
         cursor_blink: bool = True,
         animations: bool = True,
         pump_observer: Callable[[Changes, list], None] | None = None,
+        record: Path | None = None,
+        watch: bool = False,
     ) -> None:
         super().__init__()
         if engine is None:
@@ -134,6 +136,11 @@ class ControlRoom(App[int]):
         self.stream_mode = stream_mode or self.settings.stream_mode
         # Subscribed before the run starts, so the panes see RunStarted and everything after.
         self.subscription: Subscription | None = engine.subscribe(tokens=True)
+        #: Where to record the run (the run store's database), None for no recording.
+        self.record = record
+        self.recording: str | None = None
+        self.watch = watch
+        self._watch_stop = asyncio.Event()
         self.stopping = False
         self.run_result: str | None = None
         self.failures: list[str] = []  # what went wrong inside the UI, with tracebacks
@@ -172,6 +179,8 @@ class ControlRoom(App[int]):
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self._engine_worker = self.run_engine()
+        if self.watch:
+            self.watch_definitions()
 
     def _main_ready(self) -> None:
         # The panes exist: start draining (events queued meanwhile are kept by the subscription).
@@ -184,7 +193,49 @@ class ControlRoom(App[int]):
 
     @work(exclusive=True, group="engine", exit_on_error=False, name="engine")
     async def run_engine(self) -> str:
-        return await self.engine.run()
+        store = await self._open_store() if self.record is not None and self.engine.recorder is None else None
+        try:
+            return await self.engine.run()
+        finally:
+            if store is not None:
+                await store.close()
+
+    async def _open_store(self):  # noqa: ANN202
+        """Record the run in the run store; on any problem, say so and run unrecorded."""
+        try:
+            from engine.store import RunStore
+        except ImportError:  # the store is optional for the control room
+            return None
+        store = None
+        try:
+            store = await RunStore.open(self.record)
+            await store.create_run(
+                run_id=self.engine.run_id,
+                org_root=self.engine.org.root,
+                seed=self.engine.seed,
+                definitions_hash=self.engine.org.definitions_hash(),
+                target_ticks=None,
+            )
+            self.engine.recorder = store.recorder(self.engine.run_id, state=self.engine.state)
+        except Exception as exc:
+            if store is not None:
+                try:
+                    await store.close()
+                except Exception:
+                    pass
+            self.notify(f"{exc}\nThe run goes on without being recorded.", title="Not recording", severity="warning", timeout=10)
+            return None
+        self.recording = str(self.record)
+        return store
+
+    @work(exclusive=True, group="watch", exit_on_error=False, name="watch")
+    async def watch_definitions(self) -> None:
+        """Hot reload: edited agent files are validated and applied at the next tick boundary."""
+        try:
+            from engine.watch import watch_org
+        except ImportError:
+            return
+        await watch_org(self.engine, stop_event=self._watch_stop)
 
     @work(exclusive=True, group="pump", exit_on_error=False, name="pump")
     async def pump(self) -> None:
@@ -243,6 +294,8 @@ class ControlRoom(App[int]):
                 self.exit(0)
         elif worker.name == "pump" and event.state == WorkerState.ERROR:
             self.pane_failed("pump", worker.error or RuntimeError("the event pump stopped"))
+        elif worker.name == "watch" and event.state == WorkerState.ERROR:
+            self.notify(f"{worker.error}\nEdits to agent files are not picked up any more.", title="Hot reload stopped", severity="warning", timeout=15)
 
     def _refresh_after_engine(self) -> None:
         # Drain what the engine said last (RunStopped) so the header shows it.
@@ -469,6 +522,7 @@ class ControlRoom(App[int]):
             self.engine.stop(abort=True)
             return
         self.stopping = True
+        self._watch_stop.set()
         self.engine.stop()
         try:
             self.main.refresh_status()
@@ -490,10 +544,19 @@ class ControlRoom(App[int]):
 def main(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
     """Open the control room as the CLI asks (`lemming`, `lemming tui ...`).
 
-    `recorder` is the run store's hook: when engine.store lands, the CLI builds a
-    recorder from --db / --no-record and passes it here.
+    The run is recorded in the run store (--db, default ORG/.lemming/runs.db) unless
+    --no-record; agent files hot-reload unless --no-watch. A caller that manages the
+    store itself passes its own `recorder` (then nothing is opened here).
     """
     org_path = Path(getattr(args, "org", None) or ".")
+    record: Path | None = None
+    if recorder is None and not getattr(args, "no_record", False):
+        try:
+            from engine.store import default_db_path
+
+            record = Path(getattr(args, "db", None) or default_db_path(org_path))
+        except ImportError:
+            record = None
     overrides: dict[str, Any] = {}
     try:
         from engine.cli import sim_overrides
@@ -516,14 +579,20 @@ def main(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
         for p in e.problems:
             print(f"  {p}", file=sys.stderr)
         return 2
-    app = ControlRoom(engine, theme=getattr(args, "theme", None))
+    app = ControlRoom(
+        engine,
+        theme=getattr(args, "theme", None),
+        record=record,
+        watch=not getattr(args, "no_watch", False),
+    )
     code = app.run(mouse=not bool(getattr(args, "no_mouse", False)))
     if app.failures:
         print("The control room hit an error; the run was stopped at a tick boundary.", file=sys.stderr)
         print(app.failures[-1], file=sys.stderr)
     print(
         f"run {engine.run_id}: {engine.tick} ticks committed, total spend {engine.state.total_spend:.4g}"
-        + (f" ({app.run_result})" if app.run_result else ""),
+        + (f" ({app.run_result})" if app.run_result else "")
+        + (f"; recorded in {app.recording}" if app.recording else ""),
         file=sys.stderr,
     )
     if code is None:

@@ -242,6 +242,7 @@ class MainScreen(Screen[None]):
             interval=e.state.interval,
             thinking=thinking,
             run_id=e.run_id,
+            recording=bool(getattr(self.app, "recording", None)),
         )
 
     def _guard(self, pane: str, update: Callable[[], None]) -> None:

@@ -65,6 +65,7 @@ class StatusBar(Widget):
         self.thinking = 0
         self.failed = 0
         self.note = ""  # e.g. "pane crashed" — shown in the error colour
+        self.recording = False
         self._ticks: deque[float] = deque(maxlen=12)
 
     def tick_committed(self) -> None:
@@ -112,6 +113,8 @@ class StatusBar(Widget):
             t.append(f"{self.interval:g}s", value)
             t.append("  thinking ", lab)
             t.append(str(self.thinking), value)
+            if self.recording:
+                t.append("  ● rec", self.get_component_rich_style("status-bar--error"))
         if self.note:
             t.append(f"  {self.note}", self.get_component_rich_style("status-bar--error"))
         run = self.run_id
