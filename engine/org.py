@@ -337,12 +337,18 @@ def build_budget(resume: Resume, entry: CreditsEntry | None, settings: OrgSettin
     return Budget(initial=float(initial), max_credits=float(max_credits), soft_cap=soft_cap, cost_per_action=float(cpa))
 
 
-def load_org(root: str | Path, *, strict: bool = True) -> Org:
+def load_org(root: str | Path, *, strict: bool = True, last_good: Org | None = None) -> Org:
     """Load the organisation at `root`.
 
     strict=True raises OrgInvalid when anything is wrong (what `validate` and a fresh run
     want); strict=False keeps every agent that loads and lists the rest in `org.problems`
     (what hot reload wants: the last good definition keeps running).
+
+    `last_good` (hot reload) is the organisation that runs now: a file that fails keeps
+    contributing what it contributed there — a broken resume.json keeps its agent's
+    last good definition, a broken models.json its models, a broken credits.json the
+    running agents' budgets, a broken org.json its settings. A removed folder is not a
+    failure: its agent is simply absent.
     """
     root = Path(root)
     problems: list[str] = []
@@ -352,19 +358,35 @@ def load_org(root: str | Path, *, strict: bool = True) -> Org:
         )
     from .providers.registry import BUILTIN_MODELS
 
+    before = len(problems)
     models = load_models(root, problems)
+    if last_good is not None and len(problems) > before:
+        models = dict(last_good.models)
     known_models = {**BUILTIN_MODELS, **models, NO_MODEL_KEY: None}
+    before = len(problems)
     credits = load_credits(root, problems)
+    credits_failed = len(problems) > before
+    before = len(problems)
     settings = load_settings(root, problems)
+    if last_good is not None and len(problems) > before:
+        settings = last_good.settings
+    kept = last_good.agents if last_good is not None else {}
     agents: dict[str, AgentDef] = {}
     warnings: list[str] = []
     for folder in agent_folders(root):
         resume = load_resume(root, folder, problems, known_models)  # type: ignore[arg-type]
         if resume is None:
+            if folder.name in kept:  # name == folder for every agent that ever loaded
+                agents[folder.name] = kept[folder.name]
             continue
-        budget = build_budget(resume, credits.get(resume.name), settings)
+        if credits_failed and resume.name in kept:
+            budget = kept[resume.name].budget
+        else:
+            budget = build_budget(resume, credits.get(resume.name), settings)
         if not math.isfinite(budget.initial):
             problems.append(f"credits.json: {resume.name}: credits must be finite")
+            if resume.name in kept:
+                agents[resume.name] = kept[resume.name]
             continue
         agents[resume.name] = AgentDef(resume.name, resume, budget, _rel(root, folder / "resume.json"))
     for name in credits:
