@@ -87,3 +87,20 @@ def test_help_screen(snap_compare, app_factory) -> None:
 @pytest.mark.parametrize("theme", ["lemming-dark", "lemming-light", "lemming-contrast", "lemming-ansi"])
 def test_theme(snap_compare, app_factory, theme: str) -> None:
     assert snap_compare(app_factory(theme=theme), terminal_size=(120, 32), run_before=_stepped)
+
+
+def test_forty_agents_messages_matrix(snap_compare, tmp_path: Path) -> None:
+    """Forty agents: the message graph as a matrix stays readable."""
+    from tui.bench import make_storm_org
+
+    org = make_storm_org(tmp_path / "org40", 40)
+    app = deterministic_app(org, seed=3, config_dir=tmp_path / "cfg")
+    assert snap_compare(app, terminal_size=(160, 50), run_before=lambda p: _stepped(p, "5", "m"))
+
+
+def test_forty_agents_messages_list(snap_compare, tmp_path: Path) -> None:
+    from tui.bench import make_storm_org
+
+    org = make_storm_org(tmp_path / "org40", 40)
+    app = deterministic_app(org, seed=3, config_dir=tmp_path / "cfg")
+    assert snap_compare(app, terminal_size=(160, 50), run_before=lambda p: _stepped(p, "5"))

@@ -26,6 +26,10 @@ def money(v: float) -> str:
     """Credits, short: 4 significant digits, never scientific for normal budgets."""
     if v == 0:
         return "0"
+    if abs(v) >= 9999.5:
+        for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(v) >= div * 0.9995:
+                return f"{v / div:.3g}{unit}"
     if abs(v) >= 1000:
         return f"{v:,.0f}"
     if abs(v) >= 1:

@@ -41,15 +41,37 @@ class MessageGraph(AgentTable):
 
     def _title(self) -> None:
         self.border_title = "Messages"
-        self.border_subtitle = f"{'matrix' if self.matrix else 'list'} · last {RECENT_TICKS} ticks · m"
+        hint = " · ←→ scroll" if self.matrix else ""
+        self.border_subtitle = f"{'matrix' if self.matrix else 'list'} · last {RECENT_TICKS} ticks · m{hint}"
 
     @property
     def header_height(self) -> int:  # type: ignore[override]
-        return 2 if self.matrix else 1
+        return 2 if self.matrix and self._legend() else 1
+
+    @property
+    def frozen_columns(self) -> int:  # type: ignore[override]
+        return self._name_w() + 4 if self.matrix else 0
+
+    def content_width(self, width: int) -> int:
+        if not self.matrix:
+            return width
+        return self._name_w() + 4 + 3 * len(self.view.order)
+
+    def _legend(self) -> list[str] | None:
+        """Two-letter column labels if they tell the agents apart, else None (numbers only)."""
+        names = self.view.order
+        for pick in (lambda n: n[:2], lambda n: n[-2:]):
+            labels = [pick(n) for n in names]
+            if len(set(labels)) == len(labels):
+                return labels
+        return None
 
     def action_toggle_matrix(self) -> None:
         self.matrix = not self.matrix
+        # Only the matrix is wider than the pane; the list never scrolls sideways.
+        self.styles.overflow_x = "auto" if self.matrix else "hidden"
         self._title()
+        self.scroll_to(x=0, animate=False, immediate=True)
         self.invalidate(None, header=True)
 
     # --- data ----------------------------------------------------------------------------
@@ -79,9 +101,12 @@ class MessageGraph(AgentTable):
         cols = Text(f"{'sender ↓  reader →':<{name_w + 4}}", self.style("header"))
         for i, _ in enumerate(names, 1):
             cols.append(f"{i:>3}", self.style("header"))
+        labels = self._legend()
+        if labels is None:
+            return [cols]
         legend = Text(f"{'':<{name_w + 4}}", self.style("muted"))
-        for n in names:
-            legend.append(f"{n[:2]:>3}", self.style("muted"))
+        for label in labels:
+            legend.append(f"{label:>3}", self.style("muted"))
         return [cols, legend]
 
     def render_row(self, index: int, width: int) -> Text:

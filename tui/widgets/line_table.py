@@ -120,6 +120,13 @@ class LineTable(ScrollView, can_focus=True):
     def render_header(self, width: int) -> list[Text]:
         return []
 
+    def content_width(self, width: int) -> int:
+        """How wide rows are drawn; wider than the pane means horizontal scrolling."""
+        return width
+
+    #: Columns on the left that stay put while scrolling horizontally (row labels).
+    frozen_columns: int = 0
+
     # --- styles --------------------------------------------------------------------------
 
     def style(self, name: str) -> Style:
@@ -142,9 +149,10 @@ class LineTable(ScrollView, can_focus=True):
         """Forget rendered rows (all when `rows` is None) and repaint what is on screen."""
         count = self.row_count()
         height = count + self.header_height
-        if count != self._row_count or self.virtual_size.height != height:
+        vwidth = self.content_width(self.size.width)
+        if count != self._row_count or self.virtual_size.height != height or self.virtual_size.width != vwidth:
             self._row_count = count
-            self.virtual_size = Size(self.size.width, height)
+            self.virtual_size = Size(vwidth, height)
             if self.cursor_row >= count:
                 self.cursor_row = max(0, count - 1)
             rows = None
@@ -167,7 +175,7 @@ class LineTable(ScrollView, can_focus=True):
     def on_resize(self, event: events.Resize) -> None:
         self._cache.clear()
         self._header_cache = None
-        self.virtual_size = Size(event.size.width, self.row_count() + self.header_height)
+        self.virtual_size = Size(self.content_width(event.size.width), self.row_count() + self.header_height)
 
     # --- painting ------------------------------------------------------------------------
 
@@ -178,17 +186,27 @@ class LineTable(ScrollView, can_focus=True):
         segments = list(text.render(self.app.console))
         return Strip(segments, width)
 
+    def _hscroll(self, strip: Strip, width: int, full: int) -> Strip:
+        if full <= width:
+            return strip
+        frozen = min(self.frozen_columns, width)
+        x = int(self.scroll_offset.x)
+        left = strip.crop(0, frozen)
+        right = strip.crop(frozen + x, frozen + x + width - frozen)
+        return Strip.join([left, right]).adjust_cell_length(width, self.rich_style)
+
     def render_line(self, y: int) -> Strip:
         width = self.size.width
+        full = max(width, self.content_width(width))
         base = self.rich_style
         if y < self.header_height:
             if self._header_cache is None:
                 try:
-                    self._header_cache = [self._strip(t, width) for t in self.render_header(width)]
+                    self._header_cache = [self._strip(t, full) for t in self.render_header(full)]
                 except Exception as exc:
                     return self._render_failed(exc, width)
             if y < len(self._header_cache):
-                return self._header_cache[y].apply_style(base)
+                return self._hscroll(self._header_cache[y], width, full).apply_style(base)
             return Strip.blank(width, base)
         index = int(self.scroll_offset.y) + y - self.header_height
         if index < 0 or index >= self.row_count():
@@ -196,11 +214,11 @@ class LineTable(ScrollView, can_focus=True):
         strip = self._cache.get(index)
         if strip is None:
             try:
-                strip = self._strip(self.render_row(index, width), width)
+                strip = self._strip(self.render_row(index, full), full)
             except Exception as exc:  # report once; keep painting the rest of the screen
                 return self._render_failed(exc, width)
             self._cache[index] = strip
-        strip = strip.apply_style(base)
+        strip = self._hscroll(strip, width, full).apply_style(base)
         if self.show_cursor and index == self.cursor_row:
             cursor = self.get_component_rich_style("line-table--cursor")
             if not self.has_focus:

@@ -108,6 +108,8 @@ class Timeline(LineTable):
             names = due_at(self.engine, row.tick)
         else:
             names = list(row.firing)
+        # Failures first: with forty agents the end of the line may be cut off.
+        names.sort(key=lambda n: n not in failed)
         for n in names:
             if n in failed:
                 t.append(f"✗{n} ", self.style("error"))
