@@ -206,6 +206,7 @@ async def run_headless(engine: Engine, args: argparse.Namespace, console: Consol
     finally:
         if watch_task:
             watch_task.cancel()
+            await asyncio.gather(watch_task, return_exceptions=True)
         sub.close()
         await pump_task
         printer.handle(sub.drain())
