@@ -482,3 +482,65 @@ async def test_the_run_is_recorded_in_the_store_when_asked(org_dir: Path, tmp_pa
     finally:
         await store.close()
     assert info.ticks == 2 and info.status == "stopped"
+
+
+async def test_the_inspector_scrolls_with_the_keys_of_its_section(org_dir: Path, tmp_path: Path) -> None:
+    app = make_app(org_dir, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await advance(pilot, app, 1)
+        await pilot.press("enter", "2")
+        await pilot.pause()
+        scroll = app.screen.focused
+        assert scroll is not None and scroll.parent.id == "prompt"
+        await pilot.press("end")
+        await pilot.pause()
+        assert scroll.scroll_y > 0
+        await pilot.press("left_square_bracket")  # no older turn: stays, rings the bell
+        assert app.screen.record.tick == 1
+
+
+async def test_a_rejected_command_is_notified(org_dir: Path, tmp_path: Path) -> None:
+    app = make_app(org_dir, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.engine.running, what="the run")
+        app.engine.top_up("nobody", 1.0)  # the UI never sends this; an API client might
+        await wait_for(pilot, lambda: any(t == "Command rejected" for _, t, _ in app.notices), what="the notice")
+        assert any("no such agent: nobody" in text for _, _, text in app.notices)
+
+
+async def test_an_engine_error_stops_the_run_and_is_shown(org_dir: Path, tmp_path: Path) -> None:
+    class FailingRecorder:
+        async def write(self, events) -> None:  # noqa: ANN001
+            if any(type(e).__name__ == "TickCompleted" for e in events):
+                raise OSError("disk full")
+
+    engine = build_engine(org_dir, seed=1, paused=True, interval=0, sim_tokens_per_s=0, run_id="test-run", recorder=FailingRecorder())
+    app = ControlRoom(engine, config_dir=tmp_path / "cfg", wall_clock=False, animations=False, pump_interval=0.02)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: engine.running, what="the run")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.run_result is not None, what="the run to stop")
+        await settle(pilot, app)
+        assert app.run_result.startswith("error: OSError: disk full")
+        assert engine.tick == 0  # the failed tick was not committed
+        assert any(t == "The engine stopped" and sev == "error" for sev, t, _ in app.notices)
+        assert "STOPPED" in header(app)
+        await pilot.press("n")  # nothing to steer any more: said, not crashed
+        assert any("The run has stopped" in text for _, _, text in app.notices)
+        await pilot.press("q")
+        await pilot.pause(0.2)
+    assert app.return_code == 1
+
+
+async def test_a_broken_agent_file_is_notified_and_the_run_goes_on(tmp_path: Path) -> None:
+    org = make_org(tmp_path / "org", {"alice": {"reads": ["bob"]}, "bob": {"reads": ["alice"]}})
+    app = make_app(org, tmp_path, watch=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await advance(pilot, app, 1)
+        await pilot.pause(0.5)  # the watcher is up
+        (org / "agents" / "bob" / "resume.json").write_text("{broken")
+        await wait_for(pilot, lambda: any(t == "Definition rejected" for _, t, _ in app.notices), timeout=15, what="the rejection")
+        text = next(text for _, t, text in app.notices if t == "Definition rejected")
+        assert "agents/bob/resume.json" in text and "invalid JSON" in text
+        await advance(pilot, app, 1)
+        assert app.engine.state.last_turn["bob"].tick == 2  # the last good definition keeps running

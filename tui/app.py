@@ -276,7 +276,7 @@ class ControlRoom(App[int]):
                 self.run_result = worker.result
                 self._refresh_after_engine()
                 if self.stopping:
-                    self.exit(0 if not str(worker.result).startswith("error") else 1)
+                    self._exit_with(1 if str(worker.result).startswith("error") else 0)
             elif event.state == WorkerState.ERROR:
                 err = worker.error
                 self.run_result = f"error: {type(err).__name__}: {err}"
@@ -289,9 +289,9 @@ class ControlRoom(App[int]):
                     timeout=30,
                 )
                 if self.stopping:
-                    self.exit(1)
+                    self._exit_with(1)
             elif event.state == WorkerState.CANCELLED and self.stopping:
-                self.exit(0)
+                self._exit_with(0)
         elif worker.name == "pump" and event.state == WorkerState.ERROR:
             self.pane_failed("pump", worker.error or RuntimeError("the event pump stopped"))
         elif worker.name == "watch" and event.state == WorkerState.ERROR:
@@ -516,7 +516,7 @@ class ControlRoom(App[int]):
         worker = self._engine_worker
         engine_done = worker is None or worker.is_finished
         if engine_done and not self.engine.running:
-            self.exit(0 if not str(self.run_result or "").startswith("error") else 1)
+            self._exit_with(1 if str(self.run_result or "").startswith("error") else 0)
             return
         if self.stopping:
             self.engine.stop(abort=True)
@@ -530,6 +530,12 @@ class ControlRoom(App[int]):
             pass
         self.set_timer(self.quit_grace, self._abort_if_still_running)
 
+    def _exit_with(self, code: int) -> None:
+        """Leave the app; the exit code is 1 when the run ended in an error."""
+        if self.failures and code == 0:
+            code = 1
+        self.exit(code, return_code=code)
+
     def _abort_if_still_running(self) -> None:
         if self.engine.running:
             self.notify("The tick in flight is taking too long: aborting it (nothing of it is committed).", timeout=3)
@@ -538,7 +544,7 @@ class ControlRoom(App[int]):
 
     def _force_exit(self) -> None:
         if self.is_running:
-            self.exit(1)
+            self._exit_with(1)
 
 
 def main(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:

@@ -12,6 +12,7 @@ import json
 from typing import Callable
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -135,6 +136,16 @@ class InspectorScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.show()
+        self._focus_section(self.first_section)
+
+    def _focus_section(self, section: str) -> None:
+        # The section's text takes the keys, so arrows, page keys and home/end scroll it.
+        self.query_one(f"#{section} VerticalScroll", VerticalScroll).focus()
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id:
+            self._focus_section(event.pane.id)
 
     def show(self) -> None:
         rec = self.record
@@ -158,6 +169,7 @@ class InspectorScreen(Screen[None]):
 
     def action_section(self, section: str) -> None:
         self.query_one(TabbedContent).active = section
+        self._focus_section(section)
 
     def action_close(self) -> None:
         self.dismiss(None)
