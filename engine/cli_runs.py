@@ -105,23 +105,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from .replay import export_dicts
+    from .replay import Exporter
 
     db = _db_path(args)
     store = await RunStore.open(db, readonly=True)
     try:
         info = await store.get_run(args.run)
         out = sys.stdout
-        if args.canonical:
-            # The resume marks are dropped by looking at the whole run's order.
-            evs = await store.events(info.id)
-            for d in export_dicts(evs, canonical_form=True):
-                out.write(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n")
-        else:
-            async for chunk in store.iter_events(info.id):
-                out.write(
-                    "".join(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n" for d in export_dicts(chunk))
-                )
+        ex = Exporter(args.canonical)
+        async for chunk in store.iter_events(info.id):
+            dicts = [d for ev in chunk for d in ex.feed(ev)]
+            out.write("".join(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n" for d in dicts))
+        out.write("".join(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n" for d in ex.finish()))
         out.flush()
     except BrokenPipeError:  # `lemming export RUN | head`
         pass
@@ -219,8 +214,10 @@ async def _continue(args: argparse.Namespace, fork: bool) -> int:
         org.root = Path(info.org_path)
         args.seed = seed
         engine = cli.build_engine(
-            org, args, state=state, run_id=run_id, parent_run=parent, fork_tick=fork_tick, recorder=store.recorder(run_id)
+            org, args, state=state, run_id=run_id, parent_run=parent, fork_tick=fork_tick,
+            recorder=store.recorder(run_id, state=state),  # the engine runs on this very state object
         )
+        assert engine.state is state
         if not args.json:
             what = f"fork of {info.id} at tick {start}" if fork else f"resuming from tick {start}"
             until = f" to tick {target}" if target is not None else " until Ctrl-C"

@@ -9,9 +9,9 @@ room's replay mode build on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from .events import Event, RunStarted, RunStopped, canonical
+from .events import DefinitionsReloaded, Event, RunStarted, RunStopped, canonical
 from .org import Org
 from .state import OrgState
 from .store import RunStore, StoreError
@@ -44,35 +44,51 @@ async def fork_state(store: RunStore, run_id: str, tick: int) -> OrgState:
     return state
 
 
-def export_dicts(events: Iterable[Event], *, canonical_form: bool = False) -> Iterable[dict]:
-    """Events as JSON-ready dicts, in order.
+class Exporter:
+    """Turns a run's events into JSON-ready dicts, one at a time (`feed`, then `finish`).
 
-    With `canonical_form`, wall-clock fields and run ids are left out, and so are the
-    marks a process leaves when it stops and another resumes the run (a RunStopped
-    followed by the resuming RunStarted with the same definitions): a run that was
-    interrupted and resumed then exports exactly like one that never was.
+    With `canonical`, wall-clock fields and run ids are left out, and so are the marks
+    a process leaves when it stops and another resumes the run (a RunStopped that is
+    not the run's last event, and the resuming RunStarted when it brings the same
+    definitions): a run that was interrupted and resumed then exports exactly like
+    one that never was.
     """
-    evs = list(events) if canonical_form else events
-    if not canonical_form:
-        for ev in evs:
-            yield ev.to_dict()
-        return
-    defs_hash: str | None = None
-    seen_start = False
-    n = len(evs)  # type: ignore[arg-type]
-    for i, ev in enumerate(evs):  # type: ignore[arg-type]
+
+    def __init__(self, canonical: bool = False) -> None:
+        self.canonical = canonical
+        self._defs_hash: str | None = None
+        self._seen_start = False
+        self._held: Event | None = None  # a RunStopped, shown only if nothing follows it
+
+    def feed(self, ev: Event) -> list[dict]:
+        if not self.canonical:
+            return [ev.to_dict()]
+        self._held = None  # whatever was held is followed by this: a stop between processes
         t = type(ev)
+        if t is RunStopped:
+            self._held = ev
+            return []
         if t is RunStarted:
-            same = ev.definitions_hash == defs_hash  # type: ignore[attr-defined]
-            defs_hash = ev.definitions_hash  # type: ignore[attr-defined]
-            if seen_start and same:
-                continue
-            seen_start = True
-        elif t is RunStopped and i != n - 1:
-            continue
-        elif hasattr(ev, "definitions_hash"):
-            defs_hash = ev.definitions_hash  # type: ignore[attr-defined]
-        yield canonical(ev.to_dict())
+            same = ev.definitions_hash == self._defs_hash  # type: ignore[attr-defined]
+            self._defs_hash = ev.definitions_hash  # type: ignore[attr-defined]
+            if self._seen_start and same:
+                return []
+            self._seen_start = True
+        elif t is DefinitionsReloaded:
+            self._defs_hash = ev.definitions_hash  # type: ignore[attr-defined]
+        return [canonical(ev.to_dict())]
+
+    def finish(self) -> list[dict]:
+        held, self._held = self._held, None
+        return [canonical(held.to_dict())] if held is not None else []
+
+
+def export_dicts(events: Iterable[Event], *, canonical_form: bool = False) -> Iterator[dict]:
+    """`Exporter` over an iterable of events."""
+    ex = Exporter(canonical_form)
+    for ev in events:
+        yield from ex.feed(ev)
+    yield from ex.finish()
 
 
 class ReplayCursor:

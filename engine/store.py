@@ -6,17 +6,18 @@ What is in the file (schema version `SCHEMA_VERSION`, in ``PRAGMA user_version``
                fork tick, status, last committed tick, spend, writer (host:pid:start)
     batches    one row per engine write = one transaction: a whole tick (TickStarted ...
                TickCompleted), the run's start or stop, or the commands applied at a
-               tick boundary. `body` is the batch's events, zlib-compressed JSON arrays
-               in the compact layout of the `codec` table. Append-only.
+               tick boundary. `body` is zlib-compressed: a line of the events as compact
+               JSON arrays (layouts in `codec`), then a line of the turn records, so
+               a fold can leave alone the records a later turn supersedes. Append-only.
     messages   the outbox entries committed by a batch (the MessageCommitted events'
                payloads), kept apart so that the message board of any tick loads
                without decoding every other event
-    turns      one row per agent turn: status, cost, and its exact prompt, stored as a
-               content-addressed head (every message but the last, in `texts`) and the
-               last message delta-compressed against the same agent's previous prompt
-               (`pbase` is that turn's tick; NULL every PROMPT_KEYFRAME turns, where it
-               stands alone). Rebuilt prompts are checked against the turn record's
-               sha256 `prompt_hash`. Keyed by tick first, so a tick's rows append.
+    prompts    per batch, the last message of each turn's prompt with the hash of the
+               rest (the system message, kept once in `texts`), compressed together. A rebuilt prompt is checked against the turn record's
+               sha256 `prompt_hash`.
+    turns      one row per agent turn (its batch and line, status, cost, prompt hash):
+               the timeline and the inspector's index. Keyed by tick first, so a
+               tick's rows append.
     snapshots  the folded state (without the message board, which `messages` holds) at
                the end of a tick, every few ticks, so any tick opens fast
     texts      content-addressed compressed texts: prompt heads, definitions
@@ -39,7 +40,9 @@ the key; tests plant keys and grep the file).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
 import operator
@@ -57,14 +60,20 @@ import aiosqlite
 
 from .events import (
     EVENT_TYPES,
+    AgentSkipped,
+    CommandRejected,
+    DefinitionRejected,
     Event,
     MessageCommitted,
     RunStarted,
     RunStopped,
+    TickAborted,
     TickCompleted,
+    TickStarted,
     TokenUsage,
     TurnFinished,
     TurnRecord,
+    TurnStarted,
     _plain,
 )
 from .messages import MessageBoard, OutboxEntry
@@ -75,17 +84,18 @@ from .state import OrgState
 SCHEMA_VERSION = 1
 #: "LeMm" — marks the file as a LeMMing run store (``PRAGMA application_id``).
 APPLICATION_ID = 0x4C654D6D
-#: A turn's last prompt message is compressed against the same agent's previous one;
-#: every PROMPT_KEYFRAME turns it stands alone, so rebuilding one walks a short chain.
-PROMPT_KEYFRAME = 16
-BODY_LEVEL = 3  # zlib level of event bodies: the best size per CPU on sim runs
-PROMPT_LEVEL = 6
+BODY_LEVEL = 3  # zlib levels: the best size per CPU second on sim runs
+PROMPT_LEVEL = 3
 WAL_TRUNCATE_BYTES = 64 * 1024 * 1024
 RUN_STATUSES = ("running", "completed", "stopped", "error", "interrupted")
 
 
 class StoreError(Exception):
     """Something is wrong with the run database; the message is one line a person can act on."""
+
+
+class _UnknownLayout(StoreError):
+    """A row uses a layout code this reader has not loaded (a newer writer added it)."""
 
 
 def default_db_path(org_root: Path | str) -> Path:
@@ -158,17 +168,19 @@ CREATE TABLE IF NOT EXISTS messages (
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_run ON messages(rid, batch);
+CREATE TABLE IF NOT EXISTS prompts (
+    batch INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS turns (
     rid INTEGER NOT NULL,
     tick INTEGER NOT NULL,
     agent TEXT NOT NULL,
     batch INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
     status TEXT NOT NULL,
     cost REAL NOT NULL,
     prompt_hash TEXT NOT NULL,
-    head TEXT,
-    pbase INTEGER,
-    tail BLOB,
     PRIMARY KEY (rid, tick, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -196,9 +208,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 
 def _dumps(v: Any) -> bytes:
     # surrogatepass: a model's text may hold lone surrogates; they survive the round trip.
-    return json.dumps(v, ensure_ascii=False, separators=(",", ":"), default=_json_default).encode(
-        "utf-8", "surrogatepass"
-    )
+    return _ENCODER.encode(v).encode("utf-8", "surrogatepass")
 
 
 def _loads(b: bytes) -> Any:
@@ -213,6 +223,25 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     raise TypeError(f"{type(v).__name__} is not JSON")
+
+
+# One encoder for everything: json.dumps() with options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+@contextlib.contextmanager
+def _bulk() -> Any:
+    """Pause the cyclic garbage collector while decoding in bulk: with a long run's
+    million messages alive, each full collection walks them all, and allocating
+    millions of objects triggers one every few hundred thousand. (Only around
+    synchronous code: nothing else runs meanwhile.)"""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _text_hash(b: bytes) -> str:
@@ -346,6 +375,10 @@ class _Layout:
 
 _NESTED = {"TurnRecord": TurnRecord, "OutboxEntry": OutboxEntry, "TokenUsage": TokenUsage}
 
+#: Events `OrgState.apply` leaves the state alone for: a fold need not build them.
+#: (tests/test_store.py checks this against `apply` itself.)
+FOLD_SKIPS = frozenset({TickStarted, TurnStarted, AgentSkipped, CommandRejected, DefinitionRejected, TickAborted})
+
 
 def _current_layouts() -> dict[str, tuple[str, ...]]:
     out = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in EVENT_TYPES.items()}
@@ -387,30 +420,36 @@ class Codec:
         lay = self._nested("OutboxEntry")
         return [lay.code, *lay.values(e)]
 
-    def encode(self, events: Sequence[Event]) -> tuple[list[Any], list[Any]]:
-        """(rows, message entries) for one batch."""
+    def encode(self, events: Sequence[Event]) -> tuple[list[Any], list[Any], list[Any]]:
+        """(rows, message entries, turn records) for one batch; a row's entry or
+        record is None in the row and comes next from its own list."""
         rows: list[Any] = []
         entries: list[Any] = []
+        records: list[Any] = []
         by_name = self.by_name
         for ev in events:
             lay = by_name.get(ev.type)
             if lay is None:
                 raise StoreError(f"event type {ev.type!r} has no layout in this database; reopen it read-write")
+            if lay.record_idx is None and lay.entry_idx is None:
+                rows.append((lay.code, *lay.getter(ev)))  # type: ignore[misc]
+                continue
             vals = lay.values(ev)
             if lay.record_idx is not None:
-                vals[lay.record_idx] = self.encode_record(vals[lay.record_idx])
-            elif lay.entry_idx is not None:
-                entries.append(self.encode_entry(vals[lay.entry_idx]))
-                vals[lay.entry_idx] = None
+                records.append(self.encode_record(vals[lay.record_idx]))
+                vals[lay.record_idx] = None
+            else:
+                entries.append(self.encode_entry(vals[lay.entry_idx]))  # type: ignore[index]
+                vals[lay.entry_idx] = None  # type: ignore[index]
             rows.append([lay.code, *vals])
-        return rows, entries
+        return rows, entries, records
 
     # -- decoding (readers) -------------------------------------------------------------
 
     def decode_nested(self, row: list[Any]) -> Any:
         lay = self.by_code.get(row[0])
         if lay is None:
-            raise StoreError(f"unknown layout code {row[0]} in the database (corrupt?)")
+            raise _UnknownLayout(f"unknown layout code {row[0]} in the database (corrupt?)")
         vals = row[1:]
         if lay.name == "TurnRecord":
             i = lay.index.get("usage")
@@ -421,117 +460,133 @@ class Codec:
                 vals[j] = []
         return lay.build(vals)
 
-    def decode(self, rows: list[Any], entries: list[Any]) -> list[Event]:
+    def decode(self, rows: list[Any], entries: Sequence[Any], records: Sequence[Any]) -> list[Event]:
+        """Events from a batch's rows; `entries` are decoded entries (OutboxEntry) or rows,
+        `records` the record rows."""
         out: list[Event] = []
         by_code = self.by_code
-        ei = 0
+        ei = ri = 0
         for row in rows:
             lay = by_code.get(row[0])
             if lay is None:
-                raise StoreError(f"unknown event code {row[0]} in the database (corrupt?)")
+                raise _UnknownLayout(f"unknown event code {row[0]} in the database (corrupt?)")
             vals = row[1:]
             if lay.record_idx is not None:
-                vals[lay.record_idx] = self.decode_nested(vals[lay.record_idx])
+                vals[lay.record_idx] = self.decode_nested(records[ri])
+                ri += 1
             elif lay.entry_idx is not None:
-                vals[lay.entry_idx] = self.decode_nested(entries[ei])
+                e = entries[ei]
+                vals[lay.entry_idx] = e if type(e) is OutboxEntry else self.decode_nested(e)
                 ei += 1
             out.append(lay.build(vals))
         return out
 
+    def fold(self, state: OrgState, rows: list[Any], entries: Sequence[Any], records: "_Lazy", batch: int,
+             last: dict[str, tuple[int, "_Lazy", int]]) -> None:
+        """Apply a batch's events to `state`, except what `OrgState.apply` ignores
+        (FOLD_SKIPS) and the turn records: those are noted in `last` (agent → where
+        its latest record is) and applied by `apply_last_turns`, since a turn's
+        record only ever replaces the same agent's previous one."""
+        by_code = self.by_code
+        apply = state.apply
+        ei = ri = 0
+        for row in rows:
+            lay = by_code.get(row[0])
+            if lay is None:
+                raise _UnknownLayout(f"unknown event code {row[0]} in the database (corrupt?)")
+            if lay.record_idx is not None:
+                last[row[1 + lay.index["agent"]]] = (batch, records, ri)  # type: ignore[index]
+                ri += 1
+                continue
+            if lay.cls in FOLD_SKIPS:
+                continue
+            vals = row[1:]
+            if lay.entry_idx is not None:
+                e = entries[ei]
+                vals[lay.entry_idx] = e if type(e) is OutboxEntry else self.decode_nested(e)
+                ei += 1
+            apply(lay.build(vals))
+
+    def apply_last_turns(self, state: OrgState, last: dict[str, tuple[int, "_Lazy", int]]) -> None:
+        apply = state.apply
+        for agent, (_, records, ri) in last.items():
+            rec = self.decode_nested(records.get()[ri])
+            apply(TurnFinished(rec.tick, agent, rec))
+
+
+class _Lazy:
+    """A JSON text parsed on first use (a batch's records, when the fold needs one)."""
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, text: bytes) -> None:
+        self.text = text
+        self.value: Any = None
+
+    def get(self) -> Any:
+        if self.value is None:
+            self.value = _loads(self.text) if self.text else []
+        return self.value
+
 
 # --- prompts -------------------------------------------------------------------------
+#
+# A turn's prompt is a list of messages. Everything but the last message (the system
+# message: the same turn after turn) is stored once in `texts`, by hash; the last
+# one goes into the batch's `prompts` blob as the line `[head hash, message]`, all of
+# a tick's turns compressed together (they share the structure and the messages
+# the agents read).
 
 
-def _split_prompt(prompt: list[dict[str, Any]]) -> tuple[bytes | None, bytes | None]:
-    if not prompt:
-        return None, None
-    return _dumps(prompt[:-1]), _dumps(prompt[-1])
-
-
-def _join_prompt(head: bytes | None, tail: bytes | None) -> list[dict[str, Any]]:
-    if tail is None:
+def _join_prompt(item: Any, head: Callable[[str], bytes]) -> list[dict[str, Any]]:
+    """A prompt from its stored item: null (no prompt) or [head hash or null, last message]."""
+    if item is None:
         return []
-    return [*(_loads(head) if head else []), _loads(tail)]
+    hh, last = item
+    return [*(_loads(head(hh)) if hh else []), last]
 
 
-def _compress_tail(tail: bytes, base: bytes | None) -> bytes:
-    # A window just big enough for base + tail and a small hash table: setting up
-    # zlib's full 32 KB window and memLevel 9 costs more than compressing 2 KB.
-    wbits = min(15, max(9, (len(tail) + (len(base) if base else 0) + 262).bit_length()))
-    if base is None:
-        co = zlib.compressobj(PROMPT_LEVEL, zlib.DEFLATED, wbits, 4)
-    else:
-        co = zlib.compressobj(PROMPT_LEVEL, zlib.DEFLATED, wbits, 4, zlib.Z_DEFAULT_STRATEGY, base)
-    return co.compress(tail) + co.flush()
-
-
-def _decompress_tail(blob: bytes, base: bytes | None) -> bytes:
-    d = zlib.decompressobj(15, base) if base is not None else zlib.decompressobj(15)
-    return d.decompress(blob) + d.flush()
-
-
-class _PromptChains:
-    """Rebuilds prompt tails, caching the last one per (run, agent) so sequential reads
-    (export, a fold) decompress each tail once."""
-
-    def __init__(self) -> None:
-        self.last: dict[tuple[int, str], tuple[int, bytes]] = {}  # → (tick, tail)
-
-    def rebuild(self, conn: sqlite3.Connection, rid: int, agent: str, tick: int, pbase: int | None, blob: bytes) -> bytes:
-        if pbase is None:
-            tail = _decompress_tail(blob, None)
-        else:
-            got = self.last.get((rid, agent))
-            if got is not None and got[0] == pbase:
-                base = got[1]
-            else:
-                # walk back to the keyframe, then forward
-                chain: list[bytes] = []
-                t: int | None = pbase
-                while t is not None:
-                    row = conn.execute("SELECT pbase, tail FROM turns WHERE rid=? AND tick=? AND agent=?", (rid, t, agent)).fetchone()
-                    if row is None or row[1] is None or len(chain) > 10 * PROMPT_KEYFRAME:
-                        raise StoreError(f"the prompt chain of {agent} at tick {tick} is broken (corrupt database?)")
-                    chain.append(row[1])
-                    t = row[0]
-                base = None
-                for b in reversed(chain):
-                    base = _decompress_tail(b, base)
-            tail = _decompress_tail(blob, base)
-        self.last[(rid, agent)] = (tick, tail)
-        return tail
-
-
-# --- the writer's per-run bookkeeping -------------------------------------------------
+# --- the writer ---------------------------------------------------------------------
 
 
 class RunRecorder:
     """What the engine writes into: `await write(events)` is one transaction.
 
-    It keeps a folded copy of the run's state (the same `OrgState.apply` the engine
-    uses) to write snapshots, and each agent's last prompt to compress the next.
+    Snapshots: given the engine's live state (`RunStore.recorder(run_id, state=
+    engine.state)`), the recorder snapshots it at the next write after a tick (the
+    engine applies a batch right after recording it, so by then the state is exactly
+    the end of that tick). Without it, the recorder folds its own copy of the state
+    with the same `OrgState.apply`.
     """
 
-    def __init__(self, store: "RunStore", run_id: str) -> None:
+    def __init__(self, store: "RunStore", run_id: str, live: OrgState | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self._rid: int | None = None
-        self._state: OrgState | None = None
-        self._tails: dict[str, tuple[int, int, bytes]] = {}  # agent → (tick, chain length, tail)
+        self._live = live
+        self._shadow: OrgState | None = None
         self._heads: dict[tuple, str] = {}  # prompt head (as tuples) → its text hash
         self._since_snapshot_events = 0
         self._since_snapshot_ticks = 0
+        self._due: tuple[int, int] | None = None  # (batch, tick) to snapshot from the live state
         self._batches = 0
         self._lock = asyncio.Lock()
-        self.closed = False
 
-    async def _init(self) -> None:
+    async def _init(self, first: Event) -> None:
         st = self.store
         row = await st._one("SELECT rid FROM runs WHERE id=?", (self.run_id,))
         if row is None:
-            raise StoreError(f"no run {self.run_id!r} in {st.path}; create_run() first")
-        self._rid = row[0]
-        self._state = await st.state_at(self.run_id)
+            if type(first) is not RunStarted:
+                raise StoreError(f"no run {self.run_id!r} in {st.path}; create_run() first")
+            # An engine recording without create_run(): the run's start says what it is.
+            await st.create_run(
+                run_id=self.run_id, org_root=first.org_path, seed=first.seed,  # type: ignore[attr-defined]
+                definitions_hash=first.definitions_hash, target_ticks=None,  # type: ignore[attr-defined]
+            )
+            row = await st._one("SELECT rid FROM runs WHERE id=?", (self.run_id,))
+        self._rid = row[0]  # type: ignore[index]
+        if self._live is None:
+            self._shadow = await st.state_at(self.run_id, prompts=False)
 
     async def write(self, events: Sequence[Event]) -> None:
         if not events:
@@ -539,20 +594,29 @@ class RunRecorder:
         async with self._lock:
             st = self.store
             st._check_writable()
-            if self._state is None:
-                await self._init()
-            assert self._rid is not None and self._state is not None
+            if self._rid is None:
+                await self._init(events[0])
+            if self._due is not None:
+                batch, tick = self._due
+                self._due = None
+                live = self._live
+                if live is not None and live.tick == tick:
+                    await self._snapshot(live, batch)
             plan = self._plan(events)
             await st._call(_write_tx, st.path, plan)
-            self._after_commit(events, plan)
+            st._known_texts.update(plan.texts)
+            if self._shadow is not None:
+                apply = self._shadow.apply
+                for ev in events:
+                    apply(ev)
             if plan.kind == "tick":
                 self._since_snapshot_ticks += 1
                 self._since_snapshot_events += len(events)
-                if (
-                    self._since_snapshot_events >= st.snapshot_events
-                    or self._since_snapshot_ticks >= st.snapshot_every
-                ):
-                    await self._snapshot(plan.batch_id)
+                if self._since_snapshot_events >= st.snapshot_events or self._since_snapshot_ticks >= st.snapshot_every:
+                    if self._shadow is not None:
+                        await self._snapshot(self._shadow, plan.batch_id)
+                    else:
+                        self._due = (plan.batch_id, plan.tick)
             self._batches += 1
             if self._batches % 16 == 0:
                 await st._call(_maybe_truncate_wal, st.path)
@@ -561,7 +625,7 @@ class RunRecorder:
         st = self.store
         codec = st._codec
         assert codec is not None
-        rows, entries = codec.encode(events)
+        rows, entries, records = codec.encode(events)
         last = events[-1]
         first = events[0]
         kind = "boundary"
@@ -572,29 +636,23 @@ class RunRecorder:
         elif type(last) is RunStopped:
             kind = "stop"
         tick = max(getattr(e, "tick", 0) for e in events)
-        body = zlib.compress(_dumps(rows), BODY_LEVEL)
+        body = zlib.compress(_dumps(rows) + b"\n" + (_dumps(records) if records else b""), BODY_LEVEL)
         msgs = zlib.compress(_dumps(entries), BODY_LEVEL) if entries else None
         turns: list[tuple] = []
         texts: dict[str, bytes] = {}
         heads = self._heads
-        new_tails: dict[str, tuple[int, int, bytes]] = {}
+        pitems: list[Any] = []
         for ev in events:
             if type(ev) is not TurnFinished:
                 continue
             rec: TurnRecord = ev.record  # type: ignore[attr-defined]
             prompt = rec.prompt
-            agent = rec.agent
-            if not prompt:
-                turns.append((agent, rec.tick, rec.status, rec.cost, rec.prompt_hash, None, None, None))
-                new_tails[agent] = (rec.tick, -1, b"")
-                continue
-            tail = _dumps(prompt[-1])
             hh = None
             if len(prompt) > 1:
                 # The head (the system message) rarely changes: look it up by content.
                 try:
-                    key = tuple(tuple(m.items()) for m in prompt[:-1])
-                    hh = heads.get(key)
+                    key: tuple | None = tuple(tuple(m.items()) for m in prompt[:-1])
+                    hh = heads.get(key)  # type: ignore[arg-type]
                 except (TypeError, AttributeError):
                     key = None
                 if hh is None:
@@ -606,13 +664,9 @@ class RunRecorder:
                         heads[key] = hh
                     if hh not in st._known_texts:
                         texts[hh] = zlib.compress(head, PROMPT_LEVEL)
-            prev = new_tails.get(agent) or self._tails.get(agent)
-            if prev is None or prev[1] < 0 or prev[1] >= PROMPT_KEYFRAME or prev[0] >= rec.tick:
-                pbase, n, blob = None, 1, _compress_tail(tail, None)
-            else:
-                pbase, n, blob = prev[0], prev[1] + 1, _compress_tail(tail, prev[2])
-            new_tails[agent] = (rec.tick, n, tail)
-            turns.append((agent, rec.tick, rec.status, rec.cost, rec.prompt_hash, hh, pbase, blob))
+            pitems.append([hh, prompt[-1]] if prompt else None)
+            turns.append((rec.agent, rec.tick, len(pitems), rec.status, rec.cost, rec.prompt_hash))
+        prompts = zlib.compress(_dumps(pitems), PROMPT_LEVEL) if pitems else None
         run_update: dict[str, Any] = {"events": len(events), "updated_at": time.time()}
         for ev in events:
             t = type(ev)
@@ -629,20 +683,12 @@ class RunRecorder:
                 run_update["reason"] = ev.reason  # type: ignore[attr-defined]
                 run_update["ended_at"] = ev.at or time.time()  # type: ignore[attr-defined]
                 run_update["writer"] = None
-        return _WritePlan(self._rid, kind, tick, len(events), body, msgs, turns, texts, run_update, new_tails)  # type: ignore[arg-type]
+        return _WritePlan(self._rid, kind, tick, len(events), body, msgs, prompts, turns, texts, run_update)  # type: ignore[arg-type]
 
-    def _after_commit(self, events: Sequence[Event], plan: "_WritePlan") -> None:
-        self.store._known_texts.update(plan.texts)
-        self._tails.update(plan.new_tails)
-        apply = self._state.apply  # type: ignore[union-attr]
-        for ev in events:
-            apply(ev)
-
-    async def _snapshot(self, batch_id: int) -> None:
+    async def _snapshot(self, state: OrgState, batch_id: int) -> None:
         st = self.store
-        state = self._state
-        assert state is not None and self._rid is not None
-        body, defs_hash, defs_blob = _snapshot_body(state)
+        assert self._rid is not None
+        body, defs_hash, defs_blob = _snapshot_body(state, st._codec)  # type: ignore[arg-type]
         try:
             await st._call(_write_snapshot, st.path, self._rid, batch_id, state.tick, body, defs_hash, defs_blob)
         except StoreError:
@@ -660,10 +706,10 @@ class _WritePlan:
     n: int
     body: bytes
     msgs: bytes | None
+    prompts: bytes | None
     turns: list[tuple]
     texts: dict[str, bytes]
     run_update: dict[str, Any]
-    new_tails: dict[str, tuple[int, int, bytes]]
     batch_id: int = 0
 
 
@@ -686,10 +732,10 @@ def _insert_turns(conn: sqlite3.Connection, p: _WritePlan) -> None:
     if p.turns:
         b = p.batch_id
         rid = p.rid
+        conn.execute("INSERT INTO prompts (batch, body) VALUES (?,?)", (b, p.prompts))
         conn.executemany(
-            "INSERT INTO turns (rid, agent, tick, batch, status, cost, prompt_hash, head, pbase, tail)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(rid, a, t, b, s, c, h, hh, k, tl) for (a, t, s, c, h, hh, k, tl) in p.turns],
+            "INSERT INTO turns (rid, agent, tick, batch, idx, status, cost, prompt_hash) VALUES (?,?,?,?,?,?,?,?)",
+            [(rid, a, t, b, i, s, c, h) for (a, t, i, s, c, h) in p.turns],
         )
 
 
@@ -721,22 +767,24 @@ def _write_tx(conn: sqlite3.Connection, path: Path, p: _WritePlan) -> None:
         raise _sqlite_error(path, e) from None
 
 
-def _snapshot_body(state: OrgState) -> tuple[bytes, str, bytes]:
-    """The state without its message board (the `messages` table holds it) and without
-    the prompts of the last turns (the `turns` table holds them)."""
-    board = state.board
-    state.board = MessageBoard()
+def _snapshot_body(state: OrgState, codec: Codec) -> tuple[bytes, str, bytes]:
+    """`OrgState.to_dict()` without the message board (the `messages` table holds it), the
+    definitions (in `texts`) and the last turns' prompts (in `prompts`); the last turns'
+    records in the codec's compact layout."""
+    board, last_turn = state.board, state.last_turn
+    state.board, state.last_turn = MessageBoard(), {}
     try:
         d = state.to_dict()
     finally:
-        state.board = board
+        state.board, state.last_turn = board, last_turn
     defs = _dumps(d.pop("definitions"))
     defs_hash = _text_hash(defs)
     d["definitions"] = None
     d["messages"] = []
-    for rec in d["last_turn"].values():
-        rec["prompt"] = None
-    body = zlib.compress(_dumps({"state": d, "definitions": defs_hash, "messages": board.count}), BODY_LEVEL)
+    records = {agent: codec.encode_record(rec) for agent, rec in last_turn.items()}
+    body = zlib.compress(
+        _dumps({"state": d, "definitions": defs_hash, "messages": board.count, "last_turn": records}), BODY_LEVEL
+    )
     return body, defs_hash, zlib.compress(defs, PROMPT_LEVEL)
 
 
@@ -772,7 +820,11 @@ def _maybe_truncate_wal(conn: sqlite3.Connection, path: Path) -> None:
     except sqlite3.Error:
         pass
     finally:
-        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS.get(id(conn), 5000)}")
+
+
+#: connection → its busy timeout in ms (restored after a short-timeout checkpoint)
+_BUSY_MS: dict[int, int] = {}
 
 
 # --- reading --------------------------------------------------------------------------
@@ -789,8 +841,10 @@ class _MessageLog:
         self.entries: dict[str, list[OutboxEntry]] = {}
         self.ticks: dict[str, list[int]] = {}
         self.batches: dict[str, list[int]] = {}
+        self.by_batch: dict[int, list[OutboxEntry]] = {}
 
     def add(self, batch: int, e: OutboxEntry) -> None:
+        self.by_batch.setdefault(batch, []).append(e)
         a = e.agent
         lst = self.entries.get(a)
         if lst is None:
@@ -841,7 +895,7 @@ class RunStore:
         self._known_texts: set[str] = set()
         self._logs: dict[int, _MessageLog] = {}
         self._orgs: dict[tuple[str, str], Org] = {}
-        self._texts: dict[str, bytes] = {}
+        self._rows: dict[str, _RunRow] = {}
         self._closed = False
 
     # -- opening ------------------------------------------------------------------------
@@ -853,7 +907,7 @@ class RunStore:
         *,
         readonly: bool = False,
         snapshot_every: int = 100,
-        snapshot_events: int = 5000,
+        snapshot_events: int = 3000,
         durable: bool = False,
         timeout: float = 5.0,
     ) -> "RunStore":
@@ -945,15 +999,36 @@ class RunStore:
         except (zlib.error, ValueError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
 
-    def _decode_batch(self, body: bytes, msgs: bytes | None) -> list[Event]:
+    def _lines(self, blob: bytes) -> tuple[bytes, bytes, bytes]:
+        """(events, separator, records) of a batch body."""
+        try:
+            return zlib.decompress(blob).partition(b"\n")
+        except zlib.error as e:
+            raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
+
+    def _decode_batch(self, body: bytes, msgs: bytes | list | None) -> list[Event]:
+        """A batch's events, whole (turn records included, their prompts left empty)."""
         codec = self._codec
         assert codec is not None
-        rows = self._unpack(body)
-        entries = self._unpack(msgs) if msgs else []
+        events, _, records = self._lines(body)
+        entries = msgs if isinstance(msgs, list) else (self._unpack(msgs) if msgs else [])
         try:
-            return codec.decode(rows, entries)
+            return codec.decode(_loads(events), entries, _loads(records) if records else [])
+        except StoreError:
+            raise
         except (TypeError, IndexError, KeyError, ValueError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored batch does not decode ({type(e).__name__}: {e})") from None
+
+    async def _reload_codec(self) -> None:
+        self._codec = Codec(await self._all("SELECT code, name, fields FROM codec"))
+
+    async def _retrying(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` again once after reloading the layouts, if a newer writer added some."""
+        try:
+            return await fn()
+        except _UnknownLayout:
+            await self._reload_codec()
+            return await fn()
 
     def _check_writable(self) -> None:
         if self.readonly:
@@ -990,7 +1065,7 @@ class RunStore:
             base_tick = fork_tick
             if base_state is None:
                 base_state = await self.state_at(parent.id, fork_tick)
-            body, dh, dblob = _snapshot_body(base_state)
+            body, dh, dblob = _snapshot_body(base_state, self._codec)  # type: ignore[arg-type]
             snap = (body, dh, dblob)
 
         def tx(conn: sqlite3.Connection) -> None:
@@ -1019,10 +1094,14 @@ class RunStore:
 
         await self._call(tx)
 
-    def recorder(self, run_id: str) -> RunRecorder:
-        """The engine's recorder for `run_id` (created with `create_run`, or being resumed)."""
+    def recorder(self, run_id: str, *, state: OrgState | None = None) -> RunRecorder:
+        """The engine's recorder for `run_id` (created with `create_run`, or being resumed).
+
+        Pass the engine's live state (`state=engine.state`) and snapshots are taken from
+        it; without it the recorder folds its own copy (about 10% more write time).
+        """
         self._check_writable()
-        return RunRecorder(self, run_id)
+        return RunRecorder(self, run_id, state)
 
     async def set_target(self, run_id: str, target_ticks: int | None) -> None:
         """Change the tick a run is meant to reach (`resume --ticks N`)."""
@@ -1070,6 +1149,9 @@ class RunStore:
         return None if row is None else self._info(row)
 
     async def _run_row(self, run_id: str) -> _RunRow:
+        got = self._rows.get(run_id)
+        if got is not None:
+            return got
         cols = "rid, id, org_path, seed, parent_rid, fork_tick, fork_batch, base_tick"
         row = await self._one(f"SELECT {cols} FROM runs WHERE id=?", (run_id,))
         if row is None:
@@ -1081,7 +1163,10 @@ class RunStore:
                 ids = ", ".join(r[1] for r in rows[:5])
                 raise StoreError(f"{run_id!r} matches several runs ({ids}); give more of the id")
             row = rows[0]
-        return _RunRow(*row)
+        rr = _RunRow(*row)
+        if rr.id == run_id:  # what a run row holds never changes
+            self._rows[run_id] = rr
+        return rr
 
     async def _run_row_by_rid(self, rid: int) -> _RunRow:
         row = await self._one(
@@ -1127,79 +1212,83 @@ class RunStore:
         """
         run = await self._run_row(run_id)
         upto, run = await self._resolve_upto(run, tick)
-        return await self._state_upto(run, upto, use_snapshots=use_snapshots, prompts=prompts)
+        return await self._retrying(lambda: self._state_upto(run, upto, use_snapshots=use_snapshots, prompts=prompts))
 
     async def _state_upto(self, run: _RunRow, upto: int | None, *, use_snapshots: bool, prompts: bool) -> OrgState:
         codec = self._codec
         assert codec is not None
-        if upto is None:  # a run with nothing written yet
-            if run.parent_rid is not None:
-                snap = await self._one("SELECT batch, body FROM snapshots WHERE rid=? ORDER BY batch LIMIT 1", (run.rid,))
-                if snap is not None:
-                    return await self._finish_state(run, snap[0], snap[1], [], prompts)
-            return OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
         snap = None
-        if use_snapshots or run.parent_rid is not None:
-            q = "SELECT batch, body FROM snapshots WHERE rid=? AND batch<=? ORDER BY batch DESC LIMIT 1"
-            if not use_snapshots:  # only the fork's starting point, which nothing else can rebuild
-                q = "SELECT batch, body FROM snapshots WHERE rid=? AND batch<=? ORDER BY batch ASC LIMIT 1"
-            snap = await self._one(q, (run.rid, upto))
-        since = snap[0] if snap is not None else 0
-        raw = await self._call(_fetch_batches, run.rid, since, upto)
-        events: list[Event] = []
-        for _, _, _, body, msgs in raw:
-            events.extend(self._decode_batch(body, msgs))
+        if upto is None:  # a run with nothing written yet
+            if run.parent_rid is None:
+                return OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
+            upto = run.fork_batch
+        log = await self._message_log(run)
+        await self._extend_log(log)
+        # Without snapshots a fork still starts from its first one: nothing else holds it.
+        snap, raw = await self._call(_fetch_fold, run.rid, upto, use_snapshots, run.parent_rid is not None)
         if snap is not None:
-            return await self._finish_state(run, snap[0], snap[1], events, prompts)
-        state = OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
-        apply = state.apply
-        for ev in events:
-            apply(ev)
+            state = await self._snapshot_state(run, snap[0], snap[1], log)
+        else:
+            state = OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
+        last: dict[str, tuple[int, _Lazy, int]] = {}
+        try:
+            with _bulk():
+                for batch, body in raw:
+                    events, _, records = self._lines(body)
+                    codec.fold(state, _loads(events), log.by_batch.get(batch, ()), _Lazy(records), batch, last)
+                codec.apply_last_turns(state, last)
+        except StoreError:
+            raise
+        except (TypeError, IndexError, KeyError, ValueError) as e:
+            raise StoreError(f"{self.path} is corrupt: a stored batch does not decode ({type(e).__name__}: {e})") from None
         if prompts:
-            await self._fill_prompts(run, state, {})
+            await self._fill_prompts(run, state)
         return state
 
-    async def _finish_state(self, run: _RunRow, snap_batch: int, body: bytes, events: list[Event], prompts: bool) -> OrgState:
+    async def _snapshot_state(self, run: _RunRow, snap_batch: int, body: bytes, log: "_MessageLog") -> OrgState:
         d = self._unpack(body)
         sd = d["state"]
         org = await self._org(sd["org_root"], d["definitions"])
         sd["definitions"] = {"agents": {}}
-        state = OrgState.from_dict(sd)
-        state.org = org
-        for rec in state.last_turn.values():
-            if rec.prompt is None:
-                rec.prompt = []
-        log = await self._message_log(run)
-        await self._extend_log(log)
-        state.board = log.board(snap_batch)
+        memory = sd["memory"]
+        sd["memory"] = {}  # freshly decoded: from_dict's deep copy of it would be wasted
+        codec = self._codec
+        assert codec is not None
+        with _bulk():
+            state = OrgState.from_dict(sd)
+            state.memory = memory
+            state.org = org
+            state.last_turn = {agent: codec.decode_nested(row) for agent, row in d["last_turn"].items()}
+            state.board = log.board(snap_batch)
         if state.board.count != d["messages"]:
             raise StoreError(
                 f"run {run.id}: the snapshot after batch {snap_batch} expects {d['messages']} messages,"
                 f" the log has {state.board.count} (corrupt database?)"
             )
-        snap_turns = {a: r.tick for a, r in state.last_turn.items()}
-        apply = state.apply
-        for ev in events:
-            apply(ev)
-        if prompts:
-            # Turns folded from the snapshot may belong to an ancestor (a fork's start).
-            await self._fill_prompts(run, state, snap_turns)
         return state
 
-    async def _fill_prompts(self, run: _RunRow, state: OrgState, snap_turns: dict[str, int]) -> None:
+    async def _fill_prompts(self, run: _RunRow, state: OrgState) -> None:
         want: list[tuple[str, int]] = [(a, r.tick) for a, r in state.last_turn.items() if not r.prompt]
         if not want:
             return
         lineage = await self._lineage(run)
         got = await self._call(_fetch_prompts, lineage, want)
         for agent, tick in want:
-            prompt = got.get((agent, tick))
-            if prompt is None:
+            line = got.get((agent, tick))
+            if line is None:
                 raise StoreError(f"run {run.id}: the prompt of {agent}'s turn at tick {tick} is missing")
             rec = state.last_turn[agent]
-            if prompt_hash(prompt) != rec.prompt_hash:
-                raise StoreError(f"run {run.id}: the rebuilt prompt of {agent} at tick {tick} does not match its hash")
-            rec.prompt = prompt
+            rec.prompt = self._prompt(run, rec, line)
+
+    def _prompt(self, run: _RunRow, rec: TurnRecord, line: tuple[Any, dict[str, bytes]]) -> list[dict[str, Any]]:
+        item, heads = line
+        try:
+            prompt = _join_prompt(item, lambda h: heads[h])
+        except (KeyError, ValueError, TypeError) as e:
+            raise StoreError(f"run {run.id}: the prompt of {rec.agent} at tick {rec.tick} does not decode ({e})") from None
+        if prompt_hash(prompt) != rec.prompt_hash:
+            raise StoreError(f"run {run.id}: the rebuilt prompt of {rec.agent} at tick {rec.tick} does not match its hash")
+        return prompt
 
     async def _lineage(self, run: _RunRow) -> list[tuple[int, int, int | None]]:
         """[(rid, first tick, last batch)] newest first: where a tick's turns live."""
@@ -1235,9 +1324,16 @@ class RunStore:
             rows = await self._call(_fetch_messages, rid, since, limit)
             if not rows:
                 continue
-            for batch, body in rows:
-                for row in self._unpack(body):
-                    log.add(batch, codec.decode_nested(row))
+            try:
+                with _bulk():
+                    decoded = [(batch, [codec.decode_nested(row) for row in self._unpack(body)]) for batch, body in rows]
+                    for batch, entries in decoded:
+                        for e in entries:
+                            log.add(batch, e)
+            except StoreError:
+                raise
+            except (TypeError, IndexError, KeyError, ValueError) as e:
+                raise StoreError(f"{self.path} is corrupt: a stored message does not decode ({e})") from None
             log.loaded[rid] = rows[-1][0]
 
     async def _org(self, org_root: str, defs_hash: str) -> Org:
@@ -1277,33 +1373,28 @@ class RunStore:
     ) -> AsyncIterator[list[Event]]:
         """The run's events in chunks of `chunk` batches (for exports of long runs)."""
         run = await self._run_row(run_id)
-        codec = self._codec
-        assert codec is not None
-        chains = _PromptChains()
-        lineage = [(run.rid, run.base_tick, None)]
         last = after_batch
         while True:
-            rows = await self._call(_fetch_batch_range, run.rid, last, since_tick, until_tick, chunk)
+            rows = await self._call(_fetch_batch_range, run.rid, last, since_tick, until_tick, chunk, prompts)
             if not rows:
                 return
             last = rows[-1][0]
             evs: list[Event] = []
-            for _, _, _, body, msgs in rows:
-                evs.extend(self._decode_batch(body, msgs))
-            if prompts:
-                want = [(e.record.agent, e.record.tick) for e in evs if type(e) is TurnFinished]  # type: ignore[attr-defined]
-                if want:
-                    got = await self._call(_fetch_prompts, lineage, want, chains)
-                    for e in evs:
+            for _, _, _, body, msgs, pitems in rows:
+                try:
+                    batch_events = self._decode_batch(body, msgs)
+                except _UnknownLayout:
+                    await self._reload_codec()
+                    batch_events = self._decode_batch(body, msgs)
+                if pitems is not None:
+                    items, heads = pitems
+                    i = 0
+                    for e in batch_events:
                         if type(e) is TurnFinished:
                             rec = e.record  # type: ignore[attr-defined]
-                            p = got.get((rec.agent, rec.tick))
-                            if p is not None:
-                                if prompt_hash(p) != rec.prompt_hash:
-                                    raise StoreError(
-                                        f"run {run.id}: the rebuilt prompt of {rec.agent} at tick {rec.tick} does not match its hash"
-                                    )
-                                rec.prompt = p
+                            rec.prompt = self._prompt(run, rec, (items[i] if i < len(items) else None, heads))
+                            i += 1
+                evs.extend(batch_events)
             yield evs
             if len(rows) < chunk:
                 return
@@ -1311,39 +1402,42 @@ class RunStore:
     async def tick_events(self, run_id: str, tick: int) -> list[Event]:
         """What turns the state at the end of `tick - 1` into the state at the end of `tick`
         (boundary commands after tick - 1, then the tick itself); prompts left empty."""
+        return await self._retrying(lambda: self._tick_events(run_id, tick))
+
+    async def _tick_events(self, run_id: str, tick: int) -> list[Event]:
         run = await self._run_row(run_id)
         hi, hrun = await self._resolve_upto(run, tick)
         lo, _ = await self._resolve_upto(run, tick - 1)
         if hi is None or lo is None:
             return []
-        raw = await self._call(_fetch_batches, hrun.rid, lo, hi)
+        log = await self._message_log(hrun)
+        await self._extend_log(log)
+        raw = await self._call(_fetch_bodies, hrun.rid, lo, hi)
         out: list[Event] = []
-        for _, _, _, body, msgs in raw:
-            out.extend(self._decode_batch(body, msgs))
+        for batch, body in raw:
+            out.extend(self._decode_batch(body, log.by_batch.get(batch, [])))
         return out
 
     async def turn(self, run_id: str, tick: int, agent: str) -> TurnRecord | None:
         """One turn whole: its record with the exact prompt (checked against its hash)."""
+        return await self._retrying(lambda: self._turn(run_id, tick, agent))
+
+    async def _turn(self, run_id: str, tick: int, agent: str) -> TurnRecord | None:
         run = await self._run_row(run_id)
         lineage = await self._lineage(run)
-        codec = self._codec
-        assert codec is not None
-        for rid, base_tick, limit in lineage:
-            if tick <= base_tick and rid != lineage[-1][0]:
-                continue
-            got = await self._call(_fetch_turn, rid, agent, tick, limit)
-            if got is None:
-                continue
-            body, msgs, prompt = got
-            for ev in self._decode_batch(body, msgs):
-                if type(ev) is TurnFinished and ev.agent == agent and ev.tick == tick:  # type: ignore[attr-defined]
-                    rec: TurnRecord = ev.record  # type: ignore[attr-defined]
-                    rec.prompt = prompt
-                    if prompt_hash(prompt) != rec.prompt_hash:
-                        raise StoreError(f"run {run.id}: the rebuilt prompt of {agent} at tick {tick} does not match its hash")
-                    return rec
-            raise StoreError(f"run {run.id}: turn {agent}@{tick} is indexed but not in its batch (corrupt database?)")
-        return None
+        got = await self._call(_fetch_turn, lineage, agent, tick)
+        if got is None:
+            return None
+        body, msgs, idx, line = got
+        _, _, records = self._lines(body)
+        try:
+            rec: TurnRecord = self._codec.decode_nested(_loads(records)[idx - 1])  # type: ignore[union-attr]
+        except (IndexError, TypeError, ValueError, KeyError) as e:
+            raise StoreError(f"{self.path} is corrupt: turn {agent}@{tick} does not decode ({e})") from None
+        if rec.agent != agent or rec.tick != tick:
+            raise StoreError(f"{self.path} is corrupt: turn {agent}@{tick} points at another turn's record")
+        rec.prompt = self._prompt(run, rec, line)
+        return rec
 
     async def turns(self, run_id: str, *, since_tick: int | None = None, until_tick: int | None = None) -> list[tuple[int, str, str, float]]:
         """(tick, agent, status, cost) of the run's own turns, by tick then agent (a timeline)."""
@@ -1366,7 +1460,7 @@ class RunStore:
         """Sizes, for benchmarks and `lemming runs --stats`."""
         def q(conn: sqlite3.Connection) -> dict[str, Any]:
             out: dict[str, Any] = {}
-            for t in ("runs", "batches", "messages", "turns", "snapshots", "texts"):
+            for t in ("runs", "batches", "messages", "prompts", "turns", "snapshots", "texts"):
                 out[t] = conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             ps = conn.execute("PRAGMA page_size").fetchone()[0]
             pc = conn.execute("PRAGMA page_count").fetchone()[0]
@@ -1382,6 +1476,7 @@ class RunStore:
 
 def _prepare(conn: sqlite3.Connection, path: Path, readonly: bool, durable: bool, timeout: float) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    _BUSY_MS[id(conn)] = int(timeout * 1000)
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         app = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -1449,15 +1544,25 @@ def _close_checkpoint(conn: sqlite3.Connection, path: Path) -> None:
         pass
 
 
-def _fetch_batches(conn: sqlite3.Connection, rid: int, since: int, upto: int) -> list[tuple]:
+def _fetch_fold(conn: sqlite3.Connection, rid: int, upto: int, use_snapshots: bool, fork: bool) -> tuple[tuple | None, list[tuple]]:
+    """The snapshot to start from (the latest at or before `upto`; a fork's first when
+    snapshots are not wanted) and the bodies of the batches after it."""
+    snap = None
+    if use_snapshots or fork:
+        order = "DESC" if use_snapshots else "ASC"
+        snap = conn.execute(
+            f"SELECT batch, body FROM snapshots WHERE rid=? AND batch<=? ORDER BY batch {order} LIMIT 1", (rid, upto)
+        ).fetchone()
+    return snap, _fetch_bodies(conn, rid, snap[0] if snap else 0, upto)
+
+
+def _fetch_bodies(conn: sqlite3.Connection, rid: int, since: int, upto: int) -> list[tuple]:
     return conn.execute(
-        "SELECT b.id, b.tick, b.kind, b.body, m.body FROM batches b LEFT JOIN messages m ON m.batch = b.id"
-        " WHERE b.id>? AND b.id<=? AND +b.rid=? ORDER BY b.id",
-        (since, upto, rid),
+        "SELECT id, body FROM batches WHERE id>? AND id<=? AND +rid=? ORDER BY id", (since, upto, rid)
     ).fetchall()
 
 
-def _fetch_batch_range(conn, rid, after, since_tick, until_tick, limit) -> list[tuple]:
+def _fetch_batch_range(conn, rid, after, since_tick, until_tick, limit, prompts) -> list[tuple]:
     # A run's batch ticks never decrease, so a tick range is an id range: find its ends
     # with the (rid, tick) index, then walk the rowids.
     lo_id, hi_id = after, 2**62
@@ -1471,11 +1576,20 @@ def _fetch_batch_range(conn, rid, after, since_tick, until_tick, limit) -> list[
         if row[0] is None:
             return []
         hi_id = row[0]
-    return conn.execute(
-        "SELECT b.id, b.tick, b.kind, b.body, m.body FROM batches b LEFT JOIN messages m ON m.batch = b.id"
+    rows = conn.execute(
+        "SELECT b.id, b.tick, b.kind, b.body, m.body, p.body FROM batches b"
+        " LEFT JOIN messages m ON m.batch = b.id LEFT JOIN prompts p ON p.batch = b.id"
         " WHERE b.id>? AND b.id<=? AND +b.rid=? ORDER BY b.id LIMIT ?",
         (lo_id, hi_id, rid, limit),
     ).fetchall()
+    out = []
+    for bid, tick, kind, body, msgs, pblob in rows:
+        pitems = None
+        if prompts and pblob is not None:
+            items = _loads(zlib.decompress(pblob))
+            pitems = (items, _heads_of(conn, items))
+        out.append((bid, tick, kind, body, msgs, pitems))
+    return out
 
 
 def _fetch_messages(conn: sqlite3.Connection, rid: int, since: int, limit: int | None) -> list[tuple]:
@@ -1488,9 +1602,7 @@ def _fetch_messages(conn: sqlite3.Connection, rid: int, since: int, limit: int |
 _TEXT_CACHE: dict[str, bytes] = {}
 
 
-def _text(conn: sqlite3.Connection, h: str | None) -> bytes | None:
-    if h is None:
-        return None
+def _text(conn: sqlite3.Connection, h: str) -> bytes:
     b = _TEXT_CACHE.get(h)
     if b is None:
         row = conn.execute("SELECT body FROM texts WHERE hash=?", (h,)).fetchone()
@@ -1503,41 +1615,53 @@ def _text(conn: sqlite3.Connection, h: str | None) -> bytes | None:
     return b
 
 
-def _turn_row(conn, lineage, agent, tick):
-    for rid, base_tick, limit in lineage:
-        row = conn.execute(
-            "SELECT batch, head, pbase, tail FROM turns WHERE rid=? AND tick=? AND agent=?", (rid, tick, agent)
-        ).fetchone()
-        if row is not None and (limit is None or row[0] <= limit):
-            return rid, row
-    return None
-
-
-def _fetch_prompts(conn, lineage, want, chains: _PromptChains | None = None) -> dict[tuple[str, int], list]:
-    chains = chains or _PromptChains()
-    out: dict[tuple[str, int], list] = {}
-    for agent, tick in want:
-        got = _turn_row(conn, lineage, agent, tick)
-        if got is None:
-            continue
-        rid, (_, head, pbase, blob) = got
-        if blob is None:
-            out[(agent, tick)] = []
-            continue
-        tail = chains.rebuild(conn, rid, agent, tick, pbase, blob)
-        out[(agent, tick)] = _join_prompt(_text(conn, head), tail)
+def _heads_of(conn: sqlite3.Connection, items: Iterable[Any]) -> dict[str, bytes]:
+    """The head texts that prompt items refer to."""
+    out: dict[str, bytes] = {}
+    for item in items:
+        if item and item[0] and item[0] not in out:
+            out[item[0]] = _text(conn, item[0])
     return out
 
 
-def _fetch_turn(conn, rid, agent, tick, limit):
-    row = conn.execute(
-        "SELECT batch, head, pbase, tail FROM turns WHERE rid=? AND tick=? AND agent=?", (rid, tick, agent)
-    ).fetchone()
-    if row is None or (limit is not None and row[0] > limit):
+def _turn_row(conn, lineage, agent, tick):
+    for rid, base_tick, limit in lineage:
+        row = conn.execute("SELECT batch, idx FROM turns WHERE rid=? AND tick=? AND agent=?", (rid, tick, agent)).fetchone()
+        if row is not None and (limit is None or row[0] <= limit):
+            return row
+    return None
+
+
+def _fetch_prompts(conn, lineage, want) -> dict[tuple[str, int], tuple[Any, dict[str, bytes]]]:
+    """(prompt line, head texts) of each wanted (agent, tick); each batch decompressed once."""
+    where: dict[int, list[tuple[str, int, int]]] = {}
+    for agent, tick in want:
+        row = _turn_row(conn, lineage, agent, tick)
+        if row is not None:
+            where.setdefault(row[0], []).append((agent, tick, row[1]))
+    out: dict[tuple[str, int], tuple[Any, dict[str, bytes]]] = {}
+    for batch, wanted in where.items():
+        row = conn.execute("SELECT body FROM prompts WHERE batch=?", (batch,)).fetchone()
+        if row is None:
+            continue
+        items = _loads(zlib.decompress(row[0]))
+        for agent, tick, idx in wanted:
+            item = items[idx - 1]
+            out[(agent, tick)] = (item, _heads_of(conn, (item,)))
+    return out
+
+
+def _fetch_turn(conn, lineage, agent, tick):
+    row = _turn_row(conn, lineage, agent, tick)
+    if row is None:
         return None
-    batch, head, pbase, blob = row
-    b = conn.execute("SELECT b.body, m.body FROM batches b LEFT JOIN messages m ON m.batch=b.id WHERE b.id=?", (batch,)).fetchone()
-    if b is None:
+    batch, idx = row
+    b = conn.execute(
+        "SELECT b.body, m.body, p.body FROM batches b LEFT JOIN messages m ON m.batch=b.id"
+        " LEFT JOIN prompts p ON p.batch=b.id WHERE b.id=?",
+        (batch,),
+    ).fetchone()
+    if b is None or b[2] is None:
         raise StoreError(f"turn {agent}@{tick}: its batch {batch} is missing (corrupt database?)")
-    prompt = [] if blob is None else _join_prompt(_text(conn, head), _PromptChains().rebuild(conn, rid, agent, tick, pbase, blob))
-    return b[0], b[1], prompt
+    item = _loads(zlib.decompress(b[2]))[idx - 1]
+    return b[0], b[1], idx, (item, _heads_of(conn, (item,)))

@@ -72,12 +72,14 @@ def rich_org(root: Path) -> Path:
     )
 
 
-async def record_run(org_dir: Path, db: Path, ticks: int, *, seed: int = 1, on_tick=None, snapshot_every: int = 4, **open_kw):
+async def record_run(org_dir: Path, db: Path, ticks: int, *, seed: int = 1, on_tick=None, snapshot_every: int = 4,
+                     live: bool = True, **open_kw):
     org = load_org(org_dir)
     store = await RunStore.open(db, snapshot_every=snapshot_every, **open_kw)
     engine = Engine(org, seed=seed)
     await store.create_run(run_id=engine.run_id, org_root=org.root, seed=seed, definitions_hash=org.definitions_hash(), target_ticks=ticks)
-    cap = LiveCapture(store.recorder(engine.run_id), engine, on_tick)
+    # live: snapshots from the engine's state; else from the recorder's own fold
+    cap = LiveCapture(store.recorder(engine.run_id, state=engine.state if live else None), engine, on_tick)
     engine.recorder = cap
     await engine.run(ticks=ticks)
     return store, engine, cap
@@ -110,9 +112,11 @@ def operator_script(org_dir: Path) -> Callable[[Engine, int], None]:
     return on_tick
 
 
-async def test_fold_at_every_tick_equals_the_live_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("live", [True, False], ids=["live-snapshots", "folded-snapshots"])
+async def test_fold_at_every_tick_equals_the_live_state(tmp_path: Path, live: bool) -> None:
     org_dir = rich_org(tmp_path / "org")
-    store, engine, cap = await record_run(org_dir, tmp_path / "runs.db", 16, seed=3, on_tick=operator_script(org_dir))
+    store, engine, cap = await record_run(org_dir, tmp_path / "runs.db", 16, seed=3, on_tick=operator_script(org_dir),
+                                          snapshot_every=3, live=live)
     try:
         assert sorted(cap.live) == list(range(1, 17))
         kinds = {e.type for e in await store.events(engine.run_id)}
@@ -149,6 +153,26 @@ async def test_a_reader_store_and_a_replay_cursor_agree_with_the_live_run(tmp_pa
             reader.recorder(engine.run_id)
     finally:
         await reader.close()
+
+
+def test_the_fold_may_skip_what_apply_ignores(tmp_path: Path) -> None:
+    """The store's fold does not build the events in FOLD_SKIPS; `apply` must ignore them."""
+    from engine.events import AgentSkipped, CommandRejected, DefinitionRejected, TickAborted, TickStarted, TurnStarted
+
+    samples = {
+        TickStarted: TickStarted(3, ("alice",)),
+        TurnStarted: TurnStarted(3, "alice", "sim", 100),
+        AgentSkipped: AgentSkipped(3, "alice", "broke", "x"),
+        CommandRejected: CommandRejected(3, "top_up", "no"),
+        DefinitionRejected: DefinitionRejected(3, "agents/a/resume.json", ("bad",)),
+        TickAborted: TickAborted(3),
+    }
+    assert set(samples) == set(store_mod.FOLD_SKIPS)
+    state = OrgState.initial(load_org(rich_org(tmp_path / "org")))
+    before = json.dumps(state.to_dict(), sort_keys=True, default=str), state.paused, state.stopped
+    for ev in samples.values():
+        state.apply(ev)
+    assert (json.dumps(state.to_dict(), sort_keys=True, default=str), state.paused, state.stopped) == before
 
 
 def fp_no_prompts(live: str) -> str:
@@ -414,11 +438,12 @@ async def test_corrupt_foreign_and_locked_files_give_clear_errors(tmp_path: Path
 async def test_a_damaged_prompt_is_detected(tmp_path: Path) -> None:
     db, run_id = await _small_db(tmp_path)
     con = sqlite3.connect(db)
-    agent, tick, tail = con.execute("SELECT agent, tick, tail FROM turns WHERE tail IS NOT NULL AND pbase IS NULL LIMIT 1").fetchone()
+    agent, tick, batch = con.execute("SELECT agent, tick, batch FROM turns LIMIT 1").fetchone()
     import zlib
 
-    text = zlib.decompress(tail).replace(b"Tick", b"Tock")
-    con.execute("UPDATE turns SET tail=? WHERE agent=? AND tick=?", (zlib.compress(text), agent, tick))
+    (blob,) = con.execute("SELECT body FROM prompts WHERE batch=?", (batch,)).fetchone()
+    text = zlib.decompress(blob).replace(b"Tick", b"Tock")
+    con.execute("UPDATE prompts SET body=? WHERE batch=?", (zlib.compress(text), batch))
     con.commit()
     con.close()
     store = await RunStore.open(db, readonly=True)
@@ -461,3 +486,30 @@ async def test_the_wal_stays_bounded_while_a_reader_keeps_reading(tmp_path: Path
     grown = sum(max(0, b - a) for a, b in zip(sizes, sizes[1:]))
     # Far more went through the WAL than it ever held: it was truncated on the way.
     assert max(sizes) < 2 * 1024 * 1024 and grown > 2 * max(sizes), (max(sizes), grown, written)
+
+
+async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Path) -> None:
+    """A newer engine added a field to TickCompleted and registered its layout after this
+    reader opened the file: the reader reloads the layouts and maps fields by name."""
+    import zlib
+
+    db, run_id = await _small_db(tmp_path)
+    reader = await RunStore.open(db, readonly=True)
+    try:
+        before = fp(await reader.state_at(run_id, 2, use_snapshots=False))
+        con = sqlite3.connect(db)
+        (fields,) = con.execute("SELECT fields FROM codec WHERE name='tick_completed'").fetchone()
+        newer = json.loads(fields) + ["energy_used"]
+        code = con.execute("INSERT INTO codec (name, fields) VALUES ('tick_completed', ?)", (json.dumps(newer),)).lastrowid
+        (old_code,) = con.execute("SELECT code FROM codec WHERE name='tick_completed' AND fields=?", (fields,)).fetchone()
+        for bid, body in con.execute("SELECT id, body FROM batches WHERE kind='tick'").fetchall():
+            events, sep, records = zlib.decompress(body).partition(b"\n")
+            rows = [r + [1.5] if r[0] == old_code else r for r in json.loads(events)]
+            rows = [[code, *r[1:]] if r[0] == old_code else r for r in rows]
+            con.execute("UPDATE batches SET body=? WHERE id=?", (zlib.compress(json.dumps(rows).encode() + sep + records), bid))
+        con.commit()
+        con.close()
+        assert fp(await reader.state_at(run_id, 2, use_snapshots=False)) == before
+        assert [e.tick for e in await reader.events(run_id) if type(e) is TickCompleted] == [1, 2, 3]
+    finally:
+        await reader.close()
