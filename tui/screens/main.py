@@ -42,6 +42,9 @@ FOCUS_ORDER = ("roster", "credits", "timeline", "stream", "graph")
 class MainScreen(Screen[None]):
     """The control room's one permanent screen."""
 
+    #: The timeline pane's class (replay mode shows it as a cursor over every recorded tick).
+    TIMELINE: type[Timeline] = Timeline
+
     BINDINGS = [
         Binding("space", "app.toggle_pause", "Pause", id="run.pause"),
         Binding("n", "app.step", "Step", id="run.step"),
@@ -92,7 +95,7 @@ class MainScreen(Screen[None]):
         self.roster = Roster(self.engine, self.view, id="roster", classes="pane")
         self.stream = TokenStream(self.view, mode=self.stream_mode, id="stream", classes="pane")
         self.credits = CreditsPane(self.engine, self.view, id="credits", classes="pane")
-        self.timeline = Timeline(self.engine, self.view, id="timeline", classes="pane")
+        self.timeline = self.TIMELINE(self.engine, self.view, id="timeline", classes="pane")
         self.graph = MessageGraph(self.engine, self.view, id="graph", classes="pane")
         self.tabs = PaneTabs(id="tabs")
         yield self.status
