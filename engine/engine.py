@@ -338,6 +338,7 @@ class Engine:
             )
             if self.state.paused:
                 await self._commit([RunPaused(self.state.tick, self.clock())])
+            self._build_adapters(a.resume.model.key for a in self.org.agents.values() if a.resume.calls_model)
             last_start = 0.0
             while True:
                 await self._apply_commands()
@@ -373,6 +374,16 @@ class Engine:
                 self._publish_one(stopped)
             await self.registry.aclose()
         return reason
+
+    def _build_adapters(self, keys: Iterable[str]) -> None:
+        """Build the adapters before any call starts: the first use of a provider imports
+        its SDK (a second or more of blocked event loop), which must count neither in a
+        tick's time nor against other calls' timeouts. Cached: cheap after the first time."""
+        for key in sorted(keys):
+            try:
+                self.registry.resolve(key)
+            except ProviderError:
+                pass  # recorded on the turn as a config error
 
     async def _wait(self, timeout: float | None) -> None:
         self._wake.clear()
@@ -560,6 +571,7 @@ class Engine:
         for p in plans_ok:
             pre.append(TurnStarted(t, p["name"], p["key"], p["max_tokens"], self.clock()))
         self._publish(pre)
+        self._build_adapters({p["key"] for p in plans_ok if p["spec"] is not None})
         outcomes = await asyncio.gather(*(self._turn(p) for p in plans_ok))
         events: list[Event] = list(pre)
         fired: list[str] = []

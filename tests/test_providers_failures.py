@@ -167,11 +167,8 @@ async def test_rate_limit_retry_after_is_honoured(protocol, server, registry):
     run = Run()
     result = await run(registry)
     assert_succeeded_after(result, run, "rate_limit")
-    if protocol == "ollama":
-        # Ollama's SDK drops response headers: plain backoff, bounded by the policy.
-        assert len(run.sleeps) == 1 and 0 <= run.sleeps[0] <= 0.01
-    else:
-        assert run.sleeps == [0.25]
+    # (Ollama's SDK drops response headers; the adapter keeps them with an httpx hook.)
+    assert run.sleeps == [0.25]
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])

@@ -14,6 +14,7 @@ options such as ``num_ctx``), ``keep_alive`` (e.g. ``"10m"``), ``think``.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from typing import Any, AsyncIterator
@@ -31,8 +32,19 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, kind_for_status, option
+from .errors import Redactor, kind_for_status, option, parse_retry_after
 from .retry import estimate_tokens
+
+#: The ollama SDK's ResponseError keeps the status but drops the headers, so Retry-After
+#: would be lost: an httpx response hook keeps the failed response's headers for the call
+#: (the stream's task) that made it.
+_failed_headers: contextvars.ContextVar[dict | None] = contextvars.ContextVar("ollama_failed_headers", default=None)
+
+
+async def _keep_failed_headers(response: httpx.Response) -> None:
+    box = _failed_headers.get()
+    if box is not None and response.status_code >= 400:
+        box["headers"] = dict(response.headers)
 
 
 class OllamaProvider:
@@ -58,7 +70,8 @@ class OllamaProvider:
         client = self._clients.get(timeout)
         if client is None:
             client = self._clients[timeout] = ollama.AsyncClient(
-                host=self.host, timeout=timeout, headers=self._headers
+                host=self.host, timeout=timeout, headers=self._headers,
+                event_hooks={"response": [_keep_failed_headers]},
             )
         return client
 
@@ -86,6 +99,8 @@ class OllamaProvider:
         parts: list[str] = []
         started = False
         done = None
+        failed: dict = {}
+        token = _failed_headers.set(failed)
         try:
             chunks = await self._client(request.timeout).chat(**self._params(request))
             async for chunk in chunks:
@@ -101,7 +116,12 @@ class OllamaProvider:
             raise
         except Exception as e:
             # Ollama reports counts only at the end; retry.py estimates what a cut stream used.
-            raise self._error(e, started, None) from None
+            raise self._error(e, started, None, failed.get("headers")) from None
+        finally:
+            try:
+                _failed_headers.reset(token)
+            except ValueError:  # finalised in another context (an abandoned generator)
+                pass
         if done is None:
             raise ProviderError(
                 "stream_cut", f"stream ended without done:true after {len(parts)} deltas"
@@ -119,7 +139,7 @@ class OllamaProvider:
     def _where(self) -> str:
         return self.host or "the Ollama host (OLLAMA_HOST or localhost:11434)"
 
-    def _error(self, e: Exception, started: bool, usage: Usage | None) -> ProviderError:
+    def _error(self, e: Exception, started: bool, usage: Usage | None, headers: dict | None = None) -> ProviderError:
         r = self._redact
         if isinstance(e, json.JSONDecodeError):
             return ProviderError("malformed", f"a stream line was not JSON: {r(str(e))}", partial_usage=usage)
@@ -132,9 +152,9 @@ class OllamaProvider:
                 return ProviderError("server", f"error in stream: {message}", partial_usage=usage)
             if e.status_code == 404 and "not found" in message:
                 message += " (run `ollama pull <model>` on the server)"
-            return ProviderError(
-                kind_for_status(e.status_code), message, status=e.status_code, partial_usage=usage
-            )
+            kind = kind_for_status(e.status_code)
+            retry_after = parse_retry_after(headers) if headers and kind in ("rate_limit", "server") else None
+            return ProviderError(kind, message, status=e.status_code, partial_usage=usage, retry_after=retry_after)
         if isinstance(e, httpx.TimeoutException):
             return ProviderError("timeout", "no answer within the request timeout", partial_usage=usage)
         if isinstance(e, (httpx.ConnectError, ConnectionError)):

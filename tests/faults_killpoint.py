@@ -1,0 +1,125 @@
+"""`lemming`, with a SIGKILL planted at an exact point of the run store's work.
+
+    python -m tests.faults_killpoint [--snapshot-every N] [--kill POINT:K] -- lemming-args...
+
+The crash harness kills most processes from outside at random instants; random
+instants rarely land inside a transaction or a snapshot (they take a millisecond),
+so some processes are started through this wrapper, which kills itself — a real
+SIGKILL, nothing is cleaned up — the K-th time it reaches POINT:
+
+    tx-begun      inside a tick's transaction: the batch rows are inserted, COMMIT is not
+    tx-committed  right after COMMIT, before the engine applies and publishes the tick
+    snapshot-tx   inside a snapshot's transaction, before its COMMIT
+    snapshot-build while the snapshot is being encoded (no transaction yet)
+    wal-reset     while the WAL is being checked for a reset
+
+--snapshot-every N makes the store snapshot every N ticks (default 100) so that a run
+of a few hundred ticks has many snapshots to be killed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm(point: str, k: int) -> None:
+    from engine import store
+
+    seen = {"n": 0}
+
+    def hit() -> bool:
+        seen["n"] += 1
+        return seen["n"] >= k
+
+    if point == "tx-begun":
+        orig = store._update_run
+
+        def _update_run(conn, p):  # type: ignore[no-untyped-def]
+            orig(conn, p)
+            if p.kind == "tick" and hit():
+                _die()
+
+        store._update_run = _update_run
+    elif point == "tx-committed":
+        orig_tx = store._write_tx
+
+        def _write_tx(conn, path, p):  # type: ignore[no-untyped-def]
+            orig_tx(conn, path, p)
+            if p.kind == "tick" and hit():
+                _die()
+
+        store._write_tx = _write_tx
+    elif point == "snapshot-tx":
+        orig_snap = store._write_snapshot
+
+        def _write_snapshot(conn, path, rid, batch, tick, body, defs_hash, defs_blob):  # type: ignore[no-untyped-def]
+            if hit():
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT OR IGNORE INTO texts (hash, body) VALUES (?,?)", (defs_hash, defs_blob))
+                conn.execute("INSERT OR REPLACE INTO snapshots (rid, batch, tick, body) VALUES (?,?,?,?)", (rid, batch, tick, body))
+                _die()
+            return orig_snap(conn, path, rid, batch, tick, body, defs_hash, defs_blob)
+
+        store._write_snapshot = _write_snapshot
+    elif point == "snapshot-build":
+        orig_body = store._snapshot_body
+
+        def _snapshot_body(state, codec):  # type: ignore[no-untyped-def]
+            out = orig_body(state, codec)
+            if hit():
+                _die()
+            return out
+
+        store._snapshot_body = _snapshot_body
+    elif point == "wal-reset":
+        orig_wal = store._maybe_truncate_wal
+
+        def _maybe_truncate_wal(conn, path):  # type: ignore[no-untyped-def]
+            if hit():
+                _die()
+            return orig_wal(conn, path)
+
+        store._maybe_truncate_wal = _maybe_truncate_wal
+    else:
+        raise SystemExit(f"unknown kill point {point!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        raise SystemExit(__doc__)
+    split = argv.index("--")
+    ours, theirs = argv[:split], argv[split + 1 :]
+    p = argparse.ArgumentParser(prog="faults_killpoint")
+    p.add_argument("--snapshot-every", type=int, default=None)
+    p.add_argument("--kill", default=None, metavar="POINT:K")
+    args = p.parse_args(ours)
+    if args.snapshot_every is not None:
+        from engine import store
+
+        orig_open = store.RunStore.open.__func__  # type: ignore[attr-defined]
+        every = args.snapshot_every
+
+        async def open_(cls, path, **kw):  # type: ignore[no-untyped-def]
+            kw.setdefault("snapshot_every", every)
+            return await orig_open(cls, path, **kw)
+
+        store.RunStore.open = classmethod(open_)  # type: ignore[method-assign]
+    if args.kill:
+        point, _, k = args.kill.partition(":")
+        _arm(point, int(k or 1))
+    from tui.cli import main as lemming
+
+    sys.argv = ["lemming", *theirs]
+    return lemming()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
