@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .store import RunInfo, RunStore, StoreError, default_db_path, writer_alive
+from .store import RunInfo, RunStore, StoreError, default_db_path, detached, writer_alive
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -193,7 +193,7 @@ async def _continue(args: argparse.Namespace, fork: bool) -> int:
             parent, fork_tick = info.id, start
         else:
             _check_not_running(info, args.force)
-            state = await store.state_at(info.id)
+            state = detached(await store.state_at(info.id))
             if not state.org.agents:
                 state = _unstarted_state(info)
             start = state.tick

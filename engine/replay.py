@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 from .events import DefinitionsReloaded, Event, RunStarted, RunStopped, canonical
 from .org import Org
 from .state import OrgState
-from .store import RunStore, StoreError
+from .store import RunStore, StoreError, detached
 
 
 def empty_state(org_root: Path | str = ".") -> OrgState:
@@ -38,7 +38,7 @@ async def fork_state(store: RunStore, run_id: str, tick: int) -> OrgState:
         raise StoreError(f"run {info.id} has committed ticks up to {info.ticks}; cannot fork at {tick}")
     if tick < 0:
         raise StoreError("the fork tick must be 0 or more")
-    state = await store.state_at(info.id, tick)
+    state = detached(await store.state_at(info.id, tick))
     state.stopped = None
     state.paused = False
     return state

@@ -51,7 +51,8 @@ import socket
 import sqlite3
 import time
 import zlib
-from bisect import bisect_right
+from array import array
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Sequence
@@ -242,6 +243,33 @@ def _bulk() -> Any:
     finally:
         if was:
             gc.enable()
+
+
+#: Loading at least this many messages at once freezes the garbage collector's view of
+#: what is alive (see `_freeze`).
+FREEZE_AFTER_MESSAGES = 50_000
+_frozen_by = 0  # how many open stores asked for gc.freeze()
+
+
+def _freeze() -> None:
+    """Move every object alive now out of the cyclic collector's sight (`gc.freeze()`).
+
+    A long run's message log is a million long-lived objects; each full collection
+    would walk them all (a second or more), and they come often while a reader
+    allocates. Frozen, they cost nothing. The price: cycles that exist now and later
+    become garbage wait for `gc.unfreeze()`, which the last store that froze calls
+    when it closes.
+    """
+    global _frozen_by
+    gc.freeze()
+    _frozen_by += 1
+
+
+def _unfreeze() -> None:
+    global _frozen_by
+    _frozen_by = max(0, _frozen_by - 1)
+    if _frozen_by == 0:
+        gc.unfreeze()
 
 
 def _text_hash(b: bytes) -> str:
@@ -446,6 +474,23 @@ class Codec:
 
     # -- decoding (readers) -------------------------------------------------------------
 
+    def entry_decoder(self) -> Callable[[list[Any]], OutboxEntry]:
+        """A fast decoder of OutboxEntry rows (the current layout by position; others by name)."""
+        lay = self.by_name.get("OutboxEntry")
+        code = lay.code if lay is not None else None
+        slow = self.decode_nested
+        make = OutboxEntry
+        if lay is None or lay.fields != ("id", "tick", "agent", "kind", "payload", "tags", "created_at", "recipients", "meta"):
+            return slow
+
+        def decode(row: list[Any]) -> OutboxEntry:
+            if row[0] != code:
+                return slow(row)
+            _, id_, tick, agent, kind, payload, tags, created_at, recipients, meta = row
+            return make(id_, tick, agent, kind, payload, tuple(tags), created_at, tuple(recipients), meta)
+
+        return decode
+
     def decode_nested(self, row: list[Any]) -> Any:
         lay = self.by_code.get(row[0])
         if lay is None:
@@ -586,7 +631,7 @@ class RunRecorder:
             row = await st._one("SELECT rid FROM runs WHERE id=?", (self.run_id,))
         self._rid = row[0]  # type: ignore[index]
         if self._live is None:
-            self._shadow = await st.state_at(self.run_id, prompts=False)
+            self._shadow = detached(await st.state_at(self.run_id, prompts=False))
 
     async def write(self, events: Sequence[Event]) -> None:
         if not events:
@@ -833,41 +878,130 @@ _BUSY_MS: dict[int, int] = {}
 class _MessageLog:
     """Every outbox entry of a run's lineage (its ancestors' up to the fork, then its own),
     by author, loaded once and extended as the run grows: a board at any batch is a
-    slice of these lists."""
+    slice of these lists.
+
+    Boards share these lists (see SharedBoard); the tick and batch indexes are arrays.
+    """
 
     def __init__(self, segments: list[tuple[int, int | None]]) -> None:
         self.segments = segments  # (rid, last batch or None = no limit), oldest first
         self.loaded: dict[int, int] = {rid: 0 for rid, _ in segments}  # rid → last batch loaded
         self.entries: dict[str, list[OutboxEntry]] = {}
-        self.ticks: dict[str, list[int]] = {}
-        self.batches: dict[str, list[int]] = {}
+        self.ticks: dict[str, array] = {}
+        self.batches: dict[str, array] = {}
         self.by_batch: dict[int, list[OutboxEntry]] = {}
 
-    def add(self, batch: int, e: OutboxEntry) -> None:
-        self.by_batch.setdefault(batch, []).append(e)
-        a = e.agent
-        lst = self.entries.get(a)
-        if lst is None:
-            lst = self.entries[a] = []
-            self.ticks[a] = []
-            self.batches[a] = []
-        lst.append(e)
-        self.ticks[a].append(e.tick)
-        self.batches[a].append(batch)
+    def extend(self, rows: list[tuple[int, list[Any]]], codec: "Codec") -> int:
+        """Add the entry rows of these batches (in batch order); returns how many."""
+        decode = codec.entry_decoder()
+        entries, ticks, batches = self.entries, self.ticks, self.batches
+        by_batch = self.by_batch
+        n = 0
+        for batch, rows_of_batch in rows:
+            decoded = [decode(row) for row in rows_of_batch]
+            by_batch[batch] = decoded
+            for e in decoded:
+                a = e.agent
+                lst = entries.get(a)
+                if lst is None:
+                    lst = entries[a] = []
+                    ticks[a] = array("q")
+                    batches[a] = array("q")
+                lst.append(e)
+                ticks[a].append(e.tick)
+                batches[a].append(batch)
+            n += len(decoded)
+        return n
 
-    def board(self, upto: int) -> MessageBoard:
+    def board(self, upto: int) -> "SharedBoard":
         """The board holding every entry committed by batches <= `upto` (a global batch id)."""
+        counts = {}
+        for a, batches in self.batches.items():
+            n = bisect_right(batches, upto)
+            if n:
+                counts[a] = n
+        return SharedBoard(self, counts)
+
+
+class SharedBoard(MessageBoard):
+    """A MessageBoard that is a prefix of a run's message log, sharing the log's lists
+    (which only ever grow) instead of copying a million references per state; what is
+    added to it is kept apart. Reading `outboxes` builds plain lists (once per change);
+    `detach()` gives a plain MessageBoard, for a state an engine will run on.
+    """
+
+    def __init__(self, log: _MessageLog, counts: dict[str, int]) -> None:  # no super(): views below
+        self._log = log
+        self._n = counts
+        self._extra: dict[str, list[OutboxEntry]] = {}
+        self._extra_ticks: dict[str, list[int]] = {}
+        self.count = sum(counts.values())
+        self._plain: tuple[dict[str, list[OutboxEntry]], dict[str, list[int]]] | None = None
+
+    def _views(self) -> tuple[dict[str, list[OutboxEntry]], dict[str, list[int]]]:
+        if self._plain is None:
+            boxes: dict[str, list[OutboxEntry]] = {}
+            ticks: dict[str, list[int]] = {}
+            for a in list(self._n) + [a for a in self._extra if a not in self._n]:
+                n = self._n.get(a, 0)
+                boxes[a] = self._log.entries[a][:n] + self._extra.get(a, []) if n else list(self._extra.get(a, []))
+                ticks[a] = (self._log.ticks[a][:n].tolist() if n else []) + self._extra_ticks.get(a, [])
+            self._plain = (boxes, ticks)
+        return self._plain
+
+    @property  # type: ignore[override]
+    def outboxes(self) -> dict[str, list[OutboxEntry]]:
+        return self._views()[0]
+
+    @property  # type: ignore[override]
+    def _ticks(self) -> dict[str, list[int]]:
+        return self._views()[1]
+
+    def add(self, entry: OutboxEntry) -> None:
+        self._extra.setdefault(entry.agent, []).append(entry)
+        self._extra_ticks.setdefault(entry.agent, []).append(entry.tick)
+        self.count += 1
+        self._plain = None
+
+    def between(self, author: str, lo: int, hi: int) -> list[OutboxEntry]:
+        out: list[OutboxEntry] = []
+        n = self._n.get(author, 0)
+        if n:
+            ticks = self._log.ticks[author]
+            i = bisect_left(ticks, lo, 0, n)
+            j = bisect_left(ticks, hi, 0, n)
+            if i < j:
+                out = self._log.entries[author][i:j]
+        extra = self._extra.get(author)
+        if extra:
+            et = self._extra_ticks[author]
+            i = bisect_left(et, lo)
+            j = bisect_left(et, hi)
+            if i < j:
+                out = out + extra[i:j]
+        return out
+
+    def all(self) -> list[OutboxEntry]:
+        out = [e for a, n in self._n.items() for e in self._log.entries[a][:n]]
+        for extra in self._extra.values():
+            out.extend(extra)
+        out.sort(key=lambda e: (e.tick, e.meta.get("seq", 0), e.id))
+        return out
+
+    def detach(self) -> MessageBoard:
         b = MessageBoard()
-        count = 0
-        for a, lst in self.entries.items():
-            n = bisect_right(self.batches[a], upto)
-            if n == 0:
-                continue
-            b.outboxes[a] = lst[:n]
-            b._ticks[a] = self.ticks[a][:n]
-            count += n
-        b.count = count
+        boxes, ticks = self._views()
+        b.outboxes = {a: list(v) for a, v in boxes.items()}
+        b._ticks = {a: list(v) for a, v in ticks.items()}
+        b.count = self.count
         return b
+
+
+def detached(state: OrgState) -> OrgState:
+    """`state` with a plain MessageBoard (for a state an engine will run on)."""
+    if isinstance(state.board, SharedBoard):
+        state.board = state.board.detach()
+    return state
 
 
 @dataclass(slots=True)
@@ -897,6 +1031,8 @@ class RunStore:
         self._orgs: dict[tuple[str, str], Org] = {}
         self._rows: dict[str, _RunRow] = {}
         self._closed = False
+        self.freeze_gc = True  # see _freeze(); set False to leave the collector alone
+        self._froze = 0
 
     # -- opening ------------------------------------------------------------------------
 
@@ -955,6 +1091,10 @@ class RunStore:
             pass
         finally:
             self._closed = True
+            self._logs.clear()
+            for _ in range(self._froze):
+                _unfreeze()
+            self._froze = 0
             await self._db.close()
 
     async def __aenter__(self) -> "RunStore":
@@ -1326,10 +1466,10 @@ class RunStore:
                 continue
             try:
                 with _bulk():
-                    decoded = [(batch, [codec.decode_nested(row) for row in self._unpack(body)]) for batch, body in rows]
-                    for batch, entries in decoded:
-                        for e in entries:
-                            log.add(batch, e)
+                    added = log.extend([(batch, self._unpack(body)) for batch, body in rows], codec)
+                if added >= FREEZE_AFTER_MESSAGES and self.freeze_gc:
+                    _freeze()
+                    self._froze += 1
             except StoreError:
                 raise
             except (TypeError, IndexError, KeyError, ValueError) as e:

@@ -513,3 +513,37 @@ async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Pat
         assert [e.tick for e in await reader.events(run_id) if type(e) is TickCompleted] == [1, 2, 3]
     finally:
         await reader.close()
+
+
+async def test_a_shared_board_reads_like_a_plain_one(tmp_path: Path) -> None:
+    """States rebuilt by the store share the message log instead of copying it; the
+    board they get answers every question as a plain MessageBoard would."""
+    from engine.messages import OutboxEntry
+    from engine.store import SharedBoard, detached
+
+    org_dir = rich_org(tmp_path / "org")
+    store, engine, cap = await record_run(org_dir, tmp_path / "runs.db", 14, seed=6, on_tick=operator_script(org_dir))
+    try:
+        for t in (5, 9, 14):  # snapshots every 4 ticks: each starts from one
+            shared = await store.state_at(engine.run_id, t)
+            assert isinstance(shared.board, SharedBoard)
+            plain = detached(await store.state_at(engine.run_id, t)).board
+            assert type(plain).__name__ == "MessageBoard"
+            for step in range(2):
+                assert shared.board.count == plain.count
+                assert [e.id for e in shared.board.all()] == [e.id for e in plain.all()]
+                assert {a: [e.id for e in v] for a, v in shared.board.outboxes.items()} == {
+                    a: [e.id for e in v] for a, v in plain.outboxes.items()}
+                for name in shared.org.agents:
+                    for lo, hi in ((0, t + 2), (t - 2, t + 1), (t, t + 5)):
+                        assert shared.board.between(name, lo, hi) == plain.between(name, lo, hi)
+                    args = dict(new_limit=3, context=2)
+                    readable = shared.org.readable_by(name)
+                    for since in (0, t - 3, t):
+                        assert shared.board.inbox(name, readable, t + 1, since, **args) == plain.inbox(name, readable, t + 1, since, **args)
+                # what a fold or an engine adds afterwards
+                for board in (shared.board, plain):
+                    board.add(OutboxEntry(id=f"late-{t}", tick=t + 1, agent="alice", kind="message", payload={"text": "late"}))
+                    board.add(OutboxEntry(id=f"new-{t}", tick=t + 1, agent="newcomer", kind="message", payload="hi"))
+    finally:
+        await store.close()
