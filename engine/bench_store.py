@@ -12,7 +12,8 @@ calls `bench_store()`.
   headless sim run of 1,000 agents (the engine's pace, with the store writing).
 * seek_ms_* — rebuilding the state at random ticks of a run of 10,000 ticks × 100
   agents (`--quick`: 300 ticks), warm (the reader has the run open), with
-  snapshots and without; open_ms is the first rebuild (it loads the message log).
+  snapshots and without; open_ms is a reader's first rebuild, at a random tick (it
+  loads the messages up to that tick), open_ms_last_tick the same at the last tick.
   The full size takes a few minutes to build (6.5 million events); --quick about 15 s.
 
 The long run is made from a real run's ticks: the first ticks come from the
@@ -235,6 +236,13 @@ async def _seeks(db: Path, run_id: str, ticks: int, quick: bool) -> dict[str, An
         t0 = time.perf_counter()
         await store.state_at(run_id, rng.randint(1, ticks))
         open_ms = (time.perf_counter() - t0) * 1000
+    finally:
+        await store.close()
+    store = await RunStore.open(db, readonly=True)
+    try:
+        t0 = time.perf_counter()
+        await store.state_at(run_id, ticks)  # the worst case: every message of the run
+        open_last_ms = (time.perf_counter() - t0) * 1000
         warm, warm_cpu = [], []
         for _ in range(30 if quick else 60):
             t = rng.randint(1, ticks)
@@ -252,6 +260,7 @@ async def _seeks(db: Path, run_id: str, ticks: int, quick: bool) -> dict[str, An
         await store.close()
     return {
         "open_ms": round(open_ms, 1),
+        "open_ms_last_tick": round(open_last_ms, 1),
         "seek_ms_p50": round(_p(warm, 0.5), 1),
         "seek_ms_p95": round(_p(warm, 0.95), 1),
         "seek_cpu_ms_p95": round(_p(warm_cpu, 0.95), 1),

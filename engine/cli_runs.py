@@ -13,8 +13,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -159,7 +157,6 @@ def _unstarted_state(info: RunInfo):
 
 async def _continue(args: argparse.Namespace, fork: bool) -> int:
     cli = _cli()
-    from .engine import Engine  # noqa: F401  (the engine is built by cli.build_engine)
     from .replay import fork_state
 
     console = Console(highlight=False)
@@ -295,10 +292,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _add_common(p)
     p.set_defaults(func=cmd_export)
-
-
-def main_for_tests(argv: list[str]) -> Any:  # pragma: no cover - a convenience
-    parser = argparse.ArgumentParser(prog="lemming")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)

@@ -1363,7 +1363,7 @@ class RunStore:
                 return OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
             upto = run.fork_batch
         log = await self._message_log(run)
-        await self._extend_log(log)
+        await self._extend_log(log, upto)
         # Without snapshots a fork still starts from its first one: nothing else holds it.
         snap, raw = await self._call(_fetch_fold, run.rid, upto, use_snapshots, run.parent_rid is not None)
         if snap is not None:
@@ -1454,10 +1454,14 @@ class RunStore:
             log = self._logs[run.rid] = _MessageLog(segs)
         return log
 
-    async def _extend_log(self, log: _MessageLog) -> None:
+    async def _extend_log(self, log: _MessageLog, upto: int | None = None) -> None:
+        """Load the messages of batches up to `upto` (a global batch id; None: all) not
+        loaded yet: a long run opened at an early tick reads only what that tick needs."""
         codec = self._codec
         assert codec is not None
         for rid, limit in log.segments:
+            if upto is not None:
+                limit = upto if limit is None else min(limit, upto)
             since = log.loaded[rid]
             if limit is not None and since >= limit:
                 continue
@@ -1551,7 +1555,7 @@ class RunStore:
         if hi is None or lo is None:
             return []
         log = await self._message_log(hrun)
-        await self._extend_log(log)
+        await self._extend_log(log, hi)
         raw = await self._call(_fetch_bodies, hrun.rid, lo, hi)
         out: list[Event] = []
         for batch, body in raw:
