@@ -544,3 +544,44 @@ async def test_a_broken_agent_file_is_notified_and_the_run_goes_on(tmp_path: Pat
         assert "agents/bob/resume.json" in text and "invalid JSON" in text
         await advance(pilot, app, 1)
         assert app.engine.state.last_turn["bob"].tick == 2  # the last good definition keeps running
+
+
+async def test_the_palette_runs_actions_and_switches_themes(org_dir: Path, tmp_path: Path) -> None:
+    app = make_app(org_dir, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.engine.running and app.engine.paused, what="a paused start")
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.1)
+        await pilot.press(*"step one")
+        await pilot.pause(0.4)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.engine.tick == 1, what="the palette's step")
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.1)
+        await pilot.press(*"theme high contrast")
+        await pilot.pause(0.4)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.theme == "lemming-contrast", what="the theme")
+
+
+async def test_clicking_a_roster_row_selects_the_agent(org_dir: Path, tmp_path: Path) -> None:
+    app = make_app(org_dir, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        roster = app.main.roster
+        # Row 0 is the header: the third agent (carol) is on the third row after it.
+        await pilot.click(roster, offset=(5, 1 + roster.header_height + 2))
+        await pilot.pause()
+        assert app.main.selected_agent == "carol"
+        assert app.main.credits.selected == "carol" and app.main.graph.selected == "carol"
+        assert app.main.stream.agent == "carol"
+
+
+async def test_keys_can_be_remapped_in_the_settings_file(org_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "tui.json").write_text(json.dumps({"keymap": {"run.step": "s"}}))
+    app = make_app(org_dir, tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.engine.running and app.engine.paused, what="a paused start")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.engine.tick == 1, what="a step on s")

@@ -30,6 +30,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from engine.engine import Engine, Recorder, Subscription
+from engine.events import TickCompleted
 from engine.org import OrgInvalid, load_org
 from engine.providers.registry import ProviderRegistry
 
@@ -134,6 +135,8 @@ class ControlRoom(App[int]):
         self.config_dir = config_dir
         self.settings: UISettings = load_settings(config_dir)
         self.stream_mode = stream_mode or self.settings.stream_mode
+        if self.settings.keymap:
+            self.set_keymap(self.settings.keymap)
         # Subscribed before the run starts, so the panes see RunStarted and everything after.
         self.subscription: Subscription | None = engine.subscribe(tokens=True)
         #: Where to record the run (the run store's database), None for no recording.
@@ -147,13 +150,14 @@ class ControlRoom(App[int]):
         self.notices: deque[tuple[str, str, str]] = deque(maxlen=50)  # (severity, title, text) shown
         self._engine_worker: Worker | None = None
         self._intent_paused: bool | None = None
-        self._saving_theme = False
         if not animations:
             self.animation_level = "none"
         for t in themes():
             self.register_theme(t)
         wanted = theme or self.settings.theme or default_theme()
+        self._unknown_theme: str | None = None
         if wanted not in self.available_themes:
+            self._unknown_theme = wanted
             wanted = default_theme()
         self.theme = wanted
 
@@ -178,6 +182,9 @@ class ControlRoom(App[int]):
 
     def on_mount(self) -> None:
         self.theme_changed_signal.subscribe(self, self._theme_changed)
+        if self._unknown_theme:
+            ours = ", ".join(t.name for t in themes())
+            self.notify(f"No theme called {self._unknown_theme!r}; using {self.theme}. Ours: {ours} (ctrl+p → Theme).", severity="warning")
         self._engine_worker = self.run_engine()
         if self.watch:
             self.watch_definitions()
@@ -258,7 +265,7 @@ class ControlRoom(App[int]):
     def apply_events(self, events: list) -> Changes:
         """Fold one drained batch into the view and repaint what changed (one batch update)."""
         changes = self.view.apply(events)
-        committed = any(type(e).__name__ == "TickCompleted" for e in events)
+        committed = any(type(e) is TickCompleted for e in events)
         if changes.header:
             self._settle_pause_intent()
         with self.batch_update():

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import re
-import statistics
 import tempfile
 import time
 from collections import deque
@@ -99,15 +98,21 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    i = min(len(values) - 1, max(0, round(q * (len(values) - 1))))
-    return values[i]
+def _bucket_pct(buckets: list[int], q: float) -> float | None:
+    """The q-quantile of a 1 ms histogram, in ms (the bucket's middle)."""
+    total = sum(buckets)
+    if not total:
+        return None
+    want = q * total
+    seen = 0
+    for ms, n in enumerate(buckets):
+        seen += n
+        if seen >= want:
+            return ms + 0.5
+    return float(len(buckets))
 
 
-async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: str, size: tuple[int, int]) -> dict[str, Any]:
+async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: str, size: tuple[int, int], warmup: float | None) -> dict[str, Any]:
     from .app import ControlRoom, build_engine
 
     with tempfile.TemporaryDirectory(prefix="tui-bench-") as tmp:
@@ -117,8 +122,11 @@ async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: 
         engine._subs.add(timed)  # noqa: SLF001 - the benchmark instruments the one subscription the app uses
         engine.subscribe = lambda tokens=True: timed  # type: ignore[method-assign]
 
-        warmup = min(10.0, seconds / 3)
-        lags: list[float] = []
+        if warmup is None:
+            warmup = min(10.0, seconds / 3)
+        # Lags go into 1 ms buckets: a list of floats would itself grow by megabytes a minute.
+        buckets = [0] * 10_001  # the last one holds everything from 10 s up
+        lag_max = 0.0
         tokens = 0
         pump_time = 0.0
         measuring = False
@@ -134,8 +142,13 @@ async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: 
                     tokens += len(TOKEN_RE.findall(ev.text))  # type: ignore[attr-defined]
 
             def painted() -> None:
+                nonlocal lag_max
                 now = time.perf_counter()
-                lags.extend(now - t for t in times)
+                for t in times:
+                    ms = (now - t) * 1000
+                    buckets[min(10_000, int(ms))] += 1
+                    if ms > lag_max:
+                        lag_max = ms
 
             app.call_after_refresh(painted)
 
@@ -180,17 +193,17 @@ async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: 
                     break
                 await asyncio.sleep(0.05)
         wall = wall1 - wall0
-        ms = [x * 1000 for x in lags]
+        count = sum(buckets)
         half = rss_samples[len(rss_samples) // 2 :]
         return {
             "agents": agents,
             "target_tokens_per_s": agents * tokens_per_s,
             "tokens_per_s": round(tokens / wall, 1),
-            "events": len(ms),
+            "events": count,
             "ticks": ticks,
-            "lag_ms_p50": round(statistics.median(ms), 1) if ms else None,
-            "lag_ms_p95": round(_pct(ms, 0.95), 1) if ms else None,
-            "lag_ms_max": round(max(ms), 1) if ms else None,
+            "lag_ms_p50": _bucket_pct(buckets, 0.50),
+            "lag_ms_p95": _bucket_pct(buckets, 0.95),
+            "lag_ms_max": round(lag_max, 1) if count else None,
             "cpu_share": round((cpu1 - cpu0) / wall, 3),
             "ui_share": round(pump_time / wall, 3),
             "rss_mb": round(rss_samples[-1], 1),
@@ -203,6 +216,39 @@ async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: 
         }
 
 
+async def _engine_only(agents: int, tokens_per_s: float, seconds: float, warmup: float | None) -> dict[str, Any]:
+    """The same storm with no UI (events drained and dropped): the engine's own memory growth."""
+    from .app import build_engine
+
+    with tempfile.TemporaryDirectory(prefix="tui-bench-") as tmp:
+        root = make_storm_org(Path(tmp) / "org", agents)
+        engine = build_engine(root, seed=1, interval=0.0, sim_tokens_per_s=tokens_per_s, run_id="bench")
+        sub = engine.subscribe(tokens=True)
+        if warmup is None:
+            warmup = min(10.0, seconds / 3)
+
+        async def drain() -> None:
+            while True:
+                await asyncio.sleep(0.1)
+                sub.drain()
+
+        drainer = asyncio.create_task(drain())
+        run = asyncio.create_task(engine.run())
+        await asyncio.sleep(warmup)
+        rss_warm = _rss_mb()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await asyncio.sleep(seconds - warmup)
+        cpu1, wall1 = time.process_time(), time.perf_counter()
+        rss_end = _rss_mb()
+        engine.stop(abort=True)
+        await run
+        drainer.cancel()
+        return {
+            "engine_cpu_share": round((cpu1 - cpu0) / (wall1 - wall0), 3),
+            "engine_rss_growth_mb": round(rss_end - rss_warm, 1),
+        }
+
+
 def bench_ui(
     agents: int = 100,
     tokens_per_s: float = 50,
@@ -210,9 +256,14 @@ def bench_ui(
     *,
     stream_mode: str = "all",
     size: tuple[int, int] = (200, 60),
+    warmup: float | None = None,
 ) -> dict[str, Any]:
-    """Run the control room headless under a token storm; return the figures (see module doc)."""
-    return asyncio.run(_storm(agents, tokens_per_s, seconds, stream_mode, size))
+    """Run the control room headless under a token storm; return the figures (see module doc).
+
+    `seconds` includes the warm-up (default: a third of the run, at most 10 s), which is
+    not measured.
+    """
+    return asyncio.run(_storm(agents, tokens_per_s, seconds, stream_mode, size, warmup))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,9 +272,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens-per-s", type=float, default=50, help="per agent")
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--stream-mode", choices=("all", "selected"), default="all")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds not measured (default: a third, at most 10)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--baseline", action="store_true", help="also run the storm without the UI (in a fresh process) to tell the engine's memory growth from the UI's")
+    ap.add_argument("--engine-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    r = bench_ui(args.agents, args.tokens_per_s, args.seconds, stream_mode=args.stream_mode)
+    if args.engine_only:
+        print(json.dumps(asyncio.run(_engine_only(args.agents, args.tokens_per_s, args.seconds, args.warmup))))
+        return 0
+    r = bench_ui(args.agents, args.tokens_per_s, args.seconds, stream_mode=args.stream_mode, warmup=args.warmup)
+    if args.baseline:
+        import subprocess
+        import sys
+
+        cmd = [sys.executable, "-m", "tui.bench", "--engine-only", "--agents", str(args.agents), "--tokens-per-s", str(args.tokens_per_s), "--seconds", str(args.seconds)]
+        if args.warmup is not None:
+            cmd += ["--warmup", str(args.warmup)]
+        base = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+        r.update(base)
+        r["ui_rss_growth_mb"] = round(r["rss_growth_mb"] - base["engine_rss_growth_mb"], 1)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -233,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  lag p50 / p95    {r['lag_ms_p50']:>7} ms / {r['lag_ms_p95']} ms   (max {r['lag_ms_max']} ms; goal p95 < 250 ms)")
     print(f"  CPU share        {r['cpu_share']:>10.1%}   (engine + sim + UI, one process); UI pump {r['ui_share']:.1%}")
     print(f"  RSS              {r['rss_mb']:>7.1f} MB   growth after warm-up {r['rss_growth_mb']:+.1f} MB; second half {r['rss_growth_second_half_mb']:+.1f} MB")
+    if "engine_rss_growth_mb" in r:
+        print(f"  without the UI   engine alone grows {r['engine_rss_growth_mb']:+.1f} MB (its message board keeps every message);"
+              f" the UI's share {r['ui_rss_growth_mb']:+.1f} MB; engine alone CPU {r['engine_cpu_share']:.1%}")
     return 0
 
 

@@ -44,7 +44,7 @@ from engine.messages import OPERATOR
 #: How many tick rows the timeline keeps (older ticks live in the run store).
 MAX_TICK_ROWS = 10_000
 #: Turn records kept per agent for the inspector ([ and ] page through them).
-TURNS_PER_AGENT = 12
+TURNS_PER_AGENT = 8
 #: Characters of the current reply kept per agent (the stream pane's backlog).
 STREAM_CHARS = 12_000
 #: Ticks over which "recent" message volumes and spend rates are counted.

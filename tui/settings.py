@@ -22,6 +22,8 @@ class UISettings(BaseModel):
 
     theme: str | None = None
     stream_mode: str = "selected"  # or "all"
+    #: Binding id -> keys, e.g. {"run.step": "s", "app.quit": "q,f10"} (ids are in the help screen's source).
+    keymap: dict[str, str] = {}
 
 
 def config_dir() -> Path:

@@ -58,6 +58,8 @@ def help_text() -> Text:
         t.append(what + "\n")
     t.append("\nKeys are letters, digits, space and arrows so they work over SSH and in tmux;\n")
     t.append("the mouse is optional (--no-mouse turns it off).\n")
+    t.append("Remap keys in $XDG_CONFIG_HOME/lemming/tui.json (else ~/.config/lemming/tui.json),\n")
+    t.append('e.g. {"keymap": {"run.step": "s", "run.pause": "p,space"}}; the theme you pick is kept there too.\n')
     return t
 
 

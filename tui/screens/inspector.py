@@ -99,10 +99,10 @@ class InspectorScreen(Screen[None]):
         Binding("escape,q", "close", "Close", id="inspector.close"),
         Binding("left_square_bracket", "turn(-1)", "Older turn", key_display="[", id="inspector.older"),
         Binding("right_square_bracket", "turn(1)", "Newer turn", key_display="]", id="inspector.newer"),
-        Binding("1", "section('summary')", "Summary", show=False),
-        Binding("2", "section('prompt')", "Prompt", show=False),
-        Binding("3", "section('reply')", "Reply", show=False),
-        Binding("4", "section('parsed')", "Parsed", show=False),
+        Binding("1", "section('summary')", "Summary", show=False, id="inspector.summary"),
+        Binding("2", "section('prompt')", "Prompt", show=False, id="inspector.prompt"),
+        Binding("3", "section('reply')", "Reply", show=False, id="inspector.reply"),
+        Binding("4", "section('parsed')", "Parsed", show=False, id="inspector.parsed"),
     ]
 
     def __init__(

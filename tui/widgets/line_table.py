@@ -77,12 +77,12 @@ class LineTable(ScrollView, can_focus=True):
     }
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home", "cursor_to(0)", "First", show=False),
-        Binding("end", "cursor_to(-1)", "Last", show=False),
+        Binding("up,k", "cursor(-1)", "Up", show=False, id="list.up"),
+        Binding("down,j", "cursor(1)", "Down", show=False, id="list.down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, id="list.page_up"),
+        Binding("pagedown", "page(1)", "Page down", show=False, id="list.page_down"),
+        Binding("home", "cursor_to(0)", "First", show=False, id="list.first"),
+        Binding("end", "cursor_to(-1)", "Last", show=False, id="list.last"),
     ]
 
     #: Number of fixed header lines (0 for none).
@@ -107,6 +107,7 @@ class LineTable(ScrollView, can_focus=True):
         self._header_cache: list[Strip] | None = None
         self._row_count = 0
         self._styles: dict[str, Style] = {}
+        self._base: Style | None = None
         self._failed = False
 
     # --- what subclasses provide ---------------------------------------------------------
@@ -142,13 +143,21 @@ class LineTable(ScrollView, can_focus=True):
         self._styles.clear()
         self._cache.clear()
         self._header_cache = None
+        self._base = None
+
+    @property
+    def base_style(self) -> Style:
+        """The widget's own rich style (computing it walks the DOM: once per style change)."""
+        if self._base is None:
+            self._base = self.rich_style
+        return self._base
 
     # --- updating ------------------------------------------------------------------------
 
     def invalidate(self, rows: "set[int] | list[int] | None" = None, *, header: bool = False) -> None:
         """Forget rendered rows (all when `rows` is None) and repaint what is on screen."""
         count = self.row_count()
-        height = count + self.header_height
+        height = self._virtual_height(count)
         vwidth = self.content_width(self.size.width)
         if count != self._row_count or self.virtual_size.height != height or self.virtual_size.width != vwidth:
             self._row_count = count
@@ -172,10 +181,22 @@ class LineTable(ScrollView, can_focus=True):
         if header:
             self.refresh_lines(top, self.header_height)
 
+    #: Grow the scrollable height this many rows at a time (0: exactly the rows). A change of
+    #: virtual size costs a layout pass and a repaint of every scrollbar on screen, so a list
+    #: that gains a row per tick (the timeline) grows in steps.
+    grow_in_chunks: ClassVar[int] = 0
+
+    def _virtual_height(self, count: int) -> int:
+        chunk = self.grow_in_chunks
+        if chunk and count + self.header_height > self.size.height:
+            # Only once the list scrolls anyway: a short list never shows a scrollbar.
+            count = -(-count // chunk) * chunk
+        return count + self.header_height
+
     def on_resize(self, event: events.Resize) -> None:
         self._cache.clear()
         self._header_cache = None
-        self.virtual_size = Size(self.content_width(event.size.width), self.row_count() + self.header_height)
+        self.virtual_size = Size(self.content_width(event.size.width), self._virtual_height(self.row_count()))
 
     # --- painting ------------------------------------------------------------------------
 
@@ -193,12 +214,12 @@ class LineTable(ScrollView, can_focus=True):
         x = int(self.scroll_offset.x)
         left = strip.crop(0, frozen)
         right = strip.crop(frozen + x, frozen + x + width - frozen)
-        return Strip.join([left, right]).adjust_cell_length(width, self.rich_style)
+        return Strip.join([left, right]).adjust_cell_length(width, self.base_style)
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         full = max(width, self.content_width(width))
-        base = self.rich_style
+        base = self.base_style
         if y < self.header_height:
             if self._header_cache is None:
                 try:
@@ -231,7 +252,7 @@ class LineTable(ScrollView, can_focus=True):
         if not self._failed:
             self._failed = True
             self.post_message(PaneFailed(self.id or type(self).__name__, f"{type(exc).__name__}: {exc}", exc))
-        return Strip([Segment(f"⚠ {type(exc).__name__}: {exc}"[:width], self.style("error"))]).adjust_cell_length(width, self.rich_style)
+        return Strip([Segment(f"⚠ {type(exc).__name__}: {exc}"[:width], self.style("error"))]).adjust_cell_length(width, self.base_style)
 
     # --- the cursor ----------------------------------------------------------------------
 

@@ -59,12 +59,12 @@ class TokenStream(ScrollView, can_focus=True):
 
     BINDINGS = [
         Binding("a", "toggle_mode", "Selected/all", id="stream.mode"),
-        Binding("up,k", "scroll_up", "Up", show=False),
-        Binding("down,j", "scroll_down", "Down", show=False),
-        Binding("pageup", "page_up", "Page up", show=False),
-        Binding("pagedown", "page_down", "Page down", show=False),
-        Binding("home", "scroll_home", "Top", show=False),
-        Binding("end", "scroll_end", "Bottom", show=False),
+        Binding("up,k", "scroll_up", "Up", show=False, id="stream.up"),
+        Binding("down,j", "scroll_down", "Down", show=False, id="stream.down"),
+        Binding("pageup", "page_up", "Page up", show=False, id="stream.page_up"),
+        Binding("pagedown", "page_down", "Page down", show=False, id="stream.page_down"),
+        Binding("home", "scroll_home", "Top", show=False, id="stream.top"),
+        Binding("end", "scroll_end", "Bottom", show=False, id="stream.bottom"),
     ]
 
     def __init__(self, view: RunView, *, mode: str = "selected", max_lines: int = 1000, id: str | None = None, classes: str | None = None) -> None:
@@ -77,7 +77,8 @@ class TokenStream(ScrollView, can_focus=True):
         self._partial = ""  # the last, unfinished line
         self._col = 0  # cells used on the current line, for wrapping
         self._styles: dict[str, Style] = {}
-        self._cache: dict[int, Strip] = {}  # absolute line number -> strip
+        self._base: Style | None = None
+        self._cache: dict[int, Strip] = {}  # absolute line number -> strip, base style applied
         self._first = 0  # absolute number of _lines[0] (lines dropped so far)
         self._wrapped_at = 0
         self._placeholder = False
@@ -101,6 +102,14 @@ class TokenStream(ScrollView, can_focus=True):
         super().notify_style_update()
         self._styles.clear()
         self._cache.clear()
+        self._base = None
+
+    @property
+    def base_style(self) -> Style:
+        """The widget's own rich style (computing it walks the DOM: once per style change)."""
+        if self._base is None:
+            self._base = self.rich_style
+        return self._base
 
     def _styled(self, line: str) -> Text:
         t = Text(line, no_wrap=True)
@@ -182,24 +191,23 @@ class TokenStream(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
-        base = self.rich_style
         vy = int(self.scroll_offset.y) + y
         # The text sits at the bottom of a fixed canvas of max_lines + 1 rows.
         index = vy - (self.max_lines + 1 - self._total)
         if index < 0 or index >= self._total:
-            return Strip.blank(width, base)
+            return Strip.blank(width, self.base_style)
         absolute = self._first + index
         strip = self._cache.get(absolute)
-        if strip is None:
+        if strip is None or strip.cell_length != width:
             line = self._lines[index] if index < len(self._lines) else self._partial
             text = self._styled(line)
             text.truncate(width, pad=True)
-            strip = Strip(list(text.render(self.app.console)), width)
+            strip = Strip(list(text.render(self.app.console)), width).apply_style(self.base_style)
             if index < len(self._lines):
                 self._cache[absolute] = strip
-            if len(self._cache) > 4 * max(1, self.size.height):
-                self._cache = {k: v for k, v in self._cache.items() if k >= absolute - self.size.height}
-        return strip.apply_style(base)
+                if len(self._cache) > 4 * max(1, self.size.height):
+                    self._cache = {k: v for k, v in self._cache.items() if k >= absolute - 2 * self.size.height}
+        return strip
 
     # --- wrapping ------------------------------------------------------------------------
 

@@ -35,6 +35,8 @@ class Timeline(LineTable):
     Timeline { height: 1fr; }
     """
 
+    grow_in_chunks = 32
+
     def __init__(self, engine: Engine, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.engine = engine
