@@ -1032,6 +1032,7 @@ class RunStore:
         self._rows: dict[str, _RunRow] = {}
         self._closed = False
         self.freeze_gc = True  # see _freeze(); set False to leave the collector alone
+        self._log_lock = asyncio.Lock()
         self._froze = 0
 
     # -- opening ------------------------------------------------------------------------
@@ -1445,6 +1446,10 @@ class RunStore:
         return out
 
     async def _message_log(self, run: _RunRow) -> _MessageLog:
+        async with self._log_lock:
+            return await self._message_log_locked(run)
+
+    async def _message_log_locked(self, run: _RunRow) -> _MessageLog:
         log = self._logs.get(run.rid)
         if log is None:
             segs: list[tuple[int, int | None]] = []
@@ -1456,7 +1461,12 @@ class RunStore:
 
     async def _extend_log(self, log: _MessageLog, upto: int | None = None) -> None:
         """Load the messages of batches up to `upto` (a global batch id; None: all) not
-        loaded yet: a long run opened at an early tick reads only what that tick needs."""
+        loaded yet: a long run opened at an early tick reads only what that tick needs.
+        (Under a lock: concurrent readers of one store must not load a batch twice.)"""
+        async with self._log_lock:
+            await self._extend_log_locked(log, upto)
+
+    async def _extend_log_locked(self, log: _MessageLog, upto: int | None) -> None:
         codec = self._codec
         assert codec is not None
         for rid, limit in log.segments:

@@ -547,3 +547,26 @@ async def test_a_shared_board_reads_like_a_plain_one(tmp_path: Path) -> None:
                     board.add(OutboxEntry(id=f"new-{t}", tick=t + 1, agent="newcomer", kind="message", payload="hi"))
     finally:
         await store.close()
+
+
+async def test_concurrent_reads_of_one_store_agree(tmp_path: Path) -> None:
+    """A replay view reads ahead (tick_events) while it seeks (state_at), on one store."""
+    org_dir = rich_org(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    store, engine, cap = await record_run(org_dir, db, 12, seed=8, snapshot_every=3)
+    await store.close()
+    reader = await RunStore.open(db, readonly=True)
+    try:
+        ticks = [12, 3, 9, 1, 6, 11]
+        got = await asyncio.gather(
+            *(reader.state_at(engine.run_id, t) for t in ticks), *(reader.tick_events(engine.run_id, t) for t in ticks)
+        )
+        for t, state in zip(ticks, got[: len(ticks)]):
+            assert fp(state) == cap.live[t]
+        for t, evs in zip(ticks, got[len(ticks):]):
+            assert [e for e in evs if type(e) is TickCompleted][-1].tick == t
+        (log,) = reader._logs.values()
+        ids = [e.id for box in log.entries.values() for e in box]
+        assert len(ids) == len(set(ids))
+    finally:
+        await reader.close()
