@@ -31,7 +31,7 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, option, parse_retry_after, status_error, transport_error_kind
+from .errors import Redactor, option, parse_retry_after, status_error, unclassified_error
 from .retry import estimate_tokens
 
 #: In-stream error event types and how they are retried.
@@ -194,14 +194,7 @@ class AnthropicProvider:
             return status_error(e.status_code, f"{etype}: {message}" if etype else message, e.response.headers, r, partial_usage=usage)
         if isinstance(e, anthropic.APIError):
             return ProviderError("server", f"error in stream: {r(str(e))}", partial_usage=usage)
-        kind = transport_error_kind(e, started=started)
-        if kind is not None:
-            where = "mid-stream" if kind == "stream_cut" else f"talking to {self.base_url or 'api.anthropic.com'}"
-            return ProviderError(kind, f"{type(e).__name__} {where}: {r(str(e))}", partial_usage=usage)
-        if not started:
-            # The request could not even be made (an argument this server or SDK refuses): retrying cannot help.
-            return ProviderError("bad_request", f"request failed: {type(e).__name__}: {r(str(e))}")
-        return ProviderError("malformed", f"unexpected {type(e).__name__} reading the stream: {r(str(e))}", partial_usage=usage)
+        return unclassified_error(e, started=started, usage=usage, redact=r, where=self.base_url or 'api.anthropic.com')
 
     async def probe(self, model: str, timeout: float = 3.0) -> ProbeResult:
         """Ask the Models API about `model` (ids and aliases both resolve)."""

@@ -113,6 +113,22 @@ def transport_error_kind(e: BaseException, *, started: bool) -> ErrorKind | None
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", dict: "an object"}
 
 
+def unclassified_error(
+    e: BaseException, *, started: bool, usage: Any, redact: "Redactor", where: str
+) -> "ProviderError":
+    """The error for what an adapter's SDK-specific checks did not classify: a raw
+    transport error, a request that could not be made, or a stream it could not read."""
+    r = redact
+    kind = transport_error_kind(e, started=started)
+    if kind is not None:
+        at = "mid-stream" if kind == "stream_cut" else f"talking to {where}"
+        return ProviderError(kind, f"{type(e).__name__} {at}: {r(str(e))}", partial_usage=usage)
+    if not started:
+        # The request could not even be made (an argument this server or SDK refuses): retrying cannot help.
+        return ProviderError("bad_request", f"request failed: {type(e).__name__}: {r(str(e))}")
+    return ProviderError("malformed", f"unexpected {type(e).__name__} reading the stream: {r(str(e))}", partial_usage=usage)
+
+
 def option(opts: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any, provider: str, *, choices: tuple = ()) -> Any:
     """One provider_config option, type-checked: a bad value is a config error naming the field."""
     if name not in opts or opts[name] is None:

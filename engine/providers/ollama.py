@@ -32,7 +32,7 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, kind_for_status, option, parse_retry_after
+from .errors import Redactor, kind_for_status, option, parse_retry_after, unclassified_error
 from .retry import estimate_tokens
 
 #: The ollama SDK's ResponseError keeps the status but drops the headers, so Retry-After
@@ -163,10 +163,7 @@ class OllamaProvider:
             if started:
                 return ProviderError("stream_cut", f"connection lost mid-stream: {type(e).__name__}: {r(str(e))}", partial_usage=usage)
             return ProviderError("connection", f"{type(e).__name__} talking to {self._where()}: {r(str(e))}")
-        if not started:
-            # The request could not even be made (an argument this server or SDK refuses): retrying cannot help.
-            return ProviderError("bad_request", f"request failed: {type(e).__name__}: {r(str(e))}")
-        return ProviderError("malformed", f"unexpected {type(e).__name__} reading the stream: {r(str(e))}", partial_usage=usage)
+        return unclassified_error(e, started=started, usage=usage, redact=r, where=self._where())
 
     async def probe(self, model: str, timeout: float = 3.0) -> ProbeResult:
         """List the pulled models (`/api/tags`) and check that `model` is among them."""

@@ -36,7 +36,7 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, option, status_error, transport_error_kind
+from .errors import Redactor, option, status_error, unclassified_error
 from .retry import estimate_tokens
 from .sse import iter_sse
 
@@ -199,14 +199,7 @@ class OpenAIProvider:
         if isinstance(e, openai.APIError):
             # An error object inside a 200 stream.
             return ProviderError("server", f"error in stream: {_body_message(e)}", partial_usage=usage)
-        kind = transport_error_kind(e, started=started)
-        if kind is not None:
-            where = "mid-stream" if kind == "stream_cut" else f"talking to {self.base_url or 'api.openai.com'}"
-            return ProviderError(kind, f"{type(e).__name__} {where}: {r(str(e))}", partial_usage=usage)
-        if not started:
-            # The request could not even be made (an argument this server or SDK refuses): retrying cannot help.
-            return ProviderError("bad_request", f"request failed: {type(e).__name__}: {r(str(e))}")
-        return ProviderError("malformed", f"unexpected {type(e).__name__} reading the stream: {r(str(e))}", partial_usage=usage)
+        return unclassified_error(e, started=started, usage=usage, redact=r, where=self.base_url or 'api.openai.com')
 
     async def probe(self, model: str, timeout: float = 3.0) -> ProbeResult:
         """List the server's models and check that `model` is among them."""

@@ -435,7 +435,7 @@ class ProtocolServer:
             stop_at = min(b.after, len(frames))
         clean_close = b.kind == "cut" and b.clean
         req.status = 200
-        head = [f"HTTP/1.1 200 OK", f"Content-Type: {self.stream_content_type}"]
+        head = ["HTTP/1.1 200 OK", f"Content-Type: {self.stream_content_type}"]
         if clean_close:
             head.append("Connection: close")  # body ends at EOF: a clean close looks complete
         else:
