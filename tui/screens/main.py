@@ -157,7 +157,8 @@ class MainScreen(Screen[None]):
     def action_show_pane(self, pane_id: str) -> None:
         self.active_pane = pane_id
         self._mark_active()
-        self.pane(pane_id).focus()
+        # Focus now, not after a refresh: a key typed right after (5 then m) goes to the pane.
+        self.set_focus(self.pane(pane_id))
 
     def action_next_pane(self, delta: int) -> None:
         order = [p for p, _ in PANES] if self.compact else list(FOCUS_ORDER)
