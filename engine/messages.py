@@ -77,6 +77,45 @@ class Inbox:
     dropped: int = 0  # new entries left out because of the limit
 
 
+class _AuthorIndex:
+    """One outbox split by audience: its broadcasts, and per recipient what was addressed
+    to it, each in commit order with its ticks, so that an inbox is a few bisects and
+    slices instead of a scan of the outbox's whole history."""
+
+    __slots__ = ("box", "n", "to_all", "to_all_ticks", "to", "to_ticks")
+
+    def __init__(self, box: list[OutboxEntry]) -> None:
+        self.box = box
+        self.n = 0
+        self.to_all: list[OutboxEntry] = []
+        self.to_all_ticks: list[int] = []
+        self.to: dict[str, list[OutboxEntry]] = {}
+        self.to_ticks: dict[str, list[int]] = {}
+
+    def catch_up(self) -> None:
+        box = self.box
+        for e in box[self.n :]:
+            if not e.recipients:
+                self.to_all.append(e)
+                self.to_all_ticks.append(e.tick)
+            else:
+                for r in set(e.recipients):
+                    self.to.setdefault(r, []).append(e)
+                    self.to_ticks.setdefault(r, []).append(e.tick)
+        self.n = len(box)
+
+    def sources(self, name: str) -> list[tuple[list[OutboxEntry], list[int]]]:
+        out = [(self.to_all, self.to_all_ticks)] if self.to_all else []
+        mine = self.to.get(name)
+        if mine:
+            out.append((mine, self.to_ticks[name]))
+        return out
+
+
+def _order(e: OutboxEntry) -> tuple:
+    return (e.tick, e.meta.get("seq", 0), e.id)
+
+
 class MessageBoard:
     """Every outbox of the organisation, indexed by author and tick.
 
@@ -87,6 +126,7 @@ class MessageBoard:
     def __init__(self) -> None:
         self.outboxes: dict[str, list[OutboxEntry]] = {}
         self._ticks: dict[str, list[int]] = {}
+        self._index: dict[str, _AuthorIndex] = {}
         self.count = 0
 
     def add(self, entry: OutboxEntry) -> None:
@@ -96,7 +136,7 @@ class MessageBoard:
 
     def all(self) -> list[OutboxEntry]:
         out = [e for box in self.outboxes.values() for e in box]
-        out.sort(key=lambda e: (e.tick, e.meta.get("seq", 0), e.id))
+        out.sort(key=_order)
         return out
 
     def between(self, author: str, lo: int, hi: int) -> list[OutboxEntry]:
@@ -109,6 +149,22 @@ class MessageBoard:
         j = bisect.bisect_left(ticks, hi)
         return box[i:j]
 
+    def _author_index(self, author: str) -> _AuthorIndex | None:
+        box = self.outboxes.get(author)
+        if not box:
+            return None
+        # Built lazily and kept in step with the outbox list (which only grows); rebuilt if
+        # the list was replaced (a board restored from a snapshot assigns whole lists).
+        idx = getattr(self, "_index", None)
+        if idx is None:
+            idx = self._index = {}
+        ai = idx.get(author)
+        if ai is None or ai.box is not box or ai.n > len(box):
+            ai = idx[author] = _AuthorIndex(box)
+        if ai.n < len(box):
+            ai.catch_up()
+        return ai
+
     def inbox(
         self,
         name: str,
@@ -120,11 +176,45 @@ class MessageBoard:
         context: int,
     ) -> Inbox:
         """The inbox of `name` at `tick`: entries it may read, created before `tick`,
-        addressed to it or to no one in particular, new since tick `since`."""
+        addressed to it or to no one in particular, new since tick `since`.
+
+        The operator's entries come to their recipients whatever `readable` says, and
+        only once (an agent that lists "operator" among its readable outboxes too)."""
+        if type(self) is not MessageBoard:  # a board with its own storage (the store's views)
+            return self._inbox_by_scan(name, readable, tick, since, new_limit=new_limit, context=context)
+        # Work per turn is bounded by the limits, not by the length of the run: from each
+        # source (an author's broadcasts, what it addressed to `name`) only its last
+        # `new_limit` new entries and `context` older ones can be shown.
+        new: list[OutboxEntry] = []
+        old: list[OutboxEntry] = []
+        n_new = 0
+        authors = [a for a in readable if a != name and a != OPERATOR]
+        for author in [*authors, OPERATOR]:
+            ai = self._author_index(author)
+            if ai is None:
+                continue
+            for lst, ticks in ai.sources(name):
+                i = bisect.bisect_left(ticks, since)
+                j = bisect.bisect_left(ticks, tick)
+                n_new += j - i
+                new.extend(lst[max(i, j - new_limit) : j])
+                if context and author != OPERATOR:
+                    old.extend(lst[max(0, i - context) : i])
+        new.sort(key=_order)
+        dropped = max(0, n_new - new_limit)
+        if len(new) > new_limit:
+            new = new[-new_limit:]
+        old.sort(key=_order)
+        return Inbox(new=new, context=old[-context:] if context else [], dropped=dropped)
+
+    def _inbox_by_scan(
+        self, name: str, readable: Iterable[str], tick: int, since: int, *, new_limit: int, context: int
+    ) -> Inbox:
+        """`inbox` for boards that only provide `between` (linear in the outboxes' history)."""
         new: list[OutboxEntry] = []
         old: list[OutboxEntry] = []
         for author in readable:
-            if author == name:
+            if author == name or author == OPERATOR:
                 continue
             for e in self.between(author, since, tick):
                 if e.addressed_to(name):
@@ -132,14 +222,12 @@ class MessageBoard:
             if context:
                 older = [e for e in self.between(author, 0, since) if e.addressed_to(name)]
                 old.extend(older[-context:])
-        # The operator writes only to named recipients or to everyone; no permission needed.
         for e in self.between(OPERATOR, since, tick):
             if e.addressed_to(name):
                 new.append(e)
-        order = lambda e: (e.tick, e.meta.get("seq", 0), e.id)  # noqa: E731
-        new.sort(key=order)
+        new.sort(key=_order)
         dropped = max(0, len(new) - new_limit)
         if dropped:
             new = new[-new_limit:]
-        old.sort(key=order)
+        old.sort(key=_order)
         return Inbox(new=new, context=old[-context:] if context else [], dropped=dropped)

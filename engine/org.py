@@ -307,7 +307,8 @@ def load_resume(
         )
         return None
     if models is not None and resume.calls_model and resume.model.key not in models:
-        known = ", ".join(sorted(models))
+        names = sorted(models)
+        known = ", ".join(shown_key(k) for k in names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
         problems.append(
             f"{rel}: model.key: unknown model {resume.model.key!r}; known: {known} "
             "(add it to models.json or use \"none\" for a seat that never calls a model)"

@@ -58,7 +58,7 @@ def org_specs(draw, provider: str) -> OrgSpec:
         if draw(st.integers(0, 5)) == 0:
             reads: list[str] = ["*"]
         else:
-            reads = draw(st.lists(st.sampled_from(names + ["ghost", n]), max_size=len(names), unique=True))
+            reads = draw(st.lists(st.sampled_from(names + ["ghost", n, OPERATOR]), max_size=len(names), unique=True))
         agents[n] = {
             "model": provider,
             "reads": reads,
@@ -282,3 +282,38 @@ def test_permission_boundaries_scripted_10k(spec: OrgSpec) -> None:
 @given(org_specs("sim"))
 def test_permission_boundaries_sim_10k(spec: OrgSpec) -> None:
     check_run(spec)
+
+
+@st.composite
+def boards(draw):
+    """A message board with random authors, ticks and audiences (the operator's included)."""
+    from engine.messages import MessageBoard, OutboxEntry
+
+    authors = ["ann", "bo", "cy", OPERATOR]
+    board = MessageBoard()
+    seq = 0
+    for t in range(draw(st.integers(0, 12))):
+        for _ in range(draw(st.integers(0, 4))):
+            a = draw(st.sampled_from(authors))
+            recipients = tuple(draw(st.lists(st.sampled_from(["ann", "bo", "cy", "dee"]), max_size=3)))
+            board.add(OutboxEntry(f"{a}-{t}-{seq}", t, a, "message", {"text": str(seq)}, recipients=recipients, meta={"seq": seq}))
+            seq += 1
+    return board
+
+
+@FAST
+@given(
+    boards(),
+    st.sampled_from(["ann", "bo", "dee"]),
+    st.lists(st.sampled_from(["ann", "bo", "cy", "ghost", OPERATOR]), unique=True),
+    st.integers(0, 14),
+    st.integers(0, 14),
+    st.integers(1, 6),
+    st.integers(0, 4),
+)
+def test_the_indexed_inbox_equals_a_scan_of_every_outbox(board, name, readable, tick, since, new_limit, context) -> None:
+    fast = board.inbox(name, readable, tick, since, new_limit=new_limit, context=context)
+    slow = board._inbox_by_scan(name, readable, tick, since, new_limit=new_limit, context=context)
+    assert fast == slow
+    shown = [e.id for e in fast.new]
+    assert len(shown) == len(set(shown)), "an entry shown twice"
