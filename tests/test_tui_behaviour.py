@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_org
+from tests.conftest import make_org, write_resume
 from tui.app import ControlRoom, build_engine
 from tui.testing import advance, settle, wait_for
 from tui.widgets.line_table import LineTable
@@ -531,6 +531,28 @@ async def test_a_broken_agent_file_is_notified_and_the_run_goes_on(tmp_path: Pat
         assert "agents/bob/resume.json" in text and "invalid JSON" in text
         await advance(pilot, app, 1)
         assert app.engine.state.last_turn["bob"].tick == 2  # the last good definition keeps running
+        # The file stays listed until it is fixed: a count in the header, the list on D.
+        await wait_for(pilot, lambda: "1 bad file" in header(app), what="the header's count")
+        await pilot.press("D")
+        await pilot.pause(0.2)
+        listed = str(app.screen.query_one("#definitions-text").render())
+        assert "agents/bob/resume.json" in listed and "invalid JSON" in listed
+        await pilot.press("escape")
+        write_resume(org, "bob", reads=["alice"], instructions="Fixed.")
+        await wait_for(pilot, lambda: "bad file" not in header(app), timeout=15, what="the fix")
+        await advance(pilot, app, 1)
+        assert "Fixed." in app.engine.state.last_turn["bob"].prompt[0]["content"]
+
+
+async def test_edit_key_names_the_file_where_no_terminal_can_be_handed_over(tmp_path: Path) -> None:
+    org = make_org(tmp_path / "org", {"alice": {}})
+    app = make_app(org, tmp_path, watch=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await advance(pilot, app, 1)
+        await pilot.press("E")
+        await wait_for(pilot, lambda: any(t == "Edit" for _, t, _ in app.notices), what="the edit notice")
+        text = next(text for _, t, text in app.notices if t == "Edit")
+        assert str(org / "agents" / "alice" / "resume.json") in text
 
 
 async def test_the_palette_runs_actions_and_switches_themes_which_are_remembered(org_dir: Path, tmp_path: Path) -> None:

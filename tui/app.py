@@ -36,6 +36,7 @@ from engine.providers.registry import ProviderRegistry
 
 from .commands import ControlRoomCommands
 from .model import Changes, RunView
+from .screens.definitions import DefinitionsScreen, rejected_text
 from .screens.help import HelpScreen
 from .screens.inject import InjectDialog, InjectRequest
 from .screens.inspector import InspectorScreen
@@ -144,6 +145,7 @@ class ControlRoom(App[int]):
         self.recording: str | None = None
         self.watch = watch
         self._watch_stop = asyncio.Event()
+        self.watcher: Any = None  # engine.watch.DefinitionWatcher once hot reload runs
         self.stopping = False
         self.run_result: str | None = None
         self.failures: list[str] = []  # what went wrong inside the UI, with tracebacks
@@ -238,11 +240,48 @@ class ControlRoom(App[int]):
     @work(exclusive=True, group="watch", exit_on_error=False, name="watch")
     async def watch_definitions(self) -> None:
         """Hot reload: edited agent files are validated and applied at the next tick boundary."""
+        from engine.watch import DefinitionWatcher
+
+        self.watcher = DefinitionWatcher(self.engine, on_change=lambda _report: self._rejected_changed())
+        task = asyncio.ensure_future(self.watcher.run(self._watch_stop))
+        await self.watcher.ready.wait()
+        self._rejected_changed()
+        await task
+
+    def _rejected_changed(self) -> None:
+        """The watcher's list of rejected files changed: show the count until they are fixed."""
+        count = len(self.watcher.rejected) if self.watcher is not None else 0
         try:
-            from engine.watch import watch_org
-        except ImportError:
+            self.main.status.set(rejected=count)
+        except LookupError:
+            pass
+        for screen in self.screen_stack:
+            if isinstance(screen, DefinitionsScreen) and self.watcher is not None:
+                screen.query_one("#definitions-text").update(rejected_text(self.watcher.rejected))  # type: ignore[attr-defined]
+
+    def action_show_rejected(self) -> None:
+        self.push_screen(DefinitionsScreen(self.watcher.rejected if self.watcher is not None else {}))
+
+    async def action_edit_agent(self) -> None:
+        """Open the selected agent's resume.json in $VISUAL / $EDITOR, then come back."""
+        import os
+        import shlex
+        import subprocess
+
+        agent = self.selected_agent
+        if agent is None or agent not in self.engine.org.agents:
+            self.notify("Select an agent first.", severity="warning")
             return
-        await watch_org(self.engine, stop_event=self._watch_stop)
+        path = Path(self.engine.org.root) / self.engine.org.agents[agent].path
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        try:
+            with self.suspend():
+                subprocess.run([*shlex.split(editor), str(path)], check=False)
+        except Exception as exc:  # no terminal to give away (e.g. in a browser), or no such editor
+            self.notify(f"Cannot open an editor here ({exc}). The file is {path}", title="Edit", severity="warning", timeout=10)
+            return
+        if self.watcher is not None:
+            await self.watcher.rescan([str(path)])
 
     @work(exclusive=True, group="pump", exit_on_error=False, name="pump")
     async def pump(self) -> None:

@@ -30,6 +30,8 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Show the credits pane", "3", "show_pane('credits')"),
     ("Show the timeline pane", "4", "show_pane('timeline')"),
     ("Show the messages pane", "5", "show_pane('graph')"),
+    ("Edit the selected agent's resume.json", "E — in $EDITOR; applied at the next tick", "edit_agent"),
+    ("Rejected agent files", "D — files whose last edit did not validate", "show_rejected"),
     ("Help", "? — keys and legend", "help"),
     ("Quit", "q — stops the run cleanly", "quit"),
 )

@@ -21,6 +21,8 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     ("Agent", "enter", "inspect the selected agent's last turn, or the timeline row's turn"),
     ("Agent", "t", "top up the selected agent's credits"),
     ("Agent", "e", "enable / disable the selected agent"),
+    ("Agent", "E", "edit the selected agent's resume.json in $EDITOR (hot-reloads at the next tick)"),
+    ("App", "D", "rejected agent files and why (listed until fixed)"),
     ("Panes", "tab / shift+tab", "next / previous pane"),
     ("Panes", "1-5", "show a pane: agents, stream, credits, timeline, messages"),
     ("Panes", "a", "stream: the selected agent, or all agents interleaved"),

@@ -61,6 +61,8 @@ class MainScreen(Screen[None]):
         Binding("3", "show_pane('credits')", "Credits", show=False, id="pane.credits"),
         Binding("4", "show_pane('timeline')", "Timeline", show=False, id="pane.timeline"),
         Binding("5", "show_pane('graph')", "Messages", show=False, id="pane.graph"),
+        Binding("E", "app.edit_agent", "Edit file", show=False, id="agent.edit"),
+        Binding("D", "app.show_rejected", "Rejected files", show=False, id="app.rejected"),
         Binding("question_mark", "app.help", "Help", key_display="?", id="app.help"),
         Binding("q", "app.quit", "Quit", id="app.quit"),
     ]
