@@ -232,7 +232,9 @@ def format_validation_error(file: str, err: ValidationError, prefix: str = "") -
     """Turn a pydantic error into lines `file: field: message` a person can act on."""
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        # Field names are plain; a key a file made up (an unknown field) is quoted and bounded.
+        parts = [shown_key(p) if isinstance(p, str) else str(p) for p in e["loc"]]
+        loc = ".".join(p for p in (prefix, *parts) if p != "")
         msg = e["msg"]
         if e["type"] == "missing":
             msg = "is required"

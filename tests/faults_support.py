@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import unicodedata
@@ -40,14 +41,39 @@ UNICODE = ["\u202eevil", "ｆｕｌｌ", "名前", "é", "e\u0301", "😀", "\uf
 SURROGATES = ["\ud800", "a\udfffb", "\udcff"]
 PLAIN = ["alice", "bob", "carol", "dave", "a", "x-1", "y.2", "z_3", "A", "NaN", "Infinity", "null", "true", "{}", "[]", ""]
 
+# Hypothesis keeps every drawn value for the whole run (10,000 examples of megabyte
+# strings would be gigabytes), so long strings are drawn as a marker naming their
+# character and length, and made by `expand` / `serialise` inside the test.
+BIG = "\u0000BIG{}:{}\u0000"
+_BIG_RE = re.compile("\u0000BIG([0-9]+):([0-9]+)\u0000")
+_BIG_JSON_RE = re.compile(r'"\\u0000BIG([0-9]+):([0-9]+)\\u0000"')
+
+
+def big(chars: list[str], sizes: list[int]):
+    return st.builds(lambda c, n: BIG.format(ord(c), n), st.sampled_from(chars), st.sampled_from(sizes))
+
+
 hostile_text = st.one_of(
     st.sampled_from(RESERVED + PATHS + CONTROL + UNICODE + SURROGATES + PLAIN),
     st.text(max_size=12),
     st.text(st.characters(codec="utf-8", exclude_categories=()), max_size=8),
-    st.builds(lambda c, n: c * n, st.sampled_from(["x", "é", "\n", "{", "😀"]), st.sampled_from([64, 65, 501, 5_001])),
+    st.builds(lambda c, n: c * n, st.sampled_from(["x", "é", "\n", "{", "😀"]), st.sampled_from([64, 65, 501])),
+    big(["x", "é", "\n", "{", "😀"], [5_001]),
 )
 #: Strings past every limit (payloads, instructions, the 2 MB file limit): used sparingly.
-huge_text = st.builds(lambda c, n: c * n, st.sampled_from(["x", "é", "\n"]), st.sampled_from([20_001, 60_000, 2_100_000]))
+huge_text = big(["x", "é", "\n"], [20_001, 60_000, 2_100_000])
+
+
+def expand(obj: Any) -> Any:
+    """`obj` with every long-string marker made into its string."""
+    if isinstance(obj, str):
+        m = _BIG_RE.fullmatch(obj)
+        return chr(int(m.group(1))) * int(m.group(2)) if m else obj
+    if isinstance(obj, list):
+        return [expand(x) for x in obj]
+    if isinstance(obj, dict):
+        return {expand(k): expand(v) for k, v in obj.items()}
+    return obj
 
 hostile_number = st.one_of(
     st.integers(),
@@ -80,15 +106,14 @@ def serialise(doc: Any, rng_choices: dict[str, Any]) -> bytes:
     """A document as a file's bytes, in one of the ways people (and tools) write them."""
     ascii_only = rng_choices.get("ascii", True)
     text = json.dumps(doc, ensure_ascii=ascii_only, allow_nan=True, indent=rng_choices.get("indent"))
-    # Replace deep-nesting placeholders (json.dumps escaped their NULs).
-    import re
+    # Replace deep-nesting and long-string placeholders (json.dumps escaped their NULs).
 
     def deep(m: "re.Match[str]") -> str:
         depth, kind = m.group(1).split(":")
         return deep_text(int(depth), kind)
 
     text = re.sub(r'"\\u0000DEEP([0-9]+:[a-z]+)\\u0000"', deep, text)
-    text = re.sub('"\u0000DEEP([0-9]+:[a-z]+)\u0000"', deep, text)
+    text = _BIG_JSON_RE.sub(lambda m: json.dumps(chr(int(m.group(1))) * int(m.group(2)), ensure_ascii=ascii_only), text)
     cut = rng_choices.get("cut")
     if cut is not None:
         text = text[: int(len(text) * cut)]

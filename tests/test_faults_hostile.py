@@ -73,14 +73,14 @@ def mutated(draw, base: dict[str, Any], paths: list[tuple]) -> dict[str, Any]:
 
 
 @st.composite
-def resume_file(draw, folder: str, model_keys: list[str]) -> bytes | None:
+def resume_file(draw, folder: str, model_keys: list[str]) -> tuple | None:
     shape = draw(st.integers(0, 19))
     if shape == 0:
         return None  # no resume.json in the folder
     if shape == 1:
-        return draw(st.binary(max_size=64))
+        return ("raw", draw(st.binary(max_size=64)))
     if shape == 2:
-        return fs.serialise(draw(fs.json_value), draw(fs.serial_choices))
+        return ("doc", draw(fs.json_value), draw(fs.serial_choices))
     name = folder if draw(st.integers(0, 5)) else draw(folder_names)
     base: dict[str, Any] = {
         "name": name,
@@ -100,7 +100,7 @@ def resume_file(draw, folder: str, model_keys: list[str]) -> bytes | None:
         del base["name"]
     doc = draw(mutated(base, RESUME_PATHS))
     choices = draw(fs.serial_choices) if draw(st.integers(0, 3)) == 0 else {}
-    return fs.serialise(doc, choices)
+    return ("doc", doc, choices)
 
 
 MODEL_PATHS: list[tuple] = [
@@ -114,21 +114,21 @@ MODEL_PATHS: list[tuple] = [
 
 
 @st.composite
-def models_file(draw) -> tuple[bytes, list[str]]:
+def models_file(draw) -> tuple[tuple, list[str]]:
     shape = draw(st.integers(0, 9))
     if shape == 0:
-        return fs.serialise(draw(fs.json_value), draw(fs.serial_choices)), ["sim"]
+        return ("doc", draw(fs.json_value), draw(fs.serial_choices)), ["sim"]
     keys = draw(st.lists(st.one_of(st.sampled_from(["m1", "m2", "sim", "_comment"]), fs.hostile_text), min_size=1, max_size=3, unique=True))
     doc: dict[str, Any] = {}
     for k in keys:
         base = {"provider": draw(st.sampled_from(["sim", "sim", "sim", "openai", "nope"])), "model_name": "m", "prices": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}
         doc[k] = draw(mutated(base, MODEL_PATHS))
     choices = draw(fs.serial_choices) if draw(st.integers(0, 3)) == 0 else {}
-    return fs.serialise(doc, choices), keys + ["sim", "none"]
+    return ("doc", doc, choices), keys + ["sim", "none"]
 
 
 credits_file = st.builds(
-    lambda names, entries, choices: fs.serialise(dict(zip(names, entries)), choices),
+    lambda names, entries, choices: ("doc", dict(zip(names, entries)), choices),
     st.lists(st.one_of(st.sampled_from(GOOD_NAMES), fs.hostile_text), max_size=3),
     st.lists(
         st.one_of(
@@ -141,7 +141,7 @@ credits_file = st.builds(
 )
 
 org_json_file = st.builds(
-    lambda doc, choices: fs.serialise(doc, choices),
+    lambda doc, choices: ("doc", doc, choices),
     st.one_of(
         fs.json_value,
         st.fixed_dictionaries({}, optional={k: st.one_of(fs.hostile_number, fs.hostile_text, fs.deep_marker) for k in ("name", "default_credits", "inbox_new_limit", "inbox_context", "max_concurrency")}),
@@ -151,9 +151,10 @@ org_json_file = st.builds(
 
 
 @st.composite
-def org_tree(draw, hostile_models: bool) -> dict[str, bytes | None]:
-    """{relative path: file bytes (None = a folder without its file)}."""
-    files: dict[str, bytes | None] = {}
+def org_tree(draw, hostile_models: bool) -> dict[str, tuple | None]:
+    """{relative path: ("doc", document, serialisation) or ("raw", bytes); None = a folder
+    without its file}. Documents are serialised when written (see fs.BIG)."""
+    files: dict[str, tuple | None] = {}
     model_keys = ["sim", "none"]
     if hostile_models or draw(st.integers(0, 4)) == 0:
         data, model_keys = draw(models_file())
@@ -179,12 +180,13 @@ def _scratch() -> fs.ScratchDirs:
     return _dirs
 
 
-def _write_tree(root: Path, files: dict[str, bytes | None]) -> None:
+def _write_tree(root: Path, files: dict[str, tuple | None]) -> None:
     (root / "agents").mkdir()
-    for rel, data in files.items():
+    for rel, recipe in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        if data is not None:
+        if recipe is not None:
+            data = recipe[1] if recipe[0] == "raw" else fs.serialise(recipe[1], recipe[2])
             path.write_bytes(data)
 
 
@@ -227,7 +229,7 @@ def _run_engine(org: Org) -> None:
                 assert_one_line(rec.error, "turn error")
 
 
-def check_org_tree(files: dict[str, bytes | None], run: bool = True) -> None:
+def check_org_tree(files: dict[str, tuple | None], run: bool = True) -> None:
     dirs = _scratch()
     root = dirs.new()
     try:
@@ -353,11 +355,17 @@ claimed = st.fixed_dictionaries(
 
 recipient = st.one_of(st.sampled_from(AGENTS + ["operator", "all", "*", "none", "ghost", "../beta", "/beta", "beta\n", ""]), fs.hostile_text)
 
+#: Past the payload limit, as long as a model's reply can be (a few megabytes at most).
+huge_reply_text = fs.big(["x", "é", "\n"], [20_001, 60_000])
+small_entry = st.fixed_dictionaries(
+    {"payload": st.builds(lambda t: {"text": t}, fs.hostile_text), "recipients": st.lists(recipient, max_size=2)}
+)
+
 reply_entry = st.one_of(
     st.builds(
         lambda kind, payload, tags, recips, claim: {"kind": kind, "payload": payload, "tags": tags, "recipients": recips, **claim},
         st.one_of(st.just("message"), fs.hostile_text),
-        st.one_of(st.builds(lambda t: {"text": t}, st.one_of(fs.hostile_text, fs.huge_text)), fs.json_value, fs.deep_marker),
+        st.one_of(st.builds(lambda t: {"text": t}, st.one_of(fs.hostile_text, huge_reply_text)), fs.json_value, fs.deep_marker),
         st.one_of(st.lists(fs.hostile_text, max_size=3), fs.json_value),
         st.one_of(st.lists(recipient, max_size=4), fs.json_value),
         claimed,
@@ -379,11 +387,11 @@ memory_update = st.one_of(
 reply_doc = st.fixed_dictionaries(
     {},
     optional={
-        "outbox_entries": st.one_of(st.lists(reply_entry, max_size=5), fs.json_value, st.builds(lambda e, n: [e] * n, reply_entry, st.sampled_from([21, 200]))),
+        "outbox_entries": st.one_of(st.lists(reply_entry, max_size=5), fs.json_value, st.builds(lambda e, n: [e] * n, small_entry, st.sampled_from([21, 200]))),
         "messages": st.lists(reply_entry, max_size=3),
         "memory_updates": st.one_of(st.lists(memory_update, max_size=5), fs.json_value),
         "tool_calls": st.one_of(st.lists(st.one_of(st.fixed_dictionaries({"tool": fs.hostile_text, "args": fs.json_value}), fs.json_value), max_size=3), fs.json_value),
-        "notes": st.one_of(fs.hostile_text, fs.json_value, fs.deep_marker, fs.huge_text),
+        "notes": st.one_of(fs.hostile_text, fs.json_value, fs.deep_marker, huge_reply_text),
         "agent": st.sampled_from(["beta", "operator"]),
         "from": st.sampled_from(["beta", "operator"]),
         "name": st.sampled_from(["beta", "operator"]),
@@ -392,14 +400,21 @@ reply_doc = st.fixed_dictionaries(
 
 
 @st.composite
-def raw_reply(draw) -> str:
+def raw_reply(draw) -> tuple:
+    """A reply's recipe (made into text by `reply_text` inside the test: see fs.BIG)."""
     shape = draw(st.integers(0, 9))
     if shape == 0:
-        return draw(st.one_of(fs.hostile_text, st.text(max_size=200)))
+        return ("text", draw(st.one_of(fs.hostile_text, st.text(max_size=200))))
     doc = draw(st.one_of(reply_doc, fs.json_value)) if shape == 1 else draw(reply_doc)
-    data = fs.serialise(doc, draw(fs.serial_choices) if shape == 2 else {"ascii": draw(st.booleans())})
-    text = data.decode("utf-8", "surrogateescape")
-    wrap = draw(st.sampled_from(["", "", "fence", "prose", "trailing", "both"]))
+    choices = draw(fs.serial_choices) if shape == 2 else {"ascii": draw(st.booleans())}
+    return ("doc", doc, choices, draw(st.sampled_from(["", "", "fence", "prose", "trailing", "both"])))
+
+
+def reply_text(recipe: tuple) -> str:
+    if recipe[0] == "text":
+        return fs.expand(recipe[1])
+    _, doc, choices, wrap = recipe
+    text = fs.serialise(doc, choices).decode("utf-8", "surrogateescape")
     if wrap == "fence":
         text = f"```json\n{text}\n```"
     elif wrap == "prose":
@@ -411,7 +426,9 @@ def raw_reply(draw) -> str:
     return text
 
 
-def check_parse(raw: str) -> None:
+def check_parse(raw: str | tuple) -> None:
+    if isinstance(raw, tuple):
+        raw = reply_text(raw)
     try:
         reply = parse_reply(raw)
     except ContractViolation as e:
@@ -427,13 +444,13 @@ def check_parse(raw: str) -> None:
 
 @FAST
 @given(raw_reply())
-def test_generated_replies_parse_or_are_contract_violations(raw: str) -> None:
+def test_generated_replies_parse_or_are_contract_violations(raw: tuple) -> None:
     check_parse(raw)
 
 
 @slow
 @given(raw_reply())
-def test_generated_replies_10k(raw: str) -> None:
+def test_generated_replies_10k(raw: tuple) -> None:
     check_parse(raw)
 
 
@@ -468,9 +485,11 @@ def _reply_org_once() -> Org:
     return _reply_org
 
 
-def check_reply_through_engine(raw: str) -> None:
+def check_reply_through_engine(raw: str | tuple) -> None:
     """One tick where alpha replies `raw`: whatever it claims, alpha's reply lands only
     in alpha's outbox and alpha's memory, as alpha."""
+    if isinstance(raw, tuple):
+        raw = reply_text(raw)
     _ensure_scripted()
     sp.SEEN.clear()
     sp.DELAYS.clear()
@@ -510,13 +529,13 @@ def check_reply_through_engine(raw: str) -> None:
 
 @FAST
 @given(raw_reply())
-def test_generated_replies_through_the_engine_are_written_as_the_agent_that_replied(raw: str) -> None:
+def test_generated_replies_through_the_engine_are_written_as_the_agent_that_replied(raw: tuple) -> None:
     check_reply_through_engine(raw)
 
 
 @slow
 @given(raw_reply())
-def test_generated_replies_through_the_engine_10k(raw: str) -> None:
+def test_generated_replies_through_the_engine_10k(raw: tuple) -> None:
     check_reply_through_engine(raw)
 
 
@@ -574,6 +593,7 @@ inject_kind = st.one_of(st.just("message"), st.none(), fs.hostile_text)
 
 
 def check_inject(cases: list[tuple[Any, Any, Any]]) -> None:
+    cases = [(fs.expand(text), recipients, kind) for text, recipients, kind in cases]
     _ensure_scripted()
     sp.SEEN.clear()
     sp.REPLIES.clear()
@@ -643,6 +663,7 @@ memory_ops = st.lists(
 
 
 def check_memory(ops: list[tuple[Any, Any, Any]], prefill: int) -> None:
+    ops = [(op, fs.expand(key), fs.expand(value)) for op, key, value in ops]
     memory: dict[str, Any] = {f"p{i}": i for i in range(prefill)}
     for op, key, value in ops:
         before = json.dumps(memory, sort_keys=True)
