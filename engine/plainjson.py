@@ -137,3 +137,17 @@ def one_line(text: str) -> str:
         else:
             out.append(c)
     return "".join(out)
+
+
+# C0 controls but tab and newline, DEL, C1 controls; bidi embeddings, overrides and isolates.
+_UNSAFE_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` safe to put on a terminal: newlines and tabs kept, every other control
+    character (ESC above all: a model's reply must not drive the operator's terminal —
+    clear it, retitle it, write its clipboard), bidi overrides and unpaired surrogates
+    shown as escapes."""
+    if text.isprintable() or not _UNSAFE_RE.search(text):
+        return text
+    return _UNSAFE_RE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)

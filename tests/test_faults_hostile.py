@@ -705,3 +705,51 @@ def test_memory_rejects_what_could_not_be_recorded() -> None:
         assert change is None and why in problem, (key, problem)
         assert_one_line(problem)
     assert mem == {}
+
+
+# --- the screen -----------------------------------------------------------------------
+
+EVIL = (
+    "[bold red]markup[/] [link=http://x]l[/link] \x1b]0;retitled\x1b\\ \x1b]52;c;cHduZWQ=\x07 \x1b[2J\x1b[31mred "
+    "\r\n\t\x00\x7f\x9b \u202eevil\u202c " + "W" * 3000
+)
+
+
+async def test_model_output_never_reaches_the_terminal_as_control_codes(tmp_path: Path, monkeypatch) -> None:
+    """A reply (or a message, or memory) holding ESC sequences — clear the screen, retitle
+    the terminal, write its clipboard — is shown as text in every pane and the inspector."""
+    from tests.conftest import make_org
+    from tui.testing import advance, deterministic_app, settle
+
+    sp.install(monkeypatch)
+    root = make_org(tmp_path / "o", {"alice": {"model": "scripted", "reads": ["*"]}, "bob": {"model": "scripted", "reads": ["*"]}},
+                    models=sp.SCRIPTED_MODELS)
+    sp.REPLIES["alice"] = {
+        "outbox_entries": [{"kind": "note\x1b[5m", "payload": {"text": EVIL}, "tags": ["\x1b[1m"]}],
+        "memory_updates": [{"op": "set", "key": "k", "value": EVIL}],
+        "notes": EVIL,
+    }
+    sp.REPLIES["bob"] = "not JSON at all " + EVIL
+    app = deterministic_app(root, config_dir=tmp_path / "cfg")
+    shots = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await advance(pilot, app, 2, timeout=60)
+        for pane in "12345":
+            await pilot.press(pane)
+            await settle(pilot, app)
+            shots.append(app.export_screenshot())
+        for _ in range(2):  # alice, then bob: the inspector's four sections, the stream
+            await pilot.press("1", "enter")
+            await settle(pilot, app)
+            for section in "1234":
+                await pilot.press(section)
+                await pilot.pause(0.05)
+                shots.append(app.export_screenshot())
+            await pilot.press("escape", "2")
+            await settle(pilot, app)
+            shots.append(app.export_screenshot())
+            await pilot.press("1", "down")
+        app.exit()
+    raw = [i for i, svg in enumerate(shots) if any(c in svg for c in "\x1b\x07\x9b\u202e")]
+    assert not raw, f"control codes reached screens {raw}"
+    assert any("\\x1b" in svg for svg in shots)  # shown, as text

@@ -20,6 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from engine.events import TurnRecord
+from engine.plainjson import printable
 
 SECTIONS = ("summary", "prompt", "reply", "parsed")
 
@@ -29,7 +30,7 @@ def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
 
     def row(label: str, value: str, style: str = "") -> None:
         t.append(f"{label:<12}", "bold")
-        t.append(value + "\n", style)
+        t.append(printable(value) + "\n", style)
 
     row("agent", rec.agent)
     row("tick", str(rec.tick))
@@ -47,33 +48,34 @@ def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
     if rec.violations:
         t.append("violations\n", "bold")
         for v in rec.violations:
-            t.append(f"  • {v}\n", "yellow")
+            t.append(f"  • {printable(v)}\n", "yellow")
     if rec.tool_results:
         t.append("tool results\n", "bold")
         for r in rec.tool_results:
-            t.append(f"  • {json.dumps(r, ensure_ascii=False)}\n")
+            t.append(f"  • {printable(json.dumps(r, ensure_ascii=False))}\n")
     return t
 
 
 def prompt_text(rec: TurnRecord) -> Text:
     t = Text()
     for m in rec.prompt:
-        t.append(f"── {m.get('role', '?')} ──\n", "bold")
-        t.append(str(m.get("content", "")) + "\n\n")
+        t.append(f"── {printable(str(m.get('role', '?')))} ──\n", "bold")
+        t.append(printable(str(m.get("content", ""))) + "\n\n")
     return t
 
 
 def reply_text(rec: TurnRecord) -> Text:
     if not rec.raw_output:
-        return Text("(no reply text)" + (f": {rec.error}" if rec.error else ""), "italic")
-    return Text(rec.raw_output)
+        return Text("(no reply text)" + (f": {printable(rec.error)}" if rec.error else ""), "italic")
+    # A model's reply is untrusted: shown as text, never as markup or terminal control codes.
+    return Text(printable(rec.raw_output))
 
 
 def parsed_text(rec: TurnRecord) -> Text:
     if rec.parsed is None:
         why = rec.error or "the reply could not be parsed"
-        return Text(f"(no parsed result: {why})", "italic")
-    return Text(json.dumps(rec.parsed, indent=2, ensure_ascii=False))
+        return Text(f"(no parsed result: {printable(why)})", "italic")
+    return Text(printable(json.dumps(rec.parsed, indent=2, ensure_ascii=False)))
 
 
 class InspectorScreen(Screen[None]):

@@ -27,6 +27,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from engine.events import TurnRecord
+from engine.plainjson import printable
 
 from ..messages import StreamModeChanged
 from ..model import RunView, StreamPiece
@@ -155,6 +156,7 @@ class TokenStream(ScrollView, can_focus=True):
         """Append text (newlines end lines); the view follows the end if it was there."""
         if not data:
             return
+        data = printable(data)  # model output: no terminal control codes reach the screen
         follow = self.scroll_offset.y >= self.max_scroll_y - 1
         parts = data.split("\n")
         self._partial += parts[0]
@@ -219,6 +221,7 @@ class TokenStream(ScrollView, can_focus=True):
 
     def _wrapped(self, text: str, indent: int = 0) -> str:
         """`text` with newlines inserted so no line passes the wrap width."""
+        text = printable(text)  # model output: control codes shown, never sent to the terminal
         width = self.wrap_width
         out: list[str] = []
         col = self._col
@@ -242,7 +245,7 @@ class TokenStream(ScrollView, can_focus=True):
 
     def _line(self, text: str) -> str:
         """A whole line of its own."""
-        s = self._newline() + text + "\n"
+        s = self._newline() + printable(text) + "\n"
         self._col = 0
         return s
 
