@@ -35,6 +35,7 @@ from .events import (
     TurnFinished,
 )
 from .org import Org, OrgInvalid, load_org
+from .plainjson import printable
 from .providers.registry import ProviderRegistry
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -143,7 +144,7 @@ class ProgressPrinter:
             elif t is SoftCapReached:
                 c.print(f"        [yellow]{escape(ev.agent)} passed its soft cap ({ev.soft_cap:g})[/]", highlight=False)
             elif t is TurnFinished and ev.record.status != "ok":
-                c.print(f"        [red]{escape(ev.agent)}: {escape(ev.record.error or ev.record.status)}[/]", highlight=False)
+                c.print(f"        [red]{escape(ev.agent)}: {escape(printable(ev.record.error or ev.record.status))}[/]", highlight=False)
             elif t is CommandApplied:
                 c.print(f"        [cyan]operator: {ev.command}[/] {escape(json.dumps(ev.args))}", highlight=False)
             elif t is CommandRejected:
@@ -383,9 +384,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             }
         print(json.dumps(out, sort_keys=True, default=str))
         return EXIT_OK
-    console.print(f"[bold]{a.name}[/] — {escape(r.title)}")
+    def shown(text: str) -> str:
+        # Files and model output: no markup, no terminal control codes.
+        return escape(printable(text))
+
+    console.print(f"[bold]{a.name}[/] — {shown(r.title)}")
     if r.short_description:
-        console.print(escape(r.short_description))
+        console.print(shown(r.short_description))
     console.print(f"model: {r.model.key} (temperature {r.model.temperature}, max_tokens {r.model.max_tokens})")
     console.print(f"schedule: every {r.schedule.run_every_n_ticks} tick(s), phase {r.schedule.phase_offset}")
     console.print(f"reads: {escape(', '.join(org.readable_by(a.name)) or '—')}")
@@ -395,14 +400,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     console.print(f"budget: {b.initial:g} of {b.max_credits:g}, soft cap {b.soft_cap}, cost per action {b.cost_per_action:g}")
     if state is not None:
         console.print(f"\n[bold]in run {info.id}[/] at tick {state.tick}: {state.agent_status(a.name)}, credits {state.credits.get(a.name, 0):.6f}")
-        console.print(f"memory: {escape(json.dumps(state.memory.get(a.name, {}), ensure_ascii=False))}")
+        console.print(f"memory: {shown(json.dumps(state.memory.get(a.name, {}), ensure_ascii=False))}")
         last = state.last_turn.get(a.name)
         if last is not None:
             console.print(f"last turn: tick {last.tick}, {last.status}, {last.usage.input_tokens}+{last.usage.output_tokens} tokens, cost {last.cost:.6f}")
             if last.error:
-                console.print(f"[red]error: {escape(last.error)}[/]")
-            console.print(f"reply: {escape(last.raw_output[:2000])}")
-    console.print(f"\ninstructions:\n{escape(r.instructions)}")
+                console.print(f"[red]error: {shown(last.error)}[/]")
+            console.print(f"reply: {shown(last.raw_output[:2000])}")
+    console.print(f"\ninstructions:\n{shown(r.instructions)}")
     return EXIT_OK
 
 
@@ -451,6 +456,11 @@ async def _logs(org: Org, args: argparse.Namespace, console: Console) -> int:
 
 
 def _log_line(ev: Event) -> str:
+    # Model output and server errors: shown, never able to drive the terminal.
+    return printable(_log_text(ev))
+
+
+def _log_text(ev: Event) -> str:
     d = ev.to_dict()
     t = d.pop("type")
     tick = d.pop("tick", "")

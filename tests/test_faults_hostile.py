@@ -753,3 +753,36 @@ async def test_model_output_never_reaches_the_terminal_as_control_codes(tmp_path
     raw = [i for i, svg in enumerate(shots) if any(c in svg for c in "\x1b\x07\x9b\u202e")]
     assert not raw, f"control codes reached screens {raw}"
     assert any("\\x1b" in svg for svg in shots)  # shown, as text
+
+
+async def test_the_command_line_shows_model_output_without_control_codes(tmp_path: Path, monkeypatch) -> None:
+    import contextlib
+    import io
+
+    from engine.store import RunStore
+    from tests.conftest import make_org
+    from tui.cli import main
+
+    sp.install(monkeypatch)
+    root = make_org(tmp_path / "o", {"alice": {"model": "scripted", "reads": ["*"]}, "bob": {"model": "scripted", "reads": ["*"]}},
+                    models=sp.SCRIPTED_MODELS)
+    sp.REPLIES["alice"] = {"outbox_entries": [{"payload": {"text": EVIL[:200]}}], "memory_updates": [{"op": "set", "key": "k", "value": EVIL[:200]}]}
+    sp.REPLIES["bob"] = "not JSON " + EVIL[:200]
+    db = tmp_path / "r.db"
+    store = await RunStore.open(db)
+    org = load_org(root)
+    engine = Engine(org, seed=1)
+    await store.create_run(run_id=engine.run_id, org_root=root, seed=1, definitions_hash=org.definitions_hash(), target_ticks=2)
+    engine.recorder = store.recorder(engine.run_id, state=engine.state)
+    await engine.run(ticks=2)
+    await store.close()
+
+    def run_cli(*args: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main([*args, "--org", str(root), "--db", str(db)])
+        return out.getvalue() + err.getvalue()
+
+    for args in (("inspect", "alice"), ("inspect", "bob"), ("logs", "alice"), ("logs", "bob"), ("status",)):
+        text = await asyncio.to_thread(run_cli, *args)
+        assert text.strip() and not any(c in text for c in "\x1b\x07\x9b\u202e"), (args, text[:500])
