@@ -69,7 +69,7 @@ async def _engine_once(root: Path, ticks: int, persist: bool, concurrency: int) 
         await store.create_run(
             run_id=engine.run_id, org_root=root, seed=1, definitions_hash=org.definitions_hash(), target_ticks=ticks + 2
         )
-        recorder = store.recorder(engine.run_id)
+        recorder = store.recorder(engine.run_id, state=engine.state)
         engine.recorder = recorder
     try:
         # Warm up: the first ticks have empty inboxes and cold caches.

@@ -260,7 +260,8 @@ async def _run(args: argparse.Namespace, one_tick: bool = False) -> int:
                 definitions_hash=org.definitions_hash(),
                 target_ticks=ticks,
             )
-            recorder = store.recorder(engine.run_id)
+            # Snapshots come from the engine's live state (the recorder need not fold a copy).
+            recorder = store.recorder(engine.run_id, state=engine.state)
             engine.recorder = recorder
             if not args.json:
                 console.print(f"run [bold]{engine.run_id}[/] recording to {escape(str(args.db or default_db_path(org.root)))}")
@@ -443,7 +444,9 @@ async def _logs(org: Org, args: argparse.Namespace, console: Console) -> int:
             console.print("no recorded run of this organisation yet")
             return EXIT_OK
         lines: list[str] = []
-        for ev in await store.events(info.id):
+        # The last N lines need only the recent ticks, and no prompts rebuilt.
+        since = max(0, info.ticks - max(args.lines, 10) * 4)
+        for ev in await store.events(info.id, since_tick=since, prompts=False):
             agent = getattr(ev, "agent", None)
             if agent != args.agent and not (getattr(ev, "entry", None) is not None and args.agent in ev.entry.recipients):  # type: ignore[attr-defined]
                 continue

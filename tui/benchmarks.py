@@ -33,7 +33,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
 FIGURE_KEYS = {
     "engine": ["us_per_turn", "turns_per_s"],
     "concurrency": ["efficiency", "wall_s", "ideal_s"],
-    "store": ["events_per_s", "bytes_per_turn", "seek_ms_p95", "seek_ms_p95_no_snapshots"],
+    "store": ["events_per_s", "bytes_per_turn", "bytes_per_turn_besides_reply", "seek_ms_p95", "seek_ms_p95_no_snapshots"],
     "ui": ["lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"],
     "replay": ["open_ms", "step_ms_p95"],
     "startup": ["first_paint_ms"],
