@@ -1,0 +1,450 @@
+"""Replay mode's screen: the main screen's panes, over a recorded run, with the timeline as a cursor.
+
+The panes are the live ones (MainScreen's); they read a `ReplayPosition`'s engine
+and view, which hold the run as it stood at the cursor. Keys move the cursor —
+←/→ one tick, PgUp/PgDn ten, home/end to the ends, `g` to a tick by number — and
+`p` plays forward (+/- change the speed). One worker moves the cursor: a key only
+sets where it should be, so keys pressed faster than the store answers are
+coalesced, never queued. While the run is being written by another process the
+screen polls the store twice a second; at the end of the run with `follow` on, the
+cursor follows each new tick as it lands.
+
+`enter` opens the inspector on a recorded turn (the prompt rebuilt from the
+store), `f` forks a live run from the cursor's tick (the app switches to live
+mode), `r` picks another run. Nothing here writes to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+from rich.text import Text
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from engine.store import StoreError
+
+from ..model import Changes
+from ..replay import Frame, ReplayPosition
+from ..widgets.line_table import LineTable
+from ..widgets.replay_timeline import ReplayTimeline
+from .goto_tick import GoToTickDialog
+from .help import LEGEND, HelpScreen
+from .inspector import InspectorScreen
+from .main import MainScreen
+
+#: Playback speeds, ticks per second (+ and - step through them).
+SPEEDS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+DEFAULT_SPEED = 2
+#: How often a run being written is polled for new ticks (seconds).
+POLL_INTERVAL = 0.5
+#: Timeline rows read per batch when they scroll into view.
+ROW_BATCH = 8
+
+REPLAY_KEYS: tuple[tuple[str, str, str], ...] = (
+    ("Cursor", "← / →", "one tick back / forward (every pane shows the run at that tick)"),
+    ("Cursor", "PgUp / PgDn", "ten ticks back / forward"),
+    ("Cursor", "home / end", "the first / the last recorded tick (end follows a run being written)"),
+    ("Cursor", "g", "go to a tick by number"),
+    ("Cursor", "↑ ↓ in the timeline", "move the cursor row by row"),
+    ("Cursor", "p", "play forward / stop"),
+    ("Cursor", "+ / -", "play faster / slower"),
+    ("Turns", "enter", "inspect the selected agent's turn at the cursor (or its last before it)"),
+    ("Run", "f", "fork: a new live run from the cursor's tick, recorded as its child (starts paused)"),
+    ("Run", "r", "recorded runs: open another"),
+    ("Panes", "tab / shift+tab", "next / previous pane"),
+    ("Panes", "1-5", "show a pane: agents, stream, credits, timeline, messages"),
+    ("Panes", "a", "stream: the selected agent, or all agents interleaved"),
+    ("Panes", "m", "messages: list or matrix view"),
+    ("App", "ctrl+p", "command palette: every action, themes"),
+    ("App", "?", "this help"),
+    ("App", "q", "quit (replay never writes to the database)"),
+)
+
+
+def replay_help_text() -> Text:
+    t = Text()
+    t.append("Replay: a recorded run, read-only. The header shows REPLAY (WATCH while following\n")
+    t.append("a run another process is writing) and the tick the panes show.\n", "italic")
+    section = None
+    for group, key, what in REPLAY_KEYS:
+        if group != section:
+            t.append("\n" + group + "\n", "bold underline")
+            section = group
+        t.append(f"  {key:<20}", "bold")
+        t.append(what + "\n")
+    t.append("\nStates and marks\n", "bold underline")
+    for glyph, what in LEGEND:
+        t.append(f"  {glyph:<20}", "bold")
+        t.append(what + "\n")
+    t.append(f"  {'▸':<20}", "bold")
+    t.append("timeline: the tick the panes show; later ticks are dimmed\n")
+    return t
+
+
+class ReplayHelpScreen(HelpScreen):
+    """The replay keys and the legend."""
+
+    def compose(self) -> ComposeResult:
+        scroll = VerticalScroll()
+        scroll.border_title = "LeMMing Control Room — replay help"
+        scroll.border_subtitle = "esc / q / ? closes"
+        with scroll:
+            yield Static(replay_help_text())
+
+
+class ReplayScreen(MainScreen, inherit_bindings=False):
+    """The control room over a recorded run (see the module docstring)."""
+
+    TIMELINE = ReplayTimeline
+
+    BINDINGS = [
+        Binding("left", "tick(-1)", "Tick", key_display="←/→", priority=True, id="replay.back"),
+        Binding("right", "tick(1)", "Next tick", show=False, priority=True, id="replay.forward"),
+        Binding("pageup", "tick(-10)", "10 back", show=False, priority=True, id="replay.page_back"),
+        Binding("pagedown", "tick(10)", "10 on", show=False, priority=True, id="replay.page_forward"),
+        Binding("home", "tick_to('first')", "First tick", show=False, priority=True, id="replay.first"),
+        Binding("end", "tick_to('last')", "Last tick", show=False, priority=True, id="replay.last"),
+        Binding("g", "goto", "Go to", id="replay.goto"),
+        Binding("p", "play", "Play", id="replay.play"),
+        Binding("plus", "speed(1)", "Speed", key_display="+/-", id="replay.faster"),
+        Binding("minus", "speed(-1)", "Slower", show=False, id="replay.slower"),
+        Binding("enter", "inspect_turn", "Inspect", id="replay.inspect"),
+        Binding("f", "fork", "Fork", id="replay.fork"),
+        Binding("r", "app.runs", "Runs", id="replay.runs"),
+        Binding("tab", "next_pane(1)", "Next pane", show=False, id="pane.next"),
+        Binding("shift+tab", "next_pane(-1)", "Previous pane", show=False, id="pane.previous"),
+        Binding("1", "show_pane('roster')", "Agents", show=False, id="pane.roster"),
+        Binding("2", "show_pane('stream')", "Stream", show=False, id="pane.stream"),
+        Binding("3", "show_pane('credits')", "Credits", show=False, id="pane.credits"),
+        Binding("4", "show_pane('timeline')", "Timeline", show=False, id="pane.timeline"),
+        Binding("5", "show_pane('graph')", "Messages", show=False, id="pane.graph"),
+        Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
+        Binding("q", "app.quit", "Quit", id="app.quit"),
+    ]
+
+    timeline: ReplayTimeline
+
+    def __init__(
+        self,
+        position: ReplayPosition,
+        *,
+        follow: bool = False,
+        can_fork: bool = True,
+        stream_mode: str = "selected",
+        cursor_blink: bool = True,
+        on_pane_failed: Callable[[str, BaseException], None] | None = None,
+        on_ready: Callable[[], None] | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
+        super().__init__(
+            position.engine,  # type: ignore[arg-type]  (the panes read its state, org and tick)
+            position.view,
+            clock=None,
+            stream_mode=stream_mode,
+            on_pane_failed=on_pane_failed,
+            on_ready=on_ready,
+        )
+        self.position = position
+        self.follow = follow
+        self.can_fork = can_fork
+        self.cursor_blink = cursor_blink
+        self.on_frame = on_frame
+        self.poll_interval = poll_interval
+        self.target: int = position.tick if position.tick is not None else position.hi
+        self.playing = False
+        self.speed = DEFAULT_SPEED
+        self._wake = asyncio.Event()
+        self._missing: set[int] = set()
+        self._rows_wake = asyncio.Event()
+        position.index.on_missing = self._row_missing
+
+    # --- set-up --------------------------------------------------------------------------
+
+    def on_mount(self, event: events.Mount) -> None:
+        event.prevent_default()  # MainScreen's set-up runs once, here, then replay's
+        super().on_mount()
+        self.timeline.show_tick(self.position.tick or 0, cursor=self.target, everything=True)
+        self._play_subtitle()
+        self.refresh_status()
+        self._move_cursor()
+        self._load_rows()
+        self._poll()
+        self.position.prefetch()
+        if self.on_frame is not None and self.position.tick is not None:
+            self.on_frame(Frame(self.position.tick, Changes(), jumped=True))
+
+    async def on_unmount(self) -> None:
+        # However the screen goes (another run, a fork, the app quitting, a test ending),
+        # the store's connection is closed: its thread would keep the process alive.
+        await self.position.close()
+
+    @property
+    def source(self):  # noqa: ANN201
+        return self.position.source
+
+    @property
+    def at_end(self) -> bool:
+        return self.target >= self.position.hi
+
+    # --- the header ----------------------------------------------------------------------
+
+    def refresh_status(self, tick_committed: bool = False) -> None:
+        e = self.engine
+        watching = self.source.writing and self.follow and self.at_end
+        note = ""
+        if self.source.info.status != "running" and self.source.info.reason and self.at_end:
+            note = "" if self.source.info.status == "completed" else f"run {self.source.info.status}"
+        self.status.set(
+            mode="WATCH" if watching else "REPLAY",
+            tick=e.tick,
+            total_spend=e.state.total_spend,
+            interval=e.state.interval,
+            thinking=0,
+            run_id=e.run_id,
+            recording=False,
+            note=note,
+        )
+
+    def _play_subtitle(self) -> None:
+        speed = SPEEDS[self.speed]
+        shown = f"{speed:g} t/s"
+        hi = self.position.hi
+        where = f"tick {self.position.tick or 0}/{hi}"
+        if self.playing:
+            text = f"{where} · ▶ {shown} · p stops"
+        elif self.source.writing and self.follow and self.at_end:
+            text = f"{where} · following"
+        else:
+            text = f"{where} · p plays {shown}"
+        self.timeline.set_play(text)
+
+    # --- moving the cursor ---------------------------------------------------------------
+
+    def move_to(self, tick: int) -> None:
+        """Ask for `tick` (clamped); the cursor worker gets there."""
+        pos = self.position
+        self.target = max(pos.lo, min(pos.hi, tick))
+        i = pos.index.index_of(self.target)
+        if i is not None and i != self.timeline.cursor_row:
+            self.timeline.cursor_row = i  # the cursor answers at once; the panes follow
+        self._wake.set()
+
+    def action_tick(self, delta: int) -> None:
+        if self.playing and delta < 0:
+            self.stop_playing()
+        self.move_to(self.target + delta)
+
+    def action_tick_to(self, where: str) -> None:
+        if where == "first":
+            self.stop_playing()
+        self.move_to(self.position.lo if where == "first" else self.position.hi)
+
+    @on(LineTable.CursorMoved, "#timeline")
+    def _timeline_cursor(self, event: LineTable.CursorMoved) -> None:
+        tick = self.timeline.selected_tick
+        if tick is not None and tick != self.target:
+            self.move_to(tick)
+
+    @work(exclusive=True, group="replay-cursor", exit_on_error=False)
+    async def _move_cursor(self) -> None:
+        """The one worker that moves the cursor: to the latest target, one frame at a time
+        (one tick at a time while playing or following, so each tick is seen)."""
+        pos = self.position
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while pos.tick != self.target:
+                cur = pos.tick
+                target = self.target
+                step = cur + 1 if cur is not None and target > cur and (self.playing or self.follow and self.at_end) else target
+                try:
+                    frame = await pos.goto(step)
+                except StoreError as e:
+                    self.app.notify(str(e), title="Cannot show that tick", severity="error", timeout=8)
+                    self.target = pos.tick if pos.tick is not None else pos.lo
+                    break
+                self.show_frame(frame)
+                pos.prefetch()
+                await asyncio.sleep(0)  # let the screen paint between frames
+
+    def show_frame(self, frame: Frame) -> None:
+        """Repaint every pane for the tick the position now holds."""
+        ch = frame.changes
+        with self.app.batch_update():
+            if ch.structure and self.selected_agent not in self.view.positions and self.view.order:
+                self.select_agent(self.view.order[0])
+            self._guard("roster", lambda: self.roster.refresh_agents(None))
+            self._guard("credits", lambda: self.credits.refresh_agents(None))
+            self._guard("graph", self.graph.refresh_graph)
+            self._guard("timeline", lambda: self.timeline.show_tick(frame.tick, cursor=self.target, everything=frame.jumped))
+            self._guard("stream", lambda: self._stream(frame))
+            self._play_subtitle()
+            self._guard("status", self.refresh_status)
+        if not frame.jumped:
+            for n in ch.notices:
+                if n.title in ("Definitions reloaded", "Definition rejected", "Command rejected"):
+                    self.app.notify(n.text, title=f"tick {frame.tick}: {n.title}", severity=n.severity, timeout=5)  # type: ignore[arg-type]
+        if self.on_frame is not None:
+            self.on_frame(frame)
+
+    def _stream(self, frame: Frame) -> None:
+        stream = self.stream
+        if not frame.jumped:
+            stream.feed(frame.changes.stream)  # the tick's replies, appended as they were live
+        elif stream.mode == "selected":
+            stream.show_agent(self.selected_agent)
+        else:
+            stream.set_mode("all")
+            stream.feed(frame.changes.stream)
+
+    # --- playing -------------------------------------------------------------------------
+
+    def action_play(self) -> None:
+        if self.playing:
+            self.stop_playing()
+            return
+        if self.at_end and not self.source.writing:
+            self.move_to(self.position.lo)  # at the end: play from the start
+        self.playing = True
+        self._play_subtitle()
+        self._play()
+
+    def stop_playing(self) -> None:
+        if self.playing:
+            self.playing = False
+            self.workers.cancel_group(self, "replay-play")
+            self._play_subtitle()
+
+    def action_speed(self, delta: int) -> None:
+        self.speed = max(0, min(len(SPEEDS) - 1, self.speed + delta))
+        self._play_subtitle()
+
+    @work(exclusive=True, group="replay-play", exit_on_error=False)
+    async def _play(self) -> None:
+        pos = self.position
+        loop = asyncio.get_running_loop()
+        beat = loop.time()
+        while self.playing:
+            beat += 1.0 / SPEEDS[self.speed]
+            await asyncio.sleep(max(0.0, beat - loop.time()))
+            beat = max(beat, loop.time() - 0.5)  # a slow store never makes it race to catch up
+            if pos.tick != self.target:
+                continue  # still drawing the last beat's tick
+            if self.target >= pos.hi:
+                if not self.source.writing:
+                    break
+                continue  # the run is being written: wait for its next tick
+            self.move_to(self.target + 1)
+        self.playing = False
+        self._play_subtitle()
+
+    def action_goto(self) -> None:
+        pos = self.position
+        if pos.hi < pos.lo or pos.hi <= 0:
+            self.app.notify("No tick is recorded yet.", severity="warning", timeout=3)
+            return
+
+        def done(tick: int | None) -> None:
+            if tick is not None:
+                self.stop_playing()
+                self.move_to(tick)
+
+        self.app.push_screen(GoToTickDialog(pos.tick or pos.lo, pos.lo, pos.hi, cursor_blink=self.cursor_blink), done)
+
+    # --- following a run being written --------------------------------------------------
+
+    @work(exclusive=True, group="replay-poll", exit_on_error=False)
+    async def _poll(self) -> None:
+        pos = self.position
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            was_end = self.at_end
+            old_hi = pos.hi
+            try:
+                changed = await pos.refresh()
+            except StoreError as e:
+                self.status.set(note=f"store: {e}"[:80])
+                continue
+            if not changed:
+                continue
+            if pos.hi != old_hi:
+                self.timeline.invalidate(None)
+                if self.follow and was_end:
+                    self.move_to(pos.hi)
+            self._play_subtitle()
+            self.refresh_status()
+
+    # --- timeline rows off screen --------------------------------------------------------
+
+    def _row_missing(self, tick: int) -> None:
+        self._missing.add(tick)
+        self._rows_wake.set()
+
+    @work(exclusive=True, group="replay-rows", exit_on_error=False)
+    async def _load_rows(self) -> None:
+        pos = self.position
+        while True:
+            await self._rows_wake.wait()
+            self._rows_wake.clear()
+            while self._missing:
+                # The rows nearest the cursor first; the moving cursor has priority.
+                if pos.tick != self.target:
+                    await asyncio.sleep(0.05)
+                    continue
+                here = pos.tick or 0
+                batch = sorted(self._missing, key=lambda t: abs(t - here))[:ROW_BATCH]
+                self._missing.difference_update(batch)
+                try:
+                    done = await pos.load_rows(batch)
+                except StoreError:
+                    continue
+                if done:
+                    self.timeline.refresh_ticks(set(done))
+
+    # --- turns, forks, help --------------------------------------------------------------
+
+    def action_inspect_turn(self) -> None:
+        agent = self.selected_agent
+        tick: int | None = None
+        if self.focused is self.timeline and self.timeline.selected_tick is not None:
+            tick = self.timeline.selected_tick
+            row = self.position.index.get(tick)
+            if row is not None and agent not in row.fired:
+                candidates = list(row.failed) or list(row.fired)
+                if candidates:
+                    agent = candidates[0]
+        if agent is None:
+            self.app.notify("Select an agent first.", severity="warning")
+            return
+        self._inspect(agent, tick if tick is not None else (self.position.tick or 0))
+
+    @work(exclusive=True, group="replay-inspect", exit_on_error=False)
+    async def _inspect(self, agent: str, upto: int) -> None:
+        try:
+            turns = await self.source.turns_for_inspector(agent, upto)
+        except StoreError as e:
+            self.app.notify(str(e), title="Cannot read the turn", severity="error", timeout=8)
+            return
+        if not turns:
+            self.app.notify(f"{agent} has no recorded turn up to tick {upto}.", severity="warning", timeout=3)
+            return
+        index = next((i for i, t in enumerate(turns) if t.tick == upto), len(turns) - 1)
+        self.app.push_screen(InspectorScreen(turns, index, wall_clock=getattr(self.app, "wall_clock", True)))
+
+    def action_fork(self) -> None:
+        if not self.can_fork:
+            self.app.notify("This session is read-only: forks are turned off.", severity="warning", timeout=4)
+            return
+        self.stop_playing()
+        fork = getattr(self.app, "fork_at", None)
+        if fork is not None and self.position.tick is not None:
+            fork(self.position.tick)
+
+    def action_help(self) -> None:
+        self.app.push_screen(ReplayHelpScreen())
