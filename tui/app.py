@@ -526,6 +526,20 @@ class ControlRoom(App[int]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    def action_runs(self) -> None:
+        """The recorded runs (`lemming replay RUN` opens one; the live run goes on here)."""
+        from .screens.runs import RunsScreen
+
+        if self.record is None:
+            self.notify("This run is not recorded (--no-record): there is no run database to list.", severity="warning")
+            return
+
+        def chosen(run_id: str | None) -> None:
+            if run_id and run_id != self.engine.run_id:
+                self.notify(f"lemming replay {run_id} opens it; lemming watch follows a run as it is written.", title="Replay", timeout=8)
+
+        self.push_screen(RunsScreen(self.record, current=self.engine.run_id), chosen)
+
     def action_show_pane(self, pane: str) -> None:
         self.main.action_show_pane(pane)
 

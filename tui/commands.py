@@ -32,6 +32,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Show the messages pane", "5", "show_pane('graph')"),
     ("Edit the selected agent's resume.json", "E — in $EDITOR; applied at the next tick", "edit_agent"),
     ("Rejected agent files", "D — files whose last edit did not validate", "show_rejected"),
+    ("Recorded runs", "ticks, spend, status, parent of each run in the database (lemming replay opens one)", "runs"),
     ("Help", "? — keys and legend", "help"),
     ("Quit", "q — stops the run cleanly", "quit"),
 )
