@@ -303,6 +303,20 @@ async def test_replay_and_the_run_picker_never_write(db: Path, tmp_path: Path) -
     assert not wal.exists() or wal.stat().st_size == 0 or after.get("runs.db-wal") == before.get("runs.db-wal")
 
 
+async def test_the_live_control_room_lists_recorded_runs(db: Path, tmp_path: Path) -> None:
+    org = org_four(tmp_path / "org")
+    engine = build_engine(org, seed=1, paused=True, interval=0.0, sim_tokens_per_s=0, run_id="live-now")
+    app = ControlRoom(engine, config_dir=tmp_path / "cfg", wall_clock=False, cursor_blink=False, animations=False, record=db, watch=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.recording is not None, what="the recording")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"Recorded runs", "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen) and len(app.screen.runs) == 2, what="the run picker")
+        assert {r.id for r in app.screen.runs} == {RUN, "live-now"}  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        await pilot.press("q")
+
+
 def test_view_skips_are_what_the_view_ignores() -> None:
     """Replay leaves VIEW_SKIPS out of the view's folds: RunView.apply must ignore them."""
     assert VIEW_SKIPS == {MemoryChanged}

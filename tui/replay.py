@@ -42,10 +42,11 @@ from engine.store import RunInfo, RunStore, StoreError
 from .model import RECENT_TICKS, STREAM_CHARS, Changes, RunView, StreamPiece, TickRow
 
 #: Ticks whose events are kept decoded (the view's window, the backward block, prefetches).
-EVENT_CACHE_TICKS = 96
-#: Light states and views kept for stepping back without the store.
-STATE_CACHE_TICKS = 1024
-VIEW_CACHE_TICKS = 256
+EVENT_CACHE_TICKS = 48
+#: Light states and views kept for stepping back without the store. (Kept small: what
+#: the caches hold is what the cyclic garbage collector walks through on a full pass.)
+STATE_CACHE_TICKS = 256
+VIEW_CACHE_TICKS = 64
 #: How many earlier states one background block folds (more than the view's window).
 BACK_BLOCK = 16
 #: A forward move of up to this many ticks folds events instead of asking the store.
@@ -72,8 +73,9 @@ def display_copy(state: OrgState) -> OrgState:
     return c
 
 
-#: Events the view's fold ignores (RunView.apply has no case for them; a test checks it):
-#: left out of replay's folds, they are a third of a tick's events.
+#: Events no pane needs: the view's fold ignores them (RunView.apply has no case for them;
+#: a test checks it) and the panes' light states carry no memory. Replay drops them as a
+#: tick is read: they are a third of a tick's events.
 VIEW_SKIPS = frozenset({MemoryChanged})
 
 
@@ -359,7 +361,8 @@ class ReplaySource:
         return evs
 
     async def events_of(self, tick: int) -> list[Event]:
-        """The events that turn the state at tick-1 into the state at tick (cached)."""
+        """The events that turn the panes' state at tick-1 into their state at tick
+        (the store's `tick_events` without VIEW_SKIPS), cached."""
         evs = self.cached_events(tick)
         if evs is not None:
             return evs
@@ -378,7 +381,7 @@ class ReplaySource:
 
     async def _read_tick(self, tick: int) -> list[Event]:
         try:
-            evs = await self.store.tick_events(self.owner(tick), tick)
+            evs = view_events(await self.store.tick_events(self.owner(tick), tick))
             self._events[tick] = evs
             while len(self._events) > EVENT_CACHE_TICKS:
                 self._events.popitem(last=False)

@@ -17,6 +17,7 @@ Until the operator forks or starts a run, nothing writes to the database.
 
 from __future__ import annotations
 
+import gc
 import traceback
 from functools import partial
 from pathlib import Path
@@ -77,7 +78,6 @@ class ReplayCommands(ControlRoomCommands):
         app: ReplayRoom = self.app  # type: ignore[assignment]
         if app.mode == "live":
             yield from super()._commands()
-            yield ("Recorded runs", "the runs in the database (read-only while this one runs)", partial(app.run_action, "runs"))
             return
         actions = REPLAY_ACTIONS if app.mode == "replay" else [a for a in REPLAY_ACTIONS if a[2] in ("runs", "quit")]
         for title, help_text, action in actions:
@@ -213,6 +213,10 @@ class ReplayRoom(ControlRoom):
             if opening is not None:
                 opening.say(f"Cannot open run {run_id}:\n{e}\n\nr lists the recorded runs · q quits")
             return
+        # A long run's message log is millions of objects that live as long as the run is
+        # open: keep them out of the cyclic collector's full passes (see ReplayScreen).
+        gc.collect()
+        gc.freeze()
         old = self.position
         self.position = position
         self.engine = position.engine  # type: ignore[assignment]

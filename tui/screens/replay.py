@@ -17,6 +17,8 @@ mode), `r` picks another run. Nothing here writes to the database.
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 from typing import Callable
 
 from rich.text import Text
@@ -44,6 +46,8 @@ DEFAULT_SPEED = 2
 POLL_INTERVAL = 0.5
 #: Timeline rows read per batch when they scroll into view.
 ROW_BATCH = 8
+#: Seconds without a new frame after which the collector may make a full pass.
+IDLE_GC_AFTER = 1.5
 
 REPLAY_KEYS: tuple[tuple[str, str, str], ...] = (
     ("Cursor", "← / →", "one tick back / forward (every pane shows the run at that tick)"),
@@ -163,6 +167,8 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         self._missing: set[int] = set()
         self._rows_wake = asyncio.Event()
         position.index.on_missing = self._row_missing
+        self._gc_threshold: tuple[int, int, int] | None = None
+        self._last_frame = 0.0
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -176,13 +182,36 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         self._load_rows()
         self._poll()
         self.position.prefetch()
+        self._hold_full_collections()
         if self.on_frame is not None and self.position.tick is not None:
             self.on_frame(Frame(self.position.tick, Changes(), jumped=True))
 
     async def on_unmount(self) -> None:
         # However the screen goes (another run, a fork, the app quitting, a test ending),
         # the store's connection is closed: its thread would keep the process alive.
+        if self._gc_threshold is not None:
+            gc.set_threshold(*self._gc_threshold)
+            self._gc_threshold = None
         await self.position.close()
+
+    # --- garbage collection --------------------------------------------------------------
+    #
+    # The cursor's caches (decoded ticks, light states, views) are a few hundred thousand
+    # objects; a full pass of the cyclic collector over them takes 100 ms and more, and
+    # Python starts one every few dozen frames — a stutter on every few keys. While this
+    # screen is up, full passes run only when the operator has left the keys alone for
+    # a moment; the young generations are collected as usual.
+
+    def _hold_full_collections(self) -> None:
+        self._gc_threshold = gc.get_threshold()
+        young, middle, _ = self._gc_threshold
+        gc.set_threshold(young, middle, 1_000_000_000)
+        self._last_frame = time.monotonic()
+        self.set_interval(IDLE_GC_AFTER / 2, self._collect_when_idle)
+
+    def _collect_when_idle(self) -> None:
+        if time.monotonic() - self._last_frame >= IDLE_GC_AFTER and gc.get_count()[2] > 0:
+            gc.collect()
 
     @property
     def source(self):  # noqa: ANN201
@@ -290,6 +319,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
             for n in ch.notices:
                 if n.title in ("Definitions reloaded", "Definition rejected", "Command rejected"):
                     self.app.notify(n.text, title=f"tick {frame.tick}: {n.title}", severity=n.severity, timeout=5)  # type: ignore[arg-type]
+        self._last_frame = time.monotonic()
         if self.on_frame is not None:
             self.on_frame(frame)
 
