@@ -160,7 +160,7 @@ class ModelSpec(BaseModel):
     provider: str = Field(min_length=1)
     model_name: str = Field(min_length=1, max_length=500)
     base_url: str | None = None
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)
     prices: Prices = Field(default_factory=Prices)
     context_window: int | None = Field(default=None, ge=1)
     max_output_tokens: int | None = Field(default=None, ge=1)
@@ -175,7 +175,10 @@ class ModelSpec(BaseModel):
         if self.base_url is None and isinstance(self.provider_config.get("base_url"), str):
             self.base_url = self.provider_config["base_url"]
         if self.api_key_env is None and isinstance(self.provider_config.get("api_key_env"), str):
-            self.api_key_env = self.provider_config["api_key_env"]
+            name = self.provider_config["api_key_env"]
+            if len(name) > 200 or not _ENV_NAME_RE.match(name):
+                raise ValueError("provider_config.api_key_env must name an environment variable (letters, digits, _)")
+            self.api_key_env = name
         return self
 
     @field_validator("provider_config")
@@ -217,6 +220,7 @@ class OrgSettings(BaseModel):
     max_concurrency: int = Field(default=16, ge=1, le=10_000)
 
 
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAIN_KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,99}\Z")
 
 

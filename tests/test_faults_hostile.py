@@ -786,3 +786,19 @@ async def test_the_command_line_shows_model_output_without_control_codes(tmp_pat
     for args in (("inspect", "alice"), ("inspect", "bob"), ("logs", "alice"), ("logs", "bob"), ("status",)):
         text = await asyncio.to_thread(run_cli, *args)
         assert text.strip() and not any(c in text for c in "\x1b\x07\x9b\u202e"), (args, text[:500])
+
+
+@pytest.mark.parametrize("spec", [
+    {"provider": "sim", "model_name": "m", "api_key_env": "K" * 5_000},
+    {"provider": "openai", "model_name": "m", "provider_config": {"api_key_env": "K" * 5_000}},
+    {"provider": "openai", "model_name": "m", "provider_config": {"api_key_env": "MY_KEY\nrm -rf"}},
+])
+def test_a_key_variable_must_be_a_variable_name(tmp_path: Path, spec: dict) -> None:
+    (tmp_path / "agents" / "a").mkdir(parents=True)
+    (tmp_path / "agents" / "a" / "resume.json").write_text(json.dumps({"name": "a", "model": "m"}))
+    (tmp_path / "models.json").write_text(json.dumps({"m": spec}))
+    with pytest.raises(OrgInvalid) as e:
+        load_org(tmp_path)
+    for p in e.value.problems:
+        check_problem(p, tmp_path)
+    assert any("api_key_env" in p for p in e.value.problems), e.value.problems
