@@ -304,15 +304,21 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     return cls(**d)
 
 
+#: The parts of an event that are engine records with wall-clock fields of their own
+#: (a turn record, an outbox entry). Nothing else is looked into: payloads, memory values,
+#: replies and definitions are the organisation's data, whatever their keys are called.
+_RECORD_FIELDS = ("record", "entry")
+
+
 def canonical(d: dict[str, Any]) -> dict[str, Any]:
-    """A copy of an event dict without wall-clock fields (recursively)."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if k in WALL_CLOCK_FIELDS:
-            continue
-        if isinstance(v, dict):
-            v = canonical(v)
-        elif isinstance(v, list):
-            v = [canonical(x) if isinstance(x, dict) else x for x in v]
-        out[k] = v
+    """A copy of an event dict without its wall-clock fields (and its records').
+
+    Only the engine's own fields are dropped: a message payload or a memory value with a
+    key named "at" or "run_id" is kept, so two runs that differ there do not compare equal.
+    """
+    out = {k: v for k, v in d.items() if k not in WALL_CLOCK_FIELDS}
+    for k in _RECORD_FIELDS:
+        rec = out.get(k)
+        if isinstance(rec, dict):
+            out[k] = {kk: vv for kk, vv in rec.items() if kk not in WALL_CLOCK_FIELDS}
     return out

@@ -802,3 +802,15 @@ def test_a_key_variable_must_be_a_variable_name(tmp_path: Path, spec: dict) -> N
     for p in e.value.problems:
         check_problem(p, tmp_path)
     assert any("api_key_env" in p for p in e.value.problems), e.value.problems
+
+
+def test_canonical_exports_keep_the_organisations_data_whatever_its_keys() -> None:
+    """Wall-clock fields are the engine's; a payload or memory key called "at" is data."""
+    from engine.events import MemoryChanged, canonical
+    from engine.messages import OutboxEntry
+
+    entry = OutboxEntry("a-1-0", 1, "a", "message", {"at": "noon", "run_id": "r", "text": "x"}, created_at=123.0)
+    d = canonical(MessageCommitted(1, entry).to_dict())
+    assert "created_at" not in d["entry"] and d["entry"]["payload"] == {"at": "noon", "run_id": "r", "text": "x"}
+    m = canonical(MemoryChanged(1, "a", "set", "k", {"started_at": 5, "latency_ms": 1}).to_dict())
+    assert m["value"] == {"started_at": 5, "latency_ms": 1}
