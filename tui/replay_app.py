@@ -164,6 +164,7 @@ class ReplayRoom(ControlRoom):
         self.mode = "picker" if run_id is None else "replay"
         self.position: ReplayPosition | None = None
         self._live_store: RunStore | None = None
+        self._froze = False
 
     # --- screens -------------------------------------------------------------------------
 
@@ -217,6 +218,7 @@ class ReplayRoom(ControlRoom):
         # open: keep them out of the cyclic collector's full passes (see ReplayScreen).
         gc.collect()
         gc.freeze()
+        self._froze = True
         old = self.position
         self.position = position
         self.engine = position.engine  # type: ignore[assignment]
@@ -398,6 +400,11 @@ class ReplayRoom(ControlRoom):
                 await store.close()
 
     # --- the rest ------------------------------------------------------------------------
+
+    def on_unmount(self) -> None:
+        if self._froze:  # the app is going: what it kept is the collector's again
+            gc.unfreeze()
+            self._froze = False
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker

@@ -186,6 +186,11 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         if self.on_frame is not None and self.position.tick is not None:
             self.on_frame(Frame(self.position.tick, Changes(), jumped=True))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "fork" and not self.can_fork:
+            return False  # a read-only session: no fork key in the footer
+        return True
+
     async def on_unmount(self) -> None:
         # However the screen goes (another run, a fork, the app quitting, a test ending),
         # the store's connection is closed: its thread would keep the process alive.

@@ -23,6 +23,10 @@ class ReplayTimeline(Timeline):
         self.shown_tick: int | None = None
         self.border_subtitle = "p plays"
 
+    def on_resize(self, event) -> None:  # noqa: ANN001
+        # Shown again (another tab, a new size): bring the cursor's row into view.
+        self.call_after_refresh(self.scroll_cursor_visible)
+
     def render_row(self, index: int, width: int) -> Text:
         row = self.view.rows[index]
         if row.status == "loading":
