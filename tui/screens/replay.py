@@ -30,7 +30,7 @@ from textual.widgets import Static
 
 from engine.store import StoreError
 
-from ..model import Changes
+from ..model import Changes, StreamPiece
 from ..replay import Frame, ReplayPosition
 from ..widgets.line_table import LineTable
 from ..widgets.replay_timeline import ReplayTimeline
@@ -46,6 +46,8 @@ DEFAULT_SPEED = 2
 POLL_INTERVAL = 0.5
 #: Timeline rows read per batch when they scroll into view.
 ROW_BATCH = 8
+#: Characters a reply is cut into when it is re-streamed while playing.
+RESTREAM_CHUNK = 48
 #: Seconds without a new frame after which the collector may make a full pass.
 IDLE_GC_AFTER = 1.5
 
@@ -55,7 +57,7 @@ REPLAY_KEYS: tuple[tuple[str, str, str], ...] = (
     ("Cursor", "home / end", "the first / the last recorded tick (end follows a run being written)"),
     ("Cursor", "g", "go to a tick by number"),
     ("Cursor", "↑ ↓ in the timeline", "move the cursor row by row"),
-    ("Cursor", "p", "play forward / stop"),
+    ("Cursor", "p / space", "play forward / stop"),
     ("Cursor", "+ / -", "play faster / slower"),
     ("Turns", "enter", "inspect the selected agent's turn at the cursor (or its last before it)"),
     ("Run", "f", "fork: a new live run from the cursor's tick, recorded as its child (starts paused)"),
@@ -115,6 +117,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         Binding("end", "tick_to('last')", "Last tick", show=False, priority=True, id="replay.last"),
         Binding("g", "goto", "Go to", id="replay.goto"),
         Binding("p", "play", "Play", id="replay.play"),
+        Binding("space", "play", "Play", show=False, id="replay.play_space"),
         Binding("plus", "speed(1)", "Speed", key_display="+/-", id="replay.faster"),
         Binding("minus", "speed(-1)", "Slower", show=False, id="replay.slower"),
         Binding("enter", "inspect_turn", "Inspect", id="replay.inspect"),
@@ -167,6 +170,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         self._missing: set[int] = set()
         self._rows_wake = asyncio.Event()
         position.index.on_missing = self._row_missing
+        self._restreaming: list[dict[str, list[StreamPiece]]] = []
         self._gc_threshold: tuple[int, int, int] | None = None
         self._last_frame = 0.0
 
@@ -330,13 +334,47 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
 
     def _stream(self, frame: Frame) -> None:
         stream = self.stream
-        if not frame.jumped:
+        if not frame.jumped and self.playing and self.app.animation_level != "none":
+            # Playing: the tick's replies stream in over the beat, as they did live.
+            self._restream(frame.changes.stream, 0.8 / SPEEDS[self.speed])
+        elif not frame.jumped:
+            self._flush_restream()
             stream.feed(frame.changes.stream)  # the tick's replies, appended as they were live
         elif stream.mode == "selected":
+            self._restreaming = []
             stream.show_agent(self.selected_agent)
         else:
+            self._restreaming = []
             stream.set_mode("all")
             stream.feed(frame.changes.stream)
+
+    # --- re-streaming replies while playing ----------------------------------------------
+
+    def _flush_restream(self) -> None:
+        """Write what a re-stream still holds at once (another frame is coming)."""
+        pending, self._restreaming = self._restreaming, []
+        for step in pending:
+            self.stream.feed(step)
+
+    def _restream(self, pieces: dict[str, list[StreamPiece]], seconds: float) -> None:
+        self._flush_restream()
+        steps: list[dict[str, list[StreamPiece]]] = []
+        for agent, agent_pieces in pieces.items():
+            for p in agent_pieces:
+                if p.kind == "text" and len(p.text) > RESTREAM_CHUNK:
+                    for i in range(0, len(p.text), RESTREAM_CHUNK):
+                        steps.append({agent: [StreamPiece("text", p.tick, p.text[i : i + RESTREAM_CHUNK])]})
+                else:
+                    steps.append({agent: [p]})
+        self._restreaming = steps
+        if steps:
+            self._restream_worker(seconds / len(steps))
+
+    @work(exclusive=True, group="replay-restream", exit_on_error=False)
+    async def _restream_worker(self, delay: float) -> None:
+        while self._restreaming:
+            self.stream.feed(self._restreaming.pop(0))
+            await asyncio.sleep(delay)
 
     # --- playing -------------------------------------------------------------------------
 
@@ -398,7 +436,8 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
     async def _poll(self) -> None:
         pos = self.position
         while True:
-            await asyncio.sleep(self.poll_interval)
+            # A finished run is still polled, slowly: `lemming resume` may take it up again.
+            await asyncio.sleep(self.poll_interval if self.source.writing else max(2.0, self.poll_interval))
             was_end = self.at_end
             old_hi = pos.hi
             try:
