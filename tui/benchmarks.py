@@ -26,7 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "concurrency": ("ideal / measured wall time, every turn waiting 200 ms", "efficiency ≥ 0.95"),
     "store": ("write rate, bytes per turn, rebuilding a random tick of 10,000 × 100", "≥ 200,000 events/s; ≤ 1 KB/turn; seek p95 < 50 ms"),
     "ui": ("control room under a token storm (100 agents × 50 tokens/s)", "lag p95 < 100 ms; flat memory"),
-    "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
+    "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 100 ms"),
     "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
 }
 
@@ -35,7 +35,7 @@ FIGURE_KEYS = {
     "concurrency": ["efficiency", "wall_s", "ideal_s"],
     "store": ["events_per_s", "bytes_per_turn", "bytes_per_turn_besides_reply", "seek_ms_p95", "seek_ms_p95_no_snapshots"],
     "ui": ["lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"],
-    "replay": ["open_ms", "step_ms_p95"],
+    "replay": ["open_ms", "step_ms_p95", "step_back_ms_p95", "page_ms_p95", "jump_ms_p95"],
     "startup": ["first_paint_ms"],
 }
 
