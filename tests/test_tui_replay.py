@@ -317,6 +317,39 @@ async def test_the_live_control_room_lists_recorded_runs(db: Path, tmp_path: Pat
         await pilot.press("q")
 
 
+async def test_definition_changes_show_where_they_happened(tmp_path: Path) -> None:
+    from engine.org import load_org
+    from tests.conftest import write_resume
+
+    org = org_four(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    engine = build_engine(org, seed=4, interval=0.0, sim_tokens_per_s=0, run_id="reloaded")
+    store = await RunStore.open(db)
+    await store.create_run(run_id="reloaded", org_root=org, seed=4, definitions_hash=engine.org.definitions_hash(), target_ticks=None)
+    engine.recorder = store.recorder("reloaded", state=engine.state)
+    await engine.run(ticks=3)
+    write_resume(org, "erin", reads=["alice"])  # a new agent folder, picked up at the boundary
+    engine.reload(load_org(org))
+    await engine.run(ticks=3)
+    await store.close()
+    app = replay_app(db, tmp_path / "cfg", run="reloaded")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await replay_screen(pilot, app)
+        await go(pilot, screen, 3)
+        assert "erin" not in screen.view.order and "erin" not in screen.engine.org.agents
+        await pilot.press("right")
+        await at_tick(pilot, screen, 4)
+        assert "erin" in screen.view.order and any(r.split()[1] == "erin" for r in rows(screen.roster))
+        row4 = next(r for r in rows(screen.timeline) if r.lstrip("▸ ").split()[0] == "4")
+        assert "op: reload" in row4
+        assert any("Definitions reloaded" in title and "added erin" in text for _, title, text in app.notices)
+        await pilot.press("left")
+        await at_tick(pilot, screen, 3)
+        assert "erin" not in screen.view.order
+        await pilot.press("q")
+    assert not app.failures
+
+
 def test_view_skips_are_what_the_view_ignores() -> None:
     """Replay leaves VIEW_SKIPS out of the view's folds: RunView.apply must ignore them."""
     assert VIEW_SKIPS == {MemoryChanged}

@@ -207,14 +207,6 @@ class ReplayView(RunView):
         self.rows = index  # type: ignore[assignment]
         self._scratch: dict[int, TickRow] = {}
 
-    def reset(self, agent_names: Iterable[str]) -> None:
-        """Forget everything folded so far (a jump): the index is kept."""
-        run_id = self.run_id
-        RunView.__init__(self, agent_names)
-        self.run_id = run_id
-        self.rows = self.index  # type: ignore[assignment]
-        self._scratch = {}
-
     def row(self, tick: int) -> TickRow | None:
         return self.index.get(tick) or self._scratch.get(tick)
 
