@@ -1,7 +1,7 @@
 """How fast replay opens a long run and answers the cursor keys.
 
 `python -m tui.bench_replay [--quick]` (or `lemming bench replay`) records a run of
-10,000 ticks × 100 agents on the sim (`--quick`: 1,000 × 50) through the real
+10,000 ticks × 100 agents on the sim (`--quick`: 600 × 50) through the real
 recorder — the first ticks from the engine, the rest repeating them with their
 ticks and ids moved on (engine/bench_store.py builds it) — then opens it in the
 real control room, headless at 160×50, and measures from a key to the screen
@@ -106,7 +106,7 @@ async def _measure(db: Path, run_id: str, ticks: int, quick: bool) -> dict[str, 
             await arrived
             await asyncio.sleep(1.0)
             fwd, back, burst, page, jump = [], [], [], [], []
-            n = 12 if quick else 40
+            n = 10 if quick else 40
             cur = mid
             for _ in range(n):
                 cur += 1
@@ -122,14 +122,14 @@ async def _measure(db: Path, run_id: str, ticks: int, quick: bool) -> dict[str, 
             for _ in range(n):
                 cur -= 1
                 burst.append(await key("left", cur))
-            for _ in range(6 if quick else 12):
+            for _ in range(5 if quick else 12):
                 d = rng.choice((-10, 10))
                 if not 1 <= cur + d <= ticks:
                     d = -d
                 cur += d
                 page.append(await key("pagedown" if d > 0 else "pageup", cur))
                 await asyncio.sleep(0.15)
-            for _ in range(6 if quick else 12):
+            for _ in range(5 if quick else 12):
                 target = rng.randint(1, ticks)
                 while target == cur:
                     target = rng.randint(1, ticks)
@@ -158,7 +158,7 @@ async def _measure(db: Path, run_id: str, ticks: int, quick: bool) -> dict[str, 
 
 def bench_replay(quick: bool = False) -> dict[str, Any]:
     """Build the long run, open it in the control room, time the cursor (module docstring)."""
-    ticks, agents = (1_000, 50) if quick else (10_000, 100)
+    ticks, agents = (600, 50) if quick else (10_000, 100)
 
     async def go() -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="lemming-bench-replay-") as tmp:
