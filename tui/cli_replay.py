@@ -88,12 +88,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.store import StoreError
 
     db = db_path(args)
-    if not db.exists():
-        return _fail(f"no run database at {db} (record a run first: `lemming run` or `lemming`)")
-    try:
-        run_id = asyncio.run(_resolve(db, args.run, latest=False))
-    except StoreError as e:
-        return _fail(str(e))
+    run_id = None
+    if args.run is not None:
+        if not db.exists():
+            return _fail(f"no run database at {db} (record a run first: `lemming run` or `lemming`)")
+        try:
+            run_id = asyncio.run(_resolve(db, args.run, latest=False))
+        except StoreError as e:
+            return _fail(str(e))
+    # Without a run: the picker, which waits for runs to appear if there are none yet.
     read_only = bool(args.no_fork)
     return _open_room(args, run_id=run_id, follow=args.follow, can_fork=not read_only, allow_new=not read_only)
 
