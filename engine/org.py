@@ -159,10 +159,15 @@ class OrgInvalid(Exception):
 
 
 def _rel(root: Path, p: Path) -> str:
+    """`p` relative to the root, as problems show it: quoted when a folder name would make
+    `file: field: message` ambiguous (": " in it, spaces around it, unprintable characters)."""
     try:
-        return str(p.relative_to(root))
+        rel = str(p.relative_to(root))
     except ValueError:
-        return str(p)
+        rel = str(p)
+    if ": " in rel or not rel.isprintable() or any(part != part.strip() for part in rel.split("/")):
+        return repr(rel)
+    return rel
 
 
 def read_json(path: Path, root: Path, problems: list[str]) -> Any | None:
