@@ -361,15 +361,15 @@ def test_view_skips_are_what_the_view_ignores() -> None:
 async def test_watch_follows_a_run_written_by_another_process(tmp_path: Path) -> None:
     org = org_four(tmp_path / "org")
     db = tmp_path / "runs.db"
-    ticks = 8
+    ticks = 10
     writer = subprocess.Popen(
         [sys.executable, "-m", "tui.cli", "run", "--headless", "--org", str(org), "--db", str(db),
-         "--ticks", str(ticks), "--interval", "0.2", "--seed", "2", "--sim-tokens-per-s", "0"],
+         "--ticks", str(ticks), "--interval", "0.3", "--seed", "2", "--sim-tokens-per-s", "0"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
         run_id = None
-        for _ in range(200):
+        for _ in range(600):
             if db.exists():
                 try:
                     store = await RunStore.open(db, readonly=True)
@@ -392,7 +392,10 @@ async def test_watch_follows_a_run_written_by_another_process(tmp_path: Path) ->
                 modes.add(screen.status.mode)
                 return screen.position.tick == ticks and not screen.source.writing
 
-            await wait_for(pilot, done, timeout=30, what="the watcher to reach the writer's last tick")
+            try:
+                await wait_for(pilot, done, timeout=60, what="the watcher to reach the writer's last tick")
+            except AssertionError as e:
+                raise AssertionError(f"{e}: shown {shown}, cursor at {screen.position.tick}, target {screen.target}, run {screen.source.info}") from None
             assert "WATCH" in modes
             await pilot.pause(0.2)
             assert screen.status.tick == ticks
