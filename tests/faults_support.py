@@ -4,6 +4,7 @@ and the checks every rejection and every recorded event must pass."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -199,6 +200,7 @@ class ScratchDirs:
     def __init__(self, tag: str) -> None:
         self.base = Path(tempfile.mkdtemp(prefix=f"faults-{tag}-"))
         self.n = 0
+        atexit.register(self.close)  # the examples of a session share it; gone at exit
 
     def new(self) -> Path:
         self.n += 1
