@@ -25,6 +25,7 @@ from .events import (
     AgentSkipped,
     CommandApplied,
     CommandRejected,
+    CreditsToppedUp,
     DefinitionRejected,
     DefinitionsReloaded,
     Event,
@@ -117,6 +118,7 @@ class ProgressPrinter:
         self.as_json = as_json
         self.tokens = tokens
         self._out = sys.stdout
+        self._broke: set[str] = set()
 
     def handle(self, batch: list[Event]) -> None:
         if self.as_json:
@@ -139,7 +141,11 @@ class ProgressPrinter:
                     f"spend {ev.spend:.6f}  total {ev.total_spend:.6f}",
                     highlight=False,
                 )
-            elif t is AgentSkipped and ev.reason == "broke":
+            elif t is CreditsToppedUp:
+                self._broke.discard(ev.agent)
+            elif t is AgentSkipped and ev.reason == "broke" and ev.agent not in self._broke:
+                # Said once when an agent goes broke, not again on every tick it is skipped.
+                self._broke.add(ev.agent)
                 c.print(f"        [yellow]{escape(ev.agent)} is broke[/]: {escape(ev.detail)}", highlight=False)
             elif t is SoftCapReached:
                 c.print(f"        [yellow]{escape(ev.agent)} passed its soft cap ({ev.soft_cap:g})[/]", highlight=False)
