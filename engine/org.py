@@ -221,8 +221,10 @@ def _first_existing(root: Path, *names: str) -> Path | None:
     return None
 
 
-def load_models(root: Path, problems: list[str]) -> dict[str, ModelSpec]:
-    path = _first_existing(root, "models.json", "lemming/config/models.json")
+def _load_entries(root: Path, names: tuple[str, ...], model: type[BaseModel], shape: str, problems: list[str]) -> dict[str, Any]:
+    """A JSON object of key → entry (models.json, credits.json), each entry validated alone:
+    one bad entry is a problem of its own and the others still load."""
+    path = _first_existing(root, *names)
     if path is None:
         return {}
     rel = _rel(root, path)
@@ -230,37 +232,24 @@ def load_models(root: Path, problems: list[str]) -> dict[str, ModelSpec]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        problems.append(f"{rel}: (root): must be an object of model key → model spec")
+        problems.append(f"{rel}: (root): must be an object of {shape}")
         return {}
-    models: dict[str, ModelSpec] = {}
+    out: dict[str, Any] = {}
     for key, entry in data.items():
         if key.startswith("_"):  # "_comment" and the like
             continue
-        spec = _validate(ModelSpec, entry, rel, problems, prefix=shown_key(key))
-        if spec is not None:
-            models[key] = spec
-    return models
+        value = _validate(model, entry, rel, problems, prefix=shown_key(key))
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def load_models(root: Path, problems: list[str]) -> dict[str, ModelSpec]:
+    return _load_entries(root, ("models.json", "lemming/config/models.json"), ModelSpec, "model key → model spec", problems)
 
 
 def load_credits(root: Path, problems: list[str]) -> dict[str, CreditsEntry]:
-    path = _first_existing(root, "credits.json", "lemming/config/credits.json")
-    if path is None:
-        return {}
-    rel = _rel(root, path)
-    data = read_json(path, root, problems)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        problems.append(f"{rel}: (root): must be an object of agent name → budget")
-        return {}
-    out: dict[str, CreditsEntry] = {}
-    for name, entry in data.items():
-        if name.startswith("_"):
-            continue
-        ce = _validate(CreditsEntry, entry, rel, problems, prefix=shown_key(name))
-        if ce is not None:
-            out[name] = ce
-    return out
+    return _load_entries(root, ("credits.json", "lemming/config/credits.json"), CreditsEntry, "agent name → budget", problems)
 
 
 def load_settings(root: Path, problems: list[str]) -> OrgSettings:
