@@ -12,6 +12,17 @@ from .theming import theme_label, themes
 if TYPE_CHECKING:
     from .app import ControlRoom
 
+#: Pane and view actions: the same in live and replay mode.
+VIEW_ACTIONS: tuple[tuple[str, str, str], ...] = (
+    ("Stream: selected agent / all agents", "a in the stream pane", "toggle_stream_mode"),
+    ("Messages: list / matrix", "m in the messages pane", "toggle_graph_mode"),
+    ("Show the agents pane", "1", "show_pane('roster')"),
+    ("Show the stream pane", "2", "show_pane('stream')"),
+    ("Show the credits pane", "3", "show_pane('credits')"),
+    ("Show the timeline pane", "4", "show_pane('timeline')"),
+    ("Show the messages pane", "5", "show_pane('graph')"),
+)
+
 #: (title, help, action name with arguments) — the action runs on the app.
 ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Pause / resume the run", "space — applied at the next tick boundary", "toggle_pause"),
@@ -23,13 +34,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Shorter tick interval", "- — faster ticks", "faster"),
     ("Inspect the selected turn", "enter — prompt, reply, parsed, usage, error", "inspect"),
     ("Abort the tick in flight", "cancel its calls; nothing of it is committed; the run pauses", "abort_tick"),
-    ("Stream: selected agent / all agents", "a in the stream pane", "toggle_stream_mode"),
-    ("Messages: list / matrix", "m in the messages pane", "toggle_graph_mode"),
-    ("Show the agents pane", "1", "show_pane('roster')"),
-    ("Show the stream pane", "2", "show_pane('stream')"),
-    ("Show the credits pane", "3", "show_pane('credits')"),
-    ("Show the timeline pane", "4", "show_pane('timeline')"),
-    ("Show the messages pane", "5", "show_pane('graph')"),
+    *VIEW_ACTIONS,
     ("Edit the selected agent's resume.json", "E — in $EDITOR; applied at the next tick", "edit_agent"),
     ("Rejected agent files", "D — files whose last edit did not validate", "show_rejected"),
     ("Recorded runs", "ticks, spend, status, parent of each run in the database (lemming replay opens one)", "runs"),

@@ -36,7 +36,7 @@ from engine.replay import fork_state
 from engine.store import RunStore, StoreError
 
 from .app import DEFAULT_INTERVAL, DEFAULT_SIM_TOKENS_PER_S, ControlRoom, build_engine
-from .commands import ControlRoomCommands
+from .commands import VIEW_ACTIONS, ControlRoomCommands
 from .model import RunView
 from .replay import Frame, ReplayEngine, ReplayPosition, ReplaySource
 from .screens.main import MainScreen
@@ -59,13 +59,7 @@ REPLAY_ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Inspect the selected turn", "enter — prompt, reply, parsed, usage, as recorded", "screen.inspect_turn"),
     ("Fork a live run from this tick", "f — a new run, child of this one, starts paused", "screen.fork"),
     ("Recorded runs", "r — ticks, spend, status, parent; enter opens one", "runs"),
-    ("Stream: selected agent / all agents", "a in the stream pane", "toggle_stream_mode"),
-    ("Messages: list / matrix", "m in the messages pane", "toggle_graph_mode"),
-    ("Show the agents pane", "1", "show_pane('roster')"),
-    ("Show the stream pane", "2", "show_pane('stream')"),
-    ("Show the credits pane", "3", "show_pane('credits')"),
-    ("Show the timeline pane", "4", "show_pane('timeline')"),
-    ("Show the messages pane", "5", "show_pane('graph')"),
+    *VIEW_ACTIONS,
     ("Help", "? — keys and legend", "screen.help"),
     ("Quit", "q", "quit"),
 )
