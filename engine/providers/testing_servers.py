@@ -445,11 +445,13 @@ class ProtocolServer:
         for i, (frame, delta, frame_usage) in enumerate(frames[:stop_at]):
             if self.chunk_delay and i:
                 await asyncio.sleep(self.chunk_delay)
-            self._write_body(w, frame, chunked=not clean_close)
+            # Record before writing: the server may run on its own thread, and a client that
+            # reads the last frame must find it already recorded.
             if delta:
                 req.deltas.append(delta)
             if frame_usage is not None:
                 req.usage = frame_usage
+            self._write_body(w, frame, chunked=not clean_close)
             await w.drain()
         if b.kind == "ok":
             self._write_body(w, b"", chunked=True, last=True)
