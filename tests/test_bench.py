@@ -42,3 +42,21 @@ def test_bench_quick_json_lines_carry_their_fields() -> None:
             assert isinstance(v, (int, float)) and v == v, (k, v)  # a number, not NaN
     assert set(by_name) == set(REQUIRED)
     assert sorted(x["persist"] for x in by_name["engine"]) == [False, True]
+
+
+def test_bench_profile_writes_a_pyinstrument_report_of_the_startup_child(tmp_path) -> None:
+    """`--profile DIR`: the startup child runs under pyinstrument and its report names our code."""
+    p = subprocess.run(
+        [sys.executable, "-m", "tui.cli", "bench", "--json", "--profile", str(tmp_path), "startup"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert p.returncode == 0, p.stderr
+    (line,) = [json.loads(x) for x in p.stdout.splitlines()]
+    assert line["profiled"] is True and line["first_paint_ms"] > 0, line
+    report = (tmp_path / "startup.txt").read_text()
+    assert "tui/app.py" in report and "Samples:" in report
+    assert (tmp_path / "startup.html").stat().st_size > 0

@@ -26,7 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "concurrency": ("ideal / measured wall time, every turn waiting 200 ms", "efficiency ≥ 0.95"),
     "store": ("write rate, bytes per turn, rebuilding a random tick of 10,000 × 100", "≥ 200,000 events/s; ≤ 1 KB/turn; seek p95 < 50 ms"),
     "ui": ("control room under a token storm (100 agents × 50 tokens/s)", "lag p95 < 100 ms; flat memory"),
-    "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 100 ms"),
+    "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
     "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
 }
 
@@ -44,7 +44,7 @@ class NotLanded(Exception):
     """The part this benchmark measures is not built yet."""
 
 
-def _run_one(name: str, quick: bool) -> list[dict[str, Any]]:
+def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[str, Any]]:
     """Run one benchmark in this process; return its result lines."""
     if name == "engine":
         from engine.bench import bench_engine
@@ -84,12 +84,15 @@ def _run_one(name: str, quick: bool) -> list[dict[str, Any]]:
         r = bench_replay(quick=quick)
         return [{"bench": "replay", **r}]
     if name == "startup":
-        return [{"bench": "startup", **bench_startup()}]
+        return [{"bench": "startup", **bench_startup(profile=profile and os.path.join(profile, "startup"))}]
     raise ValueError(f"unknown benchmark {name!r}")
 
 
-def bench_startup(timeout: float = 20.0) -> dict[str, Any]:
-    """Time from starting `lemming` (in a pseudo-terminal) to its first full screen."""
+def bench_startup(timeout: float = 20.0, profile: str | None = None) -> dict[str, Any]:
+    """Time from starting `lemming` (in a pseudo-terminal) to its first full screen.
+
+    With `profile` (a path without suffix), the child runs under pyinstrument and writes
+    profile.txt / profile.html when the parent stops it after the first paint."""
     import pty
     import select
     import tempfile
@@ -103,7 +106,10 @@ def bench_startup(timeout: float = 20.0) -> dict[str, Any]:
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec lemming in a 120×40 terminal
             os.environ.update({"LINES": "40", "COLUMNS": "120", "TERM": "xterm-256color"})
-            os.execv(sys.executable, [sys.executable, "-m", "tui.cli", "tui", "--org", tmp, "--paused", "--no-record", "--no-watch"])
+            argv = ["tui", "--org", tmp, "--paused", "--no-record", "--no-watch"]
+            if profile:
+                os.execv(sys.executable, [sys.executable, "-m", "tui.benchmarks", "--startup-child", profile, *argv])
+            os.execv(sys.executable, [sys.executable, "-m", "tui.cli", *argv])
         import fcntl
         import struct
         import termios
@@ -128,19 +134,63 @@ def bench_startup(timeout: float = 20.0) -> dict[str, Any]:
                         painted = time.perf_counter() - t0
                         break
         finally:
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
+            _stop_child(pid, fd, graceful=bool(profile))
             os.close(fd)
     if painted is None:
         return {"first_paint_ms": None, "error": "no full screen within the timeout"}
     return {"first_paint_ms": round(painted * 1000, 1)}
 
 
-def _subprocess_one(name: str, quick: bool) -> list[dict[str, Any]]:
+def _stop_child(pid: int, fd: int, graceful: bool) -> None:
+    """SIGKILL the child; a profiled child gets SIGTERM first and up to 10 s to write its profile."""
+    import signal
+
+    if graceful:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.perf_counter() + 10
+        while time.perf_counter() < deadline:
+            try:
+                os.read(fd, 65536)  # keep the pty drained so the child never blocks writing
+            except OSError:
+                pass
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+            time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+
+
+def _startup_child(profile: str, argv: list[str]) -> None:
+    """Run `lemming ARGV` under pyinstrument; on SIGTERM write the profile and exit."""
+    import signal
+
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+
+    def write_and_exit(signum: int, frame: Any) -> None:
+        profiler.stop()
+        with open(profile + ".txt", "w", encoding="utf-8") as f:
+            f.write(profiler.output_text(unicode=True, color=False))
+        with open(profile + ".html", "w", encoding="utf-8") as f:
+            f.write(profiler.output_html())
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, write_and_exit)
+    from tui.cli import main as lemming_main
+
+    lemming_main(argv)
+
+
+def _subprocess_one(name: str, quick: bool, profile: str | None = None) -> list[dict[str, Any]]:
     cmd = [sys.executable, "-m", "tui.benchmarks", "--one", name] + (["--quick"] if quick else [])
+    if profile:
+        cmd += ["--profile", profile]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if p.returncode != 0:
         tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -165,13 +215,20 @@ def _summarise(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return out
 
 
-def run_benchmarks(names: list[str], quick: bool, as_json: bool, repeats: int | None = None, on_line: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
-    repeats = repeats or (1 if quick else 3)
+def run_benchmarks(
+    names: list[str],
+    quick: bool,
+    as_json: bool,
+    repeats: int | None = None,
+    on_line: Callable[[dict], None] | None = None,
+    profile: str | None = None,
+) -> list[dict[str, Any]]:
+    repeats = repeats or (1 if quick or profile else 3)
     results: list[dict[str, Any]] = []
     for name in names:
         runs = []
         for _ in range(1 if name in ("ui", "store", "replay") and not quick else repeats):
-            lines = _subprocess_one(name, quick)
+            lines = _subprocess_one(name, quick, profile)
             runs.append(lines)
             if any("error" in ln or "not_landed" in ln for ln in lines):
                 break
@@ -197,7 +254,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(line, sort_keys=True), flush=True)
 
-    results = run_benchmarks(names, args.quick, args.json, args.repeats, on_line)
+    if args.profile:
+        try:
+            import pyinstrument  # noqa: F401
+        except ImportError:
+            Console(stderr=True).print("[red]--profile needs pyinstrument: pip install -e '.[dev]'[/]")
+            return 2
+        os.makedirs(args.profile, exist_ok=True)
+    results = run_benchmarks(names, args.quick, args.json, args.repeats, on_line, args.profile)
     if args.json:
         return 0
     table = Table(title="lemming bench" + (" --quick" if args.quick else ""))
@@ -217,6 +281,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         label = name + (" (persist)" if r.get("persist") is True else " (no store)" if r.get("persist") is False else "")
         table.add_row(label, ", ".join(parts), BENCHMARKS[name][1])
     console.print(table)
+    if args.profile:
+        console.print(f"profiles (pyinstrument, text and html): {args.profile}/<bench>.txt, .html")
     return 0
 
 
@@ -226,18 +292,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="smaller sizes, same fields; under a minute on two cores")
     p.add_argument("--json", action="store_true", help="one JSON object per benchmark per line")
     p.add_argument("--repeats", type=int, default=None, help="repeats per benchmark (default 3; 1 with --quick)")
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="run each benchmark once under pyinstrument and write DIR/<bench>.txt and .html "
+        "(figures taken under the profiler are slower than without it)",
+    )
     p.set_defaults(func=cmd_bench)
 
 
 def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--startup-child":
+        _startup_child(sys.argv[2], sys.argv[3:])
+        return 0
     ap = argparse.ArgumentParser(prog="python -m tui.benchmarks")
     ap.add_argument("--one", required=True)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--profile", metavar="DIR", default=None)
     a = ap.parse_args()
+    profiler = None
+    if a.profile and a.one != "startup":  # startup profiles its own child process
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001)
+        profiler.start()
     try:
-        lines = _run_one(a.one, a.quick)
+        lines = _run_one(a.one, a.quick, a.profile)
     except NotLanded as e:
         lines = [{"bench": a.one, "not_landed": str(e)}]
+    if profiler is not None:
+        profiler.stop()
+        base = os.path.join(a.profile, a.one)
+        with open(base + ".txt", "w", encoding="utf-8") as f:
+            f.write(profiler.output_text(unicode=True, color=False, show_all=False))
+        with open(base + ".html", "w", encoding="utf-8") as f:
+            f.write(profiler.output_html())
+    if a.profile:
+        for line in lines:
+            line["profiled"] = True
     for line in lines:
         print(json.dumps(line, sort_keys=True), flush=True)
     return 0
