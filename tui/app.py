@@ -21,7 +21,7 @@ import time
 import traceback
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from textual import work
 from textual.app import App
@@ -36,14 +36,16 @@ from engine.providers.registry import ProviderRegistry
 
 from .commands import ControlRoomCommands
 from .model import Changes, RunView
-from .screens.definitions import DefinitionsScreen, rejected_text
-from .screens.help import HelpScreen
-from .screens.inject import InjectDialog, InjectRequest
-from .screens.inspector import InspectorScreen
 from .screens.main import MainScreen
-from .screens.top_up import TopUpDialog
 from .settings import UISettings, load_settings, save_settings
 from .theming import LAYOUT_TCSS, default_theme, themes
+
+if TYPE_CHECKING:
+    from .screens.inject import InjectRequest
+
+# The dialogs and screens on top of the main one (inject, top-up, inspector, help, rejected
+# files, runs) are imported when first opened: they are not needed for the first frame, and
+# their widgets (Input, Select, TabbedContent...) cost a tenth of a second to import.
 
 #: Lively defaults for the sim so a newcomer sees replies stream.
 DEFAULT_INTERVAL = 1.0
@@ -250,6 +252,8 @@ class ControlRoom(App[int]):
 
     def _rejected_changed(self) -> None:
         """The watcher's list of rejected files changed: show the count until they are fixed."""
+        from .screens.definitions import DefinitionsScreen, rejected_text
+
         count = len(self.watcher.rejected) if self.watcher is not None else 0
         try:
             self.main.status.set(rejected=count)
@@ -260,6 +264,8 @@ class ControlRoom(App[int]):
                 screen.query_one("#definitions-text").update(rejected_text(self.watcher.rejected))  # type: ignore[attr-defined]
 
     def action_show_rejected(self) -> None:
+        from .screens.definitions import DefinitionsScreen
+
         self.push_screen(DefinitionsScreen(self.watcher.rejected if self.watcher is not None else {}))
 
     async def action_edit_agent(self) -> None:
@@ -436,6 +442,8 @@ class ControlRoom(App[int]):
     def action_inject(self) -> None:
         if not self._engine_alive():
             return
+        from .screens.inject import InjectDialog
+
         agents = list(self.engine.org.agents)
 
         def done(req: InjectRequest | None) -> None:
@@ -456,6 +464,8 @@ class ControlRoom(App[int]):
             self.notify("Select an agent first.", severity="warning")
             return
         balance = self.engine.state.credits.get(name, 0.0)
+
+        from .screens.top_up import TopUpDialog
 
         def done(amount: float | None) -> None:
             if amount is not None:
@@ -521,9 +531,13 @@ class ControlRoom(App[int]):
         index = len(turns) - 1
         if tick is not None:
             index = next((i for i, t in enumerate(turns) if t.tick == tick), index)
+        from .screens.inspector import InspectorScreen
+
         self.push_screen(InspectorScreen(turns, index, wall_clock=self.wall_clock))
 
     def action_help(self) -> None:
+        from .screens.help import HelpScreen
+
         self.push_screen(HelpScreen())
 
     def action_runs(self) -> None:
