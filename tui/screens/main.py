@@ -18,13 +18,13 @@ from textual.containers import Container
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
 
 from engine.engine import Engine
 
 from ..messages import PaneFailed, StreamModeChanged
 from ..model import Changes, RunView
 from ..widgets.credits import CreditsPane
+from ..widgets.footer import KeysFooter
 from ..widgets.graph import MessageGraph
 from ..widgets.line_table import AgentTable, LineTable
 from ..widgets.pane_tabs import PANES, PaneTabs
@@ -108,7 +108,9 @@ class MainScreen(Screen[None]):
             yield self.credits
             yield self.timeline
             yield self.graph
-        self.footer = Footer(compact=True)
+        width, height = self.app.size
+        # At 80 columns the keys need the whole footer line (_layout_for keeps this up to date).
+        self.footer = KeysFooter(compact=True, show_command_palette=not self._is_compact(width, height))
         yield self.footer
 
     def on_mount(self) -> None:
@@ -131,8 +133,12 @@ class MainScreen(Screen[None]):
     def on_resize(self, event: Resize) -> None:
         self._layout_for(event.size.width, event.size.height)
 
+    @staticmethod
+    def _is_compact(width: int, height: int) -> bool:
+        return width < COMPACT_WIDTH or height < COMPACT_HEIGHT
+
     def _layout_for(self, width: int, height: int) -> None:
-        compact = width < COMPACT_WIDTH or height < COMPACT_HEIGHT
+        compact = self._is_compact(width, height)
         self.compact = compact
         self.set_class(compact, "-compact")
         # At 80 columns the keys need the whole footer line.
