@@ -158,7 +158,7 @@ class LineTable(ScrollView, can_focus=True):
         """Forget rendered rows (all when `rows` is None) and repaint what is on screen."""
         count = self.row_count()
         height = self._virtual_height(count)
-        vwidth = self.content_width(self.size.width)
+        vwidth = self._virtual_width(self.size.width)
         if count != self._row_count or self.virtual_size.height != height or self.virtual_size.width != vwidth:
             self._row_count = count
             self.virtual_size = Size(vwidth, height)
@@ -187,16 +187,29 @@ class LineTable(ScrollView, can_focus=True):
     grow_in_chunks: ClassVar[int] = 0
 
     def _virtual_height(self, count: int) -> int:
+        rows = count + self.header_height
+        pane = self.size.height
+        if rows <= pane:
+            # A list shorter than the pane takes the pane's height: a new row (a tick) is then
+            # no change of size, and a list that fits never shows a scrollbar anyway.
+            return pane
         chunk = self.grow_in_chunks
-        if chunk and count + self.header_height > self.size.height:
+        if chunk:
             # Only once the list scrolls anyway: a short list never shows a scrollbar.
             count = -(-count // chunk) * chunk
         return count + self.header_height
 
+    def _virtual_width(self, width: int) -> int:
+        """0 while rows fit the pane (no horizontal scrolling): a resize then keeps the size."""
+        full = self.content_width(width)
+        return full if full > width else 0
+
     def on_resize(self, event: events.Resize) -> None:
         self._cache.clear()
         self._header_cache = None
-        self.virtual_size = Size(self.content_width(event.size.width), self._virtual_height(self.row_count()))
+        size = Size(self._virtual_width(event.size.width), self._virtual_height(self.row_count()))
+        if size != self.virtual_size:
+            self.virtual_size = size
 
     # --- painting ------------------------------------------------------------------------
 
