@@ -44,9 +44,11 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import io
 import json
 import operator
 import os
+import pickle
 import socket
 import sqlite3
 import time
@@ -82,12 +84,16 @@ from .org import Org
 from .prompt import prompt_hash
 from .state import OrgState
 
-SCHEMA_VERSION = 1
+#: 1: records, entries, prompts and snapshots as JSON; 2: pickled (see `_pack`), no
+#: prompt hash in `turns`. A schema-1 file is refused (no migration: record anew).
+SCHEMA_VERSION = 2
 #: "LeMm" — marks the file as a LeMMing run store (``PRAGMA application_id``).
 APPLICATION_ID = 0x4C654D6D
-BODY_LEVEL = 3  # zlib levels: the best size per CPU second on sim runs
-PROMPT_LEVEL = 3
+BODY_LEVEL = 1  # zlib levels: 3 is 10% smaller and 25% slower on sim runs
+PROMPT_LEVEL = 1
 WAL_TRUNCATE_BYTES = 64 * 1024 * 1024
+#: Snapshots are at least this many events per agent apart (see RunRecorder.write).
+SNAPSHOT_EVENTS_PER_AGENT = 10
 RUN_STATUSES = ("running", "completed", "stopped", "error", "interrupted")
 
 
@@ -181,7 +187,6 @@ CREATE TABLE IF NOT EXISTS turns (
     idx INTEGER NOT NULL,
     status TEXT NOT NULL,
     cost REAL NOT NULL,
-    prompt_hash TEXT NOT NULL,
     PRIMARY KEY (rid, tick, agent)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -214,6 +219,71 @@ def _dumps(v: Any) -> bytes:
 
 def _loads(b: bytes) -> Any:
     return json.loads(b.decode("utf-8", "surrogatepass"))
+
+
+# --- the binary codec: what the hot columns hold -----------------------------------------
+#
+# Turn records, outbox entries, prompt lines and snapshots are pickled (protocol 5,
+# no memo) rather than JSON: encoding is 4-8x cheaper and decoding 2x, on the values the
+# engine's events hold (str, int, float, bool, None, lists, tuples, dicts, sets).
+# Reading never imports or calls anything: the unpickler refuses every global but a
+# few builtin containers and scalars (what the writer turns odd values into), so a
+# hostile file can at worst fail to decode. Compression's checksum catches damage first.
+
+_SAFE_GLOBALS = {
+    ("builtins", n): getattr(__import__("builtins"), n)
+    for n in ("str", "int", "float", "list", "tuple", "dict", "set", "frozenset")
+}
+
+_SAFE_TYPES = frozenset(_SAFE_GLOBALS.values())
+
+
+class _Pickler(pickle.Pickler):
+    """Writes only plain values: odd ones become what JSON made of them (a dataclass its
+    fields, a Path or a str subclass its text); anything else is an error, as it was."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if obj.__class__ is type and obj in _SAFE_TYPES:
+            return NotImplemented  # the builtins named in the reductions below: saved by name
+        if isinstance(obj, str):
+            return str, (str.__getitem__(obj, slice(None)),)
+        if isinstance(obj, int):
+            return int, (int.__index__(obj),)
+        if isinstance(obj, float):
+            return float, (float.__float__(obj),)
+        if isinstance(obj, dict):
+            return dict, (dict(obj),)
+        if isinstance(obj, list):
+            return list, (list(obj),)
+        if isinstance(obj, tuple):
+            return tuple, (tuple(obj),)
+        if isinstance(obj, (set, frozenset)):
+            return (set if isinstance(obj, set) else frozenset), (set(obj),)
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            return dict, (_plain(obj),)
+        if isinstance(obj, Path):
+            return str, (str(obj),)
+        raise TypeError(f"{type(obj).__name__} cannot be recorded")
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        got = _SAFE_GLOBALS.get((module, name))
+        if got is None:
+            raise pickle.UnpicklingError(f"{module}.{name} is not a recorded value")
+        return got
+
+
+def _pack(v: Any) -> bytes:
+    f = io.BytesIO()
+    p = _Pickler(f, 5)
+    p.fast = True  # no memo: nothing the engine records is shared or cyclic
+    p.dump(v)
+    return f.getvalue()
+
+
+def _unpickle(b: bytes) -> Any:
+    return _Unpickler(io.BytesIO(b)).load()
 
 
 def _json_default(v: Any) -> Any:
@@ -421,6 +491,10 @@ class Codec:
     def __init__(self, rows: Iterable[tuple[int, str, str]]) -> None:
         self.by_code: dict[int, _Layout] = {}
         self.by_name: dict[str, _Layout] = {}  # current layouts only
+        #: event class → (code, getter) for the events without a nested record or entry
+        self._plain_rows: dict[type, tuple[int, Callable[[Any], Any]]] = {}
+        self._record_enc: tuple | None = None
+        self._entry_enc: tuple | None = None
         for code, name, fields in rows:
             cls = EVENT_TYPES.get(name) or _NESTED.get(name)
             lay = _Layout(code, name, tuple(json.loads(fields)), cls)
@@ -437,16 +511,22 @@ class Codec:
     # -- encoding (the writer) ----------------------------------------------------------
 
     def encode_record(self, rec: TurnRecord) -> list[Any]:
-        lay = self._nested("TurnRecord")
-        vals = lay.values(rec)
-        vals[lay.index["prompt"]] = None  # kept in `turns`, compressed
-        ul = self._nested("TokenUsage")
-        vals[lay.index["usage"]] = [ul.code, *ul.values(rec.usage)]
-        return [lay.code, *vals]
+        enc = self._record_enc
+        if enc is None:
+            lay, ul = self._nested("TurnRecord"), self._nested("TokenUsage")
+            enc = self._record_enc = (lay.code, lay.getter, lay.index["prompt"] + 1, lay.index["usage"] + 1, ul.code, ul.getter)
+        code, getter, pi, ui, ucode, ugetter = enc
+        vals = [code, *getter(rec)]
+        vals[pi] = None  # kept in `prompts`, compressed
+        vals[ui] = (ucode, *ugetter(rec.usage))
+        return vals
 
-    def encode_entry(self, e: OutboxEntry) -> list[Any]:
-        lay = self._nested("OutboxEntry")
-        return [lay.code, *lay.values(e)]
+    def encode_entry(self, e: OutboxEntry) -> tuple[Any, ...]:
+        enc = self._entry_enc
+        if enc is None:
+            lay = self._nested("OutboxEntry")
+            enc = self._entry_enc = (lay.code, lay.getter)
+        return (enc[0], *enc[1](e))
 
     def encode(self, events: Sequence[Event]) -> tuple[list[Any], list[Any], list[Any]]:
         """(rows, message entries, turn records) for one batch; a row's entry or
@@ -454,13 +534,19 @@ class Codec:
         rows: list[Any] = []
         entries: list[Any] = []
         records: list[Any] = []
-        by_name = self.by_name
+        plain = self._plain_rows
+        append = rows.append
         for ev in events:
-            lay = by_name.get(ev.type)
+            got = plain.get(ev.__class__)
+            if got is not None:
+                append((got[0], *got[1](ev)))
+                continue
+            lay = self.by_name.get(ev.type)
             if lay is None:
                 raise StoreError(f"event type {ev.type!r} has no layout in this database; reopen it read-write")
             if lay.record_idx is None and lay.entry_idx is None:
-                rows.append((lay.code, *lay.getter(ev)))  # type: ignore[misc]
+                plain[ev.__class__] = (lay.code, lay.getter)
+                append((lay.code, *lay.getter(ev)))  # type: ignore[misc]
                 continue
             vals = lay.values(ev)
             if lay.record_idx is not None:
@@ -495,10 +581,10 @@ class Codec:
         lay = self.by_code.get(row[0])
         if lay is None:
             raise _UnknownLayout(f"unknown layout code {row[0]} in the database (corrupt?)")
-        vals = row[1:]
+        vals = list(row[1:])
         if lay.name == "TurnRecord":
             i = lay.index.get("usage")
-            if i is not None and isinstance(vals[i], list):
+            if i is not None and isinstance(vals[i], (list, tuple)):
                 vals[i] = self.decode_nested(vals[i])
             j = lay.index.get("prompt")
             if j is not None and vals[j] is None:
@@ -570,7 +656,7 @@ class _Lazy:
 
     def get(self) -> Any:
         if self.value is None:
-            self.value = _loads(self.text) if self.text else []
+            self.value = _unpickle(self.text) if self.text else []
         return self.value
 
 
@@ -657,7 +743,11 @@ class RunRecorder:
             if plan.kind == "tick":
                 self._since_snapshot_ticks += 1
                 self._since_snapshot_events += len(events)
-                if self._since_snapshot_events >= st.snapshot_events or self._since_snapshot_ticks >= st.snapshot_every:
+                folded = self._live if self._live is not None else self._shadow
+                # A snapshot costs about as much as folding a few events per agent: with
+                # many agents, space them so that they stay a small share of the writes.
+                spacing = max(st.snapshot_events, SNAPSHOT_EVENTS_PER_AGENT * len(folded.credits) if folded else 0)
+                if self._since_snapshot_events >= spacing or self._since_snapshot_ticks >= st.snapshot_every:
                     if self._shadow is not None:
                         await self._snapshot(self._shadow, plan.batch_id)
                     else:
@@ -680,9 +770,10 @@ class RunRecorder:
             kind = "start"
         elif type(last) is RunStopped:
             kind = "stop"
-        tick = max(getattr(e, "tick", 0) for e in events)
-        body = zlib.compress(_dumps(rows) + b"\n" + (_dumps(records) if records else b""), BODY_LEVEL)
-        msgs = zlib.compress(_dumps(entries), BODY_LEVEL) if entries else None
+        tick = last.tick if kind == "tick" else max(getattr(e, "tick", 0) for e in events)  # type: ignore[attr-defined]
+        # The event rows as JSON (one line: no newline inside), then the records, pickled.
+        body = zlib.compress(_dumps(rows) + b"\n" + (_pack(records) if records else b""), BODY_LEVEL)
+        msgs = zlib.compress(_pack(entries), BODY_LEVEL) if entries else None
         turns: list[tuple] = []
         texts: dict[str, bytes] = {}
         heads = self._heads
@@ -710,8 +801,8 @@ class RunRecorder:
                     if hh not in st._known_texts:
                         texts[hh] = zlib.compress(head, PROMPT_LEVEL)
             pitems.append([hh, prompt[-1]] if prompt else None)
-            turns.append((rec.agent, rec.tick, len(pitems), rec.status, rec.cost, rec.prompt_hash))
-        prompts = zlib.compress(_dumps(pitems), PROMPT_LEVEL) if pitems else None
+            turns.append((rec.agent, rec.tick, len(pitems), rec.status, rec.cost))
+        prompts = zlib.compress(_pack(pitems), PROMPT_LEVEL) if pitems else None
         run_update: dict[str, Any] = {"events": len(events), "updated_at": time.time()}
         for ev in events:
             t = type(ev)
@@ -779,8 +870,8 @@ def _insert_turns(conn: sqlite3.Connection, p: _WritePlan) -> None:
         rid = p.rid
         conn.execute("INSERT INTO prompts (batch, body) VALUES (?,?)", (b, p.prompts))
         conn.executemany(
-            "INSERT INTO turns (rid, agent, tick, batch, idx, status, cost, prompt_hash) VALUES (?,?,?,?,?,?,?,?)",
-            [(rid, a, t, b, i, s, c, h) for (a, t, i, s, c, h) in p.turns],
+            "INSERT INTO turns (rid, agent, tick, batch, idx, status, cost) VALUES (?,?,?,?,?,?,?)",
+            [(rid, a, t, b, i, s, c) for (a, t, i, s, c) in p.turns],
         )
 
 
@@ -812,25 +903,57 @@ def _write_tx(conn: sqlite3.Connection, path: Path, p: _WritePlan) -> None:
         raise _sqlite_error(path, e) from None
 
 
+class _DefinitionsOnce:
+    """Stands in for an Org while `OrgState.to_dict()` runs for a snapshot: its
+    definitions dumped once per Org object (dumping a thousand agents' resumes for every
+    snapshot cost more than the rest of the snapshot). A hot reload makes a new Org."""
+
+    __slots__ = ("org", "root", "defs", "blob", "hash", "packed")
+
+    def __init__(self, org: Org) -> None:
+        self.org = org  # held: the cache is keyed by its id
+        self.root = org.root
+        self.defs = org.definitions()
+        self.blob = _dumps(self.defs)
+        self.hash = _text_hash(self.blob)
+        self.packed = zlib.compress(self.blob, PROMPT_LEVEL)
+
+    def definitions(self) -> dict[str, Any]:
+        return self.defs
+
+
+_DEFINITIONS: dict[int, _DefinitionsOnce] = {}
+
+
+def _definitions_of(org: Org) -> _DefinitionsOnce:
+    got = _DEFINITIONS.get(id(org))
+    if got is None or got.org is not org:
+        if len(_DEFINITIONS) > 8:
+            _DEFINITIONS.clear()
+        got = _DEFINITIONS[id(org)] = _DefinitionsOnce(org)
+    return got
+
+
 def _snapshot_body(state: OrgState, codec: Codec) -> tuple[bytes, str, bytes]:
     """`OrgState.to_dict()` without the message board (the `messages` table holds it), the
     definitions (in `texts`) and the last turns' prompts (in `prompts`); the last turns'
     records in the codec's compact layout."""
-    board, last_turn = state.board, state.last_turn
-    state.board, state.last_turn = MessageBoard(), {}
+    board, last_turn, org = state.board, state.last_turn, state.org
+    once = _definitions_of(org)
+    state.board, state.last_turn, state.org = MessageBoard(), {}, once  # type: ignore[assignment]
     try:
         d = state.to_dict()
     finally:
-        state.board, state.last_turn = board, last_turn
-    defs = _dumps(d.pop("definitions"))
-    defs_hash = _text_hash(defs)
+        state.board, state.last_turn, state.org = board, last_turn, org
+    d.pop("definitions")
+    defs_hash = once.hash
     d["definitions"] = None
     d["messages"] = []
     records = {agent: codec.encode_record(rec) for agent, rec in last_turn.items()}
     body = zlib.compress(
-        _dumps({"state": d, "definitions": defs_hash, "messages": board.count, "last_turn": records}), BODY_LEVEL
+        _pack({"state": d, "definitions": defs_hash, "messages": board.count, "last_turn": records}), BODY_LEVEL
     )
-    return body, defs_hash, zlib.compress(defs, PROMPT_LEVEL)
+    return body, defs_hash, once.packed
 
 
 def _write_snapshot(conn, path, rid, batch, tick, body, defs_hash, defs_blob) -> None:
@@ -1122,6 +1245,8 @@ class RunStore:
                 raise _sqlite_error(self.path, e) from None
             except zlib.error as e:
                 raise StoreError(f"{self.path} is corrupt: a compressed record does not decompress ({e})") from None
+            except (pickle.UnpicklingError, EOFError) as e:
+                raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
 
         try:
             return await db._execute(run)
@@ -1135,10 +1260,18 @@ class RunStore:
         return await self._call(lambda c: c.execute(sql, params).fetchone())
 
     def _unpack(self, blob: bytes) -> Any:
+        """A compressed pickled column (messages, snapshots)."""
+        try:
+            return _unpickle(zlib.decompress(blob))
+        except (zlib.error, ValueError, pickle.UnpicklingError, EOFError) as e:
+            raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
+
+    def _unpack_json(self, blob: bytes) -> Any:
+        """A compressed JSON text (`texts`: definitions, prompt heads)."""
         try:
             return _loads(zlib.decompress(blob))
         except (zlib.error, ValueError) as e:
-            raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
+            raise StoreError(f"{self.path} is corrupt: a stored text does not decode ({e})") from None
 
     def _lines(self, blob: bytes) -> tuple[bytes, bytes, bytes]:
         """(events, separator, records) of a batch body."""
@@ -1154,10 +1287,10 @@ class RunStore:
         events, _, records = self._lines(body)
         entries = msgs if isinstance(msgs, list) else (self._unpack(msgs) if msgs else [])
         try:
-            return codec.decode(_loads(events), entries, _loads(records) if records else [])
+            return codec.decode(_loads(events), entries, _unpickle(records) if records else [])
         except StoreError:
             raise
-        except (TypeError, IndexError, KeyError, ValueError) as e:
+        except (TypeError, IndexError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored batch does not decode ({type(e).__name__}: {e})") from None
 
     async def _reload_codec(self) -> None:
@@ -1380,7 +1513,7 @@ class RunStore:
                 codec.apply_last_turns(state, last)
         except StoreError:
             raise
-        except (TypeError, IndexError, KeyError, ValueError) as e:
+        except (TypeError, IndexError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored batch does not decode ({type(e).__name__}: {e})") from None
         if prompts:
             await self._fill_prompts(run, state)
@@ -1497,7 +1630,7 @@ class RunStore:
             blob = await self._one("SELECT body FROM texts WHERE hash=?", (defs_hash,))
             if blob is None:
                 raise StoreError(f"{self.path}: the definitions {defs_hash} a snapshot refers to are missing")
-            org = Org.from_definitions(Path(org_root), self._unpack(blob[0]))
+            org = Org.from_definitions(Path(org_root), self._unpack_json(blob[0]))
             if len(self._orgs) > 16:
                 self._orgs.clear()
             self._orgs[key] = org
@@ -1585,8 +1718,8 @@ class RunStore:
         body, msgs, idx, line = got
         _, _, records = self._lines(body)
         try:
-            rec: TurnRecord = self._codec.decode_nested(_loads(records)[idx - 1])  # type: ignore[union-attr]
-        except (IndexError, TypeError, ValueError, KeyError) as e:
+            rec: TurnRecord = self._codec.decode_nested(_unpickle(records)[idx - 1])  # type: ignore[union-attr]
+        except (IndexError, TypeError, ValueError, KeyError, pickle.UnpicklingError, EOFError) as e:
             raise StoreError(f"{self.path} is corrupt: turn {agent}@{tick} does not decode ({e})") from None
         if rec.agent != agent or rec.tick != tick:
             raise StoreError(f"{self.path} is corrupt: turn {agent}@{tick} points at another turn's record")
@@ -1643,6 +1776,14 @@ def _prepare(conn: sqlite3.Connection, path: Path, readonly: bool, durable: bool
         raise StoreError(
             f"{path} was written by a newer lemming (store schema {version}; this one reads up to {SCHEMA_VERSION});"
             " upgrade lemming to open it"
+        )
+    reachable = version
+    while 0 < reachable < SCHEMA_VERSION and reachable in MIGRATIONS:
+        reachable += 1
+    if 0 < reachable < SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by an older lemming (store schema {version}) that this one ({SCHEMA_VERSION}) cannot"
+            " read or convert; record new runs in another --db (or export this one's runs with the older lemming)"
         )
     if readonly:
         if version == 0:
@@ -1740,7 +1881,7 @@ def _fetch_batch_range(conn, rid, after, since_tick, until_tick, limit, prompts)
     for bid, tick, kind, body, msgs, pblob in rows:
         pitems = None
         if prompts and pblob is not None:
-            items = _loads(zlib.decompress(pblob))
+            items = _unpickle(zlib.decompress(pblob))
             pitems = (items, _heads_of(conn, items))
         out.append((bid, tick, kind, body, msgs, pitems))
     return out
@@ -1798,7 +1939,7 @@ def _fetch_prompts(conn, lineage, want) -> dict[tuple[str, int], tuple[Any, dict
         row = conn.execute("SELECT body FROM prompts WHERE batch=?", (batch,)).fetchone()
         if row is None:
             continue
-        items = _loads(zlib.decompress(row[0]))
+        items = _unpickle(zlib.decompress(row[0]))
         for agent, tick, idx in wanted:
             item = items[idx - 1]
             out[(agent, tick)] = (item, _heads_of(conn, (item,)))
@@ -1817,5 +1958,5 @@ def _fetch_turn(conn, lineage, agent, tick):
     ).fetchone()
     if b is None or b[2] is None:
         raise StoreError(f"turn {agent}@{tick}: its batch {batch} is missing (corrupt database?)")
-    item = _loads(zlib.decompress(b[2]))[idx - 1]
+    item = _unpickle(zlib.decompress(b[2]))[idx - 1]
     return b[0], b[1], idx, (item, _heads_of(conn, (item,)))
