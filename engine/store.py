@@ -495,6 +495,7 @@ class Codec:
         self._plain_rows: dict[type, tuple[int, Callable[[Any], Any]]] = {}
         self._record_enc: tuple | None = None
         self._entry_enc: tuple | None = None
+        self._entry_dec: Callable[[Any], OutboxEntry] | None = None
         for code, name, fields in rows:
             cls = EVENT_TYPES.get(name) or _NESTED.get(name)
             lay = _Layout(code, name, tuple(json.loads(fields)), cls)
@@ -577,6 +578,12 @@ class Codec:
 
         return decode
 
+    def _entry_decoder(self) -> Callable[[Any], OutboxEntry]:
+        dec = self._entry_dec
+        if dec is None:
+            dec = self._entry_dec = self.entry_decoder()
+        return dec
+
     def decode_nested(self, row: list[Any]) -> Any:
         lay = self.by_code.get(row[0])
         if lay is None:
@@ -596,6 +603,7 @@ class Codec:
         `records` the record rows."""
         out: list[Event] = []
         by_code = self.by_code
+        entry = self._entry_decoder()
         ei = ri = 0
         for row in rows:
             lay = by_code.get(row[0])
@@ -607,7 +615,7 @@ class Codec:
                 ri += 1
             elif lay.entry_idx is not None:
                 e = entries[ei]
-                vals[lay.entry_idx] = e if type(e) is OutboxEntry else self.decode_nested(e)
+                vals[lay.entry_idx] = e if type(e) is OutboxEntry else entry(e)
                 ei += 1
             out.append(lay.build(vals))
         return out
@@ -620,6 +628,7 @@ class Codec:
         record only ever replaces the same agent's previous one."""
         by_code = self.by_code
         apply = state.apply
+        entry = self._entry_decoder()
         ei = ri = 0
         for row in rows:
             lay = by_code.get(row[0])
@@ -634,7 +643,7 @@ class Codec:
             vals = row[1:]
             if lay.entry_idx is not None:
                 e = entries[ei]
-                vals[lay.entry_idx] = e if type(e) is OutboxEntry else self.decode_nested(e)
+                vals[lay.entry_idx] = e if type(e) is OutboxEntry else entry(e)
                 ei += 1
             apply(lay.build(vals))
 
@@ -1120,10 +1129,22 @@ class SharedBoard(MessageBoard):
         return b
 
 
+class CountedBoard(MessageBoard):
+    """The board of a state rebuilt without its messages (`state_at(..., messages=False)`):
+    it counts the entries committed up to the state and keeps those added to it after.
+    Reading it gives what was added only; `detached()` refuses it (an engine needs them all)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+
 def detached(state: OrgState) -> OrgState:
     """`state` with a plain MessageBoard (for a state an engine will run on)."""
     if isinstance(state.board, SharedBoard):
         state.board = state.board.detach()
+    elif isinstance(state.board, CountedBoard):
+        raise StoreError("this state was rebuilt without its messages (messages=False); an engine cannot run on it")
     return state
 
 
@@ -1476,19 +1497,27 @@ class RunStore:
             f"run {run.id} has no committed tick {tick} (it runs from tick {run.base_tick} to {last[0] if last else '?'})"
         )
 
-    async def state_at(self, run_id: str, tick: int | None = None, *, use_snapshots: bool = True, prompts: bool = True) -> OrgState:
+    async def state_at(
+        self, run_id: str, tick: int | None = None, *, use_snapshots: bool = True, prompts: bool = True, messages: bool = True
+    ) -> OrgState:
         """The organisation's state at the end of `tick` (None: everything committed so far,
         boundary commands after the last tick included — what a resume continues from).
 
         Starts from the latest snapshot at or before it and folds the rest with
         `OrgState.apply`. `prompts=False` leaves the last turns' prompts empty (faster;
-        `turn()` gives any turn whole).
+        `turn()` gives any turn whole). `messages=False` leaves the message board out
+        (a `CountedBoard`: its count only): the run's message log is not loaded, which
+        for a long run is most of the work (replay's panes never read the board).
         """
         run = await self._run_row(run_id)
         upto, run = await self._resolve_upto(run, tick)
-        return await self._retrying(lambda: self._state_upto(run, upto, use_snapshots=use_snapshots, prompts=prompts))
+        return await self._retrying(
+            lambda: self._state_upto(run, upto, use_snapshots=use_snapshots, prompts=prompts, messages=messages)
+        )
 
-    async def _state_upto(self, run: _RunRow, upto: int | None, *, use_snapshots: bool, prompts: bool) -> OrgState:
+    async def _state_upto(
+        self, run: _RunRow, upto: int | None, *, use_snapshots: bool, prompts: bool, messages: bool = True
+    ) -> OrgState:
         codec = self._codec
         assert codec is not None
         snap = None
@@ -1496,20 +1525,27 @@ class RunStore:
             if run.parent_rid is None:
                 return OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
             upto = run.fork_batch
-        log = await self._message_log(run)
-        await self._extend_log(log, upto)
+        log: _MessageLog | None = None
+        by_batch: dict[int, list[Any]] = {}
+        if messages:
+            log = await self._message_log(run)
+            await self._extend_log(log, upto)
+            by_batch = log.by_batch
         # Without snapshots a fork still starts from its first one: nothing else holds it.
-        snap, raw = await self._call(_fetch_fold, run.rid, upto, use_snapshots, run.parent_rid is not None)
+        snap, raw = await self._call(_fetch_fold, run.rid, upto, use_snapshots, run.parent_rid is not None, not messages)
         if snap is not None:
             state = await self._snapshot_state(run, snap[0], snap[1], log)
         else:
             state = OrgState(org=Org(root=Path(run.org_path), agents={}, models={}))
+            if log is None:
+                state.board = CountedBoard(0)
         last: dict[str, tuple[int, _Lazy, int]] = {}
         try:
             with _bulk():
-                for batch, body in raw:
+                for batch, body, *msgs in raw:
                     events, _, records = self._lines(body)
-                    codec.fold(state, _loads(events), log.by_batch.get(batch, ()), _Lazy(records), batch, last)
+                    entries = by_batch.get(batch, ()) if log is not None else (self._unpack(msgs[0]) if msgs[0] else ())
+                    codec.fold(state, _loads(events), entries, _Lazy(records), batch, last)
                 codec.apply_last_turns(state, last)
         except StoreError:
             raise
@@ -1519,7 +1555,7 @@ class RunStore:
             await self._fill_prompts(run, state)
         return state
 
-    async def _snapshot_state(self, run: _RunRow, snap_batch: int, body: bytes, log: "_MessageLog") -> OrgState:
+    async def _snapshot_state(self, run: _RunRow, snap_batch: int, body: bytes, log: "_MessageLog | None") -> OrgState:
         d = self._unpack(body)
         sd = d["state"]
         org = await self._org(sd["org_root"], d["definitions"])
@@ -1533,6 +1569,9 @@ class RunStore:
             state.memory = memory
             state.org = org
             state.last_turn = {agent: codec.decode_nested(row) for agent, row in d["last_turn"].items()}
+            if log is None:
+                state.board = CountedBoard(d["messages"])
+                return state
             state.board = log.board(snap_batch)
         if state.board.count != d["messages"]:
             raise StoreError(
@@ -1693,16 +1732,18 @@ class RunStore:
 
     async def _tick_events(self, run_id: str, tick: int) -> list[Event]:
         run = await self._run_row(run_id)
+        # A fork's ticks up to the one it starts from are its parent's (the fork tick included).
+        while run.parent_rid is not None and tick <= run.base_tick:
+            run = await self._run_row_by_rid(run.parent_rid)
         hi, hrun = await self._resolve_upto(run, tick)
         lo, _ = await self._resolve_upto(run, tick - 1)
         if hi is None or lo is None:
             return []
-        log = await self._message_log(hrun)
-        await self._extend_log(log, hi)
-        raw = await self._call(_fetch_bodies, hrun.rid, lo, hi)
+        # The messages of these batches only, straight from their rows (not the run's log).
+        raw = await self._call(_fetch_bodies, hrun.rid, lo, hi, True)
         out: list[Event] = []
-        for batch, body in raw:
-            out.extend(self._decode_batch(body, log.by_batch.get(batch, [])))
+        for _, body, msgs in raw:
+            out.extend(self._decode_batch(body, msgs))
         return out
 
     async def turn(self, run_id: str, tick: int, agent: str) -> TurnRecord | None:
@@ -1839,19 +1880,28 @@ def _close_checkpoint(conn: sqlite3.Connection, path: Path) -> None:
         pass
 
 
-def _fetch_fold(conn: sqlite3.Connection, rid: int, upto: int, use_snapshots: bool, fork: bool) -> tuple[tuple | None, list[tuple]]:
+def _fetch_fold(
+    conn: sqlite3.Connection, rid: int, upto: int, use_snapshots: bool, fork: bool, messages: bool = False
+) -> tuple[tuple | None, list[tuple]]:
     """The snapshot to start from (the latest at or before `upto`; a fork's first when
-    snapshots are not wanted) and the bodies of the batches after it."""
+    snapshots are not wanted) and the bodies of the batches after it (with their messages'
+    rows when `messages`)."""
     snap = None
     if use_snapshots or fork:
         order = "DESC" if use_snapshots else "ASC"
         snap = conn.execute(
             f"SELECT batch, body FROM snapshots WHERE rid=? AND batch<=? ORDER BY batch {order} LIMIT 1", (rid, upto)
         ).fetchone()
-    return snap, _fetch_bodies(conn, rid, snap[0] if snap else 0, upto)
+    return snap, _fetch_bodies(conn, rid, snap[0] if snap else 0, upto, messages)
 
 
-def _fetch_bodies(conn: sqlite3.Connection, rid: int, since: int, upto: int) -> list[tuple]:
+def _fetch_bodies(conn: sqlite3.Connection, rid: int, since: int, upto: int, messages: bool = False) -> list[tuple]:
+    if messages:
+        return conn.execute(
+            "SELECT b.id, b.body, m.body FROM batches b LEFT JOIN messages m ON m.batch = b.id"
+            " WHERE b.id>? AND b.id<=? AND +b.rid=? ORDER BY b.id",
+            (since, upto, rid),
+        ).fetchall()
     return conn.execute(
         "SELECT id, body FROM batches WHERE id>? AND id<=? AND +rid=? ORDER BY id", (since, upto, rid)
     ).fetchall()

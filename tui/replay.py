@@ -338,13 +338,15 @@ class ReplaySource:
         return changed
 
     async def state_at(self, tick: int) -> OrgState:
-        """The state at the end of `tick` (prompts left out; `turn` has them)."""
+        """The state at the end of `tick` for the panes: prompts left out (`turn` has them)
+        and the message board too (no pane reads it; loading it means decoding every
+        message of the run up to `tick`)."""
         if tick <= 0:
             try:
-                return await self.store.state_at(self.run_id, 0, prompts=False)
+                return await self.store.state_at(self.run_id, 0, prompts=False, messages=False)
             except StoreError:  # nothing written yet but the run's row
-                return await self.store.state_at(self.run_id, None, prompts=False)
-        return await self.store.state_at(self.run_id, tick, prompts=False)
+                return await self.store.state_at(self.run_id, None, prompts=False, messages=False)
+        return await self.store.state_at(self.run_id, tick, prompts=False, messages=False)
 
     def cached_events(self, tick: int) -> list[Event] | None:
         evs = self._events.get(tick)
