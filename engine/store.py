@@ -7,19 +7,20 @@ What is in the file (schema version `SCHEMA_VERSION`, in ``PRAGMA user_version``
     batches    one row per engine write = one transaction: a whole tick (TickStarted ...
                TickCompleted), the run's start or stop, or the commands applied at a
                tick boundary. `body` is zlib-compressed: a line of the events as compact
-               JSON arrays (layouts in `codec`), then a line of the turn records, so
-               a fold can leave alone the records a later turn supersedes. Append-only.
+               JSON arrays (layouts in `codec`), then the turn records, pickled (see
+               `_pack`), so a fold can leave alone the records a later turn
+               supersedes. Append-only.
     messages   the outbox entries committed by a batch (the MessageCommitted events'
-               payloads), kept apart so that the message board of any tick loads
-               without decoding every other event
+               payloads, pickled), kept apart so that the message board of any tick
+               loads without decoding every other event
     prompts    per batch, the last message of each turn's prompt with the hash of the
                rest (the system message, kept once in `texts`), compressed together. A rebuilt prompt is checked against the turn record's
                sha256 `prompt_hash`.
-    turns      one row per agent turn (its batch and line, status, cost, prompt hash):
+    turns      one row per agent turn (its batch and line, status, cost):
                the timeline and the inspector's index. Keyed by tick first, so a
                tick's rows append.
     snapshots  the folded state (without the message board, which `messages` holds) at
-               the end of a tick, every few ticks, so any tick opens fast
+               the end of a tick, every few ticks, so any tick opens fast (pickled)
     texts      content-addressed compressed texts: prompt heads, definitions
     codec      event type → field layout used in `batches.body` (a newer engine with
                other fields still reads old rows by name)
