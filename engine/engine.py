@@ -147,8 +147,30 @@ class Command:
 
 @dataclass(slots=True)
 class _TurnOutcome:
+    """A finished turn, with what it will commit worked out already (while other turns
+    were still waiting on their models): only the messages' commit order is left."""
+
     record: TurnRecord
-    reply: ParsedReply | None
+    #: (index in the reply, kind, payload, tags, recipients) of each message to commit
+    messages: list[tuple[int, str, Any, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
+    #: memory changes, then the credit charge (and a soft-cap warning)
+    after: list[Event] = field(default_factory=list)
+
+
+class _RetryJitter:
+    """The seeded jitter of one turn's retries, seeded only if a retry happens (seeding a
+    Random for every turn costs more than most turns' own work on the sim)."""
+
+    __slots__ = ("_seed", "_rng")
+
+    def __init__(self, seed: str) -> None:
+        self._seed = seed
+        self._rng: random.Random | None = None
+
+    def uniform(self, a: float, b: float) -> float:
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng.uniform(a, b)
 
 
 class Engine:
@@ -201,7 +223,6 @@ class Engine:
         self._tick_task: asyncio.Task | None = None
         self._abort_requested = False
         self._global_sem = asyncio.Semaphore(self.concurrency)
-        self._tick_seq = 0
 
     # --- public read API ---------------------------------------------------------------
 
@@ -562,36 +583,91 @@ class Engine:
                 pre.append(AgentSkipped(t, name, "broke", f"{s.credits.get(name, 0.0):.6g} credits left; top up to resume"))
             else:
                 runnable.append(name)
-        # Prompts are built now, from the state as it is at the start of the tick.
-        plans = [self._plan_turn(name, t) for name in runnable]
-        for plan in plans:
-            if isinstance(plan, AgentSkipped):
-                pre.append(plan)
-        plans_ok = [p for p in plans if not isinstance(p, AgentSkipped)]
-        for p in plans_ok:
-            pre.append(TurnStarted(t, p["name"], p["key"], p["max_tokens"], self.clock()))
         self._publish(pre)
-        self._build_adapters({p["key"] for p in plans_ok if p["spec"] is not None})
-        outcomes = await asyncio.gather(*(self._turn(p) for p in plans_ok))
+        self._build_adapters({org.agents[name].resume.model.key for name in runnable})
+        # Prompts are built from the state as it is at the start of the tick (nothing
+        # changes it until the tick commits), and each call starts as soon as its prompt
+        # is ready: with slow models the first calls are under way while the later
+        # prompts are still being built. A turn whose provider can answer at once is run
+        # here and now, without a task of its own.
+        plan_skips: list[Event] = []
+        turn_starts: list[Event] = []
+        slots: list[_TurnOutcome | asyncio.Task[_TurnOutcome]] = []
+        tasks: list[asyncio.Task[_TurnOutcome]] = []
+        publish_one = self._publish_one if self._subs else None
+        loop = asyncio.get_running_loop()
+        last_yield = time.monotonic()
+        try:
+            for name in runnable:
+                plan = self._plan_turn(name, t)
+                if isinstance(plan, AgentSkipped):
+                    plan_skips.append(plan)
+                    if publish_one is not None:
+                        publish_one(plan)
+                    continue
+                ev = TurnStarted(t, plan["name"], plan["key"], plan["max_tokens"], self.clock())
+                turn_starts.append(ev)
+                if publish_one is not None:
+                    publish_one(ev)
+                outcome = self._turn_now(plan)
+                if outcome is not None:
+                    slots.append(outcome)
+                    continue
+                task = loop.create_task(self._turn(plan))
+                tasks.append(task)
+                slots.append(task)
+                # Let the new calls start (while a slot is free), and let calls that
+                # finished hand over their slots, every couple of milliseconds.
+                now = time.monotonic()
+                if not self._global_sem.locked() or now - last_yield > 0.002:
+                    await asyncio.sleep(0)
+                    last_yield = time.monotonic()
+            if tasks:
+                await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            raise
+        # The committed order is the one of a tick that plans every prompt first: the
+        # tick, the skips, then each turn's start (subscribers saw the same events live,
+        # each as soon as it happened).
+        pre.extend(plan_skips)
+        pre.extend(turn_starts)
         events: list[Event] = list(pre)
         fired: list[str] = []
         failed: list[str] = []
         spend = 0.0
         n_msgs = 0
-        credits = dict(s.credits)
-        self._tick_seq = s.seq
-        for out in outcomes:  # plans_ok is in commit order, and gather keeps order
+        seq = s.seq  # entries of earlier agents this tick come first
+        clock = self.clock
+        for slot in slots:  # in commit order
+            out = slot if type(slot) is _TurnOutcome else slot.result()  # type: ignore[union-attr]
             rec = out.record
-            fired.append(rec.agent)
+            name = rec.agent
+            fired.append(name)
             if rec.status != "ok":
-                failed.append(rec.agent)
-            commit = self._commit_turn(t, out, credits)
-            events.extend(commit)
-            for ev in commit:
-                if type(ev) is MessageCommitted:
-                    n_msgs += 1
-                elif type(ev) is CreditsCharged:
-                    spend += ev.amount  # type: ignore[attr-defined]
+                failed.append(name)
+            events.append(TurnFinished(t, name, rec))
+            for i, kind, payload, tags, recipients in out.messages:
+                entry = OutboxEntry(
+                    id=f"{name}-{t}-{i}",
+                    tick=t,
+                    agent=name,  # the engine writes the author: a reply cannot claim another's name
+                    kind=kind,
+                    payload=payload,
+                    tags=tags,
+                    created_at=clock(),
+                    recipients=recipients,
+                    meta={"seq": seq},
+                )
+                seq += 1
+                events.append(MessageCommitted(t, entry))
+            n_msgs += len(out.messages)
+            events.extend(out.after)
+            if rec.cost > 0:  # (what a CreditsCharged event says it charged)
+                spend += rec.cost
         events.append(
             TickCompleted(
                 t,
@@ -660,13 +736,12 @@ class Engine:
             "tools": a.resume.permissions.tools,
         }
 
-    async def _turn(self, plan: dict[str, Any]) -> _TurnOutcome:
-        name, t = plan["name"], plan["tick"]
+    def _record(self, plan: dict[str, Any]) -> TurnRecord:
         spec = plan["spec"]
         messages = plan["messages"]
-        rec = TurnRecord(
-            tick=t,
-            agent=name,
+        return TurnRecord(
+            tick=plan["tick"],
+            agent=plan["name"],
             model_key=plan["key"],
             provider=spec.provider if spec else "?",
             model_name=spec.model_name if spec else "?",
@@ -675,25 +750,75 @@ class Engine:
             max_tokens=plan["max_tokens"],
             started_at=self.clock(),
         )
+
+    def _request(self, plan: dict[str, Any], spec: Any) -> CompletionRequest:
+        return CompletionRequest(
+            model=spec.model_name,
+            messages=[ChatMessage(m["role"], m["content"]) for m in plan["messages"]],  # type: ignore[arg-type]
+            temperature=plan["temperature"],
+            max_tokens=plan["max_tokens"],
+            timeout=spec.timeout,
+            seed=self.seed,
+        )
+
+    def _turn_now(self, plan: dict[str, Any]) -> _TurnOutcome | None:
+        """The whole turn, at once, if its provider has the reply ready (the sim at full
+        speed) and a call slot is free; None if the turn has to wait for its call."""
+        if plan["config_error"]:
+            return None
+        try:
+            provider, spec = self.registry.resolve(plan["key"])
+        except ProviderError:
+            return None  # recorded by `_turn`
+        complete_now = getattr(provider, "complete_now", None)
+        if complete_now is None or self._global_sem.locked() or self.registry.semaphore(plan["key"]).locked():
+            return None
+        t0 = time.monotonic()
+        request = plan["request"] = self._request(plan, spec)
+        failure: Exception | None = None
+        try:
+            reply = complete_now(request)
+        except Exception as e:
+            reply, failure = None, e
+        if reply is None and failure is None:
+            return None  # this one has to be streamed
+        rec = self._record(plan)
+        try:
+            if failure is not None:
+                raise failure
+            assert reply is not None
+            publish = self._publish_one if self._subs else None
+            if publish is not None:
+                t, name = plan["tick"], plan["name"]
+                for text in reply.deltas:
+                    if text:
+                        publish(TokenDelta(t, name, plainjson.fix_unicode(text), False))
+            rec.raw_output = plainjson.fix_unicode("".join(reply.deltas))
+            rec.attempts = 1
+            u = reply.usage
+            rec.usage = TokenUsage(u.input_tokens, u.output_tokens, u.estimated)
+            return self._finish_turn(plan, rec)
+        except Exception as e:  # a bug in one turn never stops the tick
+            rec.status, rec.error = "internal", f"internal error: {type(e).__name__}: {e}"
+            return self._outcome(plan, rec, None)
+        finally:
+            rec.latency_ms = (time.monotonic() - t0) * 1000
+
+    async def _turn(self, plan: dict[str, Any]) -> _TurnOutcome:
+        name, t = plan["name"], plan["tick"]
+        rec = self._record(plan)
         t0 = time.monotonic()
         self.thinking.add(name)
         try:
             if plan["config_error"]:
                 rec.status, rec.error = "config", plan["config_error"]
-                return _TurnOutcome(rec, None)
+                return self._outcome(plan, rec, None)
             try:
                 provider, spec = self.registry.resolve(plan["key"])
             except ProviderError as e:
                 rec.status, rec.error = "config", str(e)
-                return _TurnOutcome(rec, None)
-            request = CompletionRequest(
-                model=spec.model_name,
-                messages=[ChatMessage(m["role"], m["content"]) for m in messages],  # type: ignore[arg-type]
-                temperature=plan["temperature"],
-                max_tokens=plan["max_tokens"],
-                timeout=spec.timeout,
-                seed=self.seed,
-            )
+                return self._outcome(plan, rec, None)
+            request = plan.get("request") or self._request(plan, spec)
             publish = self._publish_one if self._subs else None
 
             def on_delta(text: str, restart: bool) -> None:
@@ -703,10 +828,18 @@ class Engine:
             policy = self.retry_policy
             if spec.max_attempts != policy.max_attempts:
                 policy = RetryPolicy(spec.max_attempts, policy.base_delay, policy.max_delay, policy.max_retry_after)
-            async with self._global_sem, self.registry.semaphore(plan["key"]):
+            global_sem = self._global_sem
+            provider_sem = self.registry.semaphore(plan["key"])
+            async with global_sem, provider_sem:
                 result = await stream_with_retries(
-                    provider, request, on_delta, policy=policy, rng=random.Random(f"{self.seed}:{name}:{t}")
+                    provider, request, on_delta, policy=policy, rng=_RetryJitter(f"{self.seed}:{name}:{t}")  # type: ignore[arg-type]
                 )
+                # Calls may be waiting for this slot: let them start before this turn reads
+                # its reply (twice: the first wakes them, the second lets them run).
+                handover = global_sem.locked() or provider_sem.locked()
+            if handover:
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             # A provider's JSON can carry "\ud800" escapes: keep what is recorded valid UTF-8.
             rec.raw_output = result.text = plainjson.fix_unicode(result.text)
             rec.attempts = result.attempts
@@ -717,26 +850,30 @@ class Engine:
             if result.error is not None:
                 rec.status = "provider"
                 rec.error = "; ".join(result.errors)
-                return _TurnOutcome(rec, None)
-            try:
-                reply = parse_reply(result.text)
-            except ContractViolation as e:
-                rec.status, rec.error = "contract", f"contract violation: {e}"
-                return _TurnOutcome(rec, None)
-            rec.parsed = reply.to_dict()
-            rec.violations = list(reply.violations)
-            if reply.repaired:
-                rec.violations.append(f"repaired: {reply.repaired}")
-            rec.tool_results = self._run_tools(plan, reply)
-            return _TurnOutcome(rec, reply)
+                return self._outcome(plan, rec, None)
+            return self._finish_turn(plan, rec)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug in one turn never stops the tick
             rec.status, rec.error = "internal", f"internal error: {type(e).__name__}: {e}"
-            return _TurnOutcome(rec, None)
+            return self._outcome(plan, rec, None)
         finally:
             rec.latency_ms = (time.monotonic() - t0) * 1000
             self.thinking.discard(name)
+
+    def _finish_turn(self, plan: dict[str, Any], rec: TurnRecord) -> _TurnOutcome:
+        """Read the reply of a call that succeeded (rec.raw_output) and run its tools."""
+        try:
+            reply = parse_reply(rec.raw_output)
+        except ContractViolation as e:
+            rec.status, rec.error = "contract", f"contract violation: {e}"
+            return self._outcome(plan, rec, None)
+        rec.parsed = reply.to_dict()
+        rec.violations = list(reply.violations)
+        if reply.repaired:
+            rec.violations.append(f"repaired: {reply.repaired}")
+        rec.tool_results = self._run_tools(plan, reply)
+        return self._outcome(plan, rec, reply)
 
     def _run_tools(self, plan: dict[str, Any], reply: ParsedReply) -> list[dict[str, Any]]:
         """Built-in tools; results are shown to the agent on its next turn."""
@@ -757,68 +894,54 @@ class Engine:
                 results.append({"tool": call.tool, "error": "no such tool in this engine (memory_read, list_agents, clock)"})
         return results
 
-    def _commit_turn(self, t: int, out: _TurnOutcome, credits: dict[str, float]) -> list[Event]:
-        rec = out.record
+    def _outcome(self, plan: dict[str, Any], rec: TurnRecord, reply: ParsedReply | None) -> _TurnOutcome:
+        """What the turn will commit. It depends only on the agent's own state at the start
+        of the tick, so it is worked out as soon as the turn ends; the tick's commit only
+        numbers the messages in commit order."""
+        t = rec.tick
         name = rec.agent
         s = self.state
-        events: list[Event] = []
-        reply = out.reply
-        msgs: list[Event] = []
-        mem_events: list[Event] = []
+        out = _TurnOutcome(rec)  # (not the parsed reply: the tick need not keep it alive)
+        after = out.after
         if reply is not None:
-            seq = self._tick_seq  # entries of earlier agents this tick come first
+            agents = s.org.agents
             for i, entry in enumerate(reply.entries):
-                known = [r for r in entry.recipients if r in s.org.agents or r == OPERATOR]
-                dropped = [r for r in entry.recipients if r not in known]
-                if dropped:
+                recipients = entry.recipients
+                known = [r for r in recipients if r in agents or r == OPERATOR]
+                if len(known) != len(recipients):
+                    dropped = [r for r in recipients if r not in known]
                     shown = ", ".join(r if r.isprintable() else repr(r) for r in dropped)[:200]
                     rec.violations.append(plainjson.one_line(f"outbox_entries[{i}].recipients: no such agent: {shown}"))
                     if not known:
                         continue
-                oe = OutboxEntry(
-                    id=f"{name}-{t}-{i}",
-                    tick=t,
-                    agent=name,  # the engine writes the author: a reply cannot claim another's name
-                    kind=entry.kind,
-                    payload=entry.payload,
-                    tags=tuple(entry.tags),
-                    created_at=self.clock(),
-                    recipients=tuple(known),
-                    meta={"seq": seq},
-                )
-                seq += 1
-                msgs.append(MessageCommitted(t, oe))
-            self._tick_seq = seq
-            memory = dict(s.memory.get(name, {}))
-            for j, up in enumerate(reply.memory_updates):
-                change, problem = apply_update(memory, up.op, up.key, up.value)
-                if problem:
-                    rec.violations.append(f"memory_updates[{j}]: {problem}")
-                else:
-                    mem_events.append(MemoryChanged(t, name, change.op, change.key, change.value))  # type: ignore[union-attr]
+                out.messages.append((i, entry.kind, entry.payload, tuple(entry.tags), tuple(known)))
+            if reply.memory_updates:
+                memory = dict(s.memory.get(name, {}))
+                for j, up in enumerate(reply.memory_updates):
+                    change, problem = apply_update(memory, up.op, up.key, up.value)
+                    if problem:
+                        rec.violations.append(f"memory_updates[{j}]: {problem}")
+                    else:
+                        after.append(MemoryChanged(t, name, change.op, change.key, change.value))  # type: ignore[union-attr]
         # Charge for what was used (a failed call is charged for what the provider billed).
         spec = self.registry.models.get(rec.model_key)
         a = s.org.agents[name]
         action = a.budget.cost_per_action if rec.status in ("ok", "contract") else 0.0
         amount = turn_cost(spec.prices, rec.usage.input_tokens, rec.usage.output_tokens, action) if spec else 0.0
         rec.cost = amount
-        charge: list[Event] = []
         if amount > 0:
-            before = credits.get(name, 0.0)
+            before = s.credits.get(name, 0.0)
             # Balances are kept to 1e-12 so that float drift never decides a threshold.
-            after = round(before - amount, 12)
-            credits[name] = after
-            charge.append(
-                CreditsCharged(t, name, amount, after, rec.usage.input_tokens, rec.usage.output_tokens, action, after < 0)
+            after_balance = round(before - amount, 12)
+            after.append(
+                CreditsCharged(
+                    t, name, amount, after_balance, rec.usage.input_tokens, rec.usage.output_tokens, action, after_balance < 0
+                )
             )
             cap = a.budget.soft_cap
-            if cap is not None and before > cap >= after and name not in s.soft_warned:
-                charge.append(SoftCapReached(t, name, after, cap))
-        events.append(TurnFinished(t, name, rec))
-        events.extend(msgs)
-        events.extend(mem_events)
-        events.extend(charge)
-        return events
+            if cap is not None and before > cap >= after_balance and name not in s.soft_warned:
+                after.append(SoftCapReached(t, name, after_balance, cap))
+        return out
 
 
 def _diff_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

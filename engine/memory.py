@@ -6,13 +6,12 @@ rest of the reply still applies.
 
 from __future__ import annotations
 
-import copy
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from . import plainjson
+from .jsontext import copy_plain, dumps_plain
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: `$` would let "key\n" through
 MAX_KEYS = 256
@@ -30,7 +29,7 @@ class MemoryChange:
 def _size(value: Any) -> int:
     """Characters of `value` as JSON. Raises ValueError/TypeError for what could not be
     recorded: NaN, infinities, non-JSON types, unpaired surrogates."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    text = dumps_plain(value)
     if not plainjson.is_valid_unicode(text):
         raise UnicodeError("not valid Unicode (an unpaired surrogate)")
     return len(text)
@@ -67,18 +66,19 @@ def apply_update(
     if key not in memory and len(memory) >= MAX_KEYS:
         return None, f"memory key {key!r}: memory is full ({MAX_KEYS} keys); delete some first"
     if op == "set":
-        new = copy.deepcopy(value)
+        new = copy_plain(value)
     elif op == "append":
         old = memory.get(key, [])
         if not isinstance(old, list):
             return None, f"memory key {key!r}: append to a {type(old).__name__}, not a list"
-        new = (old + [copy.deepcopy(value)])[-MAX_LIST_ITEMS:]
+        new = (old + [copy_plain(value)])[-MAX_LIST_ITEMS:]
     else:  # merge
         old = memory.get(key, {})
         if not isinstance(old, dict) or not isinstance(value, dict):
             return None, f"memory key {key!r}: merge needs an object on both sides"
-        new = {**old, **copy.deepcopy(value)}
-    if _size(new) > MAX_VALUE_CHARS:
+        new = {**old, **copy_plain(value)}
+    # (a set's new value is a copy of the value, whose size was checked above)
+    if op != "set" and _size(new) > MAX_VALUE_CHARS:
         return None, f"memory key {key!r}: value would exceed {MAX_VALUE_CHARS} characters"
     memory[key] = new
     return MemoryChange(op, key, new), None

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 OPERATOR = "operator"
+#: Entries whose text a board keeps (beyond this it starts again: old entries are rarely shown).
+VIEW_CACHE_MAX = 200_000
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,6 +77,8 @@ class Inbox:
     new: list[OutboxEntry]
     context: list[OutboxEntry]  # older entries it has already seen, for continuity
     dropped: int = 0  # new entries left out because of the limit
+    #: The board's `view_cache` (entry id -> text), for whoever renders these entries.
+    view_cache: dict[str, str] | None = field(default=None, compare=False, repr=False)
 
 
 class _AuthorIndex:
@@ -128,6 +132,10 @@ class MessageBoard:
         self._ticks: dict[str, list[int]] = {}
         self._index: dict[str, _AuthorIndex] = {}
         self.count = 0
+        #: Text worked out from an entry, by entry id (the prompt's JSON view of it). An entry
+        #: never changes and ids are unique within a board, so it is worked out once and
+        #: not once per reader and turn.
+        self.view_cache: dict[str, str] = {}
 
     def add(self, entry: OutboxEntry) -> None:
         self.outboxes.setdefault(entry.agent, []).append(entry)
@@ -205,7 +213,10 @@ class MessageBoard:
         if len(new) > new_limit:
             new = new[-new_limit:]
         old.sort(key=_order)
-        return Inbox(new=new, context=old[-context:] if context else [], dropped=dropped)
+        cache = getattr(self, "view_cache", None)
+        if cache is not None and len(cache) > VIEW_CACHE_MAX:
+            cache.clear()
+        return Inbox(new=new, context=old[-context:] if context else [], dropped=dropped, view_cache=cache)
 
     def _inbox_by_scan(
         self, name: str, readable: Iterable[str], tick: int, since: int, *, new_limit: int, context: int

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from json.encoder import encode_basestring as _encode_str
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import plainjson
+from .jsontext import dumps_sorted
 from .messages import Inbox, OutboxEntry
 from .resume import Resume
 
@@ -122,6 +124,50 @@ def _entry_view(e: OutboxEntry) -> dict[str, Any]:
     return d
 
 
+#: The system message only depends on the résumé: (its fields) -> the message.
+_SYSTEM_CACHE: dict[tuple, str] = {}
+_SYSTEM_CACHE_MAX = 10_000
+
+
+def _view_json(e: OutboxEntry, cache: dict[str, str] | None) -> str:
+    """The entry's view as sorted JSON. An entry is shown to every agent that reads its
+    outbox, as new and then as context: the board's cache keeps the text."""
+    if cache is None:
+        return dumps_sorted(_entry_view(e))
+    text = cache.get(e.id)
+    if text is None:
+        text = cache[e.id] = dumps_sorted(_entry_view(e))
+    return text
+
+
+def _system_message(resume: Resume) -> str:
+    tools = resume.permissions.tools
+    key = (resume.name, resume.title, resume.short_description, resume.instructions, resume.workflow_description, tuple(tools))
+    text = _SYSTEM_CACHE.get(key)
+    if text is not None:
+        return text
+    system = [f"You are {resume.name}" + (f", {resume.title}." if resume.title else ".")]
+    if resume.short_description:
+        system.append(resume.short_description)
+    if resume.instructions:
+        system.append("## Instructions\n" + resume.instructions)
+    if resume.workflow_description:
+        system.append("## Workflow\n" + resume.workflow_description)
+    if tools:
+        system.append("## Tools you may call\n" + ", ".join(tools))
+    system.append(
+        "## How this organisation works\n"
+        "The organisation runs in ticks. Agents talk only by writing entries into their own "
+        "outbox; an agent sees the outboxes it is allowed to read. What you write this tick is "
+        "read by others from the next tick on. Every turn costs credits.\n\n" + REPLY_SCHEMA_TEXT
+    )
+    text = "\n\n".join(system)
+    if len(_SYSTEM_CACHE) >= _SYSTEM_CACHE_MAX:
+        _SYSTEM_CACHE.clear()
+    _SYSTEM_CACHE[key] = text
+    return text
+
+
 def build_prompt(
     resume: Resume,
     *,
@@ -135,60 +181,102 @@ def build_prompt(
     max_tokens: int | None,
 ) -> list[dict[str, str]]:
     """The exact messages the model is given for one turn."""
-    system = [f"You are {resume.name}" + (f", {resume.title}." if resume.title else ".")]
-    if resume.short_description:
-        system.append(resume.short_description)
-    if resume.instructions:
-        system.append("## Instructions\n" + resume.instructions)
-    if resume.workflow_description:
-        system.append("## Workflow\n" + resume.workflow_description)
-    if resume.permissions.tools:
-        system.append("## Tools you may call\n" + ", ".join(resume.permissions.tools))
-    system.append(
-        "## How this organisation works\n"
-        "The organisation runs in ticks. Agents talk only by writing entries into their own "
-        "outbox; an agent sees the outboxes it is allowed to read. What you write this tick is "
-        "read by others from the next tick on. Every turn costs credits.\n\n" + REPLY_SCHEMA_TEXT
+    # The context block is json.dumps(context, ensure_ascii=False, sort_keys=True) of
+    #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
+    #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
+    # written key by key in sorted order, so that each inbox entry is encoded once, not once
+    # per reader and turn (tests/test_prompt.py holds it to json.dumps).
+    cache = inbox.view_cache
+    context = "".join(
+        (
+            '{"credits_left": ',
+            dumps_sorted(round(balance, 6)),
+            ', "inbox": {"earlier": [',
+            ", ".join([_view_json(e, cache) for e in inbox.context]),
+            '], "new": [',
+            ", ".join([_view_json(e, cache) for e in inbox.new]),
+            '], "not_shown": ',
+            dumps_sorted(inbox.dropped),
+            '}, "max_reply_tokens": ',
+            dumps_sorted(max_tokens),
+            ', "memory": ',
+            dumps_sorted(memory),
+            ', "tick": ',
+            dumps_sorted(tick),
+            ', "tool_results": ',
+            dumps_sorted(tool_results),
+            ', "you": ',
+            dumps_sorted(resume.name),
+            ', "you_read_outboxes_of": ',
+            dumps_sorted(can_read),
+            ', "your_outbox_is_read_by": ',
+            dumps_sorted(readers),
+            "}",
+        )
     )
-    context = {
-        "tick": tick,
-        "you": resume.name,
-        "your_outbox_is_read_by": readers,
-        "you_read_outboxes_of": can_read,
-        "credits_left": round(balance, 6),
-        "max_reply_tokens": max_tokens,
-        "memory": memory,
-        "inbox": {
-            "new": [_entry_view(e) for e in inbox.new],
-            "earlier": [_entry_view(e) for e in inbox.context],
-            "not_shown": inbox.dropped,
-        },
-        "tool_results": tool_results,
-    }
-    user = (
-        f"Tick {tick}. Everything you know this turn:\n```json\n"
-        + json.dumps(context, ensure_ascii=False, sort_keys=True)
-        + "\n```\nReply with the JSON object only."
-    )
-    return [{"role": "system", "content": "\n\n".join(system)}, {"role": "user", "content": user}]
+    user = f"Tick {tick}. Everything you know this turn:\n```json\n{context}\n```\nReply with the JSON object only."
+    return [{"role": "system", "content": _system_message(resume)}, {"role": "user", "content": user}]
+
+
+#: prompt_hash's JSON of [system, user] up to the user message's text, by system message.
+_HASH_PREFIX: dict[str, Any] = {}
 
 
 def prompt_hash(messages: list[dict[str, str]]) -> str:
+    """sha256 of json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))."""
+    if (
+        len(messages) == 2
+        and messages[0].keys() == _ROLE_CONTENT
+        and messages[1].keys() == _ROLE_CONTENT
+        and messages[0]["role"] == "system"
+        and messages[1]["role"] == "user"
+        and type(messages[0]["content"]) is str
+        and type(messages[1]["content"]) is str
+    ):
+        # What build_prompt gives: the system message's part of the blob is hashed once.
+        system = messages[0]["content"]
+        h = _HASH_PREFIX.get(system)
+        if h is None:
+            h = hashlib.sha256(('[{"content":' + _encode_str(system) + ',"role":"system"},{"content":').encode())
+            if len(_HASH_PREFIX) >= _SYSTEM_CACHE_MAX:
+                _HASH_PREFIX.clear()
+            _HASH_PREFIX[system] = h
+        h = h.copy()
+        h.update((_encode_str(messages[1]["content"]) + ',"role":"user"}]').encode())
+        return h.hexdigest()
     blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+_ROLE_CONTENT = {"role": "", "content": ""}.keys()
 
 
 FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.DOTALL)
 TRAILING_COMMA_RE = re.compile(r",(\s*[}\]])")
 
 
+def _fenced(text: str) -> str | None:
+    """What FENCE_RE's first match captures, found without the regex when the first fence
+    is "```json" and a newline (as `build_prompt` writes it): a lazy DOTALL scan costs
+    more than the rest of reading the prompt."""
+    i = text.find("```")
+    if i != -1 and text.startswith("json\n", i + 3):
+        start = i + 8
+        if start < len(text) and not text[start].isspace():
+            end = text.find("```", start)
+            if end != -1:
+                return text[start:end]
+    m = FENCE_RE.search(text)
+    return m.group(1) if m else None
+
+
 def extract_context(user_message: str) -> dict[str, Any] | None:
     """The JSON context block of a prompt's user message (what the sim reads)."""
-    m = FENCE_RE.search(user_message)
-    if not m:
+    block = _fenced(user_message)
+    if block is None:
         return None
     try:
-        data = json.loads(m.group(1))
+        data = json.loads(block)
     except json.JSONDecodeError:
         return None
     return data if isinstance(data, dict) else None

@@ -29,6 +29,7 @@ from .events import (
     TurnFinished,
     TurnRecord,
 )
+from .jsontext import copy_plain
 from .messages import MessageBoard, OutboxEntry
 from .org import Org
 
@@ -87,7 +88,7 @@ class OrgState:
             if ev.op == "delete":  # type: ignore[attr-defined]
                 mem.pop(ev.key, None)  # type: ignore[attr-defined]
             else:
-                mem[ev.key] = copy.deepcopy(ev.value)  # type: ignore[attr-defined]
+                mem[ev.key] = copy_plain(ev.value)  # type: ignore[attr-defined]
         elif t is CreditsCharged:
             self.credits[ev.agent] = ev.balance  # type: ignore[attr-defined]
             self.spent[ev.agent] = self.spent.get(ev.agent, 0.0) + ev.amount  # type: ignore[attr-defined]

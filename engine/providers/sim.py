@@ -34,11 +34,17 @@ import random
 import re
 from typing import Any, AsyncIterator
 
+from ..jsontext import dumps_text
 from ..prompt import extract_context
-from .base import CompletionRequest, ProbeResult, ProviderConfig, ProviderError, StreamItem, TextDelta, Usage
+from .base import CompletionRequest, InstantReply, ProbeResult, ProviderConfig, ProviderError, StreamItem, TextDelta, Usage
 from .retry import estimate_tokens
 
 TOKEN_RE = re.compile(r"\s*\S{1,8}|\s+")
+#: How many tokens one streamed delta carries at full speed.
+CHUNK_TOKENS = 32
+#: CHUNK_TOKENS tokens of TOKEN_RE at a time (the last chunk may hold fewer): a repeat with
+#: nothing after it never backtracks, so each chunk is exactly the next 32 tokens joined.
+CHUNK_RE = re.compile(r"(?:\s*\S{1,8}|\s+){1,%d}" % CHUNK_TOKENS)
 
 VERBS = ["drafted", "reviewed", "checked", "summarised", "prioritised", "estimated", "scoped", "tested", "merged", "flagged"]
 OBJECTS = ["the plan", "the backlog", "the spec", "the budget", "the release notes", "the schema", "the test run", "the risks", "the roadmap", "the metrics"]
@@ -111,15 +117,18 @@ class SimProvider:
 
     def compose(self, request: CompletionRequest) -> str:
         """The full reply text for a request (deterministic)."""
+        return self._compose(request)[0]
+
+    def _compose(self, request: CompletionRequest) -> tuple[str, list[str] | None]:
+        """The reply text, and its chunks (see `chunks`) when they were worked out on the way."""
         rng = self._rng(request)
         user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         ctx = extract_context(user) or {}
         if self.malformed_rate > 0 and rng.random() < self.malformed_rate:
-            return self._malformed(rng, ctx)
-        reply = self._reply(rng, ctx, request.max_tokens)
-        return reply
+            return self._malformed(rng, ctx), None
+        return self._reply(rng, ctx, request.max_tokens)
 
-    def _reply(self, rng: random.Random, ctx: dict[str, Any], max_tokens: int | None) -> str:
+    def _reply(self, rng: random.Random, ctx: dict[str, Any], max_tokens: int | None) -> tuple[str, list[str] | None]:
         tick = ctx.get("tick", 0)
         readers = [r for r in ctx.get("your_outbox_is_read_by", []) if isinstance(r, str)]
         inbox = ctx.get("inbox", {}) if isinstance(ctx.get("inbox"), dict) else {}
@@ -166,15 +175,19 @@ class SimProvider:
             "tool_calls": [],
             "notes": f"tick {tick}: read {len(new)} new, wrote {len(entries)}",
         }
-        text = json.dumps(reply, ensure_ascii=False)
+        text = dumps_text(reply)
+        if max_tokens is None:
+            return text, None
         # Fit the budget the engine gave us: drop messages first, then memory updates.
-        while max_tokens is not None and self.count_tokens(text) > max_tokens and (reply["outbox_entries"] or len(reply["memory_updates"]) > 1):
+        chunks = self.chunks(text)
+        while _count(chunks) > max_tokens and (reply["outbox_entries"] or len(reply["memory_updates"]) > 1):
             if reply["outbox_entries"]:
                 reply["outbox_entries"].pop()
             else:
                 reply["memory_updates"].pop()
-            text = json.dumps(reply, ensure_ascii=False)
-        return text
+            text = dumps_text(reply)
+            chunks = self.chunks(text)
+        return text, chunks
 
     def _malformed(self, rng: random.Random, ctx: dict[str, Any]) -> str:
         kind = rng.choice(["prose", "cut", "shape", "fenced"])
@@ -194,19 +207,54 @@ class SimProvider:
     def tokens(text: str) -> list[str]:
         return TOKEN_RE.findall(text)
 
+    @staticmethod
+    def chunks(text: str) -> list[str]:
+        """`text`'s tokens joined CHUNK_TOKENS at a time (what a full-speed stream yields)."""
+        return CHUNK_RE.findall(text)
+
     def count_tokens(self, text: str) -> int:
-        return len(self.tokens(text))
+        return _count(self.chunks(text))
+
+    def _reply_chunks(self, request: CompletionRequest) -> tuple[list[str], int]:
+        """The reply as full-speed deltas, cut at max_tokens, and its token count."""
+        text, chunks = self._compose(request)
+        if chunks is None:
+            chunks = self.chunks(text)
+        n = _count(chunks)
+        limit = request.max_tokens
+        if limit is not None and n > limit:
+            # Cut off, as a real model is at max_tokens.
+            toks = self.tokens(text)[:limit]
+            chunks = ["".join(toks[i : i + CHUNK_TOKENS]) for i in range(0, len(toks), CHUNK_TOKENS)]
+            n = limit
+        return chunks, n
+
+    def complete_now(self, request: CompletionRequest) -> InstantReply | None:
+        """At full speed (no latency, no token pacing) the reply is ready at once."""
+        if self.latency_ms > 0 or self.tokens_per_s > 0:
+            return None
+        chunks, n = self._reply_chunks(request)
+        prompt_tokens = sum(estimate_tokens(m.content) for m in request.messages)
+        return InstantReply(chunks, Usage(input_tokens=prompt_tokens, output_tokens=n))
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
-        text = self.compose(request)
-        toks = self.tokens(text)
-        if request.max_tokens is not None and len(toks) > request.max_tokens:
-            toks = toks[: request.max_tokens]  # cut off, as a real model is at max_tokens
+        loop = asyncio.get_running_loop()
+        # The latency runs from the request, as a model's does: the time spent composing
+        # the reply is part of it, not added to it.
+        start = loop.time()
+        if self.tokens_per_s > 0:
+            text, _ = self._compose(request)
+            toks = self.tokens(text)
+            if request.max_tokens is not None and len(toks) > request.max_tokens:
+                toks = toks[: request.max_tokens]  # cut off, as a real model is at max_tokens
+            n = len(toks)
+        else:
+            toks, n = self._reply_chunks(request)
         if self.latency_ms > 0:
-            await asyncio.sleep(self.latency_ms / 1000)
+            wait = start + self.latency_ms / 1000 - loop.time()
+            await asyncio.sleep(wait if wait > 0 else 0)
         if self.tokens_per_s > 0:
             delay = 1.0 / self.tokens_per_s
-            loop = asyncio.get_running_loop()
             start = loop.time()
             for i, tok in enumerate(toks):
                 # Pace against the start time so sleeps' overshoot does not accumulate.
@@ -215,13 +263,20 @@ class SimProvider:
                     await asyncio.sleep(wait)
                 yield TextDelta(tok)
         else:
-            for i in range(0, len(toks), 32):
-                yield TextDelta("".join(toks[i : i + 32]))
+            for chunk in toks:
+                yield TextDelta(chunk)
         prompt_tokens = sum(estimate_tokens(m.content) for m in request.messages)
-        yield Usage(input_tokens=prompt_tokens, output_tokens=len(toks))
+        yield Usage(input_tokens=prompt_tokens, output_tokens=n)
 
     async def probe(self, model: str, timeout: float = 3.0) -> ProbeResult:
         return ProbeResult(True, "offline simulator (always available)", 0.0)
 
     async def aclose(self) -> None:
         return None
+
+
+def _count(chunks: list[str]) -> int:
+    """How many tokens `chunks` (from `SimProvider.chunks`) hold: all but the last are full."""
+    if not chunks:
+        return 0
+    return (len(chunks) - 1) * CHUNK_TOKENS + len(TOKEN_RE.findall(chunks[-1]))
