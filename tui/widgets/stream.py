@@ -18,11 +18,12 @@ from __future__ import annotations
 from collections import deque
 from typing import ClassVar
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
-from rich.text import Text
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -83,6 +84,8 @@ class TokenStream(ScrollView, can_focus=True):
         self._first = 0  # absolute number of _lines[0] (lines dropped so far)
         self._wrapped_at = 0
         self._placeholder = False
+        self._paint: tuple[int, int, int] | None = None  # (width, height, scroll y) while a repaint runs
+        self._wrap_width: int | None = None  # while a batch is fed
         self.virtual_size = Size(0, max_lines + 1)
         self._title()
 
@@ -112,22 +115,46 @@ class TokenStream(ScrollView, can_focus=True):
             self._base = self.rich_style
         return self._base
 
-    def _styled(self, line: str) -> Text:
-        t = Text(line, no_wrap=True)
+    def _combined(self, name: str) -> Style:
+        """The base style with a component class's style on top (what apply_style would make)."""
+        key = "base+" + name
+        s = self._styles.get(key)
+        if s is None:
+            s = self._styles[key] = self.base_style + self._style(name)
+        return s
+
+    def _line_strip(self, line: str, width: int) -> Strip:
+        """One line as a strip of `width` cells: the tag, the separator and the body, styled.
+
+        Built from segments directly (not through rich Text, which re-splits spans and
+        re-measures): under a token storm in "all" mode every visible line is new at every
+        repaint, so this runs for the whole pane several times a second.
+        """
+        base = self.base_style
+        segments: list[Segment] = []
         start = 0
         i = line.find(TAG_SEP)
         if 0 < i <= 24:
-            t.stylize(self._style("tag"), 0, i)
-            t.stylize(self._style("muted"), i, i + len(TAG_SEP))
             start = i + len(TAG_SEP)
-        body = line[start:]
+            segments.append(Segment(line[:i], self._combined("tag")))
+            segments.append(Segment(TAG_SEP, self._combined("muted")))
+        body = line[start:] if start else line
         if body.startswith("✗"):
-            t.stylize(self._style("error"), start)
+            style = self._combined("error")
         elif body.startswith("✓"):
-            t.stylize(self._style("ok"), start)
+            style = self._combined("ok")
         elif body.startswith(("──", "⟲", "▶")):
-            t.stylize(self._style("muted"), start)
-        return t
+            style = self._combined("muted")
+        else:
+            style = base
+        if body:
+            segments.append(Segment(body, style))
+        used = sum(cell_len(seg.text) for seg in segments)
+        if used > width:
+            segments = Segment.adjust_line_length(segments, width, base)
+        elif used < width:
+            segments.append(Segment(" " * (width - used), base))
+        return Strip(segments, width)
 
     # --- the text ------------------------------------------------------------------------
 
@@ -166,7 +193,7 @@ class TokenStream(ScrollView, can_focus=True):
             self._lines.append(self._partial)
             self._partial = part
         self._cache.pop(self._first + len(self._lines), None)  # the partial line changed
-        if follow:
+        if follow and self.scroll_offset.y != self.max_scroll_y:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
         self.refresh()
 
@@ -191,9 +218,19 @@ class TokenStream(ScrollView, can_focus=True):
 
     # --- painting ------------------------------------------------------------------------
 
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # The pane's width and scroll offset, looked up once per repaint rather than per row
+        # (each lookup walks to the screen and its compositor map).
+        size = self.size
+        self._paint = (size.width, size.height, int(self.scroll_offset.y))
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._paint = None
+
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
-        vy = int(self.scroll_offset.y) + y
+        width, height, top = self._paint or (*self.size, int(self.scroll_offset.y))
+        vy = top + y
         # The text sits at the bottom of a fixed canvas of max_lines + 1 rows.
         index = vy - (self.max_lines + 1 - self._total)
         if index < 0 or index >= self._total:
@@ -202,13 +239,11 @@ class TokenStream(ScrollView, can_focus=True):
         strip = self._cache.get(absolute)
         if strip is None or strip.cell_length != width:
             line = self._lines[index] if index < len(self._lines) else self._partial
-            text = self._styled(line)
-            text.truncate(width, pad=True)
-            strip = Strip(list(text.render(self.app.console)), width).apply_style(self.base_style)
+            strip = self._line_strip(line, width)
             if index < len(self._lines):
                 self._cache[absolute] = strip
-                if len(self._cache) > 4 * max(1, self.size.height):
-                    self._cache = {k: v for k, v in self._cache.items() if k >= absolute - 2 * self.size.height}
+                if len(self._cache) > 4 * max(1, height):
+                    self._cache = {k: v for k, v in self._cache.items() if k >= absolute - 2 * height}
         return strip
 
     # --- wrapping ------------------------------------------------------------------------
@@ -222,7 +257,7 @@ class TokenStream(ScrollView, can_focus=True):
     def _wrapped(self, text: str, indent: int = 0) -> str:
         """`text` with newlines inserted so no line passes the wrap width."""
         text = printable(text)  # model output: control codes shown, never sent to the terminal
-        width = self.wrap_width
+        width = self._wrap_width or self.wrap_width
         out: list[str] = []
         col = self._col
         for part in text.splitlines(keepends=True):
@@ -262,14 +297,19 @@ class TokenStream(ScrollView, can_focus=True):
 
     def feed(self, stream: dict[str, list[StreamPiece]]) -> None:
         """Append what arrived since the last pump."""
-        if self.mode == "selected":
-            pieces = stream.get(self.agent or "")
-            if pieces:
-                self.write(self._selected_text(pieces))
-            return
-        out = [self._tagged_text(agent, pieces) for agent, pieces in stream.items()]
-        if out:
-            self.write("".join(out))
+        # One width for the whole batch (looking it up walks to the screen: not once per agent).
+        self._wrap_width = self.wrap_width
+        try:
+            if self.mode == "selected":
+                pieces = stream.get(self.agent or "")
+                if pieces:
+                    self.write(self._selected_text(pieces))
+                return
+            out = [self._tagged_text(agent, pieces) for agent, pieces in stream.items()]
+            if out:
+                self.write("".join(out))
+        finally:
+            self._wrap_width = None
 
     def _selected_text(self, pieces: list[StreamPiece]) -> str:
         out: list[str] = []
