@@ -1,0 +1,159 @@
+"""The prompt and the sim take short cuts on the hot path; each must give exactly what the
+plain version gives (the recorded prompts, hashes and replies of a seeded run depend on it)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.jsontext import copy_plain, dumps_plain, dumps_sorted, dumps_text
+from engine.messages import Inbox, MessageBoard, OutboxEntry
+from engine.prompt import FENCE_RE, _fenced, build_prompt, prompt_hash
+from engine.providers.sim import CHUNK_TOKENS, TOKEN_RE, SimProvider
+from engine.resume import Resume
+
+text = st.lists(st.sampled_from(list("ab é`{}\"\\\n\t\u00a0\u2028\x1c") + ["```", "```json\n", "json"]), max_size=30).map("".join)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _outcome(f, value):
+    try:
+        return f(value)
+    except ValueError as e:
+        return type(e)
+
+
+@given(json_values)
+def test_encoders_write_what_json_dumps_writes(value) -> None:
+    assert _outcome(dumps_plain, value) == _outcome(lambda v: json.dumps(v, ensure_ascii=False, allow_nan=False), value)
+    assert dumps_text(value) == json.dumps(value, ensure_ascii=False)
+    assert dumps_sorted(value) == json.dumps(value, ensure_ascii=False, sort_keys=True)
+    assert copy_plain(value) == copy.deepcopy(value)
+
+
+def test_encoders_refuse_what_json_dumps_refuses() -> None:
+    for bad in (float("nan"), {"a": [float("inf")]}):
+        try:
+            dumps_plain(bad)
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("NaN and infinities are refused")
+    loop: list = []
+    loop.append(loop)
+    try:
+        dumps_plain(loop)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a circular value is refused")
+    try:
+        dumps_plain({"a": object()})
+    except TypeError:
+        pass
+    else:
+        raise AssertionError("non-JSON types are refused")
+
+
+@settings(max_examples=300)
+@given(text)
+def test_fence_lookup_is_the_regex(s: str) -> None:
+    m = FENCE_RE.search(s)
+    assert _fenced(s) == (m.group(1) if m else None)
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=st.sampled_from(list("abcdefghij \n\t\u00a0\u2003\x1c")), max_size=400))
+def test_sim_chunks_are_its_tokens_joined(s: str) -> None:
+    toks = TOKEN_RE.findall(s)
+    assert SimProvider.chunks(s) == ["".join(toks[i : i + CHUNK_TOKENS]) for i in range(0, len(toks), CHUNK_TOKENS)]
+    assert SimProvider(None).count_tokens(s) == len(toks)
+
+
+def _plain_prompt(resume: Resume, *, tick, inbox, memory, readers, can_read, tool_results, balance, max_tokens):
+    """build_prompt's context block as one json.dumps of the context dict."""
+
+    def view(e: OutboxEntry) -> dict:
+        d = {"id": e.id, "tick": e.tick, "from": e.agent, "kind": e.kind, "payload": e.payload}
+        if e.recipients:
+            d["to"] = list(e.recipients)
+        if e.tags:
+            d["tags"] = list(e.tags)
+        return d
+
+    context = {
+        "tick": tick,
+        "you": resume.name,
+        "your_outbox_is_read_by": readers,
+        "you_read_outboxes_of": can_read,
+        "credits_left": round(balance, 6),
+        "max_reply_tokens": max_tokens,
+        "memory": memory,
+        "inbox": {"new": [view(e) for e in inbox.new], "earlier": [view(e) for e in inbox.context], "not_shown": inbox.dropped},
+        "tool_results": tool_results,
+    }
+    return f"Tick {tick}. Everything you know this turn:\n```json\n" + json.dumps(context, ensure_ascii=False, sort_keys=True) + "\n```\nReply with the JSON object only."
+
+
+entries = st.builds(
+    lambda i, agent, payload, tags, to: OutboxEntry(f"{agent}-{i}", i, agent, "message", payload, tuple(tags), 0.0, tuple(to)),
+    st.integers(0, 50),
+    st.sampled_from(["ann", "bob", "operator"]),
+    json_values,
+    st.lists(text, max_size=2),
+    st.lists(st.sampled_from(["ann", "bob", "cy"]), max_size=2),
+)
+
+
+@settings(max_examples=200)
+@given(
+    new=st.lists(entries, max_size=4),
+    old=st.lists(entries, max_size=3),
+    memory=st.dictionaries(text, json_values, max_size=4),
+    balance=st.floats(allow_nan=False, allow_infinity=False) | st.integers(-5, 5),
+    max_tokens=st.none() | st.integers(1, 5000),
+    tool_results=st.lists(st.dictionaries(text, json_values, max_size=3), max_size=2),
+    cached=st.booleans(),
+)
+def test_the_context_block_is_json_dumps_of_the_context(new, old, memory, balance, max_tokens, tool_results, cached) -> None:
+    resume = Resume.model_validate(
+        {"name": "cy", "title": "Tester", "model": "sim", "instructions": "Test.", "permissions": {"read_outboxes": ["*"], "tools": ["clock"]}}
+    )
+    # Ids are unique within a board (the cache relies on it).
+    new = [dataclasses.replace(e, id=f"{e.agent}-{e.tick}-n{k}") for k, e in enumerate(new)]
+    old = [dataclasses.replace(e, id=f"{e.agent}-{e.tick}-o{k}") for k, e in enumerate(old)]
+    inbox = Inbox(new=new, context=old, dropped=len(new), view_cache={} if cached else None)
+    args = dict(tick=7, inbox=inbox, memory=memory, readers=["ann"], can_read=["ann", "bob"], tool_results=tool_results, balance=balance, max_tokens=max_tokens)
+    # Twice: the second time the entries' JSON comes from the cache.
+    for _ in range(2):
+        messages = build_prompt(resume, **args)  # type: ignore[arg-type]
+        assert messages[1]["content"] == _plain_prompt(resume, **args)
+        blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        assert prompt_hash(messages) == hashlib.sha256(blob.encode()).hexdigest()
+
+
+def test_prompt_hash_of_other_shapes_is_the_json_hash() -> None:
+    for messages in ([{"role": "user", "content": "hi"}], [{"role": "system", "content": "a", "name": "x"}, {"role": "user", "content": "b"}]):
+        blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        assert prompt_hash(messages) == hashlib.sha256(blob.encode()).hexdigest()
+
+
+def test_a_board_keeps_each_entry_view_once() -> None:
+    board = MessageBoard()
+    board.add(OutboxEntry("ann-1-0", 1, "ann", "message", {"text": "hi"}))
+    inbox = board.inbox("bob", ["ann"], 2, 0, new_limit=10, context=2)
+    assert inbox.view_cache is board.view_cache
+    resume = Resume.model_validate({"name": "bob", "model": "sim"})
+    build_prompt(resume, tick=2, inbox=inbox, memory={}, readers=[], can_read=["ann"], tool_results=[], balance=1.0, max_tokens=None)
+    assert set(board.view_cache) == {"ann-1-0"}
+    assert re.search(r'"id": "ann-1-0"', board.view_cache["ann-1-0"])
