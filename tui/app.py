@@ -119,7 +119,7 @@ class ControlRoom(App[int]):
         cursor_blink: bool = True,
         animations: bool = True,
         pump_observer: Callable[[Changes, list], None] | None = None,
-        record: Path | None = None,
+        record: Path | bool | None = None,
         watch: bool = False,
     ) -> None:
         super().__init__()
@@ -148,8 +148,10 @@ class ControlRoom(App[int]):
             self.set_keymap(self.settings.keymap)
         # Subscribed before the run starts, so the panes see RunStarted and everything after.
         self.subscription: Subscription | None = engine.subscribe(tokens=True)
-        #: Where to record the run (the run store's database), None for no recording.
-        self.record = record
+        #: Where to record the run (the run store's database), None for no recording; True for
+        #: the organisation's default database (resolved when the run starts: finding it
+        #: imports the run store, which the first frame does not need).
+        self._record = record
         self.recording: str | None = None
         self.watch = watch
         self._watch_stop = asyncio.Event()
@@ -196,10 +198,30 @@ class ControlRoom(App[int]):
         if self._unknown_theme:
             ours = ", ".join(t.name for t in themes())
             self.notify(f"No theme called {self._unknown_theme!r}; using {self.theme}. Ours: {ours} (ctrl+p → Theme).", severity="warning")
+        # The run, its recording and the file watcher start once the first frame is on screen:
+        # importing the run store and watchfiles and opening the database took the event loop
+        # for a fifth of a second before it could paint.
+        self.call_after_refresh(self._start_run)
+
+    def _start_run(self) -> None:
+        if self._engine_worker is not None or self.stopping:
+            return
         self._engine_worker = self.run_engine()
         if self.watch:
             self.watch_definitions()
-        self.call_after_refresh(self._freeze_startup_heap)
+        self._freeze_startup_heap()
+
+    @property
+    def record(self) -> Path | None:
+        """The run store's database this run is recorded in, None when not recorded."""
+        if self._record is True:
+            try:
+                from engine.store import default_db_path
+            except ImportError:  # the store is optional for the control room
+                self._record = None
+            else:
+                self._record = default_db_path(self.engine.org.root)
+        return self._record or None
 
     def _freeze_startup_heap(self) -> None:
         """Keep what start-up built out of the cyclic collector's full passes.
@@ -656,14 +678,10 @@ def main(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
     store itself passes its own `recorder` (then nothing is opened here).
     """
     org_path = Path(getattr(args, "org", None) or ".")
-    record: Path | None = None
+    record: Path | bool | None = None
     if recorder is None and not getattr(args, "no_record", False):
-        try:
-            from engine.store import default_db_path
-
-            record = Path(getattr(args, "db", None) or default_db_path(org_path))
-        except ImportError:
-            record = None
+        db = getattr(args, "db", None)
+        record = Path(db) if db else True  # True: the organisation's default database
     overrides: dict[str, Any] = {}
     try:
         from engine.cli import sim_overrides
