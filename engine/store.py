@@ -599,9 +599,9 @@ class Codec:
                 vals[j] = []
         return lay.build(vals)
 
-    def decode(self, rows: list[Any], entries: Sequence[Any], records: Sequence[Any]) -> list[Event]:
-        """Events from a batch's rows; `entries` are decoded entries (OutboxEntry) or rows,
-        `records` the record rows."""
+    def decode(self, rows: list[Any], entries: Sequence[Any], records: Sequence[Any], skip: frozenset[type] = frozenset()) -> list[Event]:
+        """Events from a batch's rows, but those of the types in `skip`; `entries` are
+        decoded entries (OutboxEntry) or rows, `records` the record rows."""
         out: list[Event] = []
         by_code = self.by_code
         entry = self._entry_decoder()
@@ -610,6 +610,12 @@ class Codec:
             lay = by_code.get(row[0])
             if lay is None:
                 raise _UnknownLayout(f"unknown event code {row[0]} in the database (corrupt?)")
+            if lay.cls in skip:
+                if lay.record_idx is not None:
+                    ri += 1
+                elif lay.entry_idx is not None:
+                    ei += 1
+                continue
             vals = row[1:]
             if lay.record_idx is not None:
                 vals[lay.record_idx] = self.decode_nested(records[ri])
@@ -1243,6 +1249,14 @@ class RunStore:
             self._froze = 0
             await self._db.close()
 
+    def freeze_gc_now(self) -> None:
+        """Move every object alive now out of the cyclic collector's sight (`gc.freeze()`)
+        until this store closes: a reader that has just built a long-lived working set
+        (replay, once its first tick shows) stops paying for it in every full collection."""
+        if self.freeze_gc and not self._closed:
+            _freeze()
+            self._froze += 1
+
     async def __aenter__(self) -> "RunStore":
         return self
 
@@ -1302,14 +1316,15 @@ class RunStore:
         except zlib.error as e:
             raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
 
-    def _decode_batch(self, body: bytes, msgs: bytes | list | None) -> list[Event]:
-        """A batch's events, whole (turn records included, their prompts left empty)."""
+    def _decode_batch(self, body: bytes, msgs: bytes | list | None, skip: frozenset[type] = frozenset()) -> list[Event]:
+        """A batch's events, whole (turn records included, their prompts left empty), but
+        those of the types in `skip`."""
         codec = self._codec
         assert codec is not None
         events, _, records = self._lines(body)
         entries = msgs if isinstance(msgs, list) else (self._unpack(msgs) if msgs else [])
         try:
-            return codec.decode(_loads(events), entries, _unpickle(records) if records else [])
+            return codec.decode(_loads(events), entries, _unpickle(records) if records else [], skip)
         except StoreError:
             raise
         except (TypeError, IndexError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as e:
@@ -1726,12 +1741,14 @@ class RunStore:
             if len(rows) < chunk:
                 return
 
-    async def tick_events(self, run_id: str, tick: int) -> list[Event]:
+    async def tick_events(self, run_id: str, tick: int, *, skip: Iterable[type] = ()) -> list[Event]:
         """What turns the state at the end of `tick - 1` into the state at the end of `tick`
-        (boundary commands after tick - 1, then the tick itself); prompts left empty."""
-        return await self._retrying(lambda: self._tick_events(run_id, tick))
+        (boundary commands after tick - 1, then the tick itself); prompts left empty.
+        Events of the types in `skip` are left out (not even built)."""
+        skipped = frozenset(skip)
+        return await self._retrying(lambda: self._tick_events(run_id, tick, skipped))
 
-    async def _tick_events(self, run_id: str, tick: int) -> list[Event]:
+    async def _tick_events(self, run_id: str, tick: int, skip: frozenset[type] = frozenset()) -> list[Event]:
         run = await self._run_row(run_id)
         # A fork's ticks up to the one it starts from are its parent's (the fork tick included).
         while run.parent_rid is not None and tick <= run.base_tick:
@@ -1743,8 +1760,9 @@ class RunStore:
         # The messages of these batches only, straight from their rows (not the run's log).
         raw = await self._call(_fetch_bodies, hrun.rid, lo, hi, True)
         out: list[Event] = []
-        for _, body, msgs in raw:
-            out.extend(self._decode_batch(body, msgs))
+        with _bulk():
+            for _, body, msgs in raw:
+                out.extend(self._decode_batch(body, msgs, skip))
         return out
 
     async def turn(self, run_id: str, tick: int, agent: str) -> TurnRecord | None:
