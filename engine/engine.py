@@ -151,10 +151,9 @@ class _TurnOutcome:
     were still waiting on their models): only the messages' commit order is left."""
 
     record: TurnRecord
-    #: (index in the reply, kind, payload, tags, recipients) of each message to commit
-    messages: list[tuple[int, str, Any, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
-    #: memory changes, then the credit charge (and a soft-cap warning)
-    after: list[Event] = field(default_factory=list)
+    #: In commit order: each message as (index in the reply, kind, payload, tags,
+    #: recipients), then the memory changes, the credit charge and a soft-cap warning.
+    commits: list[tuple | Event] = field(default_factory=list)
 
 
 class _RetryJitter:
@@ -650,7 +649,11 @@ class Engine:
             if rec.status != "ok":
                 failed.append(name)
             events.append(TurnFinished(t, name, rec))
-            for i, kind, payload, tags, recipients in out.messages:
+            for item in out.commits:
+                if type(item) is not tuple:
+                    events.append(item)  # type: ignore[arg-type]
+                    continue
+                i, kind, payload, tags, recipients = item
                 entry = OutboxEntry(
                     id=f"{name}-{t}-{i}",
                     tick=t,
@@ -663,9 +666,8 @@ class Engine:
                     meta={"seq": seq},
                 )
                 seq += 1
+                n_msgs += 1
                 events.append(MessageCommitted(t, entry))
-            n_msgs += len(out.messages)
-            events.extend(out.after)
             if rec.cost > 0:  # (what a CreditsCharged event says it charged)
                 spend += rec.cost
         events.append(
@@ -902,7 +904,7 @@ class Engine:
         name = rec.agent
         s = self.state
         out = _TurnOutcome(rec)  # (not the parsed reply: the tick need not keep it alive)
-        after = out.after
+        after = out.commits
         if reply is not None:
             agents = s.org.agents
             for i, entry in enumerate(reply.entries):
@@ -914,7 +916,7 @@ class Engine:
                     rec.violations.append(plainjson.one_line(f"outbox_entries[{i}].recipients: no such agent: {shown}"))
                     if not known:
                         continue
-                out.messages.append((i, entry.kind, entry.payload, tuple(entry.tags), tuple(known)))
+                after.append((i, entry.kind, entry.payload, tuple(entry.tags), tuple(known)))
             if reply.memory_updates:
                 memory = dict(s.memory.get(name, {}))
                 for j, up in enumerate(reply.memory_updates):

@@ -108,13 +108,6 @@ class _AuthorIndex:
                     self.to_ticks.setdefault(r, []).append(e.tick)
         self.n = len(box)
 
-    def sources(self, name: str) -> list[tuple[list[OutboxEntry], list[int]]]:
-        out = [(self.to_all, self.to_all_ticks)] if self.to_all else []
-        mine = self.to.get(name)
-        if mine:
-            out.append((mine, self.to_ticks[name]))
-        return out
-
 
 def _order(e: OutboxEntry) -> tuple:
     return (e.tick, e.meta.get("seq", 0), e.id)
@@ -196,23 +189,32 @@ class MessageBoard:
         new: list[OutboxEntry] = []
         old: list[OutboxEntry] = []
         n_new = 0
+        bisect_left = bisect.bisect_left
         authors = [a for a in readable if a != name and a != OPERATOR]
-        for author in [*authors, OPERATOR]:
+        authors.append(OPERATOR)
+        for author in authors:
             ai = self._author_index(author)
             if ai is None:
                 continue
-            for lst, ticks in ai.sources(name):
-                i = bisect.bisect_left(ticks, since)
-                j = bisect.bisect_left(ticks, tick)
+            with_context = context and author != OPERATOR
+            mine = ai.to.get(name)
+            for lst, ticks in ((ai.to_all, ai.to_all_ticks), (mine, ai.to_ticks[name] if mine else None)):
+                if not lst:
+                    continue
+                i = bisect_left(ticks, since)
+                j = bisect_left(ticks, tick)
                 n_new += j - i
-                new.extend(lst[max(i, j - new_limit) : j])
-                if context and author != OPERATOR:
+                if j > i:
+                    new.extend(lst[max(i, j - new_limit) : j])
+                if with_context and i:
                     old.extend(lst[max(0, i - context) : i])
-        new.sort(key=_order)
+        if len(new) > 1:
+            new.sort(key=_order)
         dropped = max(0, n_new - new_limit)
         if len(new) > new_limit:
             new = new[-new_limit:]
-        old.sort(key=_order)
+        if len(old) > 1:
+            old.sort(key=_order)
         cache = getattr(self, "view_cache", None)
         if cache is not None and len(cache) > VIEW_CACHE_MAX:
             cache.clear()

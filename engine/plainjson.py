@@ -34,6 +34,9 @@ def _finite_float(text: str) -> float:
     return f
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def loads(text: str) -> Any:
     """`json.loads`, refusing NaN/Infinity, numbers that overflow and nesting over MAX_DEPTH.
 
@@ -41,9 +44,16 @@ def loads(text: str) -> Any:
     for JSON the engine will not take.
     """
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        if type(text) is str and not text.startswith("\ufeff"):
+            data = _DECODER.decode(text)  # what json.loads does, without a decoder per call
+        else:
+            data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise JSONRejected(f"nested deeper than {MAX_DEPTH} levels") from None
+    # Each list or object of `data` opened with a bracket of `text`: with no more brackets
+    # than MAX_DEPTH it cannot nest deeper, and the walk over `data` is not needed.
+    if isinstance(text, str) and text.count("[") + text.count("{") <= MAX_DEPTH:
+        return data
     if too_deep(data):
         raise JSONRejected(f"nested deeper than {MAX_DEPTH} levels")
     return data

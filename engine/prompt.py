@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import plainjson
-from .jsontext import dumps_sorted
+from .jsontext import copy_plain, dumps_plain, dumps_sorted
 from .messages import Inbox, OutboxEntry
 from .resume import Resume
 
@@ -68,7 +68,7 @@ class ReplyEntry(BaseModel):
         if self.payload is None:
             raise ValueError("payload is required")
         try:
-            size = len(json.dumps(self.payload, ensure_ascii=False, allow_nan=False))
+            size = len(dumps_plain(self.payload))
         except (TypeError, ValueError) as e:
             raise ValueError(f"payload is not plain JSON ({e})") from None
         if size > MAX_PAYLOAD_CHARS:
@@ -103,10 +103,15 @@ class ParsedReply:
     repaired: str | None = None  # what was repaired, if anything
 
     def to_dict(self) -> dict[str, Any]:
+        # What model_dump(mode="json") gives for each item, built directly: the values
+        # came out of a JSON parse, so copies of them are already JSON-ready.
         return {
-            "outbox_entries": [e.model_dump(mode="json") for e in self.entries],
-            "memory_updates": [m.model_dump(mode="json") for m in self.memory_updates],
-            "tool_calls": [t.model_dump(mode="json") for t in self.tool_calls],
+            "outbox_entries": [
+                {"kind": e.kind, "payload": copy_plain(e.payload), "tags": list(e.tags), "recipients": list(e.recipients)}
+                for e in self.entries
+            ],
+            "memory_updates": [{"op": m.op, "key": m.key, "value": copy_plain(m.value)} for m in self.memory_updates],
+            "tool_calls": [{"tool": t.tool, "args": copy_plain(t.args)} for t in self.tool_calls],
             "notes": self.notes,
         }
 
@@ -168,6 +173,33 @@ def _system_message(resume: Resume) -> str:
     return text
 
 
+def _scalar_json(v: Any) -> str:
+    """json.dumps(v) for the small values of the context, without an encoder for each."""
+    t = type(v)
+    if t is int:
+        return int.__repr__(v)
+    if t is str:
+        return _encode_str(v)
+    if v is None:
+        return "null"
+    if t is float and -_INF < v < _INF:
+        return float.__repr__(v)
+    if (t is list or t is dict) and not v:
+        return "[]" if t is list else "{}"
+    return dumps_sorted(v)
+
+
+def _names_json(names: list[str]) -> str:
+    """json.dumps of a list of agent names."""
+    try:
+        return "[" + ", ".join(map(_encode_str, names)) + "]"
+    except TypeError:  # not all strings
+        return dumps_sorted(names)
+
+
+_INF = float("inf")
+
+
 def build_prompt(
     resume: Resume,
     *,
@@ -190,27 +222,27 @@ def build_prompt(
     context = "".join(
         (
             '{"credits_left": ',
-            dumps_sorted(round(balance, 6)),
+            _scalar_json(round(balance, 6)),
             ', "inbox": {"earlier": [',
             ", ".join([_view_json(e, cache) for e in inbox.context]),
             '], "new": [',
             ", ".join([_view_json(e, cache) for e in inbox.new]),
             '], "not_shown": ',
-            dumps_sorted(inbox.dropped),
+            _scalar_json(inbox.dropped),
             '}, "max_reply_tokens": ',
-            dumps_sorted(max_tokens),
+            _scalar_json(max_tokens),
             ', "memory": ',
-            dumps_sorted(memory),
+            dumps_sorted(memory) if memory else _scalar_json(memory),
             ', "tick": ',
-            dumps_sorted(tick),
+            _scalar_json(tick),
             ', "tool_results": ',
-            dumps_sorted(tool_results),
+            dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results),
             ', "you": ',
-            dumps_sorted(resume.name),
+            _scalar_json(resume.name),
             ', "you_read_outboxes_of": ',
-            dumps_sorted(can_read),
+            _names_json(can_read),
             ', "your_outbox_is_read_by": ',
-            dumps_sorted(readers),
+            _names_json(readers),
             "}",
         )
     )

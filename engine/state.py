@@ -77,54 +77,66 @@ class OrgState:
     # --- folding -----------------------------------------------------------------------
 
     def apply(self, ev: Event) -> None:
-        t = type(ev)
-        if t is MessageCommitted:
-            e: OutboxEntry = ev.entry  # type: ignore[attr-defined]
-            self.board.add(e)
-            self.seq += 1
-            self.sent[e.agent] = self.sent.get(e.agent, 0) + 1
-        elif t is MemoryChanged:
-            mem = self.memory.setdefault(ev.agent, {})  # type: ignore[attr-defined]
-            if ev.op == "delete":  # type: ignore[attr-defined]
-                mem.pop(ev.key, None)  # type: ignore[attr-defined]
-            else:
-                mem[ev.key] = copy_plain(ev.value)  # type: ignore[attr-defined]
-        elif t is CreditsCharged:
-            self.credits[ev.agent] = ev.balance  # type: ignore[attr-defined]
-            self.spent[ev.agent] = self.spent.get(ev.agent, 0.0) + ev.amount  # type: ignore[attr-defined]
-            self.total_spend += ev.amount  # type: ignore[attr-defined]
-        elif t is TurnFinished:
-            rec: TurnRecord = ev.record  # type: ignore[attr-defined]
-            self.last_turn[rec.agent] = rec
-            self.cursors[rec.agent] = rec.tick
-        elif t is TickCompleted:
-            self.tick = ev.tick  # type: ignore[attr-defined]
-        elif t is CreditsToppedUp:
-            self.credits[ev.agent] = ev.balance  # type: ignore[attr-defined]
-            a = self.org.agents.get(ev.agent)  # type: ignore[attr-defined]
-            if a is not None and (a.budget.soft_cap is None or ev.balance > a.budget.soft_cap):  # type: ignore[attr-defined]
-                self.soft_warned.discard(ev.agent)  # type: ignore[attr-defined]
-        elif t is SoftCapReached:
-            self.soft_warned.add(ev.agent)  # type: ignore[attr-defined]
-        elif t is CommandApplied:
-            self._apply_command(ev)  # type: ignore[arg-type]
-        elif t is RunPaused:
-            self.paused = True
-        elif t is RunResumed:
-            self.paused = False
-        elif t is RunStarted:
-            self.stopped = None
-            # A resumed or forked run may start with other definitions than its state
-            # holds; the live engine runs the ones in the event, so the fold must too.
-            if not self.org.agents or self.org.definitions_hash() != ev.definitions_hash:  # type: ignore[attr-defined]
-                self.org = Org.from_definitions(Path(ev.org_path), ev.definitions)  # type: ignore[attr-defined]
-            self._adopt_agents()
-        elif t is DefinitionsReloaded:
-            self.org = Org.from_definitions(self.org.root, ev.definitions)  # type: ignore[attr-defined]
-            self._adopt_agents()
-            self.retired.update(ev.removed)  # type: ignore[attr-defined]
-        elif t is RunStopped:
-            self.stopped = ev.reason  # type: ignore[attr-defined]
+        f = _APPLY.get(type(ev))
+        if f is not None:  # other events (a tick or turn started, token deltas...) change nothing
+            f(self, ev)
+
+    def _apply_message(self, ev: MessageCommitted) -> None:
+        e: OutboxEntry = ev.entry
+        self.board.add(e)
+        self.seq += 1
+        self.sent[e.agent] = self.sent.get(e.agent, 0) + 1
+
+    def _apply_memory(self, ev: MemoryChanged) -> None:
+        mem = self.memory.setdefault(ev.agent, {})
+        if ev.op == "delete":
+            mem.pop(ev.key, None)
+        else:
+            mem[ev.key] = copy_plain(ev.value)
+
+    def _apply_charge(self, ev: CreditsCharged) -> None:
+        self.credits[ev.agent] = ev.balance
+        self.spent[ev.agent] = self.spent.get(ev.agent, 0.0) + ev.amount
+        self.total_spend += ev.amount
+
+    def _apply_turn(self, ev: TurnFinished) -> None:
+        rec: TurnRecord = ev.record
+        self.last_turn[rec.agent] = rec
+        self.cursors[rec.agent] = rec.tick
+
+    def _apply_tick(self, ev: TickCompleted) -> None:
+        self.tick = ev.tick
+
+    def _apply_top_up(self, ev: CreditsToppedUp) -> None:
+        self.credits[ev.agent] = ev.balance
+        a = self.org.agents.get(ev.agent)
+        if a is not None and (a.budget.soft_cap is None or ev.balance > a.budget.soft_cap):
+            self.soft_warned.discard(ev.agent)
+
+    def _apply_soft_cap(self, ev: SoftCapReached) -> None:
+        self.soft_warned.add(ev.agent)
+
+    def _apply_paused(self, ev: RunPaused) -> None:
+        self.paused = True
+
+    def _apply_resumed(self, ev: RunResumed) -> None:
+        self.paused = False
+
+    def _apply_started(self, ev: RunStarted) -> None:
+        self.stopped = None
+        # A resumed or forked run may start with other definitions than its state
+        # holds; the live engine runs the ones in the event, so the fold must too.
+        if not self.org.agents or self.org.definitions_hash() != ev.definitions_hash:
+            self.org = Org.from_definitions(Path(ev.org_path), ev.definitions)
+        self._adopt_agents()
+
+    def _apply_reload(self, ev: DefinitionsReloaded) -> None:
+        self.org = Org.from_definitions(self.org.root, ev.definitions)
+        self._adopt_agents()
+        self.retired.update(ev.removed)
+
+    def _apply_stopped(self, ev: RunStopped) -> None:
+        self.stopped = ev.reason
 
     def _apply_command(self, ev: CommandApplied) -> None:
         if ev.command in ("enable", "disable"):
@@ -205,6 +217,24 @@ class OrgState:
             m.pop("created_at", None)
         d.pop("paused")
         return d
+
+
+#: What each kind of event changes (a dict lookup: the engine applies every event it commits).
+_APPLY: dict[type, Any] = {
+    MessageCommitted: OrgState._apply_message,
+    MemoryChanged: OrgState._apply_memory,
+    CreditsCharged: OrgState._apply_charge,
+    TurnFinished: OrgState._apply_turn,
+    TickCompleted: OrgState._apply_tick,
+    CreditsToppedUp: OrgState._apply_top_up,
+    SoftCapReached: OrgState._apply_soft_cap,
+    CommandApplied: OrgState._apply_command,
+    RunPaused: OrgState._apply_paused,
+    RunResumed: OrgState._apply_resumed,
+    RunStarted: OrgState._apply_started,
+    DefinitionsReloaded: OrgState._apply_reload,
+    RunStopped: OrgState._apply_stopped,
+}
 
 
 def _record_dict(r: TurnRecord) -> dict[str, Any]:
