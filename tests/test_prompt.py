@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine.jsontext import copy_plain, dumps_plain, dumps_sorted, dumps_text
 from engine.messages import Inbox, MessageBoard, OutboxEntry
-from engine.prompt import FENCE_RE, _fenced, build_prompt, prompt_hash
+from engine.prompt import FENCE_RE, ContractViolation, _fenced, build_prompt, parse_reply, prompt_hash
 from engine.providers.sim import CHUNK_TOKENS, TOKEN_RE, SimProvider
 from engine.resume import Resume
 
@@ -157,3 +157,21 @@ def test_a_board_keeps_each_entry_view_once() -> None:
     build_prompt(resume, tick=2, inbox=inbox, memory={}, readers=[], can_read=["ann"], tool_results=[], balance=1.0, max_tokens=None)
     assert set(board.view_cache) == {"ann-1-0"}
     assert re.search(r'"id": "ann-1-0"', board.view_cache["ann-1-0"])
+
+
+reply_items = st.dictionaries(st.sampled_from(["kind", "payload", "tags", "recipients", "op", "key", "value", "tool", "args", "to", "content"]), json_values, max_size=5)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(["outbox_entries", "memory_updates", "tool_calls", "notes"]), st.lists(reply_items, max_size=3) | json_values, min_size=1))
+def test_a_parsed_reply_dict_is_what_model_dump_gives(data) -> None:
+    try:
+        reply = parse_reply(json.dumps(data))
+    except ContractViolation:
+        return
+    assert reply.to_dict() == {
+        "outbox_entries": [e.model_dump(mode="json") for e in reply.entries],
+        "memory_updates": [m.model_dump(mode="json") for m in reply.memory_updates],
+        "tool_calls": [t.model_dump(mode="json") for t in reply.tool_calls],
+        "notes": reply.notes,
+    }
