@@ -37,6 +37,7 @@ class MessageGraph(AgentTable):
         self._volumes: Counter[tuple[str, str]] = Counter()
         self._readers: dict[str, set[str]] = {}
         self._reads: dict[str, list[str]] = {}
+        self._sent: dict[str, list[tuple[str, int]]] = {}
         self._title()
 
     def _title(self) -> None:
@@ -82,6 +83,11 @@ class MessageGraph(AgentTable):
         self._readers = {n: set(org.readers_of(n)) for n in org.agents}
         self._reads = {n: org.readable_by(n) for n in org.agents}
         self._volumes = self.view.recent_volumes()
+        # Per sender, so a row does not scan every pair (100 agents: a thousand pairs per row).
+        sent: dict[str, list[tuple[str, int]]] = {}
+        for (frm, to), c in self._volumes.items():
+            sent.setdefault(frm, []).append((to, c))
+        self._sent = sent
 
     def refresh_graph(self) -> None:
         self.recompute()
@@ -132,7 +138,7 @@ class MessageGraph(AgentTable):
             rest = len(reads) - len(cut.split())
             r = f"{cut} +{rest}"
         t.append(f"{r:<{half}}", self.style("muted"))
-        sent = [(to, c) for (frm, to), c in self._volumes.items() if frm == name]
+        sent = list(self._sent.get(name, ()))
         if not sent:
             t.append("—", self.style("muted"))
             return t

@@ -17,7 +17,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -109,6 +109,7 @@ class LineTable(ScrollView, can_focus=True):
         self._styles: dict[str, Style] = {}
         self._base: Style | None = None
         self._failed = False
+        self._paint: tuple[int, int, int, int, int] | None = None  # (width, full width, scroll y, rows, header) while repainting
 
     # --- what subclasses provide ---------------------------------------------------------
 
@@ -229,11 +230,25 @@ class LineTable(ScrollView, can_focus=True):
         right = strip.crop(frozen + x, frozen + x + width - frozen)
         return Strip.join([left, right]).adjust_cell_length(width, self.base_style)
 
-    def render_line(self, y: int) -> Strip:
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # Width, scroll offset and row count once per repaint, not per row (the size is a
+        # walk to the screen's compositor map).
         width = self.size.width
-        full = max(width, self.content_width(width))
+        self._paint = (width, max(width, self.content_width(width)), int(self.scroll_offset.y), self.row_count(), self.header_height)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._paint = None
+
+    def render_line(self, y: int) -> Strip:
+        if self._paint is not None:
+            width, full, top, count, header = self._paint
+        else:
+            width = self.size.width
+            full = max(width, self.content_width(width))
+            top, count, header = int(self.scroll_offset.y), self.row_count(), self.header_height
         base = self.base_style
-        if y < self.header_height:
+        if y < header:
             if self._header_cache is None:
                 try:
                     self._header_cache = [self._strip(t, full) for t in self.render_header(full)]
@@ -242,8 +257,8 @@ class LineTable(ScrollView, can_focus=True):
             if y < len(self._header_cache):
                 return self._hscroll(self._header_cache[y], width, full).apply_style(base)
             return Strip.blank(width, base)
-        index = int(self.scroll_offset.y) + y - self.header_height
-        if index < 0 or index >= self.row_count():
+        index = top + y - header
+        if index < 0 or index >= count:
             return Strip.blank(width, base)
         strip = self._cache.get(index)
         if strip is None:
