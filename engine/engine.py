@@ -349,7 +349,7 @@ class Engine:
                         seed=self.seed,
                         tick=self.state.tick,
                         definitions=defs,
-                        definitions_hash=definitions_hash(defs),
+                        definitions_hash=self.org.definitions_hash(defs),
                         parent_run=self.parent_run,
                         fork_tick=self.fork_tick,
                         at=self.clock(),

@@ -89,6 +89,7 @@ class Org:
     problems: list[str] = field(default_factory=list)  # what was left out, and why
     warnings: list[str] = field(default_factory=list)  # what loads but looks wrong
     _graph_cache: Any = field(default=None, repr=False, compare=False)
+    _hash_cache: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -141,8 +142,13 @@ class Org:
             settings=OrgSettings.model_validate(d.get("settings", {})),
         )
 
-    def definitions_hash(self) -> str:
-        return definitions_hash(self.definitions())
+    def definitions_hash(self, defs: dict[str, Any] | None = None) -> str:
+        """The hash of `definitions()` (pass them if you have them at hand). Computed once,
+        as the permission graph is: an Org never changes after loading."""
+        h = self._hash_cache
+        if h is None:
+            h = self._hash_cache = definitions_hash(defs if defs is not None else self.definitions())
+        return h
 
 
 def definitions_hash(defs: dict[str, Any]) -> str:
