@@ -222,6 +222,7 @@ class Engine:
         self._tick_task: asyncio.Task | None = None
         self._abort_requested = False
         self._global_sem = asyncio.Semaphore(self.concurrency)
+        self._order: tuple[Org | None, list] = (None, [])
 
     # --- public read API ---------------------------------------------------------------
 
@@ -568,7 +569,9 @@ class Engine:
         s = self.state
         org = s.org
         started = time.monotonic()
-        due = schedule.firing(org.agents.values(), t)
+        if self._order[0] is not org:  # the commit order only changes with the definitions
+            self._order = (org, schedule.in_order(org.agents.values()))
+        due = schedule.due(self._order[1], t)
         tick_started = TickStarted(t, tuple(due), self.clock())
         pre: list[Event] = [tick_started]
         runnable: list[str] = []
@@ -689,9 +692,11 @@ class Engine:
         org = s.org
         a = org.agents[name]
         key = a.resume.model.key
+        can_read = org.readable_by(name)
+        readers = org.readers_of(name)
         inbox = s.board.inbox(
             name,
-            org.readable_by(name),
+            can_read,
             t,
             s.cursors.get(name, 0),
             new_limit=org.settings.inbox_new_limit,
@@ -710,8 +715,8 @@ class Engine:
         balance = s.credits.get(name, 0.0)
         # First estimate the prompt without the token cap, then cap with what remains.
         messages = build_prompt(
-            a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=org.readers_of(name),
-            can_read=org.readable_by(name), tool_results=tool_results, balance=balance, max_tokens=wanted,
+            a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
+            can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=wanted,
         )
         max_tokens = wanted
         if spec is not None:
@@ -722,8 +727,8 @@ class Engine:
             if allow.max_tokens != wanted:
                 max_tokens = allow.max_tokens
                 messages = build_prompt(
-                    a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=org.readers_of(name),
-                    can_read=org.readable_by(name), tool_results=tool_results, balance=balance, max_tokens=max_tokens,
+                    a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
+                    can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=max_tokens,
                 )
         return {
             "name": name,

@@ -29,11 +29,16 @@ def _make(*, sort_keys: bool, allow_nan: bool, separators: tuple[str, str] = (",
         enc = json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan, sort_keys=sort_keys, separators=separators)
         return enc.encode
     basestring = _encoder.encode_basestring
+    # Without the markers dict (json.dumps' check for circular values) the encoder keeps no
+    # state between calls, so one serves every call. A circular value then ends in a
+    # RecursionError, and is encoded again as json.dumps would, to fail the same way.
+    fast = make(None, _default, basestring, None, key_sep, item_sep, sort_keys, False, allow_nan)
 
     def dumps(obj: Any) -> str:
-        # A fresh `markers` dict per call, as json.dumps has: circular values are refused
-        # with the same ValueError, and a failed call leaves nothing behind.
-        return "".join(make({}, _default, basestring, None, key_sep, item_sep, sort_keys, False, allow_nan)(obj, 0))
+        try:
+            return "".join(fast(obj, 0))
+        except RecursionError:
+            return "".join(make({}, _default, basestring, None, key_sep, item_sep, sort_keys, False, allow_nan)(obj, 0))
 
     return dumps
 

@@ -190,12 +190,20 @@ class MessageBoard:
         old: list[OutboxEntry] = []
         n_new = 0
         bisect_left = bisect.bisect_left
+        outboxes = self.outboxes
+        index = getattr(self, "_index", None)
         authors = [a for a in readable if a != name and a != OPERATOR]
         authors.append(OPERATOR)
         for author in authors:
-            ai = self._author_index(author)
-            if ai is None:
+            box = outboxes.get(author)
+            if not box:
                 continue
+            # (`_author_index`, inlined: this runs for every author an agent reads, every turn)
+            ai = index.get(author) if index is not None else None
+            if ai is None or ai.box is not box or ai.n != len(box):
+                ai = self._author_index(author)
+                index = self._index
+                assert ai is not None
             with_context = context and author != OPERATOR
             mine = ai.to.get(name)
             for lst, ticks in ((ai.to_all, ai.to_all_ticks), (mine, ai.to_ticks[name] if mine else None)):

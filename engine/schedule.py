@@ -14,6 +14,14 @@ from .org import AgentDef
 
 def firing(agents: Iterable[AgentDef], tick: int) -> list[str]:
     """Names of the agents that fire at `tick`, in commit order."""
-    due = [a for a in agents if a.resume.schedule.fires_at(tick)]
-    due.sort(key=lambda a: (a.resume.schedule.fire_point, a.name))
-    return [a.name for a in due]
+    return due(in_order(agents), tick)
+
+
+def in_order(agents: Iterable[AgentDef]) -> list[AgentDef]:
+    """All the agents in commit order (the order does not depend on the tick: keep it)."""
+    return sorted(agents, key=lambda a: (a.resume.schedule.fire_point, a.name))
+
+
+def due(ordered: list[AgentDef], tick: int) -> list[str]:
+    """Names of the agents of `ordered` (from `in_order`) that fire at `tick`, in commit order."""
+    return [a.name for a in ordered if a.resume.schedule.fires_at(tick)]
