@@ -57,9 +57,13 @@ class ProviderRegistry:
         self._overrides = dict(overrides or {})
         self._adapters: dict[tuple, Provider] = {}
         self._limits: dict[tuple, asyncio.Semaphore] = {}
+        #: model key -> (adapter, spec) once resolved: every turn asks, the answer only
+        #: changes with the models
+        self._resolved: dict[str, tuple[Provider, ModelSpec]] = {}
 
     def update_models(self, models: Mapping[str, ModelSpec]) -> None:
         self.models = {**BUILTIN_MODELS, **models}
+        self._resolved.clear()
 
     def spec(self, key: str) -> ModelSpec:
         try:
@@ -78,12 +82,16 @@ class ProviderRegistry:
 
     def resolve(self, key: str) -> tuple[Provider, ModelSpec]:
         """The adapter and spec for a model key; ProviderError(kind="config") if unusable."""
+        hit = self._resolved.get(key)
+        if hit is not None:
+            return hit
         spec = self.spec(key)
         ck = self._cache_key(spec)
         adapter = self._adapters.get(ck)
         if adapter is None:
             adapter = self._build(spec)
             self._adapters[ck] = adapter
+        self._resolved[key] = (adapter, spec)
         return adapter, spec
 
     def _build(self, spec: ModelSpec) -> Provider:
@@ -128,6 +136,7 @@ class ProviderRegistry:
             except Exception:  # closing must never fail a shutdown
                 pass
         self._adapters.clear()
+        self._resolved.clear()
 
 
 def _freeze(v: object) -> object:
