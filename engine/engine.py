@@ -618,10 +618,10 @@ class Engine:
                 task = loop.create_task(self._turn(plan))
                 tasks.append(task)
                 slots.append(task)
-                # Let the new calls start (while a slot is free), and let calls that
-                # finished hand over their slots, every couple of milliseconds.
-                now = time.monotonic()
-                if not self._global_sem.locked() or now - last_yield > 0.002:
+                # Every couple of milliseconds, let the new calls start and the calls that
+                # finished hand over their slots. (Not after every new task: each trip
+                # round the event loop would delay the calls still to be planned.)
+                if time.monotonic() - last_yield > 0.002:
                     await asyncio.sleep(0)
                     last_yield = time.monotonic()
             if tasks:
