@@ -599,6 +599,7 @@ class Engine:
         publish_one = self._publish_one if self._subs else None
         loop = asyncio.get_running_loop()
         last_yield = time.monotonic()
+        new_calls = False  # tasks created since the event loop last ran
         try:
             for name in runnable:
                 plan = self._plan_turn(name, t)
@@ -614,16 +615,20 @@ class Engine:
                 outcome = self._turn_now(plan)
                 if outcome is not None:
                     slots.append(outcome)
-                    continue
-                task = loop.create_task(self._turn(plan))
-                tasks.append(task)
-                slots.append(task)
+                else:
+                    task = loop.create_task(self._turn(plan))
+                    tasks.append(task)
+                    slots.append(task)
+                    new_calls = True
                 # Every couple of milliseconds, let the new calls start and the calls that
-                # finished hand over their slots. (Not after every new task: each trip
-                # round the event loop would delay the calls still to be planned.)
-                if time.monotonic() - last_yield > 0.002:
+                # finished hand over their slots (not after every new task: each trip round
+                # the event loop would delay the calls still to be planned); and without
+                # new calls, every 10 ms, so that a tick of instant turns does not hold up
+                # the rest of the program (a UI) for all of its length.
+                if time.monotonic() - last_yield > (0.002 if new_calls else 0.01):
                     await asyncio.sleep(0)
                     last_yield = time.monotonic()
+                    new_calls = False
             if tasks:
                 await asyncio.gather(*tasks)
         except BaseException:
