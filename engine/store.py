@@ -530,9 +530,10 @@ class Codec:
             enc = self._entry_enc = (lay.code, lay.getter)
         return (enc[0], *enc[1](e))
 
-    def encode(self, events: Sequence[Event]) -> tuple[list[Any], list[Any], list[Any]]:
+    def encode(self, events: Sequence[Event], turns: list[TurnRecord] | None = None) -> tuple[list[Any], list[Any], list[Any]]:
         """(rows, message entries, turn records) for one batch; a row's entry or
-        record is None in the row and comes next from its own list."""
+        record is None in the row and comes next from its own list. The batch's
+        TurnRecords are appended to `turns`, if given."""
         rows: list[Any] = []
         entries: list[Any] = []
         records: list[Any] = []
@@ -552,6 +553,8 @@ class Codec:
                 continue
             vals = lay.values(ev)
             if lay.record_idx is not None:
+                if turns is not None:
+                    turns.append(vals[lay.record_idx])
                 records.append(self.encode_record(vals[lay.record_idx]))
                 vals[lay.record_idx] = None
             else:
@@ -695,6 +698,8 @@ def _join_prompt(item: Any, head: Callable[[str], bytes]) -> list[dict[str, Any]
 
 # --- the writer ---------------------------------------------------------------------
 
+_RUN_MARKS = frozenset({RunStarted, RunStopped})
+
 
 class RunRecorder:
     """What the engine writes into: `await write(events)` is one transaction.
@@ -776,7 +781,8 @@ class RunRecorder:
         st = self.store
         codec = st._codec
         assert codec is not None
-        rows, entries, records = codec.encode(events)
+        recs: list[TurnRecord] = []
+        rows, entries, records = codec.encode(events, recs)
         last = events[-1]
         first = events[0]
         kind = "boundary"
@@ -794,16 +800,15 @@ class RunRecorder:
         texts: dict[str, bytes] = {}
         heads = self._heads
         pitems: list[Any] = []
-        for ev in events:
-            if type(ev) is not TurnFinished:
-                continue
-            rec: TurnRecord = ev.record  # type: ignore[attr-defined]
+        for rec in recs:
             prompt = rec.prompt
             hh = None
             if len(prompt) > 1:
                 # The head (the system message) rarely changes: look it up by content.
                 try:
-                    key: tuple | None = tuple(tuple(m.items()) for m in prompt[:-1])
+                    key: tuple | None = (
+                        (tuple(prompt[0].items()),) if len(prompt) == 2 else tuple(tuple(m.items()) for m in prompt[:-1])
+                    )
                     hh = heads.get(key)  # type: ignore[arg-type]
                 except (TypeError, AttributeError):
                     key = None
@@ -820,7 +825,10 @@ class RunRecorder:
             turns.append((rec.agent, rec.tick, len(pitems), rec.status, rec.cost))
         prompts = zlib.compress(_pack(pitems), PROMPT_LEVEL) if pitems else None
         run_update: dict[str, Any] = {"events": len(events), "updated_at": time.time()}
-        for ev in events:
+        # A tick's batch says what the run row needs in its last event; others (and a tick
+        # batch holding a start or a stop, should there be one) are looked through.
+        marks = (last,) if kind == "tick" and not _RUN_MARKS.intersection(map(type, events)) else events
+        for ev in marks:
             t = type(ev)
             if t is TickCompleted:
                 run_update["ticks"] = ev.tick  # type: ignore[attr-defined]
