@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 OPERATOR = "operator"
 #: Entries whose text a board keeps (beyond this it starts again: old entries are rarely shown).
-VIEW_CACHE_MAX = 200_000
+VIEW_CACHE_MAX = 50_000
 
 
 @dataclass(slots=True, frozen=True)
