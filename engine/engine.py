@@ -44,7 +44,7 @@ from .events import (
     TurnRecord,
     TurnStarted,
 )
-from . import plainjson
+from . import gcfreeze, plainjson
 from .memory import apply_update
 from .messages import OPERATOR, OutboxEntry
 from .org import Org, definitions_hash
@@ -223,6 +223,9 @@ class Engine:
         self._abort_requested = False
         self._global_sem = asyncio.Semaphore(self.concurrency)
         self._order: tuple[Org | None, list] = (None, [])
+        #: Freeze what is alive when a run starts out of the garbage collector's full
+        #: passes for the run (see engine/gcfreeze.py); False leaves the collector alone.
+        self.freeze_gc = True
 
     # --- public read API ---------------------------------------------------------------
 
@@ -340,6 +343,7 @@ class Engine:
         target = until_tick if until_tick is not None else (self.state.tick + ticks if ticks is not None else None)
         self.running = True
         reason = "stopped"
+        frozen = False
         try:
             defs = self.org.definitions()
             await self._commit(
@@ -360,6 +364,11 @@ class Engine:
             if self.state.paused:
                 await self._commit([RunPaused(self.state.tick, self.clock())])
             self._build_adapters(a.resume.model.key for a in self.org.agents.values() if a.resume.calls_model)
+            if self.freeze_gc:
+                # What is alive now (the program, the organisation, the state so far) lasts
+                # the run: out of the collector's full passes, it costs nothing (gcfreeze).
+                gcfreeze.hold()
+                frozen = True
             last_start = 0.0
             while True:
                 await self._apply_commands()
@@ -393,6 +402,8 @@ class Engine:
             except Exception:
                 self.state.apply(stopped)
                 self._publish_one(stopped)
+            if frozen:
+                gcfreeze.release()
             await self.registry.aclose()
         return reason
 
