@@ -62,6 +62,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 import aiosqlite
 
+from . import gcfreeze
 from .events import (
     EVENT_TYPES,
     AgentSkipped,
@@ -319,28 +320,18 @@ def _bulk() -> Any:
 #: Loading at least this many messages at once freezes the garbage collector's view of
 #: what is alive (see `_freeze`).
 FREEZE_AFTER_MESSAGES = 50_000
-_frozen_by = 0  # how many open stores asked for gc.freeze()
 
 
 def _freeze() -> None:
-    """Move every object alive now out of the cyclic collector's sight (`gc.freeze()`).
-
-    A long run's message log is a million long-lived objects; each full collection
-    would walk them all (a second or more), and they come often while a reader
-    allocates. Frozen, they cost nothing. The price: cycles that exist now and later
-    become garbage wait for `gc.unfreeze()`, which the last store that froze calls
-    when it closes.
-    """
-    global _frozen_by
-    gc.freeze()
-    _frozen_by += 1
+    """Move every object alive now out of the cyclic collector's sight (counted: see
+    engine/gcfreeze.py). A long run's message log is a million long-lived objects; each
+    full collection would walk them all (a second or more), and they come often while a
+    reader allocates. The last holder to let go (a store closing) unfreezes."""
+    gcfreeze.hold()
 
 
 def _unfreeze() -> None:
-    global _frozen_by
-    _frozen_by = max(0, _frozen_by - 1)
-    if _frozen_by == 0:
-        gc.unfreeze()
+    gcfreeze.release()
 
 
 def _text_hash(b: bytes) -> str:

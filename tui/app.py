@@ -30,6 +30,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from engine import gcfreeze
 from engine.engine import Engine, Recorder, Subscription
 from engine.events import TickCompleted
 from engine.org import OrgInvalid, load_org
@@ -234,12 +235,12 @@ class ControlRoom(App[int]):
         """
         if not self._heap_frozen:
             gc.collect(1)
-            gc.freeze()
+            gcfreeze.hold()
             self._heap_frozen = True
 
     def on_unmount(self) -> None:
         if self._heap_frozen:
-            gc.unfreeze()
+            gcfreeze.release()
             self._heap_frozen = False
 
     def _main_ready(self) -> None:

@@ -29,6 +29,7 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
+from engine import gcfreeze
 from engine.engine import Engine
 from engine.org import OrgInvalid
 from engine.providers.registry import ProviderRegistry
@@ -211,7 +212,7 @@ class ReplayRoom(ControlRoom):
         # A long run's message log is millions of objects that live as long as the run is
         # open: keep them out of the cyclic collector's full passes (see ReplayScreen).
         gc.collect()
-        gc.freeze()
+        gcfreeze.hold()
         self._froze = True
         old = self.position
         self.position = position
@@ -397,7 +398,7 @@ class ReplayRoom(ControlRoom):
 
     def on_unmount(self) -> None:
         if self._froze:  # the app is going: what it kept is the collector's again
-            gc.unfreeze()
+            gcfreeze.release()
             self._froze = False
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
