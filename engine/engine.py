@@ -874,6 +874,7 @@ class Engine:
                 rec.status = "provider"
                 rec.error = "; ".join(result.errors)
                 return self._outcome(plan, rec, None)
+            rec.retries = result.errors
             return self._finish_turn(plan, rec)
         except asyncio.CancelledError:
             raise

@@ -80,6 +80,9 @@ class TurnRecord:
     cost: float = 0.0
     latency_ms: float = 0.0
     attempts: int = 0
+    #: Why the earlier attempts failed, one line each, on a turn whose last attempt
+    #: succeeded (a failed turn has them in `error`).
+    retries: list[str] = field(default_factory=list)
     max_tokens: int | None = None
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = 0.0

@@ -172,6 +172,13 @@ async def test_a_turn_retried_after_a_rate_limit_and_a_cut_stream_still_complete
     carol = engine.state.last_turn["carol"]
     assert bob.status == "ok" and bob.attempts == 3
     assert carol.status == "ok" and carol.attempts >= 2 and carol.error is None
+    # The turns succeeded, and still say why the earlier attempts failed (the inspector shows it).
+    assert [r.split(":")[1].strip() for r in bob.retries] == ["rate_limit (HTTP 429)", "stream_cut"]
+    assert len(carol.retries) == carol.attempts - 1 and "timeout" in carol.retries[0]
+    from tui.screens.inspector import summary_text
+
+    shown = summary_text(bob).plain
+    assert "retried     attempt 1: rate_limit (HTTP 429)" in shown and "attempt 2: stream_cut" in shown
     # A UI following bob's stream was told to start over after each failed attempt that streamed.
     bob_deltas = [e for e in events if isinstance(e, TokenDelta) and e.agent == "bob"]
     assert sum(1 for e in bob_deltas if e.restart) == 1

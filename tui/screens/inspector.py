@@ -44,6 +44,8 @@ def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
     row("cost", f"{rec.cost:.6g} credits")
     row("latency", f"{rec.latency_ms / 1000:.2f} s" if wall_clock else "—")
     row("attempts", str(rec.attempts))
+    for line in rec.retries:  # a turn that succeeded after retries: why the others failed
+        row("retried", line, "yellow")
     row("prompt", f"{len(rec.prompt)} messages · hash {rec.prompt_hash}")
     if rec.violations:
         t.append("violations\n", "bold")
