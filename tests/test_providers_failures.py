@@ -352,3 +352,22 @@ async def test_missing_usage_is_estimated_and_marked(server, registry):
     assert result.usage.estimated
     assert result.usage.output_tokens == (len(DEFAULT_REPLY) + 3) // 4
     assert result.usage.input_tokens > 0
+
+
+# --- a provider that ignores max_tokens ----------------------------------------------
+
+
+async def test_a_reply_past_the_cap_is_cut_off_and_fails_without_a_retry(server, registry):
+    """A server that streams on past what max_tokens allows: the call is cut off at the cap,
+    the stream is closed, the turn fails with a line saying why, and nothing is retried."""
+    server.script(Behaviour.ok(text="x" * 400))
+    provider, spec = registry.resolve("m")
+    request = CompletionRequest(model=spec.model_name, messages=[ChatMessage("user", "hi")], max_tokens=300, timeout=10)
+    seen: list[str] = []
+    policy = RetryPolicy(max_attempts=3, base_delay=0.01, max_reply_chars=200)
+    assert policy.reply_cap(300) == 200 and RetryPolicy().reply_cap(300) == 300 * 32 + 4096
+    result = await stream_with_retries(provider, request, lambda t, r: seen.append(t), policy=policy)
+    assert result.error is not None and result.error.kind == "too_long" and not result.error.retryable
+    assert result.attempts == 1 and len(server.chat_requests) == 1
+    assert "passed 200 characters (max_tokens 300)" in str(result.error)
+    assert len("".join(seen)) <= 200 and result.text == "".join(seen)  # kept for the inspector

@@ -20,6 +20,7 @@ ErrorKind = Literal[
     "auth",  # wrong or missing key: retrying cannot help
     "bad_request",  # 4xx other than 429: retrying cannot help
     "config",  # our configuration is wrong (unknown model, missing key variable)
+    "too_long",  # the reply ran past what max_tokens allows: the provider ignored it
 ]
 
 RETRYABLE_KINDS: frozenset[str] = frozenset(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -24,6 +25,17 @@ class RetryPolicy:
     max_delay: float = 20.0
     #: A Retry-After longer than this is not waited for: the turn fails instead.
     max_retry_after: float = 60.0
+    #: A reply longer than this many characters per max_token (plus a margin) is cut off
+    #: and the turn fails: a provider that ignores max_tokens must not fill memory and the
+    #: store. Real tokens average about 4 characters; 32 leaves room for any tokenizer.
+    chars_per_token: int = 32
+    #: The cap when the request sets no max_tokens.
+    max_reply_chars: int = 1_000_000
+
+    def reply_cap(self, max_tokens: int | None) -> int:
+        if max_tokens is None:
+            return self.max_reply_chars
+        return min(self.max_reply_chars, max_tokens * self.chars_per_token + 4096)
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -63,15 +75,26 @@ async def stream_with_retries(
     rng = rng or random.Random()
     result = CompletionResult()
     prompt_estimate = sum(estimate_tokens(m.content) for m in request.messages)
+    cap = policy.reply_cap(request.max_tokens)
     for attempt in range(1, policy.max_attempts + 1):
         result.attempts = attempt
         parts: list[str] = []
+        size = 0
         usage: Usage | None = None
         try:
-            async with asyncio.timeout(request.timeout):
-                async for item in provider.stream(request):
+            # aclosing: a reply cut off here closes the provider's stream (and its HTTP response).
+            async with asyncio.timeout(request.timeout), aclosing(provider.stream(request)) as stream:
+                async for item in stream:
                     if isinstance(item, TextDelta):
                         if item.text:
+                            size += len(item.text)
+                            if size > cap:
+                                raise ProviderError(
+                                    "too_long",
+                                    f"the reply passed {cap:,} characters (max_tokens {request.max_tokens}); "
+                                    "the provider ignored max_tokens, so the call was cut off "
+                                    "(raise max_tokens or check the model's server)",
+                                )
                             parts.append(item.text)
                             on_delta(item.text, False)
                     else:
