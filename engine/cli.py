@@ -252,7 +252,7 @@ async def _run(args: argparse.Namespace, one_tick: bool = False) -> int:
         if RunStore is not None:
             db = args.db or default_db_path(org.root)
             try:
-                store = await RunStore.open(db)
+                store = await RunStore.open(db, snapshot_every=getattr(args, "snapshot_every", None) or 100)
             except StoreError as e:
                 err_console().print(f"[red]{escape(str(e))}[/]")
                 return EXIT_INVALID
@@ -550,6 +550,16 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 # --- the parser ----------------------------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not at least 1")
+    return n
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the engine's commands to the `lemming` parser."""
     p = sub.add_parser("validate", help="check an organisation's files; exit 1 listing every problem")
@@ -567,6 +577,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the events as JSON lines instead of progress")
     p.add_argument("--tokens", action="store_true", help="with --json, include token deltas")
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
+    p.add_argument(
+        "--snapshot-every",
+        type=_positive_int,
+        default=None,
+        metavar="TICKS",
+        help="record a state snapshot at least every TICKS ticks (default 100; fewer means faster seeks, a bigger file)",
+    )
     p.add_argument("--no-watch", action="store_true", help="do not hot-reload agent files")
     add_sim_args(p)
     p.set_defaults(func=cmd_run)

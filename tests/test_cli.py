@@ -102,3 +102,19 @@ def test_status_and_inspect_and_unknown_agent(tmp_path: Path) -> None:
 def test_broken_org_exits_1_without_traceback(tmp_path: Path) -> None:
     r = lemming("run", "--headless", "--org", str(tmp_path), "--ticks", "1", "--no-record")
     assert r.returncode == 1 and "lemming bootstrap" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_snapshot_every_sets_how_often_the_store_snapshots(tmp_path: Path) -> None:
+    import sqlite3
+
+    def snapshots(*extra: str) -> list[int]:
+        db = tmp_path / f"runs{len(extra)}.db"
+        r = lemming("run", "--headless", "--ticks", "30", "--no-watch", "--db", str(db), *extra)
+        assert r.returncode == 0, r.stderr
+        with sqlite3.connect(db) as con:
+            return [t for (t,) in con.execute("SELECT tick FROM snapshots ORDER BY tick")]
+
+    assert all(t % 100 == 0 for t in snapshots())  # the default: every 100 ticks (or 3000 events)
+    assert [t for t in snapshots("--snapshot-every", "5") if t] == [5, 10, 15, 20, 25, 30]
+    bad = lemming("run", "--headless", "--ticks", "1", "--snapshot-every", "0")
+    assert bad.returncode == 2 and "0 is not at least 1" in bad.stderr
