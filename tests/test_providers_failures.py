@@ -364,8 +364,10 @@ async def test_a_reply_past_the_cap_is_cut_off_and_fails_without_a_retry(server,
     provider, spec = registry.resolve("m")
     request = CompletionRequest(model=spec.model_name, messages=[ChatMessage("user", "hi")], max_tokens=300, timeout=10)
     seen: list[str] = []
-    policy = RetryPolicy(max_attempts=3, base_delay=0.01, max_reply_chars=200)
-    assert policy.reply_cap(300) == 200 and RetryPolicy().reply_cap(300) == 300 * 32 + 4096
+    policy = RetryPolicy(max_attempts=3, base_delay=0.01, min_reply_chars=200, chars_per_token=0)
+    assert policy.reply_cap(300) == 200
+    assert RetryPolicy().reply_cap(300) == 262_144 and RetryPolicy().reply_cap(100_000) == 3_200_000
+    assert RetryPolicy().reply_cap(None) == 1_000_000
     result = await stream_with_retries(provider, request, lambda t, r: seen.append(t), policy=policy)
     assert result.error is not None and result.error.kind == "too_long" and not result.error.retryable
     assert result.attempts == 1 and len(server.chat_requests) == 1

@@ -25,17 +25,19 @@ class RetryPolicy:
     max_delay: float = 20.0
     #: A Retry-After longer than this is not waited for: the turn fails instead.
     max_retry_after: float = 60.0
-    #: A reply longer than this many characters per max_token (plus a margin) is cut off
-    #: and the turn fails: a provider that ignores max_tokens must not fill memory and the
-    #: store. Real tokens average about 4 characters; 32 leaves room for any tokenizer.
+    #: A reply longer than this many characters per max_token is cut off and the turn
+    #: fails: a provider that ignores max_tokens must not fill memory and the store. Real
+    #: tokens average about 4 characters; 32 leaves room for any tokenizer.
     chars_per_token: int = 32
+    #: The cap is never below this (a guard against runaways, not a judge of style).
+    min_reply_chars: int = 262_144
     #: The cap when the request sets no max_tokens.
     max_reply_chars: int = 1_000_000
 
     def reply_cap(self, max_tokens: int | None) -> int:
         if max_tokens is None:
             return self.max_reply_chars
-        return min(self.max_reply_chars, max_tokens * self.chars_per_token + 4096)
+        return max(self.min_reply_chars, max_tokens * self.chars_per_token)
 
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None) -> float:
         if retry_after is not None:
