@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .org import Budget
-from .resume import Prices
+from lemming.engine.org import Budget
+from lemming.engine.resume import Prices
 
 DEFAULT_MAX_TOKENS = 1024
 

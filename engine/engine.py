@@ -17,9 +17,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterable, Protocol, Sequence
 
-from . import schedule
-from .credits import DEFAULT_MAX_TOKENS, allowance, turn_cost
-from .events import (
+from lemming.engine import schedule
+from lemming.engine.credits import DEFAULT_MAX_TOKENS, allowance, turn_cost
+from lemming.engine.events import (
     AgentSkipped,
     CommandApplied,
     CommandRejected,
@@ -44,15 +44,15 @@ from .events import (
     TurnRecord,
     TurnStarted,
 )
-from . import gcfreeze, plainjson
-from .memory import apply_update
-from .messages import OPERATOR, OutboxEntry
-from .org import Org, definitions_hash
-from .prompt import ContractViolation, ParsedReply, build_prompt, parse_reply, prompt_hash
-from .providers.base import ChatMessage, CompletionRequest, ProviderError
-from .providers.registry import ProviderRegistry
-from .providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
-from .state import OrgState
+from lemming.engine import gcfreeze, plainjson
+from lemming.engine.memory import apply_update
+from lemming.engine.messages import OPERATOR, OutboxEntry
+from lemming.engine.org import Org, definitions_hash
+from lemming.engine.prompt import ContractViolation, ParsedReply, build_prompt, parse_reply, prompt_hash
+from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderError
+from lemming.engine.providers.registry import ProviderRegistry
+from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
+from lemming.engine.state import OrgState
 
 
 class Recorder(Protocol):

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .messages import OutboxEntry
+from lemming.engine.messages import OutboxEntry
 
 #: Fields that depend on the wall clock or on the run's identity, not on the run's logic.
 WALL_CLOCK_FIELDS = frozenset(

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from . import plainjson
-from .jsontext import copy_plain, dumps_plain
+from lemming.engine import plainjson
+from lemming.engine.jsontext import copy_plain, dumps_plain
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: `$` would let "key\n" through
 MAX_KEYS = 256

@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import plainjson
+from lemming.engine import plainjson
 
-from .resume import (
+from lemming.engine.resume import (
     NO_MODEL_KEY,
     CreditsEntry,
     ModelSpec,
@@ -357,7 +357,7 @@ def load_org(root: str | Path, *, strict: bool = True, last_good: Org | None = N
         raise OrgInvalid(
             [plainjson.one_line(f"{root}: agents/: no agents folder here; run `lemming bootstrap {root}` to create one")]
         )
-    from .providers.registry import BUILTIN_MODELS
+    from lemming.engine.providers.registry import BUILTIN_MODELS
 
     before = len(problems)
     models = load_models(root, problems)

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from . import plainjson
-from .jsontext import copy_plain, dumps_plain, dumps_sorted
-from .messages import Inbox, OutboxEntry
-from .resume import Resume
+from lemming.engine import plainjson
+from lemming.engine.jsontext import copy_plain, dumps_plain, dumps_sorted
+from lemming.engine.messages import Inbox, OutboxEntry
+from lemming.engine.resume import Resume
 
 MAX_ENTRIES_PER_TURN = 20
 MAX_PAYLOAD_CHARS = 20_000

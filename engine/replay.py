@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .events import DefinitionsReloaded, Event, RunStarted, RunStopped, canonical
-from .org import Org
-from .state import OrgState
-from .store import RunStore, StoreError, detached
+from lemming.engine.events import DefinitionsReloaded, Event, RunStarted, RunStopped, canonical
+from lemming.engine.org import Org
+from lemming.engine.state import OrgState
+from lemming.engine.store import RunStore, StoreError, detached
 
 
 def empty_state(org_root: Path | str = ".") -> OrgState:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .org import AgentDef
+from lemming.engine.org import AgentDef
 
 
 def firing(agents: Iterable[AgentDef], tick: int) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .events import (
+from lemming.engine.events import (
     CommandApplied,
     CreditsCharged,
     CreditsToppedUp,
@@ -29,9 +29,9 @@ from .events import (
     TurnFinished,
     TurnRecord,
 )
-from .jsontext import copy_plain
-from .messages import MessageBoard, OutboxEntry
-from .org import Org
+from lemming.engine.jsontext import copy_plain
+from lemming.engine.messages import MessageBoard, OutboxEntry
+from lemming.engine.org import Org
 
 
 @dataclass
@@ -238,6 +238,6 @@ _APPLY: dict[type, Any] = {
 
 
 def _record_dict(r: TurnRecord) -> dict[str, Any]:
-    from .events import _plain
+    from lemming.engine.events import _plain
 
     return _plain(r)

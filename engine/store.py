@@ -62,8 +62,8 @@ from typing import Any, AsyncIterator, Callable, Iterable, Sequence
 
 import aiosqlite
 
-from . import gcfreeze
-from .events import (
+from lemming.engine import gcfreeze
+from lemming.engine.events import (
     EVENT_TYPES,
     AgentSkipped,
     CommandRejected,
@@ -81,10 +81,10 @@ from .events import (
     TurnStarted,
     _plain,
 )
-from .messages import MessageBoard, OutboxEntry
-from .org import Org
-from .prompt import prompt_hash
-from .state import OrgState
+from lemming.engine.messages import MessageBoard, OutboxEntry
+from lemming.engine.org import Org
+from lemming.engine.prompt import prompt_hash
+from lemming.engine.state import OrgState
 
 #: 1: records, entries, prompts and snapshots as JSON; 2: pickled (see `_pack`), no
 #: prompt hash in `turns`. A schema-1 file is refused (no migration: record anew).

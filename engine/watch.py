@@ -67,10 +67,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from watchfiles import Change, awatch
 
-from .org import SKIPPED_FOLDERS, Org, OrgInvalid, load_org
+from lemming.engine.org import SKIPPED_FOLDERS, Org, OrgInvalid, load_org
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from lemming.engine.engine import Engine
 
 log = logging.getLogger(__name__)
 

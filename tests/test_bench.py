@@ -21,7 +21,7 @@ REQUIRED = {
 
 def test_bench_quick_json_lines_carry_their_fields() -> None:
     p = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "bench", "--quick", "--json"],
+        [sys.executable, "-m", "lemming.tui.cli", "bench", "--quick", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -47,7 +47,7 @@ def test_bench_quick_json_lines_carry_their_fields() -> None:
 def test_bench_profile_writes_a_pyinstrument_report_of_the_startup_child(tmp_path) -> None:
     """`--profile DIR`: the startup child runs under pyinstrument and its report names our code."""
     p = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "bench", "--json", "--profile", str(tmp_path), "startup"],
+        [sys.executable, "-m", "lemming.tui.cli", "bench", "--json", "--profile", str(tmp_path), "startup"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.conftest import REPO, make_org
 
-LEMMING = [sys.executable, "-m", "tui.cli"]
+LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
 
 
 def lemming(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -55,7 +55,7 @@ def _json_run(seed: int, ticks: int = 200) -> list[dict]:
 
 
 def test_two_seeded_json_runs_are_identical_apart_from_wall_clock() -> None:
-    from engine.events import canonical
+    from lemming.engine.events import canonical
 
     a = _json_run(7)
     b = _json_run(7)
@@ -65,7 +65,7 @@ def test_two_seeded_json_runs_are_identical_apart_from_wall_clock() -> None:
     broke = {e["agent"] for e in a if e["type"] == "agent_skipped" and e["reason"] == "broke"}
     assert broke
     # Messages flow along the permission graph.
-    from engine.org import load_org
+    from lemming.engine.org import load_org
 
     org = load_org(REPO)
     for e in a:

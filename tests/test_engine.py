@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.engine import Engine
-from engine.events import (
+from lemming.engine.engine import Engine
+from lemming.engine.events import (
     AgentSkipped,
     CommandApplied,
     CommandRejected,
@@ -23,10 +23,10 @@ from engine.events import (
     TurnFinished,
     canonical,
 )
-from engine.memory import apply_update
-from engine.org import load_org
-from engine.resume import Schedule
-from tests import scripted_provider as sp
+from lemming.engine.memory import apply_update
+from lemming.engine.org import load_org
+from lemming.engine.resume import Schedule
+from tests.support import scripted_provider as sp
 from tests.conftest import make_org
 
 
@@ -44,7 +44,7 @@ def test_firing_rule(n: int, offset: int, tick: int, fires: bool) -> None:
 
 
 def test_order_within_a_tick_is_fire_point_then_name(tmp_path: Path) -> None:
-    from engine import schedule
+    from lemming.engine import schedule
 
     root = make_org(tmp_path / "o", {"b": {"every": 2}, "a": {"every": 2}, "z": {"every": 1}, "m": {"every": 4, "offset": 2}})
     org = load_org(root)

@@ -38,8 +38,8 @@ from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-LEMMING = [sys.executable, "-m", "tui.cli"]
-KILLPOINT = [sys.executable, "-m", "tests.faults_killpoint"]
+LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
+KILLPOINT = [sys.executable, "-m", "tests.support.killpoint"]
 TICKS = int(os.environ.get("LEMMING_CRASH_TICKS", "200"))
 MIN_KILLS = int(os.environ.get("LEMMING_CRASH_KILLS", "60"))
 SEED = 5

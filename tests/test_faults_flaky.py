@@ -24,14 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.engine import Engine
-from engine.events import CreditsCharged, TickCompleted, TurnFinished
-from engine.org import load_org
-from engine.prompt import extract_context
-from engine.providers.registry import ProviderRegistry
-from engine.providers.retry import RetryPolicy
-from engine.providers.testing_servers import AnthropicServer, Behaviour, OllamaServer, OpenAIServer
-from tests.faults_support import assert_one_line
+from lemming.engine.engine import Engine
+from lemming.engine.events import CreditsCharged, TickCompleted, TurnFinished
+from lemming.engine.org import load_org
+from lemming.engine.prompt import extract_context
+from lemming.engine.providers.registry import ProviderRegistry
+from lemming.engine.providers.retry import RetryPolicy
+from tests.support.servers import AnthropicServer, Behaviour, OllamaServer, OpenAIServer
+from tests.support.faults import assert_one_line
 
 
 KEY = "sk-faults-flaky-7d1e0c"
@@ -107,9 +107,9 @@ def _turn_of(req) -> tuple[str, int] | None:
 @pytest.mark.parametrize("header", ["retry-after", "retry-after-ms"])
 async def test_every_adapter_honours_retry_after(server_cls, provider: str, header: str) -> None:
     """A 429's Retry-After decides the wait before the retry, whatever the protocol."""
-    from engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig
-    from engine.providers.registry import ADAPTERS
-    from engine.providers.retry import stream_with_retries
+    from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig
+    from lemming.engine.providers.registry import ADAPTERS
+    from lemming.engine.providers.retry import stream_with_retries
     import importlib
 
     with server_cls(api_key=None if provider == "ollama" else KEY) as srv:
@@ -134,7 +134,7 @@ async def test_every_adapter_honours_retry_after(server_cls, provider: str, head
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_thirty_agents_hundred_ticks_with_a_fifth_of_calls_failing(tmp_path: Path, monkeypatch) -> None:
-    import engine.engine as engine_module
+    import lemming.engine.engine as engine_module
 
     attempt_errors: dict[tuple[str, int], list[str]] = {}
     real = engine_module.stream_with_retries

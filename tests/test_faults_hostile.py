@@ -18,16 +18,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.engine import Engine
-from engine.events import CommandApplied, CommandRejected, MemoryChanged, MessageCommitted, TurnFinished
-from engine.memory import KEY_RE, MAX_KEYS, MAX_VALUE_CHARS, apply_update
-from engine.org import Org, OrgInvalid, load_org
-from engine.prompt import ContractViolation, parse_reply
-from engine.providers.retry import RetryPolicy
-from engine.resume import AGENT_NAME_RE, RESERVED_NAMES
-from tests import faults_support as fs
-from tests import scripted_provider as sp
-from tests.faults_support import FAST, assert_one_line, assert_storable, slow
+from lemming.engine.engine import Engine
+from lemming.engine.events import CommandApplied, CommandRejected, MemoryChanged, MessageCommitted, TurnFinished
+from lemming.engine.memory import KEY_RE, MAX_KEYS, MAX_VALUE_CHARS, apply_update
+from lemming.engine.org import Org, OrgInvalid, load_org
+from lemming.engine.prompt import ContractViolation, parse_reply
+from lemming.engine.providers.retry import RetryPolicy
+from lemming.engine.resume import AGENT_NAME_RE, RESERVED_NAMES
+from tests.support import faults as fs
+from tests.support import scripted_provider as sp
+from tests.support.faults import FAST, assert_one_line, assert_storable, slow
 
 FAST_RETRY = RetryPolicy(max_attempts=2, base_delay=0.001, max_delay=0.002, max_retry_after=0.01)
 
@@ -463,9 +463,9 @@ _replies: dict[str, Any] = {}
 
 
 def _ensure_scripted() -> None:
-    from engine.providers import registry
+    from lemming.engine.providers import registry
 
-    registry.ADAPTERS["scripted"] = ("tests.scripted_provider", "ScriptedProvider")
+    registry.ADAPTERS["scripted"] = ("tests.support.scripted_provider", "ScriptedProvider")
 
 
 _reply_org: Org | None = None
@@ -728,7 +728,7 @@ async def test_model_output_never_reaches_the_terminal_as_control_codes(tmp_path
     """A reply (or a message, or memory) holding ESC sequences — clear the screen, retitle
     the terminal, write its clipboard — is shown as text in every pane and the inspector."""
     from tests.conftest import make_org
-    from tui.testing import advance, deterministic_app, settle
+    from tests.support.app_driver import advance, deterministic_app, settle
 
     sp.install(monkeypatch)
     root = make_org(tmp_path / "o", {"alice": {"model": "scripted", "reads": ["*"]}, "bob": {"model": "scripted", "reads": ["*"]}},
@@ -768,9 +768,9 @@ async def test_the_command_line_shows_model_output_without_control_codes(tmp_pat
     import contextlib
     import io
 
-    from engine.store import RunStore
+    from lemming.engine.store import RunStore
     from tests.conftest import make_org
-    from tui.cli import main
+    from lemming.tui.cli import main
 
     sp.install(monkeypatch)
     root = make_org(tmp_path / "o", {"alice": {"model": "scripted", "reads": ["*"]}, "bob": {"model": "scripted", "reads": ["*"]}},
@@ -815,8 +815,8 @@ def test_a_key_variable_must_be_a_variable_name(tmp_path: Path, spec: dict) -> N
 
 def test_canonical_exports_keep_the_organisations_data_whatever_its_keys() -> None:
     """Wall-clock fields are the engine's; a payload or memory key called "at" is data."""
-    from engine.events import MemoryChanged, canonical
-    from engine.messages import OutboxEntry
+    from lemming.engine.events import MemoryChanged, canonical
+    from lemming.engine.messages import OutboxEntry
 
     entry = OutboxEntry("a-1-0", 1, "a", "message", {"at": "noon", "run_id": "r", "text": "x"}, created_at=123.0)
     d = canonical(MessageCommitted(1, entry).to_dict())

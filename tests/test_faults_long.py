@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import RunStore
+from lemming.engine.store import RunStore
 from tests.conftest import REPO
 
 TICKS = int(os.environ.get("LEMMING_LONG_TICKS", "100000"))
@@ -82,7 +82,7 @@ def test_a_hundred_thousand_ticks_of_the_demo_organisation(base: Path) -> None:
             shutil.copy(REPO / f, root / f)
     db = base / "long.db"
     p = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "run", "--headless", "--org", str(root), "--ticks", str(TICKS),
+        [sys.executable, "-m", "lemming.tui.cli", "run", "--headless", "--org", str(root), "--ticks", str(TICKS),
          "--seed", str(SEED), "--db", str(db), "--no-watch"],
         cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
@@ -132,11 +132,11 @@ def test_a_hundred_thousand_ticks_of_the_demo_organisation(base: Path) -> None:
 
     # Resume at the end: 100 more ticks from the last committed state.
     t1 = time.monotonic()
-    runs = subprocess.run([sys.executable, "-m", "tui.cli", "runs", "--json", "--db", str(db)],
+    runs = subprocess.run([sys.executable, "-m", "lemming.tui.cli", "runs", "--json", "--db", str(db)],
                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     run_id = json.loads(runs.stdout.splitlines()[0])["id"]
     r = subprocess.run(
-        [sys.executable, "-m", "tui.cli", "resume", run_id, "--db", str(db), "--org", str(root), "--ticks", "100"],
+        [sys.executable, "-m", "lemming.tui.cli", "resume", run_id, "--db", str(db), "--org", str(root), "--ticks", "100"],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900,
     )
     assert r.returncode == 0, r.stderr[-2000:]

@@ -25,16 +25,16 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.engine import Engine
-from engine.events import CommandApplied, MemoryChanged, MessageCommitted, TurnFinished
-from engine.messages import OPERATOR
-from engine.org import Org, load_org
-from engine.prompt import extract_context
-from engine.providers.retry import RetryPolicy
-from tests import faults_support as fs
-from tests import scripted_provider as sp
+from lemming.engine.engine import Engine
+from lemming.engine.events import CommandApplied, MemoryChanged, MessageCommitted, TurnFinished
+from lemming.engine.messages import OPERATOR
+from lemming.engine.org import Org, load_org
+from lemming.engine.prompt import extract_context
+from lemming.engine.providers.retry import RetryPolicy
+from tests.support import faults as fs
+from tests.support import scripted_provider as sp
 from tests.conftest import make_org
-from tests.faults_support import FAST, slow
+from tests.support.faults import FAST, slow
 
 POOL = ["ann", "bo", "cy", "dee", "eve", "fay", "gus", "hal"]
 MARK_RE = re.compile(r"M\|[a-z]+\|\d+\|\d+\||OP\|\d+\|")
@@ -157,9 +157,9 @@ def may_read(spec: OrgSpec, reader: str, author: str) -> bool:
 
 def check_run(spec: OrgSpec) -> None:
     if spec.provider == "scripted":
-        from engine.providers import registry
+        from lemming.engine.providers import registry
 
-        registry.ADAPTERS["scripted"] = ("tests.scripted_provider", "ScriptedProvider")
+        registry.ADAPTERS["scripted"] = ("tests.support.scripted_provider", "ScriptedProvider")
         sp.SEEN.clear()
         sp.DELAYS.clear()
         sp.REPLIES.clear()
@@ -287,7 +287,7 @@ def test_permission_boundaries_sim_10k(spec: OrgSpec) -> None:
 @st.composite
 def boards(draw):
     """A message board with random authors, ticks and audiences (the operator's included)."""
-    from engine.messages import MessageBoard, OutboxEntry
+    from lemming.engine.messages import MessageBoard, OutboxEntry
 
     authors = ["ann", "bo", "cy", OPERATOR]
     board = MessageBoard()

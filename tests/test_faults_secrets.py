@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.providers.testing_servers import AnthropicServer, Behaviour, OllamaServer, OpenAIServer, closed_port
+from tests.support.servers import AnthropicServer, Behaviour, OllamaServer, OpenAIServer, closed_port
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-LEMMING = [sys.executable, "-m", "tui.cli"]
+LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
 SECRETS = {
     "FAULTS_OA_KEY": "sk-oa-live-9f3a61c2d84b7e05aa17",
     "FAULTS_AN_KEY": "sk-ant-api03-5c0e9d71b2f4a8e6c3",
@@ -233,7 +233,7 @@ def _scenario(base: Path, monkeypatch) -> None:
 def _screens(root: Path, home: Path) -> list[str]:
     import asyncio
 
-    from tui.testing import advance, deterministic_app, settle
+    from tests.support.app_driver import advance, deterministic_app, settle
 
     shots: list[str] = []
 

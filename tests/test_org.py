@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.org import OrgInvalid, load_org
+from lemming.engine.org import OrgInvalid, load_org
 from tests.conftest import REPO, make_org, write_resume
 
 

@@ -12,11 +12,11 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.jsontext import copy_plain, dumps_plain, dumps_sorted, dumps_text
-from engine.messages import Inbox, MessageBoard, OutboxEntry
-from engine.prompt import FENCE_RE, ContractViolation, _fenced, build_prompt, parse_reply, prompt_hash
-from engine.providers.sim import CHUNK_TOKENS, TOKEN_RE, SimProvider
-from engine.resume import Resume
+from lemming.engine.jsontext import copy_plain, dumps_plain, dumps_sorted, dumps_text
+from lemming.engine.messages import Inbox, MessageBoard, OutboxEntry
+from lemming.engine.prompt import FENCE_RE, ContractViolation, _fenced, build_prompt, parse_reply, prompt_hash
+from lemming.engine.providers.sim import CHUNK_TOKENS, TOKEN_RE, SimProvider
+from lemming.engine.resume import Resume
 
 text = st.lists(st.sampled_from(list("ab é`{}\"\\\n\t\u00a0\u2028\x1c") + ["```", "```json\n", "json"]), max_size=30).map("".join)
 json_values = st.recursive(

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.engine import Engine
-from engine.events import CreditsCharged, TickCompleted, TokenDelta, TurnFinished
-from engine.org import load_org
-from engine.providers.registry import ProviderRegistry
-from engine.providers.retry import RetryPolicy
-from engine.providers.testing_servers import (
+from lemming.engine.engine import Engine
+from lemming.engine.events import CreditsCharged, TickCompleted, TokenDelta, TurnFinished
+from lemming.engine.org import load_org
+from lemming.engine.providers.registry import ProviderRegistry
+from lemming.engine.providers.retry import RetryPolicy
+from tests.support.servers import (
     DEFAULT_REPLY,
     AnthropicServer,
     Behaviour,
@@ -175,7 +175,7 @@ async def test_a_turn_retried_after_a_rate_limit_and_a_cut_stream_still_complete
     # The turns succeeded, and still say why the earlier attempts failed (the inspector shows it).
     assert [r.split(":")[1].strip() for r in bob.retries] == ["rate_limit (HTTP 429)", "stream_cut"]
     assert len(carol.retries) == carol.attempts - 1 and "timeout" in carol.retries[0]
-    from tui.screens.inspector import summary_text
+    from lemming.tui.screens.inspector import summary_text
 
     shown = summary_text(bob).plain
     assert "retried     attempt 1: rate_limit (HTTP 429)" in shown and "attempt 2: stream_cut" in shown

@@ -7,10 +7,10 @@ import email.utils
 import httpx
 import pytest
 
-from engine.providers.base import ProviderError
-from engine.providers.errors import Redactor, kind_for_status, parse_retry_after, transport_error_kind
-from engine.providers.registry import ProviderRegistry
-from engine.resume import ModelSpec
+from lemming.engine.providers.base import ProviderError
+from lemming.engine.providers.errors import Redactor, kind_for_status, parse_retry_after, transport_error_kind
+from lemming.engine.providers.registry import ProviderRegistry
+from lemming.engine.resume import ModelSpec
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ async def _lines(*lines: str):
 
 
 async def test_sse_decoder_events_comments_multiline_and_unterminated_tail():
-    from engine.providers.sse import iter_sse
+    from lemming.engine.providers.sse import iter_sse
 
     lines = _lines(
         ": keep-alive comment", "",
@@ -143,7 +143,7 @@ async def test_sse_decoder_events_comments_multiline_and_unterminated_tail():
 async def test_documented_example_models_load_and_resolve():
     from pathlib import Path
 
-    from engine.org import load_models
+    from lemming.engine.org import load_models
 
     root = Path(__file__).resolve().parents[1] / "docs"
     import shutil

@@ -12,11 +12,11 @@ import random
 
 import pytest
 
-from engine.providers.base import ChatMessage, CompletionRequest
-from engine.providers.registry import ProviderRegistry
-from engine.providers.retry import CompletionResult, RetryPolicy, stream_with_retries
-from engine.resume import ModelSpec
-from engine.providers.testing_servers import (
+from lemming.engine.providers.base import ChatMessage, CompletionRequest
+from lemming.engine.providers.registry import ProviderRegistry
+from lemming.engine.providers.retry import CompletionResult, RetryPolicy, stream_with_retries
+from lemming.engine.resume import ModelSpec
+from tests.support.servers import (
     DEFAULT_REPLY,
     SERVERS,
     Behaviour,
@@ -182,7 +182,7 @@ async def test_retry_after_ms_wins_over_retry_after(server, registry):
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic"])
 async def test_retry_after_as_http_date(server, registry):
-    from engine.providers.testing_servers import http_date
+    from tests.support.servers import http_date
 
     server.script(Behaviour.rate_limit(retry_after=http_date(5)))
     run = Run()

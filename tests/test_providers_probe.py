@@ -8,10 +8,10 @@ import json
 
 from rich.console import Console
 
-from engine.providers.probe import models_command, probe_models
-from engine.providers.registry import ProviderRegistry
-from engine.providers.testing_servers import AnthropicServer, OllamaServer, OpenAIServer, closed_port
-from engine.resume import ModelSpec
+from lemming.engine.providers.probe import models_command, probe_models
+from lemming.engine.providers.registry import ProviderRegistry
+from tests.support.servers import AnthropicServer, OllamaServer, OpenAIServer, closed_port
+from lemming.engine.resume import ModelSpec
 
 KEY = "sk-test-4f9c2a7b1e"
 
@@ -53,7 +53,7 @@ async def test_probe_models_reports_each_key():
 
 
 async def test_probe_that_hangs_is_bounded_by_the_timeout():
-    from engine.providers.testing_servers import Behaviour
+    from tests.support.servers import Behaviour
 
     with OpenAIServer() as oa:
         oa.script(Behaviour.hang(5, path="/v1/models"))

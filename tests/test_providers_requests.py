@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from engine.providers.anthropic import _CREATE_TAKES_TEMPERATURE, AnthropicProvider
-from engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig, ProviderError, TextDelta, Usage
-from engine.providers.ollama import OllamaProvider
-from engine.providers.openai import OpenAIProvider
-from engine.providers.testing_servers import AnthropicServer, Behaviour, OllamaServer, OpenAIServer
+from lemming.engine.providers.anthropic import _CREATE_TAKES_TEMPERATURE, AnthropicProvider
+from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig, ProviderError, TextDelta, Usage
+from lemming.engine.providers.ollama import OllamaProvider
+from lemming.engine.providers.openai import OpenAIProvider
+from tests.support.servers import AnthropicServer, Behaviour, OllamaServer, OpenAIServer
 
 KEY = "sk-test-4f9c2a7b1e"
 

@@ -10,14 +10,14 @@ from typing import Any, Callable
 
 import pytest
 
-from engine import store as store_mod
-from engine.engine import Engine
-from engine.events import TickCompleted, TurnFinished
-from engine.org import load_org
-from engine.prompt import prompt_hash
-from engine.replay import ReplayCursor, export_dicts, fork_state
-from engine.state import OrgState
-from engine.store import RunStore, StoreError
+from lemming.engine import store as store_mod
+from lemming.engine.engine import Engine
+from lemming.engine.events import TickCompleted, TurnFinished
+from lemming.engine.org import load_org
+from lemming.engine.prompt import prompt_hash
+from lemming.engine.replay import ReplayCursor, export_dicts, fork_state
+from lemming.engine.state import OrgState
+from lemming.engine.store import RunStore, StoreError
 from tests.conftest import make_org, write_resume
 
 
@@ -157,7 +157,7 @@ async def test_a_reader_store_and_a_replay_cursor_agree_with_the_live_run(tmp_pa
 
 def test_the_fold_may_skip_what_apply_ignores(tmp_path: Path) -> None:
     """The store's fold does not build the events in FOLD_SKIPS; `apply` must ignore them."""
-    from engine.events import AgentSkipped, CommandRejected, DefinitionRejected, TickAborted, TickStarted, TurnStarted
+    from lemming.engine.events import AgentSkipped, CommandRejected, DefinitionRejected, TickAborted, TickStarted, TurnStarted
 
     samples = {
         TickStarted: TickStarted(3, ("alice",)),
@@ -518,8 +518,8 @@ async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Pat
 async def test_a_shared_board_reads_like_a_plain_one(tmp_path: Path) -> None:
     """States rebuilt by the store share the message log instead of copying it; the
     board they get answers every question as a plain MessageBoard would."""
-    from engine.messages import OutboxEntry
-    from engine.store import SharedBoard, detached
+    from lemming.engine.messages import OutboxEntry
+    from lemming.engine.store import SharedBoard, detached
 
     org_dir = rich_org(tmp_path / "org")
     store, engine, cap = await record_run(org_dir, tmp_path / "runs.db", 14, seed=6, on_tick=operator_script(org_dir))

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import APPLICATION_ID, RunStore
+from lemming.engine.store import APPLICATION_ID, RunStore
 from tests.conftest import REPO, make_org
 
-LEMMING = [sys.executable, "-m", "tui.cli"]
+LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -165,7 +165,7 @@ def test_a_run_killed_before_its_first_tick_resumes_from_the_start(tmp_path: Pat
         time.sleep(0.01)
     kill(p)
     # Killed between writing its row and writing its start (made by hand: the window is tiny).
-    from engine.org import load_org
+    from lemming.engine.org import load_org
 
     async def bare_row() -> None:
         store = await RunStore.open(db)
@@ -296,7 +296,7 @@ def test_the_command_line_answers_broken_databases_in_one_line(tmp_path: Path) -
         assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
     r = lemming("runs", "--db", tmp_path / "none.db")
     assert r.returncode == 0 and "no runs recorded yet" in r.stdout
-    from tui.cli import build_parser
+    from lemming.tui.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     for cmd in ("runs", "resume", "fork", "export"):

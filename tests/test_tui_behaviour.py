@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_org, write_resume
-from tui.app import ControlRoom, build_engine
-from tui.testing import advance, settle, wait_for
-from tui.widgets.line_table import LineTable
+from lemming.tui.app import ControlRoom, build_engine
+from tests.support.app_driver import advance, settle, wait_for
+from lemming.tui.widgets.line_table import LineTable
 
 SIZE = (110, 30)  # the smallest wide layout: every pane on screen
 
@@ -306,7 +306,7 @@ async def test_quit_aborts_a_slow_tick_after_the_grace_period(org_dir: Path, tmp
 
 
 async def test_a_crashing_pane_stops_the_run_and_says_so(org_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tui.widgets.timeline import Timeline
+    from lemming.tui.widgets.timeline import Timeline
 
     def boom(self, index: int, width: int):  # noqa: ANN001
         raise RuntimeError("timeline exploded")
@@ -386,9 +386,9 @@ async def test_stream_shows_the_selected_agent_and_all_mode_tags_lines(org_dir: 
 
 
 async def test_every_footer_key_is_in_help_and_every_action_in_the_palette(org_dir: Path, tmp_path: Path) -> None:
-    from tui.commands import ACTIONS, ControlRoomCommands
-    from tui.screens.help import KEYS
-    from tui.screens.main import MainScreen
+    from lemming.tui.commands import ACTIONS, ControlRoomCommands
+    from lemming.tui.screens.help import KEYS
+    from lemming.tui.screens.main import MainScreen
 
     help_keys = " ".join(k for _, k, _ in KEYS)
     palette_actions = {a for _, _, a in ACTIONS}
@@ -419,7 +419,7 @@ async def test_every_footer_key_is_in_help_and_every_action_in_the_palette(org_d
 def test_main_opens_the_app_without_mouse_when_asked(monkeypatch: pytest.MonkeyPatch, org_dir: Path, tmp_path: Path) -> None:
     import argparse
 
-    import tui.app as app_module
+    import lemming.tui.app as app_module
 
     seen: dict = {}
 
@@ -443,7 +443,7 @@ def test_main_opens_the_app_without_mouse_when_asked(monkeypatch: pytest.MonkeyP
 def test_main_reports_an_invalid_organisation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from tui.app import main
+    from lemming.tui.app import main
 
     (tmp_path / "agents" / "x").mkdir(parents=True)
     (tmp_path / "agents" / "x" / "resume.json").write_text("{not json")
@@ -454,7 +454,7 @@ def test_main_reports_an_invalid_organisation(tmp_path: Path, capsys: pytest.Cap
 
 
 async def test_the_run_is_recorded_in_the_store_when_asked(org_dir: Path, tmp_path: Path) -> None:
-    from engine.store import RunStore
+    from lemming.engine.store import RunStore
 
     db = tmp_path / "runs.db"
     app = make_app(org_dir, tmp_path, record=db)

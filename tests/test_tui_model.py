@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.engine import Engine
-from engine.events import TickStarted, TokenDelta, TurnStarted
-from engine.org import load_org
-from engine.providers.registry import ProviderRegistry
-from tui.model import MAX_TICK_ROWS, STREAM_CHARS, TURNS_PER_AGENT, RunView
+from lemming.engine.engine import Engine
+from lemming.engine.events import TickStarted, TokenDelta, TurnStarted
+from lemming.engine.org import load_org
+from lemming.engine.providers.registry import ProviderRegistry
+from lemming.tui.model import MAX_TICK_ROWS, STREAM_CHARS, TURNS_PER_AGENT, RunView
 
 
 async def _run(org_dir: Path, ticks: int, **kw) -> tuple[Engine, list]:

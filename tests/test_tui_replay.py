@@ -18,19 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import MemoryChanged
-from engine.store import RunStore
+from lemming.engine.events import MemoryChanged
+from lemming.engine.store import RunStore
 from tests.conftest import make_org
-from tui.app import ControlRoom, build_engine
-from tui.model import RunView
-from tui.replay import VIEW_SKIPS, ReplayPosition, ReplaySource
-from tui.replay_app import ReplayRoom
-from tui.screens.inspector import InspectorScreen
-from tui.screens.main import MainScreen
-from tui.screens.replay import ReplayScreen
-from tui.screens.runs import RunsScreen
-from tui.testing import advance, settle, wait_for
-from tui.widgets.line_table import LineTable
+from lemming.tui.app import ControlRoom, build_engine
+from lemming.tui.model import RunView
+from lemming.tui.replay import VIEW_SKIPS, ReplayPosition, ReplaySource
+from lemming.tui.replay_app import ReplayRoom
+from lemming.tui.screens.inspector import InspectorScreen
+from lemming.tui.screens.main import MainScreen
+from lemming.tui.screens.replay import ReplayScreen
+from lemming.tui.screens.runs import RunsScreen
+from tests.support.app_driver import advance, settle, wait_for
+from lemming.tui.widgets.line_table import LineTable
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = (160, 50)
@@ -318,7 +318,7 @@ async def test_the_live_control_room_lists_recorded_runs(db: Path, tmp_path: Pat
 
 
 async def test_definition_changes_show_where_they_happened(tmp_path: Path) -> None:
-    from engine.org import load_org
+    from lemming.engine.org import load_org
     from tests.conftest import write_resume
 
     org = org_four(tmp_path / "org")
@@ -363,7 +363,7 @@ async def test_watch_follows_a_run_written_by_another_process(tmp_path: Path) ->
     db = tmp_path / "runs.db"
     ticks = 10
     writer = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "run", "--headless", "--org", str(org), "--db", str(db),
+        [sys.executable, "-m", "lemming.tui.cli", "run", "--headless", "--org", str(org), "--db", str(db),
          "--ticks", str(ticks), "--interval", "0.3", "--seed", "2", "--sim-tokens-per-s", "0"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
@@ -446,7 +446,7 @@ def test_serve_answers_with_the_textual_serve_page(tmp_path: Path) -> None:
         port = s.getsockname()[1]
     db = tmp_path / "runs.db"
     server = subprocess.Popen(
-        [sys.executable, "-m", "tui.cli", "serve", "--port", str(port), "--db", str(db)],
+        [sys.executable, "-m", "lemming.tui.cli", "serve", "--port", str(port), "--db", str(db)],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:

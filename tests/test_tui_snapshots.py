@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pytest_textual_snapshot import SVGImageExtension
 
-from tui.testing import REPO, advance, deterministic_app
+from tests.support.app_driver import REPO, advance, deterministic_app
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 _original_dirname = SVGImageExtension.dirname.__func__  # type: ignore[attr-defined]
@@ -91,7 +91,7 @@ def test_theme(snap_compare, app_factory, theme: str) -> None:
 
 def test_forty_agents_messages_matrix(snap_compare, tmp_path: Path) -> None:
     """Forty agents: the message graph as a matrix stays readable."""
-    from tui.bench import make_storm_org
+    from lemming.tui.bench.ui import make_storm_org
 
     org = make_storm_org(tmp_path / "org40", 40)
     app = deterministic_app(org, seed=3, config_dir=tmp_path / "cfg")
@@ -99,7 +99,7 @@ def test_forty_agents_messages_matrix(snap_compare, tmp_path: Path) -> None:
 
 
 def test_forty_agents_messages_list(snap_compare, tmp_path: Path) -> None:
-    from tui.bench import make_storm_org
+    from lemming.tui.bench.ui import make_storm_org
 
     org = make_storm_org(tmp_path / "org40", 40)
     app = deterministic_app(org, seed=3, config_dir=tmp_path / "cfg")

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from pytest_textual_snapshot import SVGImageExtension
 
-from engine.store import RunStore
-from tui.app import build_engine
-from tui.replay_app import ReplayRoom
-from tui.screens.replay import ReplayScreen
-from tui.testing import REPO, wait_for
+from lemming.engine.store import RunStore
+from lemming.tui.app import build_engine
+from lemming.tui.replay_app import ReplayRoom
+from lemming.tui.screens.replay import ReplayScreen
+from tests.support.app_driver import REPO, wait_for
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 _original_dirname = SVGImageExtension.dirname.__func__  # type: ignore[attr-defined]

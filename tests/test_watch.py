@@ -17,10 +17,10 @@ from typing import AsyncIterator, Callable
 
 import pytest
 
-from engine.engine import Engine
-from engine.events import DefinitionRejected, DefinitionsReloaded, Event, TickStarted, TurnFinished, TurnRecord
-from engine.org import load_org
-from engine.watch import DefinitionWatcher, WatchReport, definition_path
+from lemming.engine.engine import Engine
+from lemming.engine.events import DefinitionRejected, DefinitionsReloaded, Event, TickStarted, TurnFinished, TurnRecord
+from lemming.engine.org import load_org
+from lemming.engine.watch import DefinitionWatcher, WatchReport, definition_path
 from tests.conftest import REPO, make_org, write_resume
 
 SIM_FAST = {"fast": {"provider": "sim", "model_name": "sim-fast", "prices": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}}
@@ -427,7 +427,7 @@ def test_headless_run_prints_a_line_per_reload_and_rejection(tmp_path: Path) -> 
     root = make_org(tmp_path / "org", {"alice": {}, "bob": {}})
     env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1", "COLUMNS": "200"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tui.cli import main; sys.exit(main())",
+        [sys.executable, "-c", "import sys; from lemming.tui.cli import main; sys.exit(main())",
          "run", "--org", str(root), "--headless", "--interval", "0.05", "--no-record"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

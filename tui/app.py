@@ -30,20 +30,20 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from engine import gcfreeze
-from engine.engine import Engine, Recorder, Subscription
-from engine.events import TickCompleted
-from engine.org import OrgInvalid, load_org
-from engine.providers.registry import ProviderRegistry
+from lemming.engine import gcfreeze
+from lemming.engine.engine import Engine, Recorder, Subscription
+from lemming.engine.events import TickCompleted
+from lemming.engine.org import OrgInvalid, load_org
+from lemming.engine.providers.registry import ProviderRegistry
 
-from .commands import ControlRoomCommands
-from .model import Changes, RunView
-from .screens.main import MainScreen
-from .settings import UISettings, load_settings, save_settings
-from .theming import LAYOUT_TCSS, default_theme, themes
+from lemming.tui.commands import ControlRoomCommands
+from lemming.tui.model import Changes, RunView
+from lemming.tui.screens.main import MainScreen
+from lemming.tui.settings import UISettings, load_settings, save_settings
+from lemming.themes import LAYOUT_TCSS, default_theme, themes
 
 if TYPE_CHECKING:
-    from .screens.inject import InjectRequest
+    from lemming.tui.screens.inject import InjectRequest
 
 # The dialogs and screens on top of the main one (inject, top-up, inspector, help, rejected
 # files, runs) are imported when first opened: they are not needed for the first frame, and
@@ -217,7 +217,7 @@ class ControlRoom(App[int]):
         """The run store's database this run is recorded in, None when not recorded."""
         if self._record is True:
             try:
-                from engine.store import default_db_path
+                from lemming.engine.store import default_db_path
             except ImportError:  # the store is optional for the control room
                 self._record = None
             else:
@@ -264,7 +264,7 @@ class ControlRoom(App[int]):
     async def _open_store(self):  # noqa: ANN202
         """Record the run in the run store; on any problem, say so and run unrecorded."""
         try:
-            from engine.store import RunStore
+            from lemming.engine.store import RunStore
         except ImportError:  # the store is optional for the control room
             return None
         store = None
@@ -292,7 +292,7 @@ class ControlRoom(App[int]):
     @work(exclusive=True, group="watch", exit_on_error=False, name="watch")
     async def watch_definitions(self) -> None:
         """Hot reload: edited agent files are validated and applied at the next tick boundary."""
-        from engine.watch import DefinitionWatcher
+        from lemming.engine.watch import DefinitionWatcher
 
         self.watcher = DefinitionWatcher(self.engine, on_change=lambda _report: self._rejected_changed())
         task = asyncio.ensure_future(self.watcher.run(self._watch_stop))
@@ -302,7 +302,7 @@ class ControlRoom(App[int]):
 
     def _rejected_changed(self) -> None:
         """The watcher's list of rejected files changed: show the count until they are fixed."""
-        from .screens.definitions import DefinitionsScreen, rejected_text
+        from lemming.tui.screens.definitions import DefinitionsScreen, rejected_text
 
         count = len(self.watcher.rejected) if self.watcher is not None else 0
         try:
@@ -314,7 +314,7 @@ class ControlRoom(App[int]):
                 screen.query_one("#definitions-text").update(rejected_text(self.watcher.rejected))  # type: ignore[attr-defined]
 
     def action_show_rejected(self) -> None:
-        from .screens.definitions import DefinitionsScreen
+        from lemming.tui.screens.definitions import DefinitionsScreen
 
         self.push_screen(DefinitionsScreen(self.watcher.rejected if self.watcher is not None else {}))
 
@@ -492,7 +492,7 @@ class ControlRoom(App[int]):
     def action_inject(self) -> None:
         if not self._engine_alive():
             return
-        from .screens.inject import InjectDialog
+        from lemming.tui.screens.inject import InjectDialog
 
         agents = list(self.engine.org.agents)
 
@@ -515,7 +515,7 @@ class ControlRoom(App[int]):
             return
         balance = self.engine.state.credits.get(name, 0.0)
 
-        from .screens.top_up import TopUpDialog
+        from lemming.tui.screens.top_up import TopUpDialog
 
         def done(amount: float | None) -> None:
             if amount is not None:
@@ -581,18 +581,18 @@ class ControlRoom(App[int]):
         index = len(turns) - 1
         if tick is not None:
             index = next((i for i, t in enumerate(turns) if t.tick == tick), index)
-        from .screens.inspector import InspectorScreen
+        from lemming.tui.screens.inspector import InspectorScreen
 
         self.push_screen(InspectorScreen(turns, index, wall_clock=self.wall_clock))
 
     def action_help(self) -> None:
-        from .screens.help import HelpScreen
+        from lemming.tui.screens.help import HelpScreen
 
         self.push_screen(HelpScreen())
 
     def action_runs(self) -> None:
         """The recorded runs (`lemming replay RUN` opens one; the live run goes on here)."""
-        from .screens.runs import RunsScreen
+        from lemming.tui.screens.runs import RunsScreen
 
         if self.record is None:
             self.notify("This run is not recorded (--no-record): there is no run database to list.", severity="warning")
@@ -685,7 +685,7 @@ def main(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
         record = Path(db) if db else True  # True: the organisation's default database
     overrides: dict[str, Any] = {}
     try:
-        from engine.cli import sim_overrides
+        from lemming.tui.cli.engine_cmds import sim_overrides
 
         overrides = sim_overrides(args)
     except Exception:  # the CLI module is optional here

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from .theming import theme_label, themes
+from lemming.themes import theme_label, themes
 
 if TYPE_CHECKING:
-    from .app import ControlRoom
+    from lemming.tui.app import ControlRoom
 
 #: Pane and view actions: the same in live and replay mode.
 VIEW_ACTIONS: tuple[tuple[str, str, str], ...] = (

@@ -16,7 +16,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from engine.events import (
+from lemming.engine.events import (
     AgentSkipped,
     CommandApplied,
     CommandRejected,
@@ -39,7 +39,7 @@ from engine.events import (
     TurnRecord,
     TurnStarted,
 )
-from engine.messages import OPERATOR
+from lemming.engine.messages import OPERATOR
 
 #: How many tick rows the timeline keeps (older ticks live in the run store).
 MAX_TICK_ROWS = 10_000

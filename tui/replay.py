@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, overload
 
-from engine.events import Event, MemoryChanged, MessageCommitted, TurnFinished, TurnRecord
-from engine.messages import MessageBoard
-from engine.org import Org
-from engine.state import OrgState
-from engine.store import RunInfo, RunStore, StoreError
+from lemming.engine.events import Event, MemoryChanged, MessageCommitted, TurnFinished, TurnRecord
+from lemming.engine.messages import MessageBoard
+from lemming.engine.org import Org
+from lemming.engine.state import OrgState
+from lemming.engine.store import RunInfo, RunStore, StoreError
 
-from .model import RECENT_TICKS, STREAM_CHARS, AgentView, Changes, RunView, StreamPiece, TickRow
+from lemming.tui.model import RECENT_TICKS, STREAM_CHARS, AgentView, Changes, RunView, StreamPiece, TickRow
 
 #: Ticks whose events are kept decoded (the view's window, the backward block, prefetches).
 EVENT_CACHE_TICKS = 48

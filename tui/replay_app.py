@@ -29,21 +29,21 @@ from textual.screen import Screen
 from textual.widgets import Static
 from textual.worker import Worker, WorkerState
 
-from engine import gcfreeze
-from engine.engine import Engine
-from engine.org import OrgInvalid
-from engine.providers.registry import ProviderRegistry
-from engine.replay import fork_state
-from engine.store import RunStore, StoreError
+from lemming.engine import gcfreeze
+from lemming.engine.engine import Engine
+from lemming.engine.org import OrgInvalid
+from lemming.engine.providers.registry import ProviderRegistry
+from lemming.engine.replay import fork_state
+from lemming.engine.store import RunStore, StoreError
 
-from .app import DEFAULT_INTERVAL, DEFAULT_SIM_TOKENS_PER_S, ControlRoom, build_engine
-from .commands import VIEW_ACTIONS, ControlRoomCommands
-from .model import RunView
-from .replay import Frame, ReplayEngine, ReplayPosition, ReplaySource
-from .screens.main import MainScreen
-from .screens.replay import ReplayScreen
-from .screens.runs import NEW_RUN, RunsScreen
-from .theming import themes
+from lemming.tui.app import DEFAULT_INTERVAL, DEFAULT_SIM_TOKENS_PER_S, ControlRoom, build_engine
+from lemming.tui.commands import VIEW_ACTIONS, ControlRoomCommands
+from lemming.tui.model import RunView
+from lemming.tui.replay import Frame, ReplayEngine, ReplayPosition, ReplaySource
+from lemming.tui.screens.main import MainScreen
+from lemming.tui.screens.replay import ReplayScreen
+from lemming.tui.screens.runs import NEW_RUN, RunsScreen
+from lemming.themes import themes
 
 #: (title, help, action) of replay mode's palette; "screen." actions run on the replay screen.
 REPLAY_ACTIONS: tuple[tuple[str, str, str], ...] = (

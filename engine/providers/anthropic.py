@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 
 import anthropic
 
-from .base import (
+from lemming.engine.providers.base import (
     CompletionRequest,
     ProbeResult,
     ProviderConfig,
@@ -31,8 +31,8 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, option, parse_retry_after, status_error, unclassified_error
-from .retry import estimate_tokens
+from lemming.engine.providers.errors import Redactor, option, parse_retry_after, status_error, unclassified_error
+from lemming.engine.providers.retry import estimate_tokens
 
 #: In-stream error event types and how they are retried.
 STREAM_ERROR_KINDS = {

@@ -6,7 +6,7 @@ import email.utils
 import time
 from typing import Any, Mapping
 
-from .base import ErrorKind, ProviderError, Usage
+from lemming.engine.providers.base import ErrorKind, ProviderError, Usage
 
 #: Longest SDK message kept in an error line (bodies can be long HTML pages from proxies).
 MAX_MESSAGE = 300

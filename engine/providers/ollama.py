@@ -23,7 +23,7 @@ import httpx
 import ollama
 import pydantic
 
-from .base import (
+from lemming.engine.providers.base import (
     CompletionRequest,
     ProbeResult,
     ProviderConfig,
@@ -32,8 +32,8 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, kind_for_status, option, parse_retry_after, unclassified_error
-from .retry import estimate_tokens
+from lemming.engine.providers.errors import Redactor, kind_for_status, option, parse_retry_after, unclassified_error
+from lemming.engine.providers.retry import estimate_tokens
 
 #: The ollama SDK's ResponseError keeps the status but drops the headers, so Retry-After
 #: would be lost: an httpx response hook keeps the failed response's headers for the call

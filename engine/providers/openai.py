@@ -27,7 +27,7 @@ from typing import Any, AsyncIterator
 
 import openai
 
-from .base import (
+from lemming.engine.providers.base import (
     CompletionRequest,
     ProbeResult,
     ProviderConfig,
@@ -36,9 +36,9 @@ from .base import (
     TextDelta,
     Usage,
 )
-from .errors import Redactor, option, status_error, unclassified_error
-from .retry import estimate_tokens
-from .sse import iter_sse
+from lemming.engine.providers.errors import Redactor, option, status_error, unclassified_error
+from lemming.engine.providers.retry import estimate_tokens
+from lemming.engine.providers.sse import iter_sse
 
 #: What a local server that checks no key is given (the SDK insists on some key).
 NO_KEY = "not-needed"

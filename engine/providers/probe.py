@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..resume import ModelSpec
-from .base import ProbeResult, ProviderError
-from .registry import ProviderRegistry
+from lemming.engine.resume import ModelSpec
+from lemming.engine.providers.base import ProbeResult, ProviderError
+from lemming.engine.providers.registry import ProviderRegistry
 
 
 async def _probe_one(registry: ProviderRegistry, key: str, timeout: float) -> tuple[str, ModelSpec, ProbeResult]:
@@ -87,7 +87,7 @@ def models_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
     from rich.console import Console
     from rich.table import Table
 
-    from ..org import load_models
+    from lemming.engine.org import load_models
 
     env = os.environ if env is None else env
     console = console or Console(highlight=False)

@@ -11,15 +11,15 @@ import importlib
 import os
 from typing import Mapping
 
-from ..resume import ModelSpec
-from .base import Provider, ProviderConfig, ProviderError
+from lemming.engine.resume import ModelSpec
+from lemming.engine.providers.base import Provider, ProviderConfig, ProviderError
 
 #: provider name → (module, class). Adapters import their SDK only when first used.
 ADAPTERS: dict[str, tuple[str, str]] = {
-    "sim": ("engine.providers.sim", "SimProvider"),
-    "openai": ("engine.providers.openai", "OpenAIProvider"),
-    "anthropic": ("engine.providers.anthropic", "AnthropicProvider"),
-    "ollama": ("engine.providers.ollama", "OllamaProvider"),
+    "sim": ("lemming.engine.providers.sim", "SimProvider"),
+    "openai": ("lemming.engine.providers.openai", "OpenAIProvider"),
+    "anthropic": ("lemming.engine.providers.anthropic", "AnthropicProvider"),
+    "ollama": ("lemming.engine.providers.ollama", "OllamaProvider"),
 }
 
 #: The environment variable holding each provider's key when models.json names none.

@@ -12,7 +12,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from .base import CompletionRequest, Provider, ProviderError, TextDelta, Usage
+from lemming.engine.providers.base import CompletionRequest, Provider, ProviderError, TextDelta, Usage
 
 #: Called with (text, restart): restart=True means a retry starts the reply over.
 DeltaSink = Callable[[str, bool], None]

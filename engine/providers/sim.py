@@ -34,10 +34,10 @@ import random
 import re
 from typing import Any, AsyncIterator
 
-from ..jsontext import dumps_text
-from ..prompt import extract_context
-from .base import CompletionRequest, InstantReply, ProbeResult, ProviderConfig, ProviderError, StreamItem, TextDelta, Usage
-from .retry import estimate_tokens
+from lemming.engine.jsontext import dumps_text
+from lemming.engine.prompt import extract_context
+from lemming.engine.providers.base import CompletionRequest, InstantReply, ProbeResult, ProviderConfig, ProviderError, StreamItem, TextDelta, Usage
+from lemming.engine.providers.retry import estimate_tokens
 
 TOKEN_RE = re.compile(r"\s*\S{1,8}|\s+")
 #: How many tokens one streamed delta carries at full speed.

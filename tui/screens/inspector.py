@@ -19,8 +19,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
-from engine.events import TurnRecord
-from engine.plainjson import printable
+from lemming.engine.events import TurnRecord
+from lemming.engine.plainjson import printable
 
 SECTIONS = ("summary", "prompt", "reply", "parsed")
 

@@ -19,19 +19,19 @@ from textual.events import Resize
 from textual.screen import Screen
 from textual.widget import Widget
 
-from engine.engine import Engine
+from lemming.engine.engine import Engine
 
-from ..messages import PaneFailed, StreamModeChanged
-from ..model import Changes, RunView
-from ..widgets.credits import CreditsPane
-from ..widgets.footer import KeysFooter
-from ..widgets.graph import MessageGraph
-from ..widgets.line_table import AgentTable, LineTable
-from ..widgets.pane_tabs import PANES, PaneTabs
-from ..widgets.roster import Roster
-from ..widgets.status_bar import StatusBar
-from ..widgets.stream import TokenStream
-from ..widgets.timeline import Timeline
+from lemming.tui.messages import PaneFailed, StreamModeChanged
+from lemming.tui.model import Changes, RunView
+from lemming.tui.widgets.credits import CreditsPane
+from lemming.tui.widgets.footer import KeysFooter
+from lemming.tui.widgets.graph import MessageGraph
+from lemming.tui.widgets.line_table import AgentTable, LineTable
+from lemming.tui.widgets.pane_tabs import PANES, PaneTabs
+from lemming.tui.widgets.roster import Roster
+from lemming.tui.widgets.status_bar import StatusBar
+from lemming.tui.widgets.stream import TokenStream
+from lemming.tui.widgets.timeline import Timeline
 
 COMPACT_WIDTH = 110
 COMPACT_HEIGHT = 30

@@ -28,16 +28,16 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from engine.store import StoreError
+from lemming.engine.store import StoreError
 
-from ..model import Changes, StreamPiece
-from ..replay import Frame, ReplayPosition
-from ..widgets.line_table import LineTable
-from ..widgets.replay_timeline import ReplayTimeline
-from .goto_tick import GoToTickDialog
-from .help import LEGEND, HelpScreen
-from .inspector import InspectorScreen
-from .main import MainScreen
+from lemming.tui.model import Changes, StreamPiece
+from lemming.tui.replay import Frame, ReplayPosition
+from lemming.tui.widgets.line_table import LineTable
+from lemming.tui.widgets.replay_timeline import ReplayTimeline
+from lemming.tui.screens.goto_tick import GoToTickDialog
+from lemming.tui.screens.help import LEGEND, HelpScreen
+from lemming.tui.screens.inspector import InspectorScreen
+from lemming.tui.screens.main import MainScreen
 
 #: Playback speeds, ticks per second (+ and - step through them).
 SPEEDS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from engine.store import RunInfo, RunStore, StoreError
+from lemming.engine.store import RunInfo, RunStore, StoreError
 
 #: What `dismiss` returns for "start a new live run" (any other value is a run id).
 NEW_RUN = "\x00new"

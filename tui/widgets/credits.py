@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from engine.engine import Engine
+from lemming.engine.engine import Engine
 
-from ..model import RECENT_TICKS, RunView
-from .line_table import AgentTable
+from lemming.tui.model import RECENT_TICKS, RunView
+from lemming.tui.widgets.line_table import AgentTable
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 

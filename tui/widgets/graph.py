@@ -16,10 +16,10 @@ from collections import Counter
 from rich.text import Text
 from textual.binding import Binding
 
-from engine.engine import Engine
+from lemming.engine.engine import Engine
 
-from ..model import BROADCAST, RECENT_TICKS, RunView
-from .line_table import AgentTable
+from lemming.tui.model import BROADCAST, RECENT_TICKS, RunView
+from lemming.tui.widgets.line_table import AgentTable
 
 
 class MessageGraph(AgentTable):

@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..messages import PaneFailed
+from lemming.tui.messages import PaneFailed
 
 
 class LineTable(ScrollView, can_focus=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from .timeline import Timeline
+from lemming.tui.widgets.timeline import Timeline
 
 
 class ReplayTimeline(Timeline):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from engine.engine import Engine
+from lemming.engine.engine import Engine
 
-from ..model import RunView
-from .line_table import AgentTable
+from lemming.tui.model import RunView
+from lemming.tui.widgets.line_table import AgentTable
 
 #: state -> (glyph, style name)
 STATE_LOOK = {

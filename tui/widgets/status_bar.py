@@ -13,7 +13,7 @@ from typing import Callable
 from rich.text import Text
 from textual.widget import Widget
 
-from .credits import money
+from lemming.tui.widgets.credits import money
 
 MODE_CLASS = {
     "LIVE": "status-bar--live",

@@ -27,11 +27,11 @@ from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.events import TurnRecord
-from engine.plainjson import printable
+from lemming.engine.events import TurnRecord
+from lemming.engine.plainjson import printable
 
-from ..messages import StreamModeChanged
-from ..model import RunView, StreamPiece
+from lemming.tui.messages import StreamModeChanged
+from lemming.tui.model import RunView, StreamPiece
 
 TAG_SEP = " │ "
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from engine.engine import Engine
+from lemming.engine.engine import Engine
 
-from ..model import RunView, TickRow
-from .credits import money
-from .line_table import LineTable
+from lemming.tui.model import RunView, TickRow
+from lemming.tui.widgets.credits import money
+from lemming.tui.widgets.line_table import LineTable
 
 
 def due_at(engine: Engine, tick: int) -> list[str]:

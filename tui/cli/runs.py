@@ -18,14 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .store import RunInfo, RunStore, StoreError, default_db_path, detached, writer_alive
+from lemming.engine.store import RunInfo, RunStore, StoreError, default_db_path, detached, writer_alive
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def _cli():
     # engine.cli imports this module; import it lazily to keep the cycle harmless.
-    from . import cli
+    from lemming.tui.cli import engine_cmds as cli
 
     return cli
 
@@ -103,7 +103,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from .replay import Exporter
+    from lemming.engine.replay import Exporter
 
     db = _db_path(args)
     store = await RunStore.open(db, readonly=True)
@@ -141,8 +141,8 @@ def _check_not_running(info: RunInfo, force: bool) -> None:
 def _unstarted_state(info: RunInfo):
     """A run killed after its row was written but before its start was: it ran nothing,
     so it starts over from its definitions on disk, if they are still the same."""
-    from .org import OrgInvalid, load_org
-    from .state import OrgState
+    from lemming.engine.org import OrgInvalid, load_org
+    from lemming.engine.state import OrgState
 
     try:
         org = load_org(info.org_path)
@@ -157,7 +157,7 @@ def _unstarted_state(info: RunInfo):
 
 async def _continue(args: argparse.Namespace, fork: bool) -> int:
     cli = _cli()
-    from .replay import fork_state
+    from lemming.engine.replay import fork_state
 
     console = Console(highlight=False)
     db = _db_path(args)
@@ -174,7 +174,7 @@ async def _continue(args: argparse.Namespace, fork: bool) -> int:
             else:
                 target = info.target_ticks if info.target_ticks is not None and info.target_ticks > start else None
             seed = args.seed if args.seed is not None else info.seed
-            from .engine import _new_run_id
+            from lemming.engine.engine import _new_run_id
 
             run_id = _new_run_id()
             await store.create_run(

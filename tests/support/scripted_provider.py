@@ -8,8 +8,8 @@ import asyncio
 import json
 from typing import Any, AsyncIterator
 
-from engine.prompt import extract_context
-from engine.providers.base import CompletionRequest, ProbeResult, ProviderConfig, TextDelta, Usage
+from lemming.engine.prompt import extract_context
+from lemming.engine.providers.base import CompletionRequest, ProbeResult, ProviderConfig, TextDelta, Usage
 
 #: What each call saw: (agent, tick, [ids of new inbox entries])
 SEEN: list[tuple[str, int, list[str]]] = []
@@ -49,9 +49,9 @@ class ScriptedProvider:
 
 
 def install(monkeypatch) -> None:
-    from engine.providers import registry
+    from lemming.engine.providers import registry
 
-    monkeypatch.setitem(registry.ADAPTERS, "scripted", ("tests.scripted_provider", "ScriptedProvider"))
+    monkeypatch.setitem(registry.ADAPTERS, "scripted", ("tests.support.scripted_provider", "ScriptedProvider"))
     SEEN.clear()
     DELAYS.clear()
     REPLIES.clear()

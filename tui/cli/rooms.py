@@ -20,13 +20,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from engine import cli as engine_cli
+from lemming.tui.cli import engine_cmds as engine_cli
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
 def db_path(args: argparse.Namespace) -> Path:
-    from engine.store import default_db_path
+    from lemming.engine.store import default_db_path
 
     return Path(args.db) if getattr(args, "db", None) else default_db_path(getattr(args, "org", None) or Path("."))
 
@@ -40,7 +40,7 @@ def _fail(msg: str) -> int:
 
 async def _resolve(db: Path, run: str | None, *, latest: bool) -> str | None:
     """The full id of `run` (a prefix is enough); None when no run was named and not `latest`."""
-    from engine.store import RunStore
+    from lemming.engine.store import RunStore
 
     store = await RunStore.open(db, readonly=True)
     try:
@@ -55,7 +55,7 @@ async def _resolve(db: Path, run: str | None, *, latest: bool) -> str | None:
 
 
 def _open_room(args: argparse.Namespace, *, run_id: str | None, follow: bool, can_fork: bool, allow_new: bool) -> int:
-    from .replay_app import ReplayRoom
+    from lemming.tui.replay_app import ReplayRoom
 
     app = ReplayRoom(
         db_path(args),
@@ -85,7 +85,7 @@ def _open_room(args: argparse.Namespace, *, run_id: str | None, follow: bool, ca
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from engine.store import StoreError
+    from lemming.engine.store import StoreError
 
     db = db_path(args)
     run_id = None
@@ -102,7 +102,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from engine.store import StoreError
+    from lemming.engine.store import StoreError
 
     db = db_path(args)
     if not db.exists():
@@ -121,7 +121,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def session_command(args: argparse.Namespace) -> str:
     """The shell command textual-serve starts for each browser session."""
-    argv = [sys.executable, "-m", "tui.cli", "replay", "--db", str(db_path(args).resolve())]
+    argv = [sys.executable, "-m", "lemming.tui.cli", "replay", "--db", str(db_path(args).resolve())]
     org = getattr(args, "org", None)
     if org is not None:
         argv += ["--org", str(Path(org).resolve())]

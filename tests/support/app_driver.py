@@ -13,9 +13,9 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from .app import ControlRoom, build_engine
+from lemming.tui.app import ControlRoom, build_engine
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def deterministic_app(

@@ -1,6 +1,6 @@
 """How the control room keeps up under a token storm.
 
-`python -m tui.bench` (or `lemming bench`) runs the real app headless on a
+`python -m lemming.tui.bench.ui` (or `lemming bench`) runs the real app headless on a
 synthetic organisation — by default 100 agents on the sim, each streaming 50
 tokens/s, firing every tick back to back — and measures:
 
@@ -30,8 +30,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from engine.engine import Engine, Subscription
-from engine.events import Event, TokenDelta
+from lemming.engine.engine import Engine, Subscription
+from lemming.engine.events import Event, TokenDelta
 
 TOKEN_RE = re.compile(r"\s*\S{1,8}|\s+")  # the sim's own tokenisation
 
@@ -113,7 +113,7 @@ def _bucket_pct(buckets: list[int], q: float) -> float | None:
 
 
 async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: str, size: tuple[int, int], warmup: float | None) -> dict[str, Any]:
-    from .app import ControlRoom, build_engine
+    from lemming.tui.app import ControlRoom, build_engine
 
     with tempfile.TemporaryDirectory(prefix="tui-bench-") as tmp:
         root = make_storm_org(Path(tmp) / "org", agents)
@@ -218,7 +218,7 @@ async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: 
 
 async def _engine_only(agents: int, tokens_per_s: float, seconds: float, warmup: float | None) -> dict[str, Any]:
     """The same storm with no UI (events drained and dropped): the engine's own memory growth."""
-    from .app import build_engine
+    from lemming.tui.app import build_engine
 
     with tempfile.TemporaryDirectory(prefix="tui-bench-") as tmp:
         root = make_storm_org(Path(tmp) / "org", agents)
@@ -267,7 +267,7 @@ def bench_ui(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tui.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lemming.tui.bench.ui", description=__doc__.split("\n\n")[0])
     ap.add_argument("--agents", type=int, default=100)
     ap.add_argument("--tokens-per-s", type=float, default=50, help="per agent")
     ap.add_argument("--seconds", type=float, default=30)
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         import subprocess
         import sys
 
-        cmd = [sys.executable, "-m", "tui.bench", "--engine-only", "--agents", str(args.agents), "--tokens-per-s", str(args.tokens_per_s), "--seconds", str(args.seconds)]
+        cmd = [sys.executable, "-m", "lemming.tui.bench.ui", "--engine-only", "--agents", str(args.agents), "--tokens-per-s", str(args.tokens_per_s), "--seconds", str(args.seconds)]
         if args.warmup is not None:
             cmd += ["--warmup", str(args.warmup)]
         base = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])

@@ -1,6 +1,6 @@
 """Benchmark: many concurrent turns through the OpenAI adapter, and through the Engine.
 
-Starts the local OpenAI-protocol server (engine.providers.testing_servers) with a
+Starts the lean OpenAI-protocol server (lemming.tui.bench.loopback) with a
 simulated time to first byte, then
 
 1. runs `turns` concurrent completions through OpenAIProvider + stream_with_retries
@@ -11,7 +11,7 @@ simulated time to first byte, then
 
 The ideal wall time of a batch is the server's latency (all turns overlap); what
 is above it, divided by the tokens streamed, is the overhead per streamed token.
-A benchmark measures; it asserts nothing.  Run: ``python -m engine.providers.bench``.
+A benchmark measures; it asserts nothing.  Run: ``python -m lemming.tui.bench.providers``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .base import ChatMessage, CompletionRequest, ProviderConfig
-from .openai import OpenAIProvider
-from .retry import RetryPolicy, stream_with_retries
-from .testing_servers import DEFAULT_REPLY, OpenAIServer
+from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig
+from lemming.engine.providers.openai import OpenAIProvider
+from lemming.engine.providers.retry import RetryPolicy, stream_with_retries
+from lemming.tui.bench.loopback import REPLY as DEFAULT_REPLY
+from lemming.tui.bench.loopback import LoopbackServer
 
 
 async def _adapter_batch(base_url: str, turns: int, parser: str = "json") -> dict[str, Any]:
@@ -114,10 +115,10 @@ def _write_org(root: Path, base_url: str, agents: int, parser: str) -> None:
 
 async def _engine_batch(base_url: str, agents: int, ticks: int, parser: str = "json") -> dict[str, Any] | None:
     try:
-        from ..engine import Engine
-        from ..events import TickCompleted, TokenDelta, TurnFinished
-        from ..org import load_org
-        from .registry import ProviderRegistry
+        from lemming.engine.engine import Engine
+        from lemming.engine.events import TickCompleted, TokenDelta, TurnFinished
+        from lemming.engine.org import load_org
+        from lemming.engine.providers.registry import ProviderRegistry
     except ImportError:
         return None
     with tempfile.TemporaryDirectory(prefix="lemming-bench-") as tmp:
@@ -178,7 +179,7 @@ class _ServerProcess:
 
     async def __aenter__(self) -> "_ServerProcess":
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine.providers.testing_servers", "openai",
+            sys.executable, "-m", "lemming.tui.bench.loopback", "openai",
             "--latency-ms", str(self.latency_ms),
             stdout=asyncio.subprocess.PIPE,
         )
@@ -223,7 +224,7 @@ async def bench_openai_concurrency(
         "runs": {},
     }
     if server == "thread":
-        ctx: Any = OpenAIServer(latency=latency, record=False)
+        ctx: Any = LoopbackServer("openai", latency=latency)
     else:
         ctx = _ServerProcess(latency_ms)
     async with ctx as srv:

@@ -1,6 +1,6 @@
 """`lemming bench`: one command that measures the engine, the store, the UI and replay.
 
-Each benchmark runs in a fresh Python process (`python -m tui.benchmarks --one NAME`),
+Each benchmark runs in a fresh Python process (`python -m lemming.tui.bench --one NAME`),
 so that one's memory, caches and threads never colour another's figures. It is
 warmed up and repeated; the table shows medians with min–max, and `--json`
 prints one object per benchmark per line.
@@ -47,22 +47,22 @@ class NotLanded(Exception):
 def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[str, Any]]:
     """Run one benchmark in this process; return its result lines."""
     if name == "engine":
-        from engine.bench import bench_engine
+        from lemming.tui.bench.engine import bench_engine
 
         try:
-            import engine.store  # noqa: F401
+            import lemming.engine.store  # noqa: F401
         except ImportError:
             with_store: list[dict[str, Any]] = [{"bench": "engine", "persist": True, "not_landed": "store"}]
         else:
             with_store = [bench_engine(persist=True, quick=quick)]
         return with_store + [bench_engine(persist=False, quick=quick)]
     if name == "concurrency":
-        from engine.bench import bench_concurrency
+        from lemming.tui.bench.engine import bench_concurrency
 
         return [bench_concurrency(quick=quick)]
     if name == "store":
         try:
-            from engine.bench_store import bench_store
+            from lemming.tui.bench.store import bench_store
         except ImportError as e:
             raise NotLanded("the run store") from e
         import asyncio
@@ -71,14 +71,14 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         return [{"bench": "store", **r}]
     if name == "ui":
         try:
-            from tui.bench import bench_ui
+            from lemming.tui.bench.ui import bench_ui
         except ImportError as e:
             raise NotLanded("the control room's benchmark") from e
         r = bench_ui(seconds=8 if quick else 30)
         return [{"bench": "ui", **r}]
     if name == "replay":
         try:
-            from tui.bench_replay import bench_replay
+            from lemming.tui.bench.replay import bench_replay
         except ImportError as e:
             raise NotLanded("replay in the control room") from e
         r = bench_replay(quick=quick)
@@ -97,7 +97,7 @@ def bench_startup(timeout: float = 20.0, profile: str | None = None) -> dict[str
     import select
     import tempfile
 
-    from engine.bench import make_bench_org
+    from lemming.tui.bench.engine import make_bench_org
 
     with tempfile.TemporaryDirectory(prefix="lemming-startup-") as tmp:
         from pathlib import Path
@@ -108,8 +108,8 @@ def bench_startup(timeout: float = 20.0, profile: str | None = None) -> dict[str
             os.environ.update({"LINES": "40", "COLUMNS": "120", "TERM": "xterm-256color"})
             argv = ["tui", "--org", tmp, "--paused", "--no-record", "--no-watch"]
             if profile:
-                os.execv(sys.executable, [sys.executable, "-m", "tui.benchmarks", "--startup-child", profile, *argv])
-            os.execv(sys.executable, [sys.executable, "-m", "tui.cli", *argv])
+                os.execv(sys.executable, [sys.executable, "-m", "lemming.tui.bench", "--startup-child", profile, *argv])
+            os.execv(sys.executable, [sys.executable, "-m", "lemming.tui.cli", *argv])
         import fcntl
         import struct
         import termios
@@ -182,13 +182,13 @@ def _startup_child(profile: str, argv: list[str]) -> None:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, write_and_exit)
-    from tui.cli import main as lemming_main
+    from lemming.tui.cli import main as lemming_main
 
     lemming_main(argv)
 
 
 def _subprocess_one(name: str, quick: bool, profile: str | None = None) -> list[dict[str, Any]]:
-    cmd = [sys.executable, "-m", "tui.benchmarks", "--one", name] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", "lemming.tui.bench", "--one", name] + (["--quick"] if quick else [])
     if profile:
         cmd += ["--profile", profile]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
@@ -306,7 +306,7 @@ def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--startup-child":
         _startup_child(sys.argv[2], sys.argv[3:])
         return 0
-    ap = argparse.ArgumentParser(prog="python -m tui.benchmarks")
+    ap = argparse.ArgumentParser(prog="python -m lemming.tui.bench")
     ap.add_argument("--one", required=True)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", metavar="DIR", default=None)

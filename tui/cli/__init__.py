@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine import cli as engine_cli
+from lemming.tui.cli import engine_cmds as engine_cli
 
 
 def _add_tui_args(p: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def _add_tui_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from .app import main as app_main
+    from lemming.tui.app import main as app_main
 
     return app_main(args)
 
@@ -54,15 +54,11 @@ def build_parser(*, only_tui: bool = False) -> argparse.ArgumentParser:
     if only_tui:
         return parser
     engine_cli.register(sub)
-    from . import benchmarks
+    from lemming.tui import bench
+    from lemming.tui.cli import rooms
 
-    benchmarks.register(sub)
-    try:
-        from . import cli_replay
-    except ImportError:
-        cli_replay = None  # type: ignore[assignment]
-    if cli_replay is not None:
-        cli_replay.register(sub)
+    bench.register(sub)
+    rooms.register(sub)
     return parser
 
 

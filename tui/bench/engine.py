@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .engine import Engine
-from .org import load_org
-from .providers.registry import ProviderRegistry
+from lemming.engine.engine import Engine
+from lemming.engine.org import load_org
+from lemming.engine.providers.registry import ProviderRegistry
 
 
 def make_bench_org(root: Path, agents: int, *, reads: int = 3, sim: dict[str, Any] | None = None, seed: int = 1) -> Path:
@@ -63,7 +63,7 @@ async def _engine_once(root: Path, ticks: int, persist: bool, concurrency: int) 
     recorder = None
     engine = Engine(org, seed=1, concurrency=concurrency, registry=ProviderRegistry(org.models))
     if persist:
-        from .store import RunStore
+        from lemming.engine.store import RunStore
 
         store = await RunStore.open(root / ".lemming" / "bench.db")
         await store.create_run(

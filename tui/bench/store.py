@@ -1,6 +1,6 @@
 """Benchmarks of the run store: write rate, size per turn, and seeking in a long run.
 
-`python -m engine.bench_store [--quick]` prints one JSON object; `lemming bench`
+`python -m lemming.tui.bench.store [--quick]` prints one JSON object; `lemming bench`
 calls `bench_store()`.
 
 * events_per_s — the store's write rate: the events of a real 100-agent sim run
@@ -35,18 +35,18 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .engine import Engine
-from .events import (
+from lemming.engine.engine import Engine
+from lemming.engine.events import (
     Event,
     MessageCommitted,
     RunStopped,
     TickCompleted,
     TurnFinished,
 )
-from .messages import OutboxEntry
-from .org import Org, load_org
-from .state import OrgState
-from .store import RunStore
+from lemming.engine.messages import OutboxEntry
+from lemming.engine.org import Org, load_org
+from lemming.engine.state import OrgState
+from lemming.engine.store import RunStore
 
 
 class _ListRecorder:
@@ -58,7 +58,7 @@ class _ListRecorder:
 
 
 def _org(root: Path, agents: int) -> Path:
-    from .bench import make_bench_org
+    from lemming.tui.bench.engine import make_bench_org
 
     return make_bench_org(root, agents)
 
@@ -164,7 +164,7 @@ def _moved(ev: Event, t: int, seq: list[int]) -> Event:
             content = last.get("content", "")
             head, _, rest = content.partition(".")
             last["content"] = f"Tick {t}." + rest if head.startswith("Tick ") else content
-        from .prompt import prompt_hash
+        from lemming.engine.prompt import prompt_hash
 
         rec = dataclasses.replace(r, tick=t, prompt=prompt, prompt_hash=prompt_hash(prompt))
         return TurnFinished(t, ev.agent, rec)  # type: ignore[attr-defined]

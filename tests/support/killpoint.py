@@ -1,6 +1,6 @@
 """`lemming`, with a SIGKILL planted at an exact point of the run store's work.
 
-    python -m tests.faults_killpoint [--snapshot-every N] [--kill POINT:K] -- lemming-args...
+    python -m tests.support.killpoint [--snapshot-every N] [--kill POINT:K] -- lemming-args...
 
 The crash harness kills most processes from outside at random instants; random
 instants rarely land inside a transaction or a snapshot (they take a millisecond),
@@ -30,7 +30,7 @@ def _die() -> None:
 
 
 def _arm(point: str, k: int) -> None:
-    from engine import store
+    from lemming.engine import store
 
     seen = {"n": 0}
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kill", default=None, metavar="POINT:K")
     args = p.parse_args(ours)
     if args.snapshot_every is not None:
-        from engine import store
+        from lemming.engine import store
 
         orig_open = store.RunStore.open.__func__  # type: ignore[attr-defined]
         every = args.snapshot_every
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kill:
         point, _, k = args.kill.partition(":")
         _arm(point, int(k or 1))
-    from tui.cli import main as lemming
+    from lemming.tui.cli import main as lemming
 
     sys.argv = ["lemming", *theirs]
     return lemming()

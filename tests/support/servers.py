@@ -2,7 +2,7 @@
 
 They exist so that the provider adapters can be exercised through the official
 SDKs with no network and no key: the tests, the benchmark (`python -m
-engine.providers.bench`) and anyone who wants to watch the control room drive
+lemming.tui.bench.providers`) and anyone who wants to watch the control room drive
 "real" providers on a laptop use them.
 
 Each server runs its own asyncio loop in a daemon thread (stdlib only: asyncio
@@ -948,7 +948,7 @@ SERVERS: dict[str, type[ProtocolServer]] = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve one protocol until interrupted: ``python -m engine.providers.testing_servers openai``."""
+    """Serve one protocol until interrupted: ``python -m tests.support.servers openai``."""
     import argparse
     import signal
 

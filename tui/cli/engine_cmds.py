@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .engine import Engine
-from .events import (
+from lemming.engine.engine import Engine
+from lemming.engine.events import (
     AgentSkipped,
     CommandApplied,
     CommandRejected,
@@ -35,9 +35,9 @@ from .events import (
     TokenDelta,
     TurnFinished,
 )
-from .org import Org, OrgInvalid, load_org
-from .plainjson import printable
-from .providers.registry import ProviderRegistry
+from lemming.engine.org import Org, OrgInvalid, load_org
+from lemming.engine.plainjson import printable
+from lemming.engine.providers.registry import ProviderRegistry
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -246,7 +246,7 @@ async def _run(args: argparse.Namespace, one_tick: bool = False) -> int:
     engine_kw: dict[str, Any] = {}
     if not getattr(args, "no_record", False):
         try:
-            from .store import RunStore, StoreError, default_db_path
+            from lemming.engine.store import RunStore, StoreError, default_db_path
         except ImportError:  # the store has not landed
             RunStore = None  # type: ignore[assignment]
         if RunStore is not None:
@@ -274,7 +274,7 @@ async def _run(args: argparse.Namespace, one_tick: bool = False) -> int:
         watcher = None
         if not one_tick and not getattr(args, "no_watch", True):
             try:
-                from .watch import watch_org
+                from lemming.engine.watch import watch_org
             except ImportError:
                 watch_org = None  # type: ignore[assignment]
             if watch_org is not None:
@@ -304,7 +304,7 @@ def cmd_run_once(args: argparse.Namespace) -> int:
 async def _last_state(org: Org, args: argparse.Namespace):
     """The state of the organisation's last recorded run, if there is one."""
     try:
-        from .store import RunStore, StoreError, default_db_path
+        from lemming.engine.store import RunStore, StoreError, default_db_path
     except ImportError:
         return None, None
     db = args.db or default_db_path(org.root)
@@ -381,7 +381,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         out = {"definition": a.as_dict(), "readers": org.readers_of(a.name), "reads": org.readable_by(a.name)}
         if state is not None:
             last = state.last_turn.get(a.name)
-            from .events import _plain
+            from lemming.engine.events import _plain
 
             out["state"] = {
                 "credits": state.credits.get(a.name),
@@ -431,7 +431,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 async def _logs(org: Org, args: argparse.Namespace, console: Console) -> int:
     try:
-        from .store import RunStore, StoreError, default_db_path
+        from lemming.engine.store import RunStore, StoreError, default_db_path
     except ImportError:
         err_console().print("[yellow]no run store available[/]")
         return EXIT_INVALID
@@ -622,11 +622,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bootstrap)
 
     try:
-        from . import cli_runs
+        from lemming.tui.cli import runs as cli_runs
     except ImportError:
         cli_runs = None  # type: ignore[assignment]
     if cli_runs is not None:
         cli_runs.register(sub)
-    from .providers.probe import add_models_parser
+    from lemming.engine.providers.probe import add_models_parser
 
     add_models_parser(sub)

@@ -1,6 +1,6 @@
 """How fast replay opens a long run and answers the cursor keys.
 
-`python -m tui.bench_replay [--quick]` (or `lemming bench replay`) records a run of
+`python -m lemming.tui.bench.replay [--quick]` (or `lemming bench replay`) records a run of
 10,000 ticks × 100 agents on the sim (`--quick`: 600 × 50) through the real
 recorder — the first ticks from the engine, the rest repeating them with their
 ticks and ids moved on (engine/bench_store.py builds it) — then opens it in the
@@ -44,7 +44,7 @@ def _pct(values: list[float], q: float) -> float | None:
 _BUILD = """
 import asyncio, json, sys
 from pathlib import Path
-from engine.bench_store import _long_run  # the store's own long-run builder
+from lemming.tui.bench.store import _long_run  # the store's own long-run builder
 db, run_id, _ = asyncio.run(_long_run(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
 print(json.dumps([str(db), run_id]))
 """
@@ -59,8 +59,8 @@ def _build(tmp: Path, ticks: int, agents: int) -> tuple[Path, str, float]:
 
 
 async def _measure(db: Path, run_id: str, ticks: int, quick: bool) -> dict[str, Any]:
-    from .replay_app import ReplayRoom
-    from .screens.replay import ReplayScreen
+    from lemming.tui.replay_app import ReplayRoom
+    from lemming.tui.screens.replay import ReplayScreen
 
     loop = asyncio.get_running_loop()
     shown: dict[int, float] = {}
@@ -171,7 +171,7 @@ def bench_replay(quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tui.bench_replay")
+    ap = argparse.ArgumentParser(prog="python -m lemming.tui.bench.replay")
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args(argv)
     print(json.dumps({"bench": "replay", **bench_replay(quick=a.quick)}))
