@@ -87,6 +87,10 @@ class TurnRecord:
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON values (what `from_dict` reads back)."""
+        return _plain(self)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TurnRecord":
         d = dict(d)

@@ -8,7 +8,8 @@ import json
 
 from rich.console import Console
 
-from lemming.engine.providers.probe import models_command, probe_models
+from lemming.engine.providers.probe import probe_models
+from lemming.tui.cli.models import models_command
 from lemming.engine.providers.registry import ProviderRegistry
 from tests.support.servers import AnthropicServer, OllamaServer, OpenAIServer, closed_port
 from lemming.engine.resume import ModelSpec

@@ -420,6 +420,7 @@ def test_main_opens_the_app_without_mouse_when_asked(monkeypatch: pytest.MonkeyP
     import argparse
 
     import lemming.tui.app as app_module
+    from lemming.tui.cli.rooms import cmd_tui
 
     seen: dict = {}
 
@@ -434,7 +435,7 @@ def test_main_opens_the_app_without_mouse_when_asked(monkeypatch: pytest.MonkeyP
         org=org_dir, seed=3, paused=True, interval=None, no_mouse=True, theme="lemming-ansi",
         sim_tokens_per_s=None, db=None, no_record=True,
     )
-    assert app_module.main(args) == 0
+    assert cmd_tui(args) == 0
     assert seen["mouse"] is False
     assert seen["theme"] == "lemming-ansi"
     assert seen["tokens"]["sim"]["tokens_per_s"] == 40.0
@@ -443,7 +444,7 @@ def test_main_opens_the_app_without_mouse_when_asked(monkeypatch: pytest.MonkeyP
 def test_main_reports_an_invalid_organisation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from lemming.tui.app import main
+    from lemming.tui.cli.rooms import cmd_tui as main
 
     (tmp_path / "agents" / "x").mkdir(parents=True)
     (tmp_path / "agents" / "x" / "resume.json").write_text("{not json")

@@ -14,10 +14,8 @@ back. The TUI reads only the engine's public read API and its events.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
-import sys
 import time
 import traceback
 from collections import deque
@@ -33,7 +31,7 @@ from textual.worker import Worker, WorkerState
 from lemming.engine import gcfreeze
 from lemming.engine.engine import Engine, Recorder, Subscription
 from lemming.engine.events import TickCompleted
-from lemming.engine.org import OrgInvalid, load_org
+from lemming.engine.org import load_org
 from lemming.engine.providers.registry import ProviderRegistry
 
 from lemming.tui.commands import ControlRoomCommands
@@ -669,58 +667,3 @@ class ControlRoom(App[int]):
     def _force_exit(self) -> None:
         if self.is_running:
             self._exit_with(1)
-
-
-def main(args: argparse.Namespace, *, recorder: Recorder | None = None) -> int:
-    """Open the control room as the CLI asks (`lemming`, `lemming tui ...`).
-
-    The run is recorded in the run store (--db, default ORG/.lemming/runs.db) unless
-    --no-record; agent files hot-reload unless --no-watch. A caller that manages the
-    store itself passes its own `recorder` (then nothing is opened here).
-    """
-    org_path = Path(getattr(args, "org", None) or ".")
-    record: Path | bool | None = None
-    if recorder is None and not getattr(args, "no_record", False):
-        db = getattr(args, "db", None)
-        record = Path(db) if db else True  # True: the organisation's default database
-    overrides: dict[str, Any] = {}
-    try:
-        from lemming.tui.cli.engine_cmds import sim_overrides
-
-        overrides = sim_overrides(args)
-    except Exception:  # the CLI module is optional here
-        pass
-    try:
-        engine = build_engine(
-            org_path,
-            seed=int(getattr(args, "seed", 0) or 0),
-            paused=bool(getattr(args, "paused", False)),
-            interval=getattr(args, "interval", None),
-            sim_tokens_per_s=getattr(args, "sim_tokens_per_s", None),
-            sim_overrides=overrides,
-            recorder=recorder,
-        )
-    except OrgInvalid as e:
-        print(f"lemming: the organisation at {org_path} cannot run:", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {p}", file=sys.stderr)
-        return 2
-    app = ControlRoom(
-        engine,
-        theme=getattr(args, "theme", None),
-        record=record,
-        watch=not getattr(args, "no_watch", False),
-    )
-    code = app.run(mouse=not bool(getattr(args, "no_mouse", False)))
-    if app.failures:
-        print("The control room hit an error; the run was stopped at a tick boundary.", file=sys.stderr)
-        print(app.failures[-1], file=sys.stderr)
-    print(
-        f"run {engine.run_id}: {engine.tick} ticks committed, total spend {engine.state.total_spend:.4g}"
-        + (f" ({app.run_result})" if app.run_result else "")
-        + (f"; recorded in {app.recording}" if app.recording else ""),
-        file=sys.stderr,
-    )
-    if code is None:
-        return 1 if app.failures else 0
-    return int(code)

@@ -1,4 +1,4 @@
-"""`lemming bench`: one command that measures the engine, the store, the UI and replay.
+"""The benchmarks behind `lemming bench`: the engine, the store, the UI and replay.
 
 Each benchmark runs in a fresh Python process (`python -m lemming.tui.bench --one NAME`),
 so that one's memory, caches and threads never colour another's figures. It is
@@ -17,8 +17,6 @@ import sys
 import time
 from typing import Any, Callable
 
-from rich.console import Console
-from rich.table import Table
 
 #: name → (what it measures, the figures to beat as text, keys that are figures)
 BENCHMARKS: dict[str, tuple[str, str]] = {
@@ -40,49 +38,30 @@ FIGURE_KEYS = {
 }
 
 
-class NotLanded(Exception):
-    """The part this benchmark measures is not built yet."""
-
-
 def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[str, Any]]:
     """Run one benchmark in this process; return its result lines."""
     if name == "engine":
         from lemming.tui.bench.engine import bench_engine
 
-        try:
-            import lemming.engine.store  # noqa: F401
-        except ImportError:
-            with_store: list[dict[str, Any]] = [{"bench": "engine", "persist": True, "not_landed": "store"}]
-        else:
-            with_store = [bench_engine(persist=True, quick=quick)]
-        return with_store + [bench_engine(persist=False, quick=quick)]
+        return [bench_engine(persist=True, quick=quick), bench_engine(persist=False, quick=quick)]
     if name == "concurrency":
         from lemming.tui.bench.engine import bench_concurrency
 
         return [bench_concurrency(quick=quick)]
     if name == "store":
-        try:
-            from lemming.tui.bench.store import bench_store
-        except ImportError as e:
-            raise NotLanded("the run store") from e
         import asyncio
 
-        r = asyncio.run(bench_store(quick=quick))
-        return [{"bench": "store", **r}]
+        from lemming.tui.bench.store import bench_store
+
+        return [{"bench": "store", **asyncio.run(bench_store(quick=quick))}]
     if name == "ui":
-        try:
-            from lemming.tui.bench.ui import bench_ui
-        except ImportError as e:
-            raise NotLanded("the control room's benchmark") from e
-        r = bench_ui(seconds=8 if quick else 30)
-        return [{"bench": "ui", **r}]
+        from lemming.tui.bench.ui import bench_ui
+
+        return [{"bench": "ui", **bench_ui(seconds=8 if quick else 30)}]
     if name == "replay":
-        try:
-            from lemming.tui.bench.replay import bench_replay
-        except ImportError as e:
-            raise NotLanded("replay in the control room") from e
-        r = bench_replay(quick=quick)
-        return [{"bench": "replay", **r}]
+        from lemming.tui.bench.replay import bench_replay
+
+        return [{"bench": "replay", **bench_replay(quick=quick)}]
     if name == "startup":
         return [{"bench": "startup", **bench_startup(profile=profile and os.path.join(profile, "startup"))}]
     raise ValueError(f"unknown benchmark {name!r}")
@@ -182,9 +161,11 @@ def _startup_child(profile: str, argv: list[str]) -> None:
         os._exit(0)
 
     signal.signal(signal.SIGTERM, write_and_exit)
-    from lemming.tui.cli import main as lemming_main
+    import runpy
 
-    lemming_main(argv)
+    # The `lemming` command itself, as `python -m lemming.tui.cli ARGV` would run it.
+    sys.argv = ["lemming", *argv]
+    runpy.run_module("lemming.tui.cli", run_name="__main__")
 
 
 def _subprocess_one(name: str, quick: bool, profile: str | None = None) -> list[dict[str, Any]]:
@@ -230,7 +211,7 @@ def run_benchmarks(
         for _ in range(1 if name in ("ui", "store", "replay") and not quick else repeats):
             lines = _subprocess_one(name, quick, profile)
             runs.append(lines)
-            if any("error" in ln or "not_landed" in ln for ln in lines):
+            if any("error" in ln for ln in lines):
                 break
         summary = _summarise(runs) if all(len(r) == len(runs[0]) for r in runs) else runs[0]
         for line in summary:
@@ -240,66 +221,6 @@ def run_benchmarks(
             if on_line:
                 on_line(line)
     return results
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    names = args.names or list(BENCHMARKS)
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown:
-        Console(stderr=True).print(f"[red]unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}[/]")
-        return 2
-    console = Console()
-
-    def on_line(line: dict) -> None:
-        if args.json:
-            print(json.dumps(line, sort_keys=True), flush=True)
-
-    if args.profile:
-        try:
-            import pyinstrument  # noqa: F401
-        except ImportError:
-            Console(stderr=True).print("[red]--profile needs pyinstrument: pip install -e '.[dev]'[/]")
-            return 2
-        os.makedirs(args.profile, exist_ok=True)
-    results = run_benchmarks(names, args.quick, args.json, args.repeats, on_line, args.profile)
-    if args.json:
-        return 0
-    table = Table(title="lemming bench" + (" --quick" if args.quick else ""))
-    table.add_column("bench")
-    table.add_column("figures (median \\[min–max])")
-    table.add_column("goal")
-    for r in results:
-        name = r["bench"]
-        if "not_landed" in r or "error" in r:
-            table.add_row(name, f"[yellow]{r.get('not_landed') and 'not landed: ' + r['not_landed'] or 'error: ' + r['error']}[/]", BENCHMARKS[name][1])
-            continue
-        parts = []
-        for k in FIGURE_KEYS[name]:
-            if k in r:
-                rng = r.get("range", {}).get(k)
-                parts.append(f"{k} {r[k]}" + (f" [{rng[0]}–{rng[1]}]" if rng else ""))
-        label = name + (" (persist)" if r.get("persist") is True else " (no store)" if r.get("persist") is False else "")
-        table.add_row(label, ", ".join(parts), BENCHMARKS[name][1])
-    console.print(table)
-    if args.profile:
-        console.print(f"profiles (pyinstrument, text and html): {args.profile}/<bench>.txt, .html")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure the engine, the store, the UI and replay")
-    p.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})")
-    p.add_argument("--quick", action="store_true", help="smaller sizes, same fields; under a minute on two cores")
-    p.add_argument("--json", action="store_true", help="one JSON object per benchmark per line")
-    p.add_argument("--repeats", type=int, default=None, help="repeats per benchmark (default 3; 1 with --quick)")
-    p.add_argument(
-        "--profile",
-        metavar="DIR",
-        default=None,
-        help="run each benchmark once under pyinstrument and write DIR/<bench>.txt and .html "
-        "(figures taken under the profiler are slower than without it)",
-    )
-    p.set_defaults(func=cmd_bench)
 
 
 def main() -> int:
@@ -317,10 +238,7 @@ def main() -> int:
 
         profiler = Profiler(interval=0.001)
         profiler.start()
-    try:
-        lines = _run_one(a.one, a.quick, a.profile)
-    except NotLanded as e:
-        lines = [{"bench": a.one, "not_landed": str(e)}]
+    lines = _run_one(a.one, a.quick, a.profile)
     if profiler is not None:
         profiler.stop()
         base = os.path.join(a.profile, a.one)

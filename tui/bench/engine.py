@@ -2,7 +2,7 @@
 
 Each function builds a synthetic organisation in a temporary folder, runs the
 real engine on the sim provider and returns a dict of figures. `lemming bench`
-(tui/benchmarks.py) runs each in a fresh process, repeats and prints medians.
+(lemming.tui.bench) runs each in a fresh process, repeats and prints medians.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""`lemming replay`, `lemming watch` and `lemming serve`: the control room on recorded runs.
+"""`lemming` / `lemming tui`, `replay`, `watch` and `serve`: the commands that open the control room.
 
-tui/cli.py adds them with `register(subparsers)`. Textual is imported only when a
-command opens a screen.
+Textual is imported only when a command opens a screen, so the other commands start fast.
+
+* `tui` (the default command) — the control room on a new live run of the organisation.
 
 * `replay [RUN] [--at TICK] [--follow]` — a recorded run in REPLAY mode; without
   RUN, the run picker. Read-only until the operator forks (`f`) or starts a run.
@@ -20,22 +21,57 @@ import shlex
 import sys
 from pathlib import Path
 
-from lemming.tui.cli import engine_cmds as engine_cli
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def db_path(args: argparse.Namespace) -> Path:
-    from lemming.engine.store import default_db_path
-
-    return Path(args.db) if getattr(args, "db", None) else default_db_path(getattr(args, "org", None) or Path("."))
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, run_settings
+from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
 
 
-def _fail(msg: str) -> int:
-    from rich.markup import escape
+def add_tui_args(p: argparse.ArgumentParser) -> None:
+    """The options of the control room on a live run (`lemming`, `lemming tui`, `lemming run`)."""
+    add_org_arg(p)
+    add_db_arg(p)
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the sim provider")
+    p.add_argument("--paused", action="store_true", help="open paused (space resumes, n steps)")
+    p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="wait between ticks (default 1.0; + / - change it)")
+    _add_screen_args(p)
+    p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
+    p.add_argument("--no-watch", action="store_true", help="do not hot-reload agent files")
+    add_sim_args(p)
 
-    engine_cli.err_console().print(f"[red]{escape(msg)}[/]", highlight=False)
-    return EXIT_FAIL
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    """The control room on a new live run of the organisation (`lemming`, `lemming tui`).
+
+    The run is recorded in the run store (--db, default ORG/.lemming/runs.db) unless
+    --no-record; agent files hot-reload unless --no-watch.
+    """
+    from lemming.engine.org import OrgInvalid
+    from lemming.engine.recorded_run import CONTROL_ROOM, build_engine
+    from lemming.tui.app import ControlRoom
+
+    org_path = Path(getattr(args, "org", None) or ".")
+    try:
+        engine = build_engine(org_path, run_settings(args, CONTROL_ROOM))
+    except OrgInvalid as e:
+        lines = [f"lemming: the organisation at {org_path} cannot run:", *(f"  {p}" for p in e.problems)]
+        print("\n".join(lines), file=sys.stderr)
+        return EXIT_USAGE
+    record: Path | bool | None = None
+    if not getattr(args, "no_record", False):
+        record = Path(args.db) if getattr(args, "db", None) else True  # True: the organisation's default database
+    app = ControlRoom(engine, theme=getattr(args, "theme", None), record=record, watch=not getattr(args, "no_watch", False))
+    code = app.run(mouse=not bool(getattr(args, "no_mouse", False)))
+    if app.failures:
+        print("The control room hit an error; the run was stopped at a tick boundary.", file=sys.stderr)
+        print(app.failures[-1], file=sys.stderr)
+    print(
+        f"run {engine.run_id}: {engine.tick} ticks committed, total spend {engine.state.total_spend:.4g}"
+        + (f" ({app.run_result})" if app.run_result else "")
+        + (f"; recorded in {app.recording}" if app.recording else ""),
+        file=sys.stderr,
+    )
+    if code is None:
+        return EXIT_FAIL if app.failures else EXIT_OK
+    return int(code)
 
 
 async def _resolve(db: Path, run: str | None, *, latest: bool) -> str | None:
@@ -91,11 +127,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     run_id = None
     if args.run is not None:
         if not db.exists():
-            return _fail(f"no run database at {db} (record a run first: `lemming run` or `lemming`)")
+            return fail(f"no run database at {db} (record a run first: `lemming run` or `lemming`)")
         try:
             run_id = asyncio.run(_resolve(db, args.run, latest=False))
         except StoreError as e:
-            return _fail(str(e))
+            return fail(str(e))
     # Without a run: the picker, which waits for runs to appear if there are none yet.
     read_only = bool(args.no_fork)
     return _open_room(args, run_id=run_id, follow=args.follow, can_fork=not read_only, allow_new=not read_only)
@@ -106,13 +142,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     db = db_path(args)
     if not db.exists():
-        return _fail(f"no run database at {db}")
+        return fail(f"no run database at {db}")
     try:
         run_id = asyncio.run(_resolve(db, args.run, latest=True))
     except StoreError as e:
-        return _fail(str(e))
+        return fail(str(e))
     if run_id is None:
-        return _fail(f"no runs in {db} yet")
+        return fail(f"no runs in {db} yet")
     return _open_room(args, run_id=run_id, follow=True, can_fork=False, allow_new=False)
 
 
@@ -138,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from textual_serve.server import Server
     except ImportError:
-        return _fail("lemming serve needs textual-serve: pip install 'lemming-control-room[serve]' (or textual-serve)")
+        return fail("lemming serve needs textual-serve: pip install 'lemming-control-room[serve]' (or textual-serve)")
     db = db_path(args)
     command = session_command(args)
     server = Server(command, host=args.host, port=args.port, title="LeMMing Control Room", public_url=args.public_url)
@@ -153,11 +189,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- the parser ----------------------------------------------------------------------------
 
 
-def _add_room_args(p: argparse.ArgumentParser) -> None:
-    engine_cli.add_org_arg(p)
-    engine_cli.add_db_arg(p)
+def _add_screen_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mouse", action="store_true", help="turn mouse reporting off (useful over SSH)")
     p.add_argument("--theme", default=None, help="lemming-dark, lemming-light, lemming-contrast or lemming-ansi")
+
+
+def _add_room_args(p: argparse.ArgumentParser) -> None:
+    add_org_arg(p)
+    add_db_arg(p)
+    _add_screen_args(p)
+
+
+def register_tui(sub: argparse._SubParsersAction) -> None:
+    """Add `tui`, the default command, to the `lemming` parser."""
+    p = sub.add_parser("tui", help="open the control room (the default command)")
+    add_tui_args(p)
+    p.set_defaults(func=cmd_tui)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -176,7 +223,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of a new run started from the picker")
     p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="tick interval of a fork or new run (default 1.0)")
     _add_room_args(p)
-    engine_cli.add_sim_args(p)
+    add_sim_args(p)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser(
@@ -202,7 +249,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", default=None, metavar="RUN", help="open this run (followed) instead of the run picker")
     p.add_argument("--allow-live", action="store_true", help="let browser sessions fork runs and start live runs")
     p.add_argument("--public-url", default=None, metavar="URL", help="the URL browsers reach the server at, if not http://HOST:PORT (a tunnel on another port, a proxy)")
-    engine_cli.add_org_arg(p)
-    engine_cli.add_db_arg(p)
+    add_org_arg(p)
+    add_db_arg(p)
     p.add_argument("--theme", default=None, help="theme of the browser sessions")
     p.set_defaults(func=cmd_serve)

@@ -1,6 +1,5 @@
 """`lemming runs`, `resume`, `fork` and `export`: the commands that work on recorded runs.
 
-engine/cli.py adds them to the `lemming` parser with `register(subparsers)`.
 Every failure of the database (missing, corrupt, locked, newer schema, no such
 run) is one red line and exit code 1, never a traceback.
 """
@@ -13,46 +12,32 @@ import json
 import sys
 import time
 from pathlib import Path
+
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lemming.engine.store import RunInfo, RunStore, StoreError, default_db_path, detached, writer_alive
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _cli():
-    # engine.cli imports this module; import it lazily to keep the cycle harmless.
-    from lemming.tui.cli import engine_cmds as cli
-
-    return cli
-
-
-def _db_path(args: argparse.Namespace) -> Path:
-    if getattr(args, "db", None):
-        return Path(args.db)
-    return default_db_path(getattr(args, "org", None) or Path("."))
-
-
-def _fail(msg: str) -> int:
-    _cli().err_console().print(f"[red]{escape(msg)}[/]", highlight=False)
-    return EXIT_FAIL
+from lemming.engine.recorded_run import HEADLESS, RecordedRun
+from lemming.engine.replay import Exporter
+from lemming.engine.store import RunStore, StoreError
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, run_settings
+from lemming.tui.cli.output import EXIT_OK, fail
+from lemming.tui.cli.run import run_headless
 
 
 def _run_async(coro) -> int:
     try:
         return asyncio.run(coro)
     except StoreError as e:
-        return _fail(str(e))
+        return fail(str(e))
 
 
 # --- runs --------------------------------------------------------------------------------
 
 
 async def _runs(args: argparse.Namespace) -> int:
-    db = _db_path(args)
+    db = db_path(args)
     if not db.exists():
         if args.json:
             return EXIT_OK
@@ -103,9 +88,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 async def _export(args: argparse.Namespace) -> int:
-    from lemming.engine.replay import Exporter
-
-    db = _db_path(args)
+    db = db_path(args)
     store = await RunStore.open(db, readonly=True)
     try:
         info = await store.get_run(args.run)
@@ -130,98 +113,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- resume and fork -----------------------------------------------------------------------
 
 
-def _check_not_running(info: RunInfo, force: bool) -> None:
-    if info.status == "running" and not force and writer_alive(info.writer) is not False:
-        who = info.writer or "another process"
-        raise StoreError(
-            f"run {info.id} is being recorded by {who}; stop it first (--force if that process is gone for good)"
-        )
-
-
-def _unstarted_state(info: RunInfo):
-    """A run killed after its row was written but before its start was: it ran nothing,
-    so it starts over from its definitions on disk, if they are still the same."""
-    from lemming.engine.org import OrgInvalid, load_org
-    from lemming.engine.state import OrgState
-
-    try:
-        org = load_org(info.org_path)
-    except OrgInvalid as e:
-        raise StoreError(f"run {info.id} recorded nothing yet and {info.org_path} does not load: {e.problems[0]}") from None
-    if info.definitions_hash and org.definitions_hash() != info.definitions_hash:
-        raise StoreError(
-            f"run {info.id} recorded nothing yet and its definitions have changed on disk since; start a new run"
-        )
-    return OrgState.initial(org)
-
-
 async def _continue(args: argparse.Namespace, fork: bool) -> int:
-    cli = _cli()
-    from lemming.engine.replay import fork_state
-
     console = Console(highlight=False)
-    db = _db_path(args)
-    if not db.exists():
-        raise StoreError(f"no run database at {db}")
-    store = await RunStore.open(db)
-    try:
-        info = await store.get_run(args.run)
-        if fork:
-            state = await fork_state(store, info.id, args.at)
-            start = args.at
-            if args.ticks is not None:
-                target: int | None = start + args.ticks
-            else:
-                target = info.target_ticks if info.target_ticks is not None and info.target_ticks > start else None
-            seed = args.seed if args.seed is not None else info.seed
-            from lemming.engine.engine import _new_run_id
-
-            run_id = _new_run_id()
-            await store.create_run(
-                run_id=run_id,
-                org_root=info.org_path,
-                seed=seed,
-                definitions_hash=state.org.definitions_hash(),
-                target_ticks=target,
-                parent_run=info.id,
-                fork_tick=start,
-                base_state=state,
-            )
-            parent, fork_tick = info.id, start
-        else:
-            _check_not_running(info, args.force)
-            state = detached(await store.state_at(info.id))
-            if not state.org.agents:
-                state = _unstarted_state(info)
-            start = state.tick
-            if args.ticks is not None:
-                target = start + args.ticks
-                await store.set_target(info.id, target)
-            else:
-                target = info.target_ticks
-            if target is not None and start >= target:
-                console.print(
-                    f"run {info.id} is complete: tick {start} of {target}; `lemming resume {info.id} --ticks N` runs N more"
-                )
-                return EXIT_OK
-            run_id, seed, parent, fork_tick = info.id, info.seed, info.parent_run, info.fork_tick
-        # The run goes on with the definitions it was recorded with, so that it continues
-        # exactly as it would have; edits on disk are picked up by a new run or a fork.
-        org = state.org
-        org.root = Path(info.org_path)
-        args.seed = seed
-        engine = cli.build_engine(
-            org, args, state=state, run_id=run_id, parent_run=parent, fork_tick=fork_tick,
-            recorder=store.recorder(run_id, state=state),  # the engine runs on this very state object
-        )
-        assert engine.state is state
+    db = db_path(args)
+    settings = run_settings(args, HEADLESS)
+    if fork:
+        run = await RecordedRun.fork(db, args.run, args.at, settings, ticks=args.ticks, seed=args.seed)
+    else:
+        run = await RecordedRun.resume(db, args.run, settings, ticks=args.ticks, force=args.force)
+    async with run:
+        engine = run.engine
+        if run.complete:
+            console.print(f"run {engine.run_id} is complete: tick {engine.tick} of {run.target_ticks}; `lemming resume {engine.run_id} --ticks N` runs N more")
+            return EXIT_OK
         if not args.json:
-            what = f"fork of {info.id} at tick {start}" if fork else f"resuming from tick {start}"
-            until = f" to tick {target}" if target is not None else " until Ctrl-C"
-            console.print(f"run [bold]{run_id}[/] ({what}){until}, recording to {escape(str(db))}")
-        return await cli.run_headless(engine, args, console, until_tick=target)
-    finally:
-        await store.close()
+            what = f"fork of {engine.parent_run} at tick {engine.fork_tick}" if fork else f"resuming from tick {engine.tick}"
+            until = f" to tick {run.target_ticks}" if run.target_ticks is not None else " until Ctrl-C"
+            console.print(f"run [bold]{engine.run_id}[/] ({what}){until}, recording to {escape(str(db))}")
+        return await run_headless(engine, args, console, until_tick=run.target_ticks)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -236,17 +145,15 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    cli = _cli()
-    cli.add_org_arg(p)
-    cli.add_db_arg(p)
+    add_org_arg(p)
+    add_db_arg(p)
 
 
 def _add_running(p: argparse.ArgumentParser) -> None:
-    cli = _cli()
     p.add_argument("--json", action="store_true", help="print the events as JSON lines instead of progress")
     p.add_argument("--tokens", action="store_true", help="with --json, include token deltas")
     p.add_argument("--concurrency", type=int, default=None, metavar="N", help="turns in flight at once")
-    cli.add_sim_args(p)
+    add_sim_args(p)
     p.set_defaults(interval=0.0, no_watch=True, no_record=False)
 
 
