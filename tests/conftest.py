@@ -11,6 +11,43 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+#: Provider variables a test session never runs with: the SDKs' own, and their base URLs.
+PROVIDER_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "OLLAMA_HOST")
+
+
+def _api_key_env_names() -> set[str]:
+    """Every `api_key_env` that a models.json (or example) in the repository names."""
+    names: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if k == "api_key_env" and isinstance(v, str):
+                    names.add(v)
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    for path in REPO.rglob("models*.json"):
+        if ".venv" in path.parts or ".git" in path.parts:
+            continue
+        try:
+            walk(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            continue
+    return names
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The session and every process it starts run without real keys: no test can reach a
+    # paid API or leak a key into a database, a snapshot or a log. Tests that need a key set
+    # a fake one themselves.
+    for var in {*PROVIDER_VARIABLES, *_api_key_env_names()}:
+        os.environ.pop(var, None)
+    for var in [v for v in os.environ if v.endswith(("_API_KEY", "_API_TOKEN"))]:
+        os.environ.pop(var)
+
 
 def write_resume(root: Path, name: str, **fields: Any) -> Path:
     data: dict[str, Any] = {
