@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ui": ("control room under a token storm (100 agents × 50 tokens/s)", "lag p95 < 100 ms; flat memory"),
     "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
     "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
+    "memory": ("RSS at ticks 10k, 50k, 100k of a demo-shaped run that never goes broke", "growth < 10 MB from the first mark to the last"),
 }
 
 FIGURE_KEYS = {
@@ -35,6 +36,7 @@ FIGURE_KEYS = {
     "ui": ["lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"],
     "replay": ["open_ms", "step_ms_p95", "step_back_ms_p95", "page_ms_p95", "jump_ms_p95"],
     "startup": ["first_paint_ms"],
+    "memory": ["rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"],
 }
 
 
@@ -62,6 +64,10 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.replay import bench_replay
 
         return [{"bench": "replay", **bench_replay(quick=quick)}]
+    if name == "memory":
+        from lemming.tui.bench.memory import bench_memory
+
+        return [{"bench": "memory", **bench_memory(quick=quick)}]
     if name == "startup":
         return [{"bench": "startup", **bench_startup(profile=profile and os.path.join(profile, "startup"))}]
     raise ValueError(f"unknown benchmark {name!r}")
@@ -208,7 +214,7 @@ def run_benchmarks(
     results: list[dict[str, Any]] = []
     for name in names:
         runs = []
-        for _ in range(1 if name in ("ui", "store", "replay") and not quick else repeats):
+        for _ in range(1 if name in ("ui", "store", "replay", "memory") and not quick else repeats):
             lines = _subprocess_one(name, quick, profile)
             runs.append(lines)
             if any("error" in ln for ln in lines):
