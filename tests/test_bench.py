@@ -16,6 +16,7 @@ REQUIRED = {
     "ui": {"tokens_per_s", "lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"},
     "replay": {"open_ms", "step_ms_p95"},
     "startup": {"first_paint_ms"},
+    "memory": {"rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"},
 }
 
 

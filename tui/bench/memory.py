@@ -93,7 +93,7 @@ async def _long_run(root: Path, marks: tuple[int, ...]) -> dict[str, Any]:
 
 
 def bench_memory(quick: bool = False) -> dict[str, Any]:
-    """RSS at the marks of one long run (quick: 1,000 / 5,000 / 10,000 ticks)."""
-    marks = (1_000, 5_000, 10_000) if quick else (10_000, 50_000, 100_000)
+    """RSS at the marks of one long run (quick: 1,000 / 2,000 / 3,000 ticks)."""
+    marks = (1_000, 2_000, 3_000) if quick else (10_000, 50_000, 100_000)
     with tempfile.TemporaryDirectory(prefix="lemming-memory-") as tmp:
         return asyncio.run(_long_run(make_long_run_org(Path(tmp)), marks))
