@@ -10,14 +10,13 @@ from typing import Any, Callable
 
 import pytest
 
-from lemming.engine import store as store_mod
 from lemming.engine.engine import Engine
 from lemming.engine.events import TickCompleted, TurnFinished
 from lemming.engine.org import load_org
 from lemming.engine.prompt import prompt_hash
 from lemming.engine.replay import ReplayCursor, export_dicts, fork_state
 from lemming.engine.state import OrgState
-from lemming.engine.store import RunStore, StoreError
+from lemming.engine.store import RunStore, StoreError, codec, schema, writes
 from tests.conftest import make_org, write_resume
 
 
@@ -167,7 +166,7 @@ def test_the_fold_may_skip_what_apply_ignores(tmp_path: Path) -> None:
         DefinitionRejected: DefinitionRejected(3, "agents/a/resume.json", ("bad",)),
         TickAborted: TickAborted(3),
     }
-    assert set(samples) == set(store_mod.FOLD_SKIPS)
+    assert set(samples) == set(codec.FOLD_SKIPS)
     state = OrgState.initial(load_org(rich_org(tmp_path / "org")))
     before = json.dumps(state.to_dict(), sort_keys=True, default=str), state.paused, state.stopped
     for ev in samples.values():
@@ -208,14 +207,14 @@ async def test_a_failed_write_leaves_no_partial_tick_and_the_run_resumes(tmp_pat
     reference = [json.dumps(d, sort_keys=True) for d in export_dicts(await ref_store.events(ref_engine.run_id), canonical_form=True)]
     await ref_store.close()
 
-    real_insert_turns = store_mod._insert_turns
+    real_insert_turns = writes.insert_turns
 
     def failing_insert_turns(conn, plan):
         real_insert_turns(conn, plan)  # the batch and its turns are written ...
         if plan.kind == "tick" and plan.tick == 6:
             raise sqlite3.OperationalError("disk I/O error (injected)")  # ... then the transaction fails
 
-    monkeypatch.setattr(store_mod, "_insert_turns", failing_insert_turns)
+    monkeypatch.setattr(writes, "insert_turns", failing_insert_turns)
     org = load_org(org_dir)
     store = await RunStore.open(db, snapshot_every=2)
     engine = Engine(org, seed=2)
@@ -224,7 +223,7 @@ async def test_a_failed_write_leaves_no_partial_tick_and_the_run_resumes(tmp_pat
     with pytest.raises(StoreError, match="injected"):
         await engine.run(ticks=10)
     assert engine.state.tick == 5  # the engine did not apply what was not recorded
-    monkeypatch.setattr(store_mod, "_insert_turns", real_insert_turns)
+    monkeypatch.setattr(writes, "insert_turns", real_insert_turns)
     con = sqlite3.connect(db)
     try:
         assert con.execute("SELECT count(*) FROM batches WHERE tick >= 6 AND kind = 'tick'").fetchone()[0] == 0
@@ -319,7 +318,7 @@ async def test_runs_list_get_by_prefix_and_status(tmp_path: Path) -> None:
         assert (await store.last_run(org_dir)).id in {r.id for r in runs}
         assert await store.last_run(tmp_path / "elsewhere") is None
         # A run whose writer died without a RunStopped is "interrupted".
-        await store._call(lambda c: c.execute("UPDATE runs SET writer='%s:999999:1' WHERE id=?" % __import__("socket").gethostname(), (runs[1].id,)))
+        await store.db.call(lambda c: c.execute("UPDATE runs SET writer='%s:999999:1' WHERE id=?" % __import__("socket").gethostname(), (runs[1].id,)))
         assert (await store.get_run(runs[1].id)).status == "interrupted"
     finally:
         await store.close()
@@ -360,7 +359,7 @@ async def test_a_newer_schema_is_refused_and_an_older_one_migrated(tmp_path: Pat
             await RunStore.open(db, readonly=ro)
 
     con = sqlite3.connect(db)
-    con.execute(f"PRAGMA user_version = {store_mod.SCHEMA_VERSION}")
+    con.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
     con.commit()
     con.close()
     # Pretend this lemming is one schema ahead, with a migration for the step.
@@ -370,8 +369,8 @@ async def test_a_newer_schema_is_refused_and_an_older_one_migrated(tmp_path: Pat
         calls.append(1)
         conn.execute("ALTER TABLE runs ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", store_mod.SCHEMA_VERSION + 1)
-    monkeypatch.setitem(store_mod.MIGRATIONS, store_mod.SCHEMA_VERSION - 1, migrate)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(schema.MIGRATIONS, schema.SCHEMA_VERSION - 1, migrate)
     with pytest.raises(StoreError, match="older store schema"):
         await RunStore.open(db, readonly=True)  # a reader never migrates
     store = await RunStore.open(db)
@@ -382,7 +381,7 @@ async def test_a_newer_schema_is_refused_and_an_older_one_migrated(tmp_path: Pat
     finally:
         await store.close()
     con = sqlite3.connect(db)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION
+    assert con.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     con.close()
 
 
@@ -455,7 +454,7 @@ async def test_a_damaged_prompt_is_detected(tmp_path: Path) -> None:
 
 
 async def test_the_wal_stays_bounded_while_a_reader_keeps_reading(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(store_mod, "WAL_TRUNCATE_BYTES", 256 * 1024)
+    monkeypatch.setattr(schema, "WAL_TRUNCATE_BYTES", 256 * 1024)
     org_dir = make_org(tmp_path / "org", {f"a{i}": {"reads": ["*"]} for i in range(8)})
     db = tmp_path / "runs.db"
     stop = asyncio.Event()

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from lemming.engine.store import APPLICATION_ID, RunStore
+from lemming.engine.store import RunStore
+from lemming.engine.store.schema import APPLICATION_ID
 from tests.conftest import REPO, make_org
 
 LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
@@ -172,7 +173,7 @@ def test_a_run_killed_before_its_first_tick_resumes_from_the_start(tmp_path: Pat
         try:
             await store.create_run(run_id="bare", org_root=root, seed=2, definitions_hash=load_org(root).definitions_hash(),
                                    target_ticks=4)
-            await store._call(lambda c: c.execute("UPDATE runs SET writer='gone:1:1' WHERE id='bare'"))
+            await store.db.call(lambda c: c.execute("UPDATE runs SET writer='gone:1:1' WHERE id='bare'"))
         finally:
             await store.close()
 

@@ -30,7 +30,7 @@ def _die() -> None:
 
 
 def _arm(point: str, k: int) -> None:
-    from lemming.engine import store
+    from lemming.engine.store import snapshots, writes
 
     seen = {"n": 0}
 
@@ -39,54 +39,54 @@ def _arm(point: str, k: int) -> None:
         return seen["n"] >= k
 
     if point == "tx-begun":
-        orig = store._update_run
+        orig = writes.update_run
 
-        def _update_run(conn, p):  # type: ignore[no-untyped-def]
+        def update_run(conn, p):  # type: ignore[no-untyped-def]
             orig(conn, p)
             if p.kind == "tick" and hit():
                 _die()
 
-        store._update_run = _update_run
+        writes.update_run = update_run
     elif point == "tx-committed":
-        orig_tx = store._write_tx
+        orig_tx = writes.write_tx
 
-        def _write_tx(conn, path, p):  # type: ignore[no-untyped-def]
-            orig_tx(conn, path, p)
+        def write_tx(conn, p):  # type: ignore[no-untyped-def]
+            orig_tx(conn, p)
             if p.kind == "tick" and hit():
                 _die()
 
-        store._write_tx = _write_tx
+        writes.write_tx = write_tx
     elif point == "snapshot-tx":
-        orig_snap = store._write_snapshot
+        orig_snap = writes.write_snapshot
 
-        def _write_snapshot(conn, path, rid, batch, tick, body, defs_hash, defs_blob):  # type: ignore[no-untyped-def]
+        def write_snapshot(conn, rid, batch, tick, body, defs_hash, defs_blob):  # type: ignore[no-untyped-def]
             if hit():
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT OR IGNORE INTO texts (hash, body) VALUES (?,?)", (defs_hash, defs_blob))
                 conn.execute("INSERT OR REPLACE INTO snapshots (rid, batch, tick, body) VALUES (?,?,?,?)", (rid, batch, tick, body))
                 _die()
-            return orig_snap(conn, path, rid, batch, tick, body, defs_hash, defs_blob)
+            return orig_snap(conn, rid, batch, tick, body, defs_hash, defs_blob)
 
-        store._write_snapshot = _write_snapshot
+        writes.write_snapshot = write_snapshot
     elif point == "snapshot-build":
-        orig_body = store._snapshot_body
+        orig_body = snapshots.snapshot_body
 
-        def _snapshot_body(state, codec):  # type: ignore[no-untyped-def]
+        def snapshot_body(state, codec):  # type: ignore[no-untyped-def]
             out = orig_body(state, codec)
             if hit():
                 _die()
             return out
 
-        store._snapshot_body = _snapshot_body
+        snapshots.snapshot_body = snapshot_body
     elif point == "wal-reset":
-        orig_wal = store._maybe_truncate_wal
+        orig_wal = writes.maybe_truncate_wal
 
-        def _maybe_truncate_wal(conn, path):  # type: ignore[no-untyped-def]
+        def maybe_truncate_wal(conn, path, busy_ms):  # type: ignore[no-untyped-def]
             if hit():
                 _die()
-            return orig_wal(conn, path)
+            return orig_wal(conn, path, busy_ms)
 
-        store._maybe_truncate_wal = _maybe_truncate_wal
+        writes.maybe_truncate_wal = maybe_truncate_wal
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

@@ -1,0 +1,177 @@
+"""The run database's connection: one sqlite3 connection, driven by a thread of its own.
+
+SQLite calls block, and the engine and the control room share one asyncio loop that
+must not. Every piece of database work is a plain function ``fn(conn, *args)`` (see
+schema.py, writes.py, queries.py) that `Database.call` runs on this thread in one
+hop — a whole transaction, or a whole read with its decompression — in the order the
+calls were made. Work that was queued runs even if its caller stops waiting, so a
+transaction is never cut short by a cancelled task; the thread is not a daemon, so a
+COMMIT under way finishes before the process exits.
+
+This is the pattern aiosqlite implements, whose public API runs one statement per
+hop; the store used its private hooks (``Connection._execute``, ``._conn``) to run a
+function per hop. It owns the thread instead, with the standard library only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pickle
+import sqlite3
+import threading
+import zlib
+from functools import partial
+from pathlib import Path
+from queue import SimpleQueue
+from typing import Any, Callable, Iterator, Sequence
+
+from lemming.engine.store.errors import StoreError, sqlite_error
+
+#: put on the job queue: the thread ends
+_STOP = None
+
+
+def _settle(fut: asyncio.Future, ok: bool, value: Any) -> None:
+    if not fut.done():  # its waiter may have been cancelled
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+def _serve(jobs: SimpleQueue) -> None:
+    """The database thread: run each job in turn and hand its outcome to its waiter's loop."""
+    while True:
+        job = jobs.get()
+        if job is _STOP:
+            return
+        fut, fn = job
+        try:
+            value, ok = fn(), True
+        except BaseException as e:  # handed to the waiter, whatever it is
+            value, ok = e, False
+        if fut is not None:
+            try:
+                fut.get_loop().call_soon_threadsafe(_settle, fut, ok, value)
+            except RuntimeError:  # the waiter's loop is closed: nobody is waiting any more
+                pass
+        # Hold nothing while waiting for the next job: the last one may refer to its Database.
+        del job, fut, fn, value
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if anything in it fails (on the
+    database thread; the connection is in autocommit mode, isolation_level=None)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class Database:
+    """One open run database: its sqlite3 connection and the thread that uses it.
+
+    Open with `await Database.open(...)`, close with `await close()`. `call` runs a
+    function on the thread and turns what SQLite, zlib and the unpickler raise into
+    one-line `StoreError`s naming the file.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool, busy_ms: int) -> None:
+        self.path = path
+        self.readonly = readonly
+        #: the lock wait chosen at opening (a short-timeout checkpoint restores it)
+        self.busy_ms = busy_ms
+        #: hashes of the `texts` rows known to be in the file (a writer sends each once)
+        self.known_texts: set[str] = set()
+        self._conn: sqlite3.Connection | None = None  # used on the thread only
+        self._jobs: SimpleQueue = SimpleQueue()
+        # The thread gets the queue, not this object: an unclosed Database can be collected.
+        self._thread = threading.Thread(target=_serve, args=(self._jobs,), name=f"lemming-store:{path.name}")
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, target: str, *, readonly: bool, timeout: float) -> "Database":
+        """Connect to `target` (a path, or a ``file:`` URI when `readonly`) on a new thread."""
+        db = cls(path, readonly=readonly, busy_ms=int(timeout * 1000))
+        db._thread.start()
+        try:
+            db._conn = await db._submit(
+                partial(sqlite3.connect, target, uri=readonly, isolation_level=None, timeout=timeout)
+            )
+        except BaseException as e:
+            db._closed = True
+            db._jobs.put(_STOP)
+            if isinstance(e, sqlite3.Error):
+                raise sqlite_error(path, e) from None
+            raise
+        return db
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_writable(self) -> None:
+        """StoreError if this database was opened read-only."""
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only")
+
+    def _submit(self, fn: Callable[[], Any]) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self._jobs.put((fut, fn))
+        return fut
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run `fn(sqlite3_connection, *args)` on the database thread (one hop for a
+        whole transaction or a whole read)."""
+        if self._closed:
+            raise StoreError(f"{self.path}: the store is closed")
+
+        def run() -> Any:
+            try:
+                return fn(self._conn, *args)
+            except StoreError:
+                raise
+            except sqlite3.Error as e:
+                raise sqlite_error(self.path, e) from None
+            except zlib.error as e:
+                raise StoreError(f"{self.path} is corrupt: a compressed record does not decompress ({e})") from None
+            except (pickle.UnpicklingError, EOFError) as e:
+                raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
+
+        return await self._submit(run)
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """The rows of one query."""
+        return await self.call(lambda c: c.execute(sql, params).fetchall())
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        """The first row of one query (None: no row)."""
+        return await self.call(lambda c: c.execute(sql, params).fetchone())
+
+    async def close(self) -> None:
+        """Refuse new calls, let the queued ones finish, close the connection, end the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._submit(self._disconnect)
+        finally:
+            self._jobs.put(_STOP)
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __del__(self) -> None:
+        # Never closed (an error on the way): close the connection on its thread, end the thread.
+        conn = self._conn
+        if not self._closed and conn is not None:
+            self._jobs.put((None, conn.close))
+            self._jobs.put(_STOP)

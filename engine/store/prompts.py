@@ -1,0 +1,73 @@
+"""A turn's prompt as the store keeps it, and rebuilt.
+
+A turn's prompt is a list of messages. Everything but the last message (the system
+message: the same turn after turn) is stored once in `texts`, by hash; the last one
+goes into the batch's `prompts` blob as the item ``[head hash, message]`` (``null``:
+no prompt), all of a tick's turns compressed together (they share the structure and
+the messages the agents read). A rebuilt prompt is checked against the turn record's
+`prompt_hash`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Callable
+
+from lemming.engine.events import TurnRecord
+from lemming.engine.prompt import prompt_hash
+from lemming.engine.store.encoding import PROMPT_LEVEL, dumps, loads, text_hash
+from lemming.engine.store.errors import StoreError
+
+
+class PromptHeads:
+    """The writer's side: splits prompts into stored items, remembering the hash of each
+    head it has seen (a head rarely changes; hashing it every turn would cost more)."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[tuple, str] = {}  # prompt head (as tuples) → its text hash
+
+    def item(self, prompt: list[dict[str, Any]], known: set[str], texts: dict[str, bytes]) -> list[Any] | None:
+        """The stored item of `prompt`. A head whose hash is new here and not in `known`
+        (the texts already in the file) is added to `texts`: hash → compressed text."""
+        hh = None
+        if len(prompt) > 1:
+            # The head (the system message) rarely changes: look it up by content.
+            heads = self._hashes
+            try:
+                key: tuple | None = (
+                    (tuple(prompt[0].items()),) if len(prompt) == 2 else tuple(tuple(m.items()) for m in prompt[:-1])
+                )
+                hh = heads.get(key)  # type: ignore[arg-type]
+            except (TypeError, AttributeError):
+                key = None
+            if hh is None:
+                head = dumps(prompt[:-1])
+                hh = text_hash(head)
+                if key is not None:
+                    if len(heads) > 4096:
+                        heads.clear()
+                    heads[key] = hh
+                if hh not in known:
+                    texts[hh] = zlib.compress(head, PROMPT_LEVEL)
+        return [hh, prompt[-1]] if prompt else None
+
+
+def _join(item: Any, head: Callable[[str], bytes]) -> list[dict[str, Any]]:
+    """A prompt from its stored item: null (no prompt) or [head hash or null, last message]."""
+    if item is None:
+        return []
+    hh, last = item
+    return [*(loads(head(hh)) if hh else []), last]
+
+
+def rebuild_prompt(run_id: str, rec: TurnRecord, line: tuple[Any, dict[str, bytes]]) -> list[dict[str, Any]]:
+    """The prompt of `rec` from its stored item and the head texts it refers to (hash →
+    text), checked against the record's hash."""
+    item, heads = line
+    try:
+        prompt = _join(item, lambda h: heads[h])
+    except (KeyError, ValueError, TypeError) as e:
+        raise StoreError(f"run {run_id}: the prompt of {rec.agent} at tick {rec.tick} does not decode ({e})") from None
+    if prompt_hash(prompt) != rec.prompt_hash:
+        raise StoreError(f"run {run_id}: the rebuilt prompt of {rec.agent} at tick {rec.tick} does not match its hash")
+    return prompt
