@@ -16,6 +16,7 @@ from lemming.engine.events import (
     CommandApplied,
     CreditsCharged,
     CreditsToppedUp,
+    EVENT_TYPES,
     DefinitionsReloaded,
     Event,
     MemoryChanged,
@@ -235,6 +236,10 @@ _APPLY: dict[type, Any] = {
     DefinitionsReloaded: OrgState._apply_reload,
     RunStopped: OrgState._apply_stopped,
 }
+
+#: Recorded events `OrgState.apply` leaves the state alone for (it has no case for them):
+#: the store's fold need not even build them.
+FOLD_SKIPS: frozenset[type[Event]] = frozenset(t for t in EVENT_TYPES.values() if t.persistent) - _APPLY.keys()
 
 
 def _record_dict(r: TurnRecord) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_org, write_resume
-from lemming.tui.app import ControlRoom, build_engine
-from tests.support.app_driver import advance, settle, wait_for
+from lemming.tui.app import ControlRoom
+from tests.support.app_driver import advance, settle, sim_engine, wait_for
 from lemming.tui.widgets.line_table import LineTable
 
 SIZE = (110, 30)  # the smallest wide layout: every pane on screen
@@ -41,7 +41,7 @@ def org_with_broken_model(root: Path) -> Path:
 
 
 def make_app(org: Path, tmp_path: Path, *, paused: bool = True, tokens_per_s: float = 0, interval: float = 0.0, **kw) -> ControlRoom:
-    engine = build_engine(org, seed=1, paused=paused, interval=interval, sim_tokens_per_s=tokens_per_s, run_id="test-run")
+    engine = sim_engine(org, seed=1, paused=paused, interval=interval, tokens_per_s=tokens_per_s, run_id="test-run")
     return ControlRoom(
         engine,
         config_dir=tmp_path / "cfg",
@@ -385,28 +385,35 @@ async def test_stream_shows_the_selected_agent_and_all_mode_tags_lines(org_dir: 
         assert {line.split(" │ ")[0].strip() for line in tagged} >= {"alice", "bob"}
 
 
-async def test_every_footer_key_is_in_help_and_every_action_in_the_palette(org_dir: Path, tmp_path: Path) -> None:
-    from lemming.tui.commands import ACTIONS, ControlRoomCommands
-    from lemming.tui.screens.help import KEYS
+async def test_keys_help_and_palette_come_from_one_table(org_dir: Path, tmp_path: Path) -> None:
+    """Every bound key of each mode is in that mode's help; every palette entry runs an action that exists."""
+    from lemming.tui.actions import LIVE, REPLAY, bindings, palette
+    from lemming.tui.commands import RoomCommands
+    from lemming.tui.screens.help import help_text
     from lemming.tui.screens.main import MainScreen
+    from lemming.tui.screens.replay import ReplayScreen
 
-    help_keys = " ".join(k for _, k, _ in KEYS)
-    palette_actions = {a for _, _, a in ACTIONS}
-    for b in MainScreen.BINDINGS:
-        assert b.id, f"binding {b.key} has no id"
-        action = b.action.removeprefix("app.")
-        key = b.key_display or b.key
-        key = {"question_mark": "?", "plus": "+", "minus": "-"}.get(key, key)
-        key = "1-5" if key.isdigit() else key
-        assert key.split("/")[0] in help_keys, f"{key} missing from help"
-        assert action.split("(")[0] in {a.split("(")[0] for a in palette_actions} or action.startswith(("next_pane", "show_pane")), action
+    shown_as = {"question_mark": "?", "plus": "+", "minus": "-", "left": "←", "right": "→", "pageup": "PgUp", "pagedown": "PgDn"}
+    for mode, screen in ((LIVE, MainScreen), (REPLAY, ReplayScreen)):
+        assert [b.id for b in screen.BINDINGS] == [b.id for b in bindings(mode)]
+        text = help_text(mode).plain
+        for b in screen.BINDINGS:
+            assert b.id, f"binding {b.key} has no id"
+            key = shown_as.get(b.key, b.key)
+            key = "1-5" if key.isdigit() else key
+            assert key in text, f"{mode}: {key} missing from help"
+    assert "fork" in help_text(REPLAY).plain and "fork" not in help_text(LIVE).plain
     app = make_app(org_dir, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        provider = ControlRoomCommands(app.screen)
+        for _, _, action in palette(LIVE):
+            namespace, _, name = action.partition(".")
+            target = app if namespace == "app" else app.screen
+            assert hasattr(target, "action_" + name.split("(")[0]), action
+        provider = RoomCommands(app.screen)
         titles = [hit.display for hit in [h async for h in provider.discover()]]
         assert any("Theme: High contrast" in str(t) for t in titles)
-        assert len(titles) == len(ACTIONS) + 4
+        assert len(titles) == len(palette(LIVE)) + 4
         await pilot.press("question_mark")
         await pilot.pause()
         assert type(app.screen).__name__ == "HelpScreen"
@@ -502,7 +509,7 @@ async def test_an_engine_error_stops_the_run_and_is_shown(org_dir: Path, tmp_pat
             if any(type(e).__name__ == "TickCompleted" for e in events):
                 raise OSError("disk full")
 
-    engine = build_engine(org_dir, seed=1, paused=True, interval=0, sim_tokens_per_s=0, run_id="test-run", recorder=FailingRecorder())
+    engine = sim_engine(org_dir, seed=1, paused=True, interval=0, tokens_per_s=0, run_id="test-run", recorder=FailingRecorder())
     app = ControlRoom(engine, config_dir=tmp_path / "cfg", wall_clock=False, animations=False, pump_interval=0.02)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: engine.running, what="the run")

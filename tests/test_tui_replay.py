@@ -21,7 +21,7 @@ import pytest
 from lemming.engine.events import MemoryChanged
 from lemming.engine.store import RunStore
 from tests.conftest import make_org
-from lemming.tui.app import ControlRoom, build_engine
+from lemming.tui.app import ControlRoom
 from lemming.tui.model import RunView
 from lemming.tui.replay import VIEW_SKIPS, ReplayPosition, ReplaySource
 from lemming.tui.replay_app import ReplayRoom
@@ -29,7 +29,7 @@ from lemming.tui.screens.inspector import InspectorScreen
 from lemming.tui.screens.main import MainScreen
 from lemming.tui.screens.replay import ReplayScreen
 from lemming.tui.screens.runs import RunsScreen
-from tests.support.app_driver import advance, settle, wait_for
+from tests.support.app_driver import advance, settle, sim_engine, wait_for
 from lemming.tui.widgets.line_table import LineTable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ async def record_live(org: Path, db: Path, cfg: Path) -> tuple[dict[int, dict], 
     """Run the live control room on `org`, recording to `db`: TICKS ticks, an injected
     message and a top-up on the way. Returns the panes at each sample tick and, at
     each, the last turn records the engine held."""
-    engine = build_engine(org, seed=3, paused=True, interval=0.0, sim_tokens_per_s=0, run_id=RUN)
+    engine = sim_engine(org, seed=3, paused=True, interval=0.0, tokens_per_s=0, run_id=RUN)
     app = ControlRoom(engine, config_dir=cfg, wall_clock=False, cursor_blink=False, animations=False, pump_interval=0.02, record=db, watch=False)
     seen: dict[int, dict] = {}
     turns: dict[int, object] = {}
@@ -164,7 +164,7 @@ async def test_replay_shows_every_pane_as_it_was_live(recording, db: Path, tmp_p
                 assert got[pane] == want, f"{pane} at tick {t}"
             # The engine's last turns at that tick, whole (prompts included, as the store rebuilds them).
             for name, rec in live_turns[t].items():  # type: ignore[union-attr]
-                assert screen.engine.state.last_turn[name].raw_output == rec.raw_output
+                assert screen.source.state.last_turn[name].raw_output == rec.raw_output
         # The injected message and the top-up are where they happened: on tick 4's row.
         row4 = next(r for r in rows(screen.timeline) if r.strip().split()[0] == "4")
         assert "✉→alice" in row4 and "+2.5→bob" in row4
@@ -305,7 +305,7 @@ async def test_replay_and_the_run_picker_never_write(db: Path, tmp_path: Path) -
 
 async def test_the_live_control_room_lists_recorded_runs(db: Path, tmp_path: Path) -> None:
     org = org_four(tmp_path / "org")
-    engine = build_engine(org, seed=1, paused=True, interval=0.0, sim_tokens_per_s=0, run_id="live-now")
+    engine = sim_engine(org, seed=1, paused=True, interval=0.0, tokens_per_s=0, run_id="live-now")
     app = ControlRoom(engine, config_dir=tmp_path / "cfg", wall_clock=False, cursor_blink=False, animations=False, record=db, watch=False)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.recording is not None, what="the recording")
@@ -323,7 +323,7 @@ async def test_definition_changes_show_where_they_happened(tmp_path: Path) -> No
 
     org = org_four(tmp_path / "org")
     db = tmp_path / "runs.db"
-    engine = build_engine(org, seed=4, interval=0.0, sim_tokens_per_s=0, run_id="reloaded")
+    engine = sim_engine(org, seed=4, interval=0.0, tokens_per_s=0, run_id="reloaded")
     store = await RunStore.open(db)
     await store.create_run(run_id="reloaded", org_root=org, seed=4, definitions_hash=engine.org.definitions_hash(), target_ticks=None)
     engine.recorder = store.recorder("reloaded", state=engine.state)
@@ -336,7 +336,7 @@ async def test_definition_changes_show_where_they_happened(tmp_path: Path) -> No
     async with app.run_test(size=SIZE) as pilot:
         screen = await replay_screen(pilot, app)
         await go(pilot, screen, 3)
-        assert "erin" not in screen.view.order and "erin" not in screen.engine.org.agents
+        assert "erin" not in screen.view.order and "erin" not in screen.source.org.agents
         await pilot.press("right")
         await at_tick(pilot, screen, 4)
         assert "erin" in screen.view.order and any(r.split()[1] == "erin" for r in rows(screen.roster))
@@ -390,7 +390,7 @@ async def test_watch_follows_a_run_written_by_another_process(tmp_path: Path) ->
 
             def done() -> bool:
                 modes.add(screen.status.mode)
-                return screen.position.tick == ticks and not screen.source.writing
+                return screen.position.tick == ticks and not screen.recorded.writing
 
             try:
                 await wait_for(pilot, done, timeout=60, what="the watcher to reach the writer's last tick")
@@ -416,7 +416,7 @@ async def test_replay_source_folds_agree_with_the_store(tmp_path: Path) -> None:
     """Stepping forward from a light state gives what the store's fold gives."""
     org = org_four(tmp_path / "org")
     db = tmp_path / "runs.db"
-    engine = build_engine(org, seed=5, interval=0.0, sim_tokens_per_s=0, run_id="headless")
+    engine = sim_engine(org, seed=5, interval=0.0, tokens_per_s=0, run_id="headless")
     store = await RunStore.open(db)
     await store.create_run(run_id="headless", org_root=org, seed=5, definitions_hash=engine.org.definitions_hash(), target_ticks=12)
     engine.recorder = store.recorder("headless", state=engine.state)
@@ -429,7 +429,7 @@ async def test_replay_source_folds_agree_with_the_store(tmp_path: Path) -> None:
         for t in range(2, 13):
             await pos.goto(t)
             truth = await source.store.state_at("headless", t, prompts=False)
-            got = pos.engine.state
+            got = pos.at.state
             assert (got.tick, got.credits, got.spent, got.sent, got.enabled) == (truth.tick, truth.credits, truth.spent, truth.sent, truth.enabled)
             assert {k: v.raw_output for k, v in got.last_turn.items()} == {k: v.raw_output for k, v in truth.last_turn.items()}
         assert pos.view.committed_tick == 12

@@ -16,10 +16,9 @@ import pytest
 from pytest_textual_snapshot import SVGImageExtension
 
 from lemming.engine.store import RunStore
-from lemming.tui.app import build_engine
 from lemming.tui.replay_app import ReplayRoom
 from lemming.tui.screens.replay import ReplayScreen
-from tests.support.app_driver import REPO, wait_for
+from tests.support.app_driver import REPO, sim_engine, wait_for
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 _original_dirname = SVGImageExtension.dirname.__func__  # type: ignore[attr-defined]
@@ -40,7 +39,7 @@ AT = 3
 
 
 async def _record(db: Path) -> None:
-    engine = build_engine(REPO, seed=7, interval=0.0, sim_tokens_per_s=0, run_id=RUN)
+    engine = sim_engine(REPO, seed=7, interval=0.0, tokens_per_s=0, run_id=RUN)
     store = await RunStore.open(db)
     try:
         await store.create_run(run_id=RUN, org_root=REPO, seed=7, definitions_hash=engine.org.definitions_hash(), target_ticks=TICKS)

@@ -1,4 +1,4 @@
-"""The command palette (ctrl+p): every control-room action, plus the themes."""
+"""The command palette (ctrl+p): the room's actions in its mode (from the action table), and the themes."""
 
 from __future__ import annotations
 
@@ -7,49 +7,21 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from lemming.tui.actions import palette
 from lemming.themes import theme_label, themes
 
 if TYPE_CHECKING:
-    from lemming.tui.app import ControlRoom
-
-#: Pane and view actions: the same in live and replay mode.
-VIEW_ACTIONS: tuple[tuple[str, str, str], ...] = (
-    ("Stream: selected agent / all agents", "a in the stream pane", "toggle_stream_mode"),
-    ("Messages: list / matrix", "m in the messages pane", "toggle_graph_mode"),
-    ("Show the agents pane", "1", "show_pane('roster')"),
-    ("Show the stream pane", "2", "show_pane('stream')"),
-    ("Show the credits pane", "3", "show_pane('credits')"),
-    ("Show the timeline pane", "4", "show_pane('timeline')"),
-    ("Show the messages pane", "5", "show_pane('graph')"),
-)
-
-#: (title, help, action name with arguments) — the action runs on the app.
-ACTIONS: tuple[tuple[str, str, str], ...] = (
-    ("Pause / resume the run", "space — applied at the next tick boundary", "toggle_pause"),
-    ("Step one tick", "n — exactly one tick, while paused", "step"),
-    ("Inject a message", "i — from the operator to some agents or all", "inject"),
-    ("Top up the selected agent", "t — add credits", "top_up"),
-    ("Enable / disable the selected agent", "e", "toggle_enabled"),
-    ("Longer tick interval", "+ — slower ticks", "slower"),
-    ("Shorter tick interval", "- — faster ticks", "faster"),
-    ("Inspect the selected turn", "enter — prompt, reply, parsed, usage, error", "inspect"),
-    ("Abort the tick in flight", "cancel its calls; nothing of it is committed; the run pauses", "abort_tick"),
-    *VIEW_ACTIONS,
-    ("Edit the selected agent's resume.json", "E — in $EDITOR; applied at the next tick", "edit_agent"),
-    ("Rejected agent files", "D — files whose last edit did not validate", "show_rejected"),
-    ("Recorded runs", "ticks, spend, status, parent of each run in the database (lemming replay opens one)", "runs"),
-    ("Help", "? — keys and legend", "help"),
-    ("Quit", "q — stops the run cleanly", "quit"),
-)
+    from lemming.tui.room import Room
 
 
-class ControlRoomCommands(Provider):
-    """Actions of the control room and its themes, by name."""
+class RoomCommands(Provider):
+    """The actions of the room's mode (live, replay or the run picker) and its themes, by name."""
 
     def _commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
-        app: ControlRoom = self.app  # type: ignore[assignment]
-        for title, help_text, action in ACTIONS:
-            yield title, help_text, partial(app.run_action, action)
+        app: Room = self.app  # type: ignore[assignment]  (a Provider knows only App)
+        for title, help_text, action in palette(app.mode):
+            if app.offers(action):
+                yield title, help_text, partial(app.run_action, action)
         for theme in themes():
             yield (
                 f"Theme: {theme_label(theme.name)}",

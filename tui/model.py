@@ -12,9 +12,11 @@ agent and the message-volume window, so memory stays flat on a long run.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Callable, Iterable, Self
 
 from lemming.engine.events import (
     AgentSkipped,
@@ -23,6 +25,7 @@ from lemming.engine.events import (
     CreditsCharged,
     CreditsToppedUp,
     DefinitionRejected,
+    EVENT_TYPES,
     DefinitionsReloaded,
     Event,
     MessageCommitted,
@@ -120,6 +123,19 @@ class AgentView:
         lo = now_tick - ticks
         return sum(a for t, a in self.charges if t > lo) / max(1, ticks)
 
+    def copy(self) -> "AgentView":
+        """A copy whose deques are its own (`dataclasses.replace` in half the time: a
+        replay view copy makes one per agent, on every cursor step)."""
+        c = object.__new__(AgentView)
+        for name in _AGENT_FIELDS:
+            object.__setattr__(c, name, getattr(self, name))
+        c.history = deque(self.history, maxlen=self.history.maxlen)
+        c.charges = deque(self.charges, maxlen=self.charges.maxlen)
+        return c
+
+
+_AGENT_FIELDS = tuple(f.name for f in dataclasses.fields(AgentView))
+
 
 @dataclass(slots=True)
 class Changes:
@@ -151,7 +167,21 @@ class Changes:
 
 
 class RunView:
-    """The control room's fold of the event stream (see the module docstring)."""
+    """The control room's fold of the event stream (see the module docstring).
+
+    It keeps what the organisation's state does not (timeline rows, the replies being
+    streamed, who is thinking, recent turns, charges and message volumes); what the state
+    keeps (tick, credits, spend, interval, paused, stopped) the panes read from the run
+    source's state, never from here.
+    """
+
+    #: Event type -> the method that folds it; built per class from `FOLDS` (a subclass
+    #: that overrides one of the methods gets its own in its table).
+    _fold: dict[type[Event], Callable[["RunView", Any, Changes], None]] = {}
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls._fold = _fold_table(cls)
 
     def __init__(self, agent_names: Iterable[str] = ()) -> None:
         self.run_id: str = ""
@@ -162,15 +192,10 @@ class RunView:
         self._row_index: dict[int, TickRow] = {}
         self.committed_tick = 0
         self.running_tick: int | None = None
-        self.paused = False
-        self.stopped: str | None = None
-        self.total_spend = 0.0
-        self.interval = 0.0
         #: Per tick: (sender, recipient or "*") -> messages; the graph sums the window.
         self.volumes: deque[tuple[int, Counter[tuple[str, str]]]] = deque(maxlen=RECENT_TICKS)
         self.tick_spend: deque[tuple[int, float]] = deque(maxlen=RECENT_TICKS)
         self.operator_sent = 0
-        self._pending_ops: list[str] = []
         self.events_seen = 0
         for name in agent_names:
             self._adopt(name)
@@ -212,6 +237,33 @@ class RunView:
                 return rec
         return None
 
+    # --- copies --------------------------------------------------------------------------
+
+    def copy(self) -> Self:
+        """A copy of the view such that later folds into either leave the other alone.
+
+        Containers are copied one level down, and so are the agents' views and the
+        timeline rows still being folded; turn records are shared (never changed once
+        folded).
+        """
+        c = copy.copy(self)
+        c.agents = {n: a.copy() for n, a in self.agents.items()}
+        c.order = list(self.order)
+        c.positions = dict(self.positions)
+        c.volumes = deque(((t, Counter(cnt)) for t, cnt in self.volumes), maxlen=self.volumes.maxlen)
+        c.tick_spend = deque(self.tick_spend, maxlen=self.tick_spend.maxlen)
+        self._copy_rows(c)
+        return c
+
+    def restore(self, other: "RunView") -> None:
+        """Make this view (the object the panes hold) a copy of `other`."""
+        vars(self).update(vars(other.copy()))
+
+    def _copy_rows(self, c: Self) -> None:
+        """Give the copy `c` timeline rows of its own where they may still change."""
+        c.rows = deque((unfinished_copy(r) for r in self.rows), maxlen=self.rows.maxlen)
+        c._row_index = {r.tick: r for r in c.rows}
+
     # --- folding -------------------------------------------------------------------------
 
     def _adopt(self, name: str) -> AgentView:
@@ -244,128 +296,127 @@ class RunView:
         ch.ticks.add(row.tick)
 
     def apply(self, events: Iterable[Event]) -> Changes:
+        """Fold one batch of events (see the module docstring); events without a case in
+        `_FOLD` change nothing (VIEW_SKIPS lists the recorded ones)."""
         ch = Changes()
+        fold = self._fold
         n = 0
         for ev in events:
             n += 1
-            t = type(ev)
-            if t is TokenDelta:
-                a = self.agent(ev.agent)  # type: ignore[attr-defined]
-                if ev.restart:  # type: ignore[attr-defined]
-                    a.stream_text = ""
-                    ch.piece(a.name, StreamPiece("restart", ev.tick))  # type: ignore[attr-defined]
-                a.append_stream(ev.text)  # type: ignore[attr-defined]
-                ch.piece(a.name, StreamPiece("text", ev.tick, ev.text))  # type: ignore[attr-defined]
-            elif t is TurnStarted:
-                a = self.agent(ev.agent)  # type: ignore[attr-defined]
-                a.thinking_tick = ev.tick  # type: ignore[attr-defined]
-                a.stream_tick = ev.tick  # type: ignore[attr-defined]
-                a.stream_text = ""
-                ch.agents.add(a.name)
-                ch.piece(a.name, StreamPiece("start", ev.tick))  # type: ignore[attr-defined]
-            elif t is TurnFinished:
-                self._turn_finished(ev, ch)  # type: ignore[arg-type]
-            elif t is TickStarted:
-                row = self._ensure_row(ev.tick)  # type: ignore[attr-defined]
-                row.status = "running"
-                row.firing = ev.firing  # type: ignore[attr-defined]
-                self.running_tick = ev.tick  # type: ignore[attr-defined]
-                ch.ticks.add(row.tick)
-                ch.header = True
-            elif t is TickCompleted:
-                self._tick_completed(ev, ch)  # type: ignore[arg-type]
-            elif t is MessageCommitted:
-                self._message(ev, ch)  # type: ignore[arg-type]
-            elif t is CreditsCharged:
-                a = self.agent(ev.agent)  # type: ignore[attr-defined]
-                a.charges.append((ev.tick, ev.amount))  # type: ignore[attr-defined]
-                ch.agents.add(a.name)
-                ch.credits = True
-            elif t is AgentSkipped:
-                row = self._ensure_row(ev.tick)  # type: ignore[attr-defined]
-                row.skipped[ev.agent] = ev.reason  # type: ignore[attr-defined]
-                ch.ticks.add(row.tick)
-                ch.agents.add(ev.agent)  # type: ignore[attr-defined]
-            elif t is SoftCapReached:
-                a = self.agent(ev.agent)  # type: ignore[attr-defined]
-                a.soft_capped = True
-                ch.agents.add(a.name)
-                ch.credits = True
-                ch.notices.append(
-                    Notice(
-                        f"{ev.agent} is down to {ev.balance:.4g} credits (soft cap {ev.soft_cap:g}); t tops up",  # type: ignore[attr-defined]
-                        "warning",
-                        "Soft cap reached",
-                    )
-                )
-            elif t is CreditsToppedUp:
-                a = self.agent(ev.agent)  # type: ignore[attr-defined]
-                a.soft_capped = False
-                ch.agents.add(a.name)
-                ch.credits = True
-                self._operator_note(ch, f"+{ev.amount:g}→{ev.agent}")  # type: ignore[attr-defined]
-            elif t is CommandApplied:
-                self._command(ev, ch)  # type: ignore[arg-type]
-            elif t is CommandRejected:
-                ch.notices.append(Notice(f"{ev.command}: {ev.error}", "error", "Command rejected"))  # type: ignore[attr-defined]
-            elif t is RunPaused:
-                self.paused = True
-                ch.header = True
-                ch.ticks.add(self.next_row().tick)
-            elif t is RunResumed:
-                self.paused = False
-                ch.header = True
-                ch.ticks.add(self.next_row().tick)
-            elif t is TickAborted:
-                row = self._ensure_row(ev.tick)  # type: ignore[attr-defined]
-                row.status = "aborted"
-                self.running_tick = None
-                for a in self.agents.values():
-                    if a.thinking_tick == ev.tick:  # type: ignore[attr-defined]
-                        a.thinking_tick = None
-                        ch.agents.add(a.name)
-                        ch.piece(a.name, StreamPiece("end", ev.tick, "aborted"))  # type: ignore[attr-defined]
-                ch.ticks.add(row.tick)
-                ch.header = True
-            elif t is RunStarted:
-                self.run_id = ev.run_id  # type: ignore[attr-defined]
-                self.committed_tick = ev.tick  # type: ignore[attr-defined]
-                self.stopped = None
-                for name in ev.definitions.get("agents", {}):  # type: ignore[attr-defined]
-                    self._adopt(name)
-                ch.structure = True
-                ch.header = True
-                ch.ticks.add(self.next_row().tick)
-            elif t is RunStopped:
-                self.stopped = ev.reason  # type: ignore[attr-defined]
-                self.running_tick = None
-                ch.header = True
-                ch.ticks.add(self.next_row().tick)
-                if ev.reason.startswith("error"):  # type: ignore[attr-defined]
-                    ch.notices.append(Notice(ev.reason, "error", "The run stopped"))  # type: ignore[attr-defined]
-            elif t is DefinitionsReloaded:
-                for name in ev.added:  # type: ignore[attr-defined]
-                    self._adopt(name)
-                parts = []
-                if ev.added:  # type: ignore[attr-defined]
-                    parts.append("added " + ", ".join(ev.added))  # type: ignore[attr-defined]
-                if ev.removed:  # type: ignore[attr-defined]
-                    parts.append("retired " + ", ".join(ev.removed))  # type: ignore[attr-defined]
-                if ev.changed:  # type: ignore[attr-defined]
-                    parts.append("changed " + ", ".join(f"{k} ({', '.join(v)})" for k, v in ev.changed.items()))  # type: ignore[attr-defined]
-                ch.notices.append(Notice("; ".join(parts) or "no change", "information", "Definitions reloaded"))
-                ch.structure = True
-                ch.graph = True
-                self._operator_note(ch, "reload")
-            elif t is DefinitionRejected:
-                errors = "\n".join(ev.errors[:6])  # type: ignore[attr-defined]
-                more = f"\n(+{len(ev.errors) - 6} more)" if len(ev.errors) > 6 else ""  # type: ignore[attr-defined]
-                ch.notices.append(
-                    Notice(f"{ev.file}\n{errors}{more}\nThe last good definition keeps running.", "error", "Definition rejected")  # type: ignore[attr-defined]
-                )
+            f = fold.get(type(ev))
+            if f is not None:
+                f(self, ev, ch)
         self.events_seen += n
         ch.events = n
         return ch
+
+    def _token(self, ev: TokenDelta, ch: Changes) -> None:
+        a = self.agent(ev.agent)
+        if ev.restart:
+            a.stream_text = ""
+            ch.piece(a.name, StreamPiece("restart", ev.tick))
+        a.append_stream(ev.text)
+        ch.piece(a.name, StreamPiece("text", ev.tick, ev.text))
+
+    def _turn_started(self, ev: TurnStarted, ch: Changes) -> None:
+        a = self.agent(ev.agent)
+        a.thinking_tick = ev.tick
+        a.stream_tick = ev.tick
+        a.stream_text = ""
+        ch.agents.add(a.name)
+        ch.piece(a.name, StreamPiece("start", ev.tick))
+
+    def _tick_started(self, ev: TickStarted, ch: Changes) -> None:
+        row = self._ensure_row(ev.tick)
+        row.status = "running"
+        row.firing = ev.firing
+        self.running_tick = ev.tick
+        ch.ticks.add(row.tick)
+        ch.header = True
+
+    def _charged(self, ev: CreditsCharged, ch: Changes) -> None:
+        a = self.agent(ev.agent)
+        a.charges.append((ev.tick, ev.amount))
+        ch.agents.add(a.name)
+        ch.credits = True
+
+    def _skipped(self, ev: AgentSkipped, ch: Changes) -> None:
+        row = self._ensure_row(ev.tick)
+        row.skipped[ev.agent] = ev.reason
+        ch.ticks.add(row.tick)
+        ch.agents.add(ev.agent)
+
+    def _soft_cap(self, ev: SoftCapReached, ch: Changes) -> None:
+        a = self.agent(ev.agent)
+        a.soft_capped = True
+        ch.agents.add(a.name)
+        ch.credits = True
+        ch.notices.append(
+            Notice(f"{ev.agent} is down to {ev.balance:.4g} credits (soft cap {ev.soft_cap:g}); t tops up", "warning", "Soft cap reached")
+        )
+
+    def _topped_up(self, ev: CreditsToppedUp, ch: Changes) -> None:
+        a = self.agent(ev.agent)
+        a.soft_capped = False
+        ch.agents.add(a.name)
+        ch.credits = True
+        self._operator_note(ch, f"+{ev.amount:g}→{ev.agent}")
+
+    def _rejected(self, ev: CommandRejected, ch: Changes) -> None:
+        ch.notices.append(Notice(f"{ev.command}: {ev.error}", "error", "Command rejected"))
+
+    def _paused_or_resumed(self, ev: RunPaused | RunResumed, ch: Changes) -> None:
+        # The state holds whether the run is paused; the next tick's row shows it.
+        ch.header = True
+        ch.ticks.add(self.next_row().tick)
+
+    def _aborted(self, ev: TickAborted, ch: Changes) -> None:
+        row = self._ensure_row(ev.tick)
+        row.status = "aborted"
+        self.running_tick = None
+        for a in self.agents.values():
+            if a.thinking_tick == ev.tick:
+                a.thinking_tick = None
+                ch.agents.add(a.name)
+                ch.piece(a.name, StreamPiece("end", ev.tick, "aborted"))
+        ch.ticks.add(row.tick)
+        ch.header = True
+
+    def _run_started(self, ev: RunStarted, ch: Changes) -> None:
+        self.run_id = ev.run_id
+        self.committed_tick = ev.tick
+        for name in ev.definitions.get("agents", {}):
+            self._adopt(name)
+        ch.structure = True
+        ch.header = True
+        ch.ticks.add(self.next_row().tick)
+
+    def _run_stopped(self, ev: RunStopped, ch: Changes) -> None:
+        self.running_tick = None
+        ch.header = True
+        ch.ticks.add(self.next_row().tick)
+        if ev.reason.startswith("error"):
+            ch.notices.append(Notice(ev.reason, "error", "The run stopped"))
+
+    def _reloaded(self, ev: DefinitionsReloaded, ch: Changes) -> None:
+        for name in ev.added:
+            self._adopt(name)
+        parts = []
+        if ev.added:
+            parts.append("added " + ", ".join(ev.added))
+        if ev.removed:
+            parts.append("retired " + ", ".join(ev.removed))
+        if ev.changed:
+            parts.append("changed " + ", ".join(f"{k} ({', '.join(v)})" for k, v in ev.changed.items()))
+        ch.notices.append(Notice("; ".join(parts) or "no change", "information", "Definitions reloaded"))
+        ch.structure = True
+        ch.graph = True
+        self._operator_note(ch, "reload")
+
+    def _definition_rejected(self, ev: DefinitionRejected, ch: Changes) -> None:
+        errors = "\n".join(ev.errors[:6])
+        more = f"\n(+{len(ev.errors) - 6} more)" if len(ev.errors) > 6 else ""
+        ch.notices.append(Notice(f"{ev.file}\n{errors}{more}\nThe last good definition keeps running.", "error", "Definition rejected"))
 
     def _turn_finished(self, ev: TurnFinished, ch: Changes) -> None:
         rec = ev.record
@@ -399,7 +450,6 @@ class RunView:
         row.duration_ms = ev.duration_ms
         self.committed_tick = ev.tick
         self.running_tick = None
-        self.total_spend = ev.total_spend
         self.tick_spend.append((ev.tick, ev.spend))
         ch.ticks.add(row.tick)
         ch.ticks.add(self.next_row().tick)
@@ -427,9 +477,46 @@ class RunView:
             for name in ev.args.get("agents", []):
                 ch.agents.add(name)
                 self._operator_note(ch, f"{c} {name}")
-        elif c == "set_interval":
-            self.interval = float(ev.args.get("seconds", 0.0))
-            ch.header = True
-        elif c == "abort":
-            ch.header = True
-        ch.header = ch.header or c in ("pause", "resume", "step")
+        ch.header = ch.header or c in ("set_interval", "abort", "pause", "resume", "step")
+
+
+def unfinished_copy(row: TickRow) -> TickRow:
+    """`row` itself once its tick is done (it never changes again), else a copy."""
+    if row.status == "done":
+        return row
+    return dataclasses.replace(row, operator=list(row.operator), skipped=dict(row.skipped))
+
+
+#: What each kind of event changes in the view: event type -> RunView method name.
+FOLDS: dict[type[Event], str] = {
+    TokenDelta: "_token",
+    TurnStarted: "_turn_started",
+    TurnFinished: "_turn_finished",
+    TickStarted: "_tick_started",
+    TickCompleted: "_tick_completed",
+    MessageCommitted: "_message",
+    CreditsCharged: "_charged",
+    AgentSkipped: "_skipped",
+    SoftCapReached: "_soft_cap",
+    CreditsToppedUp: "_topped_up",
+    CommandApplied: "_command",
+    CommandRejected: "_rejected",
+    RunPaused: "_paused_or_resumed",
+    RunResumed: "_paused_or_resumed",
+    TickAborted: "_aborted",
+    RunStarted: "_run_started",
+    RunStopped: "_run_stopped",
+    DefinitionsReloaded: "_reloaded",
+    DefinitionRejected: "_definition_rejected",
+}
+
+
+def _fold_table(cls: type[RunView]) -> dict[type[Event], Callable[[RunView, Any, Changes], None]]:
+    return {t: getattr(cls, name) for t, name in FOLDS.items()}
+
+
+RunView._fold = _fold_table(RunView)
+
+#: Recorded events the view has no case for (it ignores them): replay leaves them out
+#: when it reads a tick, since no pane needs them.
+VIEW_SKIPS: frozenset[type[Event]] = frozenset(t for t in EVENT_TYPES.values() if t.persistent) - FOLDS.keys()

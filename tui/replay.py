@@ -28,18 +28,18 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, overload
 
-from lemming.engine.events import Event, MemoryChanged, MessageCommitted, TurnFinished, TurnRecord
+from lemming.engine.events import Event, MessageCommitted, TurnFinished, TurnRecord
 from lemming.engine.messages import MessageBoard
 from lemming.engine.org import Org
 from lemming.engine.state import OrgState
 from lemming.engine.store import RunInfo, RunStore, StoreError
 
-from lemming.tui.model import RECENT_TICKS, STREAM_CHARS, AgentView, Changes, RunView, StreamPiece, TickRow
+from lemming.tui.model import RECENT_TICKS, STREAM_CHARS, VIEW_SKIPS, Changes, RunView, StreamPiece, TickRow, unfinished_copy
 
 #: Ticks whose events are kept decoded (the view's window, the backward block, prefetches).
 EVENT_CACHE_TICKS = 48
@@ -73,14 +73,9 @@ def display_copy(state: OrgState) -> OrgState:
     return c
 
 
-#: Events no pane needs: the view's fold ignores them (RunView.apply has no case for them;
-#: a test checks it) and the panes' light states carry no memory. Replay drops them as a
-#: tick is read: they are a third of a tick's events.
-VIEW_SKIPS = frozenset({MemoryChanged})
-
-
 def view_events(events: Iterable[Event]) -> list[Event]:
-    """`events` without those the view ignores."""
+    """`events` without those the view ignores (VIEW_SKIPS: the agents' memory changes,
+    a third of a tick's events; the panes' light states carry no memory either)."""
     return [e for e in events if type(e) not in VIEW_SKIPS]
 
 
@@ -99,23 +94,20 @@ def fold_tick_row(tick: int, events: Iterable[Event]) -> TickRow:
     return row if row is not None else TickRow(tick, status="done")
 
 
-class ReplayEngine:
-    """What the panes read of an engine, over a recorded state.
+class RecordedRunAt:
+    """A recorded run at the cursor, as the panes read it: a RunSource (tui/run_source.py).
 
-    The roster, credits, graph and timeline read `engine.state`, `engine.org` and
-    `engine.tick`; in replay those are the state at the cursor. Nothing runs, so
-    nothing can be steered: `running` is False and there is no event stream.
+    `state` is the organisation's state at the end of the cursor's tick (a light copy:
+    no message board, no memory); a move of the cursor replaces it. Nothing runs here,
+    so `running` is False and no agent is ever thinking.
     """
 
     running = False
-    paused = False
-    recorder = None
 
     def __init__(self, run_id: str = "", seed: int = 0, state: OrgState | None = None) -> None:
         self.run_id = run_id
         self.seed = seed
         self.state = state if state is not None else OrgState(org=Org(root=Path("."), agents={}, models={}))
-        self.thinking: frozenset[str] = frozenset()
 
     @property
     def org(self) -> Org:
@@ -127,12 +119,6 @@ class ReplayEngine:
 
     def agent_status(self, name: str) -> str:
         return self.state.agent_status(name)
-
-    def subscribe(self, *, tokens: bool = True) -> None:
-        return None  # a recorded run emits nothing
-
-    def stop(self, *, abort: bool = False) -> None:
-        pass
 
 
 class TickIndex(Sequence[TickRow]):
@@ -219,12 +205,17 @@ class ReplayView(RunView):
             row = self._scratch[tick] = TickRow(tick)
         return row
 
+    def _copy_rows(self, c: "ReplayView") -> None:
+        # The index is the whole run's, shared; the scratch rows are this view's own.
+        c._scratch = {t: unfinished_copy(r) for t, r in self._scratch.items()}
+        c._row_index = dict(self._row_index)
+
     def completed_row(self, tick: int) -> TickRow | None:
         """The folded row of `tick` if its TickCompleted has been folded."""
         row = self._scratch.get(tick)
         return row if row is not None and row.status == "done" else None
 
-    def _turn_finished(self, ev: TurnFinished, ch: Changes) -> None:  # type: ignore[override]
+    def _turn_finished(self, ev: TurnFinished, ch: Changes) -> None:
         rec = ev.record
         pieces = ch.stream.get(ev.agent)
         streamed = pieces is not None and any(p.kind == "text" and p.tick == ev.tick for p in pieces)
@@ -425,15 +416,15 @@ class ReplaySource:
 class ReplayPosition:
     """The replay cursor: the state and the view at one tick of a `ReplaySource`.
 
-    `engine` and `view` are the objects the panes were built with; a move changes
-    what they hold, never which objects they are.
+    `at` (the RunSource) and `view` are the objects the panes were built with; a move
+    changes what they hold, never which objects they are.
     """
 
     def __init__(self, source: ReplaySource, on_missing_row: Callable[[int], None] | None = None) -> None:
         self.source = source
         info = source.info
         self.index = TickIndex(source.first_tick, source.last_tick, on_missing_row)
-        self.engine = ReplayEngine(info.id, info.seed)
+        self.at = RecordedRunAt(info.id, info.seed)
         self.view = ReplayView(self.index)
         self.view.run_id = info.id
         self.tick: int | None = None
@@ -491,14 +482,14 @@ class ReplayPosition:
         evs = await self.source.events_of(t)
         state = self._states.get(t)
         if state is None:
-            state = fold_state(self._states[self.tick] if self.tick in self._states else self.engine.state, evs)
+            state = fold_state(self._states[self.tick] if self.tick in self._states else self.at.state, evs)
             self._remember(self._states, t, state)
         changes = self.view.apply(view_events(evs))
         row = self.view.completed_row(t)
         if row is not None:
             self.index.put(row)
         self._show(t, state)
-        self._remember(self._views, t, copy_view(self.view))
+        self._remember(self._views, t, self.view.copy())
         return Frame(t, changes, jumped=False)
 
     async def _jump(self, tick: int) -> None:
@@ -509,12 +500,12 @@ class ReplayPosition:
             self._remember(self._views, tick, cached)
         else:
             self._views.move_to_end(tick)
-        restore_view(self.view, cached)
+        self.view.restore(cached)
         self._show(tick, state)
 
     def _show(self, tick: int, state: OrgState) -> None:
         self.tick = tick
-        self.engine.state = state
+        self.at.state = state
 
     async def _state(self, tick: int) -> OrgState:
         block = self._block
@@ -540,8 +531,6 @@ class ReplayPosition:
             if row is not None:
                 self.index.put(row)
         view.committed_tick = tick
-        view.total_spend = state.total_spend
-        view.interval = state.interval
         view.fill_from(state)
         return view
 
@@ -602,7 +591,7 @@ class ReplayPosition:
             if view is None:
                 view = await self._build_view(start, state)
                 self._remember(self._views, start, view)
-            view = copy_view(view)
+            view = view.copy()
             for t in range(start + 1, end + 1):
                 self.source.prefetch(t)
             for t in range(start + 1, end + 1):
@@ -617,7 +606,7 @@ class ReplayPosition:
                 if row is not None:
                     self.index.put(row)
                 if t not in self._views:
-                    self._remember(self._views, t, copy_view(view))
+                    self._remember(self._views, t, view.copy())
         except (StoreError, asyncio.CancelledError):
             pass  # a read-ahead only: the move that needs it reads again and reports
 
@@ -651,54 +640,6 @@ def fold_state(state: OrgState, events: Iterable[Event]) -> OrgState:
     for ev in events:
         apply(ev)
     return s
-
-
-_AGENT_FIELDS = tuple(f.name for f in dataclasses.fields(AgentView))
-
-
-def _copy_agent(a: AgentView) -> AgentView:
-    """`dataclasses.replace(a)` with its deques copied, in half the time (a view copy
-    makes one per agent, on every cursor step)."""
-    c = object.__new__(AgentView)
-    for name in _AGENT_FIELDS:
-        object.__setattr__(c, name, getattr(a, name))
-    c.history = deque(a.history, maxlen=a.history.maxlen)
-    c.charges = deque(a.charges, maxlen=a.charges.maxlen)
-    return c
-
-
-def copy_view(v: "ReplayView") -> "ReplayView":
-    """A copy of a view that later folds into either leave the other alone.
-
-    Containers are copied one level down; the agents' views and the timeline rows
-    still being folded are copied too; turn records and the index are shared (they
-    never change once folded).
-    """
-    c = copy.copy(v)
-    for name, val in vars(v).items():
-        if name in ("index", "rows"):
-            continue
-        if name == "agents":
-            c.agents = {n: _copy_agent(a) for n, a in val.items()}
-        elif name == "volumes":
-            c.volumes = deque(((t, Counter(cnt)) for t, cnt in val), maxlen=val.maxlen)
-        elif name == "_scratch":
-            c._scratch = {
-                t: r if r.status == "done" else dataclasses.replace(r, operator=list(r.operator), skipped=dict(r.skipped))
-                for t, r in val.items()
-            }
-        elif isinstance(val, deque):
-            setattr(c, name, deque(val, maxlen=val.maxlen))
-        elif isinstance(val, (dict, list, set)):
-            setattr(c, name, copy.copy(val))
-    return c
-
-
-def restore_view(target: "ReplayView", cached: "ReplayView") -> None:
-    """Make `target` (the object the panes hold) a copy of `cached`."""
-    fresh = copy_view(cached)
-    for name, val in vars(fresh).items():
-        setattr(target, name, val)
 
 
 def tick_changes(view: "ReplayView", tick: int) -> Changes:

@@ -23,6 +23,7 @@ events hold, and those never carry API keys (models.json names the variable, not
 the key; tests plant keys and grep the file).
 """
 
+from lemming.engine.state import FOLD_SKIPS
 from lemming.engine.store.boards import CountedBoard, SharedBoard, detached
 from lemming.engine.store.errors import StoreError
 from lemming.engine.store.liveness import writer_alive
@@ -30,6 +31,7 @@ from lemming.engine.store.recorder import RunRecorder
 from lemming.engine.store.runs import RunInfo, RunStore, default_db_path
 
 __all__ = [
+    "FOLD_SKIPS",
     "CountedBoard",
     "RunInfo",
     "RunRecorder",

@@ -17,20 +17,14 @@ from typing import Any, Callable, Iterable, Sequence
 
 from lemming.engine.events import (
     EVENT_TYPES,
-    AgentSkipped,
-    CommandRejected,
-    DefinitionRejected,
     Event,
     MessageCommitted,
-    TickAborted,
-    TickStarted,
     TokenUsage,
     TurnFinished,
     TurnRecord,
-    TurnStarted,
 )
 from lemming.engine.messages import OutboxEntry
-from lemming.engine.state import OrgState
+from lemming.engine.state import FOLD_SKIPS, OrgState
 from lemming.engine.store.encoding import unpickle
 from lemming.engine.store.errors import StoreError, UnknownLayout
 
@@ -92,9 +86,6 @@ class _Layout:
 
 _NESTED = {"TurnRecord": TurnRecord, "OutboxEntry": OutboxEntry, "TokenUsage": TokenUsage}
 
-#: Events `OrgState.apply` leaves the state alone for: a fold need not build them.
-#: (tests/test_store.py checks this against `apply` itself.)
-FOLD_SKIPS = frozenset({TickStarted, TurnStarted, AgentSkipped, CommandRejected, DefinitionRejected, TickAborted})
 
 
 def current_layouts() -> dict[str, tuple[str, ...]]:

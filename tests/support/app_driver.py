@@ -13,9 +13,29 @@ from pathlib import Path
 
 from textual.pilot import Pilot
 
-from lemming.tui.app import ControlRoom, build_engine
+from lemming.engine.engine import Engine, Recorder
+from lemming.engine.recorded_run import CONTROL_ROOM, build_engine
+from lemming.tui.app import ControlRoom
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def sim_engine(
+    org: str | Path,
+    *,
+    seed: int = 0,
+    paused: bool = False,
+    interval: float = 0.0,
+    tokens_per_s: float = 0.0,
+    run_id: str | None = None,
+    recorder: Recorder | None = None,
+) -> Engine:
+    """An engine on `org` with the control room's settings, but `interval` between ticks
+    and the sim streaming `tokens_per_s` (0: each reply at once)."""
+    settings = CONTROL_ROOM.replace(seed=seed, paused=paused, interval=interval, sim={"tokens_per_s": tokens_per_s})
+    engine = build_engine(org, settings, run_id=run_id)
+    engine.recorder = recorder
+    return engine
 
 
 def deterministic_app(
@@ -29,7 +49,7 @@ def deterministic_app(
     interval: float = 0.0,
     **kw: object,
 ) -> ControlRoom:
-    engine = build_engine(org, seed=seed, paused=paused, interval=interval, sim_tokens_per_s=0, run_id=run_id)
+    engine = sim_engine(org, seed=seed, paused=paused, interval=interval, run_id=run_id)
     return ControlRoom(
         engine,
         theme=theme,
@@ -46,10 +66,10 @@ async def settle(pilot: Pilot, app: ControlRoom, timeout: float = 10.0) -> None:
     """Wait until the pump has shown everything the engine said, then let the screen repaint."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    sub = app.subscription
+    sub = app.feed
     while loop.time() < deadline:
         await pilot.pause(0.03)
-        if sub is not None and len(sub) == 0 and not app.engine.thinking:
+        if sub is not None and len(sub) == 0 and (app.engine is None or not app.engine.thinking):
             await pilot.pause(app.pump_interval + 0.03)
             if len(sub) == 0:
                 break

@@ -28,10 +28,13 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lemming.engine.engine import Engine, Subscription
 from lemming.engine.events import Event, TokenDelta
+
+if TYPE_CHECKING:
+    from lemming.engine.recorded_run import RunSettings
 
 TOKEN_RE = re.compile(r"\s*\S{1,8}|\s+")  # the sim's own tokenisation
 
@@ -112,12 +115,20 @@ def _bucket_pct(buckets: list[int], q: float) -> float | None:
     return float(len(buckets))
 
 
+def _storm_settings(tokens_per_s: float) -> "RunSettings":
+    """The control room's settings, ticks back to back, the sim at `tokens_per_s`."""
+    from lemming.engine.recorded_run import CONTROL_ROOM
+
+    return CONTROL_ROOM.replace(seed=1, interval=0.0, sim={"tokens_per_s": tokens_per_s})
+
+
 async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: str, size: tuple[int, int], warmup: float | None) -> dict[str, Any]:
-    from lemming.tui.app import ControlRoom, build_engine
+    from lemming.engine.recorded_run import build_engine
+    from lemming.tui.app import ControlRoom
 
     with tempfile.TemporaryDirectory(prefix="tui-bench-") as tmp:
         root = make_storm_org(Path(tmp) / "org", agents)
-        engine = build_engine(root, seed=1, interval=0.0, sim_tokens_per_s=tokens_per_s, run_id="bench")
+        engine = build_engine(root, _storm_settings(tokens_per_s), run_id="bench")
         timed = TimedSubscription(engine, True)
         engine._subs.add(timed)  # noqa: SLF001 - the benchmark instruments the one subscription the app uses
         engine.subscribe = lambda tokens=True: timed  # type: ignore[method-assign]
@@ -218,11 +229,11 @@ async def _storm(agents: int, tokens_per_s: float, seconds: float, stream_mode: 
 
 async def _engine_only(agents: int, tokens_per_s: float, seconds: float, warmup: float | None) -> dict[str, Any]:
     """The same storm with no UI (events drained and dropped): the engine's own memory growth."""
-    from lemming.tui.app import build_engine
+    from lemming.engine.recorded_run import build_engine
 
     with tempfile.TemporaryDirectory(prefix="tui-bench-") as tmp:
         root = make_storm_org(Path(tmp) / "org", agents)
-        engine = build_engine(root, seed=1, interval=0.0, sim_tokens_per_s=tokens_per_s, run_id="bench")
+        engine = build_engine(root, _storm_settings(tokens_per_s), run_id="bench")
         sub = engine.subscribe(tokens=True)
         if warmup is None:
             warmup = min(10.0, seconds / 3)

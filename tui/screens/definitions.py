@@ -59,3 +59,8 @@ class DefinitionsScreen(ModalScreen[None]):
         with VerticalScroll() as v:
             v.border_title = "Agent files"
             yield Static(rejected_text(self.rejected), id="definitions-text")
+
+    def show(self, rejected: Mapping[str, tuple[str, ...]]) -> None:
+        """The list changed while the screen is open."""
+        self.rejected = dict(rejected)
+        self.query_one("#definitions-text", Static).update(rejected_text(self.rejected))

@@ -1,4 +1,4 @@
-"""The help screen (`?`): every key, what the panes show, and what the state glyphs mean."""
+"""The help screen (`?`): every key of the mode (from the action table) and what the state glyphs mean."""
 
 from __future__ import annotations
 
@@ -9,28 +9,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-#: (key, what it does) in the order an operator meets them. The app's bindings carry the
-#: same keys; tests check that every footer binding is listed here.
-KEYS: tuple[tuple[str, str, str], ...] = (
-    ("Run", "space", "pause / resume (applied at the next tick boundary)"),
-    ("Run", "n", "step exactly one tick while paused"),
-    ("Run", "+ / -", "longer / shorter wait between ticks"),
-    ("Run", "i", "inject a message from the operator (recipients, kind, text)"),
-    ("Run", "ctrl+p → Abort", "abort the tick in flight (nothing of it is committed)"),
-    ("Agent", "↑ ↓ / j k", "select an agent (roster, credits, messages)"),
-    ("Agent", "enter", "inspect the selected agent's last turn, or the timeline row's turn"),
-    ("Agent", "t", "top up the selected agent's credits"),
-    ("Agent", "e", "enable / disable the selected agent"),
-    ("Agent", "E", "edit the selected agent's resume.json in $EDITOR (hot-reloads at the next tick)"),
-    ("App", "D", "rejected agent files and why (listed until fixed)"),
-    ("Panes", "tab / shift+tab", "next / previous pane"),
-    ("Panes", "1-5", "show a pane: agents, stream, credits, timeline, messages"),
-    ("Panes", "a", "stream: the selected agent, or all agents interleaved"),
-    ("Panes", "m", "messages: list or matrix view"),
-    ("App", "ctrl+p", "command palette: every action, themes"),
-    ("App", "?", "this help"),
-    ("App", "q", "quit: the tick in flight ends (or is aborted after a few seconds); q again aborts now"),
-)
+from lemming.tui.actions import LIVE, REPLAY, help_lines
 
 LEGEND = (
     ("·", "idle"),
@@ -45,19 +24,29 @@ LEGEND = (
 )
 
 
-def help_text() -> Text:
+def help_text(mode: str = LIVE) -> Text:
+    """Every key of `mode` (the action table's lines, by section) and the legend."""
+    keyed = help_lines(mode)
+    width = max(16, max(len(line.keys) for line in keyed) + 1)
     t = Text()
+    if mode == REPLAY:
+        t.append("Replay: a recorded run, read-only. The header shows REPLAY (WATCH while following\n")
+        t.append("a run another process is writing) and the tick the panes show.\n\n", "italic")
     section = None
-    for group, key, what in KEYS:
-        if group != section:
-            t.append(("\n" if section else "") + group + "\n", "bold underline")
-            section = group
-        t.append(f"  {key:<16}", "bold")
-        t.append(what + "\n")
+    for line in keyed:
+        if line.section != section:
+            t.append(("\n" if section else "") + line.section + "\n", "bold underline")
+            section = line.section
+        t.append(f"  {line.keys:<{width}}", "bold")
+        t.append(line.what + "\n")
     t.append("\nStates and marks\n", "bold underline")
     for glyph, what in LEGEND:
-        t.append(f"  {glyph:<16}", "bold")
+        t.append(f"  {glyph:<{width}}", "bold")
         t.append(what + "\n")
+    if mode == REPLAY:
+        t.append(f"  {'▸':<{width}}", "bold")
+        t.append("timeline: the tick the panes show; later ticks are dimmed\n")
+        return t
     t.append("\nKeys are letters, digits, space and arrows so they work over SSH and in tmux;\n")
     t.append("the mouse is optional (--no-mouse turns it off).\n")
     t.append("Remap keys in $XDG_CONFIG_HOME/lemming/tui.json (else ~/.config/lemming/tui.json),\n")
@@ -66,7 +55,7 @@ def help_text() -> Text:
 
 
 class HelpScreen(ModalScreen[None]):
-    """Keys and legend; escape, q or ? closes."""
+    """Keys and legend of `mode` (live or replay); escape, q or ? closes."""
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -84,12 +73,16 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
 
+    def __init__(self, mode: str = LIVE) -> None:
+        super().__init__()
+        self.mode = mode
+
     def compose(self) -> ComposeResult:
         scroll = VerticalScroll()
-        scroll.border_title = "LeMMing Control Room — help"
+        scroll.border_title = "LeMMing Control Room — " + ("replay help" if self.mode == REPLAY else "help")
         scroll.border_subtitle = "esc / q / ? closes"
         with scroll:
-            yield Static(help_text())
+            yield Static(help_text(self.mode))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -13,16 +13,15 @@ from typing import Callable
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Container
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widget import Widget
 
-from lemming.engine.engine import Engine
-
+from lemming.tui.actions import LIVE, bindings
 from lemming.tui.messages import PaneFailed, StreamModeChanged
 from lemming.tui.model import Changes, RunView
+from lemming.tui.run_source import RunSource
 from lemming.tui.widgets.credits import CreditsPane
 from lemming.tui.widgets.footer import KeysFooter
 from lemming.tui.widgets.graph import MessageGraph
@@ -40,36 +39,16 @@ FOCUS_ORDER = ("roster", "credits", "timeline", "stream", "graph")
 
 
 class MainScreen(Screen[None]):
-    """The control room's one permanent screen."""
+    """The control room's one permanent screen: the panes over a RunSource and its RunView."""
 
     #: The timeline pane's class (replay mode shows it as a cursor over every recorded tick).
     TIMELINE: type[Timeline] = Timeline
 
-    BINDINGS = [
-        Binding("space", "app.toggle_pause", "Pause", id="run.pause"),
-        Binding("n", "app.step", "Step", id="run.step"),
-        Binding("i", "app.inject", "Inject", id="run.inject"),
-        Binding("t", "app.top_up", "Top-up", id="agent.top_up"),
-        Binding("e", "app.toggle_enabled", "On/off", id="agent.enable"),
-        Binding("plus", "app.slower", "Speed", key_display="+/-", id="run.slower"),
-        Binding("minus", "app.faster", "Shorter interval", show=False, id="run.faster"),
-        Binding("enter", "app.inspect", "Inspect", id="agent.inspect"),
-        Binding("tab", "next_pane(1)", "Next pane", show=False, id="pane.next"),
-        Binding("shift+tab", "next_pane(-1)", "Previous pane", show=False, id="pane.previous"),
-        Binding("1", "show_pane('roster')", "Agents", show=False, id="pane.roster"),
-        Binding("2", "show_pane('stream')", "Stream", show=False, id="pane.stream"),
-        Binding("3", "show_pane('credits')", "Credits", show=False, id="pane.credits"),
-        Binding("4", "show_pane('timeline')", "Timeline", show=False, id="pane.timeline"),
-        Binding("5", "show_pane('graph')", "Messages", show=False, id="pane.graph"),
-        Binding("E", "app.edit_agent", "Edit file", show=False, id="agent.edit"),
-        Binding("D", "app.show_rejected", "Rejected files", show=False, id="app.rejected"),
-        Binding("question_mark", "app.help", "Help", key_display="?", id="app.help"),
-        Binding("q", "app.quit", "Quit", id="app.quit"),
-    ]
+    BINDINGS = bindings(LIVE)
 
     def __init__(
         self,
-        engine: Engine,
+        source: RunSource,
         view: RunView,
         *,
         clock: Callable[[], float] | None,
@@ -78,7 +57,7 @@ class MainScreen(Screen[None]):
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
-        self.engine = engine
+        self.source = source
         self.view = view
         self.clock = clock
         self.stream_mode = stream_mode
@@ -94,11 +73,11 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         self.status = StatusBar(self.clock, id="status")
-        self.roster = Roster(self.engine, self.view, id="roster", classes="pane")
+        self.roster = Roster(self.source, self.view, id="roster", classes="pane")
         self.stream = TokenStream(self.view, mode=self.stream_mode, id="stream", classes="pane")
-        self.credits = CreditsPane(self.engine, self.view, id="credits", classes="pane")
-        self.timeline = self.TIMELINE(self.engine, self.view, id="timeline", classes="pane")
-        self.graph = MessageGraph(self.engine, self.view, id="graph", classes="pane")
+        self.credits = CreditsPane(self.source, self.view, id="credits", classes="pane")
+        self.timeline = self.TIMELINE(self.source, self.view, id="timeline", classes="pane")
+        self.graph = MessageGraph(self.source, self.view, id="graph", classes="pane")
         self.tabs = PaneTabs(id="tabs")
         yield self.status
         yield self.tabs
@@ -115,11 +94,11 @@ class MainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         status = self.status
-        status.org_name = self.engine.org.name
-        status.run_id = self.engine.run_id
-        status.tick = self.engine.tick
-        status.interval = self.engine.state.interval
-        status.mode = "PAUSED" if self.engine.paused else "LIVE"
+        status.org_name = self.source.org.name
+        status.run_id = self.source.run_id
+        status.tick = self.source.tick
+        status.interval = self.source.state.interval
+        status.mode = "PAUSED" if self.source.state.paused else "LIVE"
         for table in self.query(LineTable):
             table.invalidate(None, header=True)
         self.graph.recompute()
@@ -236,24 +215,25 @@ class MainScreen(Screen[None]):
         self._guard("status", lambda: self.refresh_status(tick_committed))
 
     def refresh_status(self, tick_committed: bool = False) -> None:
-        e = self.engine
+        source = self.source
+        state = source.state
         status = self.status
         if tick_committed:
             status.tick_committed()
-        if e.running or not self.view.stopped:
-            mode = "PAUSED" if e.paused else "LIVE"
+        if source.running or state.stopped is None:
+            mode = "PAUSED" if state.paused else "LIVE"
         else:
             mode = "STOPPED"
-        if getattr(self.app, "stopping", False) and e.running:
+        if getattr(self.app, "stopping", False) and source.running:
             mode = "STOPPING"
         thinking = sum(1 for a in self.view.agents.values() if a.thinking_tick is not None)
         status.set(
             mode=mode,
-            tick=e.tick,
-            total_spend=e.state.total_spend,
-            interval=e.state.interval,
+            tick=source.tick,
+            total_spend=state.total_spend,
+            interval=state.interval,
             thinking=thinking,
-            run_id=e.run_id,
+            run_id=source.run_id,
             recording=bool(getattr(self.app, "recording", None)),
         )
 

@@ -1,7 +1,7 @@
 """Replay mode's screen: the main screen's panes, over a recorded run, with the timeline as a cursor.
 
-The panes are the live ones (MainScreen's); they read a `ReplayPosition`'s engine
-and view, which hold the run as it stood at the cursor. Keys move the cursor —
+The panes are the live ones (MainScreen's); they read a `ReplayPosition`'s run at
+the cursor and view, which hold the run as it stood at the cursor. Keys move the cursor —
 ←/→ one tick, PgUp/PgDn ten, home/end to the ends, `g` to a tick by number — and
 `p` plays forward (+/- change the speed). One worker moves the cursor: a key only
 sets where it should be, so keys pressed faster than the store answers are
@@ -21,21 +21,16 @@ import gc
 import time
 from typing import Callable
 
-from rich.text import Text
 from textual import events, on, work
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.widgets import Static
 
 from lemming.engine.store import StoreError
 
+from lemming.tui.actions import REPLAY, bindings
 from lemming.tui.model import Changes, StreamPiece
-from lemming.tui.replay import Frame, ReplayPosition
+from lemming.tui.replay import Frame, ReplayPosition, ReplaySource
 from lemming.tui.widgets.line_table import LineTable
 from lemming.tui.widgets.replay_timeline import ReplayTimeline
 from lemming.tui.screens.goto_tick import GoToTickDialog
-from lemming.tui.screens.help import LEGEND, HelpScreen
 from lemming.tui.screens.inspector import InspectorScreen
 from lemming.tui.screens.main import MainScreen
 
@@ -51,88 +46,12 @@ RESTREAM_CHUNK = 48
 #: Seconds without a new frame after which the collector may make a full pass.
 IDLE_GC_AFTER = 1.5
 
-REPLAY_KEYS: tuple[tuple[str, str, str], ...] = (
-    ("Cursor", "← / →", "one tick back / forward (every pane shows the run at that tick)"),
-    ("Cursor", "PgUp / PgDn", "ten ticks back / forward"),
-    ("Cursor", "home / end", "the first / the last recorded tick (end follows a run being written)"),
-    ("Cursor", "g", "go to a tick by number"),
-    ("Cursor", "↑ ↓ in the timeline", "move the cursor row by row"),
-    ("Cursor", "p / space", "play forward / stop"),
-    ("Cursor", "+ / -", "play faster / slower"),
-    ("Turns", "enter", "inspect the selected agent's turn at the cursor (or its last before it)"),
-    ("Run", "f", "fork: a new live run from the cursor's tick, recorded as its child (starts paused)"),
-    ("Run", "r", "recorded runs: open another"),
-    ("Panes", "tab / shift+tab", "next / previous pane"),
-    ("Panes", "1-5", "show a pane: agents, stream, credits, timeline, messages"),
-    ("Panes", "a", "stream: the selected agent, or all agents interleaved"),
-    ("Panes", "m", "messages: list or matrix view"),
-    ("App", "ctrl+p", "command palette: every action, themes"),
-    ("App", "?", "this help"),
-    ("App", "q", "quit (replay never writes to the database)"),
-)
-
-
-def replay_help_text() -> Text:
-    t = Text()
-    t.append("Replay: a recorded run, read-only. The header shows REPLAY (WATCH while following\n")
-    t.append("a run another process is writing) and the tick the panes show.\n", "italic")
-    section = None
-    for group, key, what in REPLAY_KEYS:
-        if group != section:
-            t.append("\n" + group + "\n", "bold underline")
-            section = group
-        t.append(f"  {key:<20}", "bold")
-        t.append(what + "\n")
-    t.append("\nStates and marks\n", "bold underline")
-    for glyph, what in LEGEND:
-        t.append(f"  {glyph:<20}", "bold")
-        t.append(what + "\n")
-    t.append(f"  {'▸':<20}", "bold")
-    t.append("timeline: the tick the panes show; later ticks are dimmed\n")
-    return t
-
-
-class ReplayHelpScreen(HelpScreen):
-    """The replay keys and the legend."""
-
-    def compose(self) -> ComposeResult:
-        scroll = VerticalScroll()
-        scroll.border_title = "LeMMing Control Room — replay help"
-        scroll.border_subtitle = "esc / q / ? closes"
-        with scroll:
-            yield Static(replay_help_text())
-
-
 class ReplayScreen(MainScreen, inherit_bindings=False):
     """The control room over a recorded run (see the module docstring)."""
 
     TIMELINE = ReplayTimeline
 
-    BINDINGS = [
-        Binding("left", "tick(-1)", "Tick", key_display="←/→", priority=True, id="replay.back"),
-        Binding("right", "tick(1)", "Next tick", show=False, priority=True, id="replay.forward"),
-        Binding("pageup", "tick(-10)", "10 back", show=False, priority=True, id="replay.page_back"),
-        Binding("pagedown", "tick(10)", "10 on", show=False, priority=True, id="replay.page_forward"),
-        Binding("home", "tick_to('first')", "First tick", show=False, priority=True, id="replay.first"),
-        Binding("end", "tick_to('last')", "Last tick", show=False, priority=True, id="replay.last"),
-        Binding("g", "goto", "Go to", id="replay.goto"),
-        Binding("p", "play", "Play", id="replay.play"),
-        Binding("space", "play", "Play", show=False, id="replay.play_space"),
-        Binding("plus", "speed(1)", "Speed", key_display="+/-", id="replay.faster"),
-        Binding("minus", "speed(-1)", "Slower", show=False, id="replay.slower"),
-        Binding("enter", "inspect_turn", "Inspect", id="replay.inspect"),
-        Binding("f", "fork", "Fork", id="replay.fork"),
-        Binding("r", "app.runs", "Runs", id="replay.runs"),
-        Binding("tab", "next_pane(1)", "Next pane", show=False, id="pane.next"),
-        Binding("shift+tab", "next_pane(-1)", "Previous pane", show=False, id="pane.previous"),
-        Binding("1", "show_pane('roster')", "Agents", show=False, id="pane.roster"),
-        Binding("2", "show_pane('stream')", "Stream", show=False, id="pane.stream"),
-        Binding("3", "show_pane('credits')", "Credits", show=False, id="pane.credits"),
-        Binding("4", "show_pane('timeline')", "Timeline", show=False, id="pane.timeline"),
-        Binding("5", "show_pane('graph')", "Messages", show=False, id="pane.graph"),
-        Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
-        Binding("q", "app.quit", "Quit", id="app.quit"),
-    ]
+    BINDINGS = bindings(REPLAY)
 
     timeline: ReplayTimeline
 
@@ -150,7 +69,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
         super().__init__(
-            position.engine,  # type: ignore[arg-type]  (the panes read its state, org and tick)
+            position.at,
             position.view,
             clock=None,
             stream_mode=stream_mode,
@@ -223,7 +142,8 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
             gc.collect()
 
     @property
-    def source(self):  # noqa: ANN201
+    def recorded(self) -> ReplaySource:
+        """The recorded run the cursor moves over (the store's side of it)."""
         return self.position.source
 
     @property
@@ -233,18 +153,18 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
     # --- the header ----------------------------------------------------------------------
 
     def refresh_status(self, tick_committed: bool = False) -> None:
-        e = self.engine
-        watching = self.source.writing and self.follow and self.at_end
+        source = self.source
+        watching = self.recorded.writing and self.follow and self.at_end
         note = ""
-        if self.source.info.status != "running" and self.source.info.reason and self.at_end:
-            note = "" if self.source.info.status == "completed" else f"run {self.source.info.status}"
+        if self.recorded.info.status != "running" and self.recorded.info.reason and self.at_end:
+            note = "" if self.recorded.info.status == "completed" else f"run {self.recorded.info.status}"
         self.status.set(
             mode="WATCH" if watching else "REPLAY",
-            tick=e.tick,
-            total_spend=e.state.total_spend,
-            interval=e.state.interval,
+            tick=source.tick,
+            total_spend=source.state.total_spend,
+            interval=source.state.interval,
             thinking=0,
-            run_id=e.run_id,
+            run_id=source.run_id,
             recording=False,
             note=note,
         )
@@ -256,7 +176,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         where = f"tick {self.position.tick or 0}/{hi}"
         if self.playing:
             text = f"{where} · ▶ {shown} · p stops"
-        elif self.source.writing and self.follow and self.at_end:
+        elif self.recorded.writing and self.follow and self.at_end:
             text = f"{where} · following"
         else:
             text = f"{where} · p plays {shown}"
@@ -382,7 +302,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         if self.playing:
             self.stop_playing()
             return
-        if self.at_end and not self.source.writing:
+        if self.at_end and not self.recorded.writing:
             self.move_to(self.position.lo)  # at the end: play from the start
         self.playing = True
         self._play_subtitle()
@@ -410,7 +330,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
             if pos.tick != self.target:
                 continue  # still drawing the last beat's tick
             if self.target >= pos.hi:
-                if not self.source.writing:
+                if not self.recorded.writing:
                     break
                 continue  # the run is being written: wait for its next tick
             self.move_to(self.target + 1)
@@ -437,7 +357,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         pos = self.position
         while True:
             # A finished run is still polled, slowly: `lemming resume` may take it up again.
-            await asyncio.sleep(self.poll_interval if self.source.writing else max(2.0, self.poll_interval))
+            await asyncio.sleep(self.poll_interval if self.recorded.writing else max(2.0, self.poll_interval))
             was_end = self.at_end
             old_hi = pos.hi
             try:
@@ -501,7 +421,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
     @work(exclusive=True, group="replay-inspect", exit_on_error=False)
     async def _inspect(self, agent: str, upto: int) -> None:
         try:
-            turns = await self.source.turns_for_inspector(agent, upto)
+            turns = await self.recorded.turns_for_inspector(agent, upto)
         except StoreError as e:
             self.app.notify(str(e), title="Cannot read the turn", severity="error", timeout=8)
             return
@@ -520,5 +440,3 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         if fork is not None and self.position.tick is not None:
             fork(self.position.tick)
 
-    def action_help(self) -> None:
-        self.app.push_screen(ReplayHelpScreen())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from lemming.engine.engine import Engine
+from lemming.tui.run_source import RunSource
 
 from lemming.tui.model import RECENT_TICKS, RunView
 from lemming.tui.widgets.line_table import AgentTable
@@ -48,16 +48,16 @@ class CreditsPane(AgentTable):
 
     header_height = 2
 
-    def __init__(self, engine: Engine, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(engine, view, id=id, classes=classes)
+    def __init__(self, source: RunSource, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(source, view, id=id, classes=classes)
         self.border_title = "Credits"
 
     def _name_w(self) -> int:
         return min(14, max([5] + [len(n) for n in self.view.order]))
 
     def render_header(self, width: int) -> list[Text]:
-        s = self.engine.state
-        broke = sum(1 for n in self.view.order if self.engine.state.agent_status(n) == "broke")
+        s = self.source.state
+        broke = sum(1 for n in self.view.order if self.source.state.agent_status(n) == "broke")
         capped = len(s.soft_warned)
         top = Text()
         top.append("total ", self.style("muted"))
@@ -81,8 +81,8 @@ class CreditsPane(AgentTable):
 
     def render_row(self, index: int, width: int) -> Text:
         name = self.view.order[index]
-        s = self.engine.state
-        agent = self.engine.org.agents.get(name)
+        s = self.source.state
+        agent = self.source.org.agents.get(name)
         left = s.credits.get(name, 0.0)
         top = agent.budget.max_credits if agent is not None else 0.0
         soft = agent.budget.soft_cap if agent is not None else None

@@ -16,7 +16,7 @@ from collections import Counter
 from rich.text import Text
 from textual.binding import Binding
 
-from lemming.engine.engine import Engine
+from lemming.tui.run_source import RunSource
 
 from lemming.tui.model import BROADCAST, RECENT_TICKS, RunView
 from lemming.tui.widgets.line_table import AgentTable
@@ -31,8 +31,8 @@ class MessageGraph(AgentTable):
 
     BINDINGS = [Binding("m", "toggle_matrix", "List/matrix", id="graph.matrix")]
 
-    def __init__(self, engine: Engine, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(engine, view, id=id, classes=classes)
+    def __init__(self, source: RunSource, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(source, view, id=id, classes=classes)
         self.matrix = False
         self._volumes: Counter[tuple[str, str]] = Counter()
         self._readers: dict[str, set[str]] = {}
@@ -79,7 +79,7 @@ class MessageGraph(AgentTable):
 
     def recompute(self) -> None:
         """Refresh permissions and recent volumes (once per tick, not per row)."""
-        org = self.engine.org
+        org = self.source.org
         self._readers = {n: set(org.readers_of(n)) for n in org.agents}
         self._reads = {n: org.readable_by(n) for n in org.agents}
         self._volumes = self.view.recent_volumes()
@@ -116,7 +116,7 @@ class MessageGraph(AgentTable):
         return [cols, legend]
 
     def render_row(self, index: int, width: int) -> Text:
-        if not self._readers and self.engine.org.agents:
+        if not self._readers and self.source.org.agents:
             self.recompute()
         name = self.view.order[index]
         return self._matrix_row(index, name) if self.matrix else self._list_row(name, width)
@@ -128,7 +128,7 @@ class MessageGraph(AgentTable):
         shown = name if len(name) <= name_w else name[: name_w - 1] + "…"
         t.append(f"{shown:<{name_w}} ", self.style("primary"))
         reads = self._reads.get(name, [])
-        everyone = len(reads) >= 3 and len(reads) == len(self.engine.org.agents) - 1
+        everyone = len(reads) >= 3 and len(reads) == len(self.source.org.agents) - 1
         if everyone:
             r = "* (everyone)"
         else:

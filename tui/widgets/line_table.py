@@ -10,7 +10,7 @@ cheap to refresh several times a second.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
@@ -24,6 +24,10 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from lemming.tui.messages import PaneFailed
+
+if TYPE_CHECKING:
+    from lemming.tui.model import RunView
+    from lemming.tui.run_source import RunSource
 
 
 class LineTable(ScrollView, can_focus=True):
@@ -334,9 +338,9 @@ class LineTable(ScrollView, can_focus=True):
 class AgentTable(LineTable):
     """A LineTable with one row per agent, in the view's order (roster, credits, graph)."""
 
-    def __init__(self, engine, view, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: ANN001
+    def __init__(self, source: RunSource, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self.engine = engine
+        self.source = source
         self.view = view
 
     def row_count(self) -> int:

@@ -8,16 +8,22 @@ read from the store yet shows `…` until it is.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 
 from lemming.tui.widgets.timeline import Timeline
+
+if TYPE_CHECKING:
+    from lemming.tui.model import RunView
+    from lemming.tui.run_source import RunSource
 
 
 class ReplayTimeline(Timeline):
     """The replay cursor's timeline (see the module docstring)."""
 
-    def __init__(self, engine, view, *, id: str | None = None, classes: str | None = None) -> None:  # noqa: ANN001
-        super().__init__(engine, view, id=id, classes=classes)
+    def __init__(self, source: RunSource, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(source, view, id=id, classes=classes)
         self.follow = False
         #: The tick the panes show (None before the first one).
         self.shown_tick: int | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from lemming.engine.engine import Engine
+from lemming.tui.run_source import RunSource
 
 from lemming.tui.model import RunView
 from lemming.tui.widgets.line_table import AgentTable
@@ -25,17 +25,17 @@ STATE_LOOK = {
 }
 
 
-def agent_state(engine: Engine, view: RunView, name: str) -> str:
+def agent_state(source: RunSource, view: RunView, name: str) -> str:
     """idle / thinking / broke / error / disabled / retired, as the operator sees it now."""
     a = view.agents.get(name)
     if a is not None and a.thinking_tick is not None:
         return "thinking"
-    status = engine.state.agent_status(name)
+    status = source.state.agent_status(name)
     return status
 
 
-def schedule_text(engine: Engine, name: str) -> str:
-    a = engine.org.agents.get(name)
+def schedule_text(source: RunSource, name: str) -> str:
+    a = source.org.agents.get(name)
     if a is None or not a.resume.calls_model:
         return "—"
     s = a.resume.schedule
@@ -53,8 +53,8 @@ class Roster(AgentTable):
     Roster { height: 1fr; }
     """
 
-    def __init__(self, engine: Engine, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
-        super().__init__(engine, view, id=id, classes=classes)
+    def __init__(self, source: RunSource, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(source, view, id=id, classes=classes)
         self.border_title = "Agents"
 
     def _columns(self, width: int) -> tuple[int, bool, bool, bool]:
@@ -82,8 +82,8 @@ class Roster(AgentTable):
 
     def render_row(self, index: int, width: int) -> Text:
         name = self.view.order[index]
-        engine = self.engine
-        state = agent_state(engine, self.view, name)
+        source = self.source
+        state = agent_state(source, self.view, name)
         glyph, look = STATE_LOOK.get(state, ("?", "muted"))
         name_w, show_model, show_every, show_last = self._columns(width)
         t = Text()
@@ -91,15 +91,15 @@ class Roster(AgentTable):
         shown = name if len(name) <= name_w else name[: name_w - 1] + "…"
         t.append(f"{shown:<{name_w}} ", self.style("muted") if state in ("disabled", "retired") else None)
         t.append(f"{state:<9}", self.style(look) if state != "idle" else None)
-        agent = engine.org.agents.get(name)
+        agent = source.org.agents.get(name)
         if show_model:
             key = agent.resume.model.key if agent is not None else "—"
             t.append(f"{key[:11]:<12}", self.style("muted"))
         if show_every:
-            t.append(f"{schedule_text(engine, name)[:6]:<7}", self.style("muted"))
+            t.append(f"{schedule_text(source, name)[:6]:<7}", self.style("muted"))
         if show_last:
             av = self.view.agents.get(name)
-            rec = engine.state.last_turn.get(name)
+            rec = source.state.last_turn.get(name)
             if rec is not None:
                 status = rec.status
                 last = f"t{rec.tick} {status}"
@@ -108,5 +108,5 @@ class Roster(AgentTable):
                 t.append(f"{'t' + str(av.last_tick):<14}")
             else:
                 t.append(f"{'—':<14}", self.style("muted"))
-        t.append(f"{engine.state.sent.get(name, 0):>5}")
+        t.append(f"{source.state.sent.get(name, 0):>5}")
         return t

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from lemming.engine.engine import Engine
+from lemming.tui.run_source import RunSource
 
 from lemming.tui.model import RunView, TickRow
 from lemming.tui.widgets.credits import money
 from lemming.tui.widgets.line_table import LineTable
 
 
-def due_at(engine: Engine, tick: int) -> list[str]:
+def due_at(source: RunSource, tick: int) -> list[str]:
     """Agents whose schedule fires at `tick` (t % n == phase_offset % n)."""
     out = []
-    for name, a in sorted(engine.org.agents.items()):
+    for name, a in sorted(source.org.agents.items()):
         s = a.resume.schedule
         n = s.run_every_n_ticks
         if tick % n == s.phase_offset % n:
@@ -37,9 +37,9 @@ class Timeline(LineTable):
 
     grow_in_chunks = 32
 
-    def __init__(self, engine: Engine, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(self, source: RunSource, view: RunView, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self.engine = engine
+        self.source = source
         self.view = view
         self.border_title = "Timeline"
         self.follow = True
@@ -68,7 +68,8 @@ class Timeline(LineTable):
         if row.status == "running":
             t.append("▶ ", self.style("accent"))
         elif row.status == "next":
-            t.append("⏸ " if self.view.paused else "· ", self.style("warn") if self.view.paused else self.style("muted"))
+            paused = self.source.state.paused
+            t.append("⏸ " if paused else "· ", self.style("warn") if paused else self.style("muted"))
         else:
             t.append("  ")
         t.append(f"{row.tick:>6} ", self.style("primary") if row.status in ("running", "next") else None)
@@ -85,14 +86,14 @@ class Timeline(LineTable):
         elif row.status == "aborted":
             t.append(f"{'aborted — nothing committed':<32}", self.style("error"))
         else:
-            stopped = self.view.stopped
-            if stopped is not None:
+            state = self.source.state
+            if state.stopped is not None:
                 label = "stopped"
-            elif self.view.paused:
+            elif state.paused:
                 label = "paused"
             else:
                 label = "next"
-            t.append(f"{'':>14}{label:>9}  ", self.style("warn") if self.view.paused else self.style("muted"))
+            t.append(f"{'':>14}{label:>9}  ", self.style("warn") if state.paused else self.style("muted"))
         self._agents(row, t)
         if row.operator:
             t.append(" op:", self.style("accent"))
@@ -107,7 +108,7 @@ class Timeline(LineTable):
         elif row.status == "running":
             names = [n for n in row.firing if n not in row.skipped]
         elif row.status == "next":
-            names = due_at(self.engine, row.tick)
+            names = due_at(self.source, row.tick)
         else:
             names = list(row.firing)
         # Failures first: with forty agents the end of the line may be cut off.
