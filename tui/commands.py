@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from lemming.tui.actions import palette
 from lemming.themes import theme_label, themes
 
-if TYPE_CHECKING:
-    from lemming.tui.room import Room
+
+class PaletteHost(Protocol):
+    """What the palette needs of its app (a Room)."""
+
+    mode: str
+
+    def offers(self, action: str) -> bool: ...
+
+    async def run_action(self, action: str, default_namespace: Any = None) -> bool: ...
+
+    def action_set_theme(self, name: str) -> None: ...
 
 
 class RoomCommands(Provider):
     """The actions of the room's mode (live, replay or the run picker) and its themes, by name."""
 
     def _commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
-        app: Room = self.app  # type: ignore[assignment]  (a Provider knows only App)
+        app = cast(PaletteHost, self.app)
         for title, help_text, action in palette(app.mode):
             if app.offers(action):
                 yield title, help_text, partial(app.run_action, action)
