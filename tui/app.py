@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Unpack
 
 from textual import work
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
-from lemming.engine.engine import Engine, Subscription
+from lemming.engine.engine import Engine
 
-from lemming.tui.model import Changes
-from lemming.tui.room import PUMP_INTERVAL, Room
+from lemming.tui.room import Room, RoomOptions
 
 if TYPE_CHECKING:
     from lemming.engine.recorded_run import RecordedRun
@@ -36,36 +35,12 @@ class ControlRoom(Room):
     """The LeMMing control room on one live run (see the module docstring)."""
 
     def __init__(
-        self,
-        engine: Engine,
-        *,
-        theme: str | None = None,
-        config_dir: Path | None = None,
-        wall_clock: bool = True,
-        pump_interval: float = PUMP_INTERVAL,
-        stream_mode: str | None = None,
-        quit_grace: float = 3.0,
-        cursor_blink: bool = True,
-        animations: bool = True,
-        pump_observer: Callable[[Changes, list], None] | None = None,
-        record: Path | bool | None = None,
-        watch: bool = False,
+        self, engine: Engine, *, record: Path | bool | None = None, watch: bool = False, **options: Unpack[RoomOptions]
     ) -> None:
-        super().__init__(
-            theme=theme,
-            config_dir=config_dir,
-            wall_clock=wall_clock,
-            pump_interval=pump_interval,
-            stream_mode=stream_mode,
-            quit_grace=quit_grace,
-            cursor_blink=cursor_blink,
-            animations=animations,
-            pump_observer=pump_observer,
-        )
+        super().__init__(**options)
         self.engine: Engine = engine
         # Subscribed before the run starts, so the panes see RunStarted and everything after.
-        self.subscription: Subscription = engine.subscribe(tokens=True)
-        self.connect(engine, control=engine, feed=self.subscription)
+        self.connect(engine, control=engine, feed=engine.subscribe(tokens=True))
         #: Where to record the run (the run store's database), None for no recording; True for
         #: the organisation's default database (resolved when the run starts: finding it
         #: imports the run store, which the first frame does not need).

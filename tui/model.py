@@ -16,7 +16,7 @@ import copy
 import dataclasses
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Self
+from typing import Any, Callable, Iterable, Self, Sequence
 
 from lemming.engine.events import (
     AgentSkipped,
@@ -188,7 +188,9 @@ class RunView:
         self.agents: dict[str, AgentView] = {}
         self.order: list[str] = []  # display order: by name, retired agents kept
         self.positions: dict[str, int] = {}  # name -> index in `order`
-        self.rows: deque[TickRow] = deque(maxlen=MAX_TICK_ROWS)
+        self._rows: deque[TickRow] = deque(maxlen=MAX_TICK_ROWS)
+        #: The timeline's rows, oldest first (replay's view shows the whole run's index).
+        self.rows: Sequence[TickRow] = self._rows
         self._row_index: dict[int, TickRow] = {}
         self.committed_tick = 0
         self.running_tick: int | None = None
@@ -261,8 +263,8 @@ class RunView:
 
     def _copy_rows(self, c: Self) -> None:
         """Give the copy `c` timeline rows of its own where they may still change."""
-        c.rows = deque((unfinished_copy(r) for r in self.rows), maxlen=self.rows.maxlen)
-        c._row_index = {r.tick: r for r in c.rows}
+        c._rows = c.rows = deque((unfinished_copy(r) for r in self._rows), maxlen=self._rows.maxlen)
+        c._row_index = {r.tick: r for r in c._rows}
 
     # --- folding -------------------------------------------------------------------------
 
@@ -277,11 +279,12 @@ class RunView:
     def _ensure_row(self, tick: int) -> TickRow:
         row = self._row_index.get(tick)
         if row is None:
-            if len(self.rows) == self.rows.maxlen:
-                old = self.rows[0]
+            rows = self._rows
+            if len(rows) == rows.maxlen:
+                old = rows[0]
                 self._row_index.pop(old.tick, None)
             row = TickRow(tick)
-            self.rows.append(row)
+            rows.append(row)
             self._row_index[tick] = row
         return row
 

@@ -190,7 +190,7 @@ class ReplayView(RunView):
     def __init__(self, index: TickIndex, agent_names: Iterable[str] = ()) -> None:
         super().__init__(agent_names)
         self.index = index
-        self.rows = index  # type: ignore[assignment]
+        self.rows = index
         self._scratch: dict[int, TickRow] = {}
 
     def row(self, tick: int) -> TickRow | None:

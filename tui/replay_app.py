@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Unpack
 
 from textual import work
 from textual.app import ComposeResult
@@ -33,7 +33,7 @@ from lemming.engine.store import StoreError
 
 from lemming.tui.actions import LIVE, PICKER, REPLAY, bindings
 from lemming.tui.replay import Frame, ReplayPosition, ReplaySource
-from lemming.tui.room import Room
+from lemming.tui.room import Room, RoomOptions
 from lemming.tui.screens.replay import ReplayScreen
 from lemming.tui.screens.runs import NEW_RUN, RunsScreen
 
@@ -77,25 +77,12 @@ class ReplayRoom(Room):
         seed: int = 0,
         interval: float | None = None,
         sim_tokens_per_s: float | None = None,
-        theme: str | None = None,
-        config_dir: Path | None = None,
-        wall_clock: bool = True,
-        cursor_blink: bool = True,
-        animations: bool = True,
-        pump_interval: float = 0.1,
-        stream_mode: str | None = None,
         poll_interval: float = 0.5,
         on_frame: Callable[[Frame], None] | None = None,
+        **options: Unpack[RoomOptions],
     ) -> None:
-        super().__init__(
-            theme=theme,
-            config_dir=config_dir,
-            wall_clock=wall_clock,
-            pump_interval=pump_interval,
-            stream_mode=stream_mode,
-            cursor_blink=cursor_blink,
-            animations=animations,
-        )
+        options.setdefault("pump_interval", 0.1)
+        super().__init__(**options)
         self.db = Path(db)
         self.first_run = run_id
         self.follow = follow

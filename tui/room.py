@@ -16,7 +16,7 @@ import time
 import traceback
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, TypedDict
 
 from textual import work
 from textual.app import App
@@ -51,6 +51,20 @@ if TYPE_CHECKING:
 PUMP_INTERVAL = 1 / 15
 #: Tick intervals that + and - step through (seconds).
 INTERVAL_STEPS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class RoomOptions(TypedDict, total=False):
+    """How a room looks and behaves, whatever run it shows (Room.__init__'s keywords)."""
+
+    theme: str | None
+    config_dir: Path | None
+    wall_clock: bool
+    pump_interval: float
+    stream_mode: str | None
+    quit_grace: float
+    cursor_blink: bool
+    animations: bool
+    pump_observer: Callable[[Changes, list], None] | None
 
 
 class Room(App[int]):
@@ -429,15 +443,21 @@ class Room(App[int]):
 
         self.push_screen(InjectDialog(sorted(source.org.agents), self.selected_agent, cursor_blink=self.cursor_blink), done)
 
-    def action_top_up(self) -> None:
+    def _steer_agent(self) -> tuple[RunControl, RunSource, str] | None:
+        """The run's control, its source and the selected agent, if both can be had (else say why)."""
         control = self._steerable()
         if control is None or self.source is None:
-            return
+            return None
         name = self._agent_selected()
-        if name is None:
+        return None if name is None else (control, self.source, name)
+
+    def action_top_up(self) -> None:
+        steer = self._steer_agent()
+        if steer is None:
             return
-        agent = self.source.org.agents[name]
-        balance = self.source.state.credits.get(name, 0.0)
+        control, source, name = steer
+        agent = source.org.agents[name]
+        balance = source.state.credits.get(name, 0.0)
 
         from lemming.tui.screens.top_up import TopUpDialog
 
@@ -448,13 +468,11 @@ class Room(App[int]):
         self.push_screen(TopUpDialog(name, balance, agent.budget.max_credits, cursor_blink=self.cursor_blink), done)
 
     def action_toggle_enabled(self) -> None:
-        control = self._steerable()
-        if control is None or self.source is None:
+        steer = self._steer_agent()
+        if steer is None:
             return
-        name = self._agent_selected()
-        if name is None:
-            return
-        enabled = self.source.state.enabled.get(name, True)
+        control, source, name = steer
+        enabled = source.state.enabled.get(name, True)
         control.set_enabled(name, not enabled)
         self.notify(f"{name} will be {'disabled' if enabled else 'enabled'} at the next tick boundary.", timeout=3)
 
