@@ -113,14 +113,12 @@ def _write_org(root: Path, base_url: str, agents: int, parser: str) -> None:
         )
 
 
-async def _engine_batch(base_url: str, agents: int, ticks: int, parser: str = "json") -> dict[str, Any] | None:
-    try:
-        from lemming.engine.engine import Engine
-        from lemming.engine.events import TickCompleted, TokenDelta, TurnFinished
-        from lemming.engine.org import load_org
-        from lemming.engine.providers.registry import ProviderRegistry
-    except ImportError:
-        return None
+async def _engine_batch(base_url: str, agents: int, ticks: int, parser: str = "json") -> dict[str, Any]:
+    from lemming.engine.engine import Engine
+    from lemming.engine.events import TickCompleted, TokenDelta, TurnFinished
+    from lemming.engine.org import load_org
+    from lemming.engine.providers.registry import ProviderRegistry
+
     with tempfile.TemporaryDirectory(prefix="lemming-bench-") as tmp:
         root = Path(tmp)
         _write_org(root, base_url, agents, parser)
@@ -236,15 +234,14 @@ async def bench_openai_concurrency(
             a["overhead_us_per_token"] = a["over_ideal_s"] / tokens * 1e6
             a["cpu_us_per_token"] = a["cpu_s"] / tokens * 1e6
             e = await _engine_batch(srv.base_url, turns, engine_ticks, parser)
-            if e is not None:
-                tokens_e = max(1, e["output_tokens"])
-                per_tick = e["wall_s"] / max(1, engine_ticks)
-                e["ideal_s"] = latency * engine_ticks
-                e["wall_per_tick_s"] = per_tick
-                e["overhead_us_per_token"] = (e["wall_s"] - e["ideal_s"]) / tokens_e * 1e6
-                # What the engine adds over the bare adapter, per streamed token.
-                e["engine_extra_us_per_token"] = (per_tick - a["wall_s"]) / (tokens_e / engine_ticks) * 1e6
-                e["cpu_us_per_token"] = e["cpu_s"] / tokens_e * 1e6
+            tokens_e = max(1, e["output_tokens"])
+            per_tick = e["wall_s"] / max(1, engine_ticks)
+            e["ideal_s"] = latency * engine_ticks
+            e["wall_per_tick_s"] = per_tick
+            e["overhead_us_per_token"] = (e["wall_s"] - e["ideal_s"]) / tokens_e * 1e6
+            # What the engine adds over the bare adapter, per streamed token.
+            e["engine_extra_us_per_token"] = (per_tick - a["wall_s"]) / (tokens_e / engine_ticks) * 1e6
+            e["cpu_us_per_token"] = e["cpu_s"] / tokens_e * 1e6
             out["runs"][parser] = {"adapter": a, "engine": e}
     return out
 
