@@ -260,9 +260,6 @@ def _print(result: dict[str, Any]) -> None:
             f"{a['output_tokens']} tokens; overhead {a['overhead_us_per_token']:.1f} us/token "
             f"(CPU {a['cpu_us_per_token']:.1f} us/token); failed {a['failed']}"
         )
-        if e is None:
-            print("  engine:  not available (engine.engine not importable)")
-            continue
         ticks_ms = ", ".join(f"{t:.0f}" for t in e["tick_ms"])
         print(
             f"  engine:  {result['turns']} agents x {e['ticks']} ticks: wall {e['wall_s'] * 1000:.0f} ms vs ideal "
