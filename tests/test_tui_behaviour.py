@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from textual import work
 
 from tests.conftest import make_org, write_resume
 from lemming.tui.app import ControlRoom
@@ -607,3 +608,59 @@ async def test_keys_can_be_remapped_in_the_settings_file(org_dir: Path, tmp_path
         await wait_for(pilot, lambda: app.engine.running and app.engine.paused, what="a paused start")
         await pilot.press("s")
         await wait_for(pilot, lambda: app.engine.tick == 1, what="a step on s")
+
+
+async def test_another_app_plugs_its_own_run_into_a_room(org_dir: Path, tmp_path: Path) -> None:
+    """Room's hook (what an attaching app uses): a source, a control and a feed of its own;
+    the panes, keys and pump work unchanged, and the steering goes through the control."""
+    from lemming.engine.engine import Engine
+    from lemming.tui.room import Room
+    from lemming.tui.run_source import EventFeed, RunControl, RunSource
+
+    engine = sim_engine(org_dir, seed=1, paused=True, run_id="elsewhere")
+    commands: list[str] = []
+
+    class CountingControl:
+        """A run controlled from afar: every command is noted, then passed on."""
+
+        def __init__(self, engine: Engine) -> None:
+            self.engine = engine
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            value = getattr(self.engine, name)
+            if callable(value):
+                def call(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+                    commands.append(name)
+                    return value(*args, **kw)
+
+                return call
+            return value
+
+        @property
+        def paused(self) -> bool:
+            return self.engine.paused
+
+        @property
+        def running(self) -> bool:
+            return self.engine.running
+
+    class Attached(Room):
+        def start(self) -> None:
+            self._attach()
+
+        @work(exclusive=True, group="attach")
+        async def _attach(self) -> None:
+            await self.show_run(engine, control=CountingControl(engine), feed=engine.subscribe(tokens=True))  # type: ignore[arg-type]
+            self.run_live(engine)
+
+    assert isinstance(engine, RunSource) and isinstance(engine, RunControl)
+    assert isinstance(engine.subscribe(), EventFeed)
+    app = Attached(config_dir=tmp_path / "cfg", wall_clock=False, cursor_blink=False, animations=False, pump_interval=0.02)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: engine.running and app.view.run_id == "elsewhere", what="the run to show")
+        await pilot.press("n")
+        await wait_for(pilot, lambda: app.view.committed_tick == 1, what="tick 1 on screen")
+        assert commands == ["step"]
+        assert app.main.status.tick == 1 and "elsewhere" in app.main.status.run_id
+        await pilot.press("q")
+    assert "stop" in commands and not engine.running
