@@ -287,15 +287,29 @@ async def test_token_deltas_stream_and_merge_for_slow_subscribers(tmp_path: Path
 
 
 def _canonical_log(events) -> list[str]:
+    # Tool call events are published as the calls run (their place in the live stream
+    # depends on timing); each agent's own sequence of them is compared.
+    tools = [e for e in events if e.type.startswith("tool_call_")]
+    per_agent = sorted(json.dumps(canonical(e.to_dict()), sort_keys=True) for e in tools)
     return [
         json.dumps(canonical(e.to_dict()), sort_keys=True)
         for e in events
-        if e.persistent
-    ]
+        if e.persistent and not e.type.startswith("tool_call_")
+    ] + per_agent
 
 
 async def _demo_log(repo_root: Path, seed: int, concurrency: int, ticks: int = 40) -> tuple[list[str], dict]:
-    engine = Engine(load_org(repo_root), seed=seed, concurrency=concurrency)
+    # A fresh copy of the organisation for each run: its agents' tools write files, and a
+    # run starts from the files its folder holds.
+    import shutil
+    import tempfile
+
+    copy = Path(tempfile.mkdtemp(prefix="demo-log-")) / "org"
+    shutil.copytree(repo_root / "agents", copy / "agents", ignore=shutil.ignore_patterns("workspace"))
+    for f in ("models.json", "credits.json", "org.json"):
+        if (repo_root / f).exists():
+            shutil.copy(repo_root / f, copy / f)
+    engine = Engine(load_org(copy), seed=seed, concurrency=concurrency)
     sub = engine.subscribe(tokens=False)
     await engine.run(ticks=ticks)
     return _canonical_log(sub.drain()), engine.state.fingerprint()
