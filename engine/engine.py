@@ -394,7 +394,7 @@ class Engine:
             if self._reapply_files:
                 self._reapply_files = False
                 last = [r for r in self.state.last_turn.values() if r.tick == self.state.tick and r.files_changed]
-                order = {n: i for i, n in enumerate(schedule.in_order(self.org.agents.values()))}
+                order = {a.name: i for i, a in enumerate(schedule.in_order(self.org.agents.values()))}
                 last.sort(key=lambda r: (order.get(r.agent, len(order)), r.agent))
                 await self._write_files(self.state.tick, last)
             self._build_adapters(a.resume.model.key for a in self.org.agents.values() if a.resume.calls_model)

@@ -282,3 +282,81 @@ def test_results_come_back_within_the_same_turn(tmp_path: Path, monkeypatch) -> 
     charges = [e for e in events if e.type == "credits_charged"]
     assert len(charges) == 2
     assert sum(1 for e in events if e.type == "message_committed") == 1
+
+
+# --- kill -9 during a tool call, then `lemming resume` ------------------------------------
+
+LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
+KILLPOINT = [sys.executable, "-m", "tests.support.killpoint"]
+
+
+def _env() -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("LEMMING_")}
+    e.update({"COLUMNS": "200", "NO_COLOR": "1", "PYTHONPATH": str(REPO)})
+    return e
+
+
+def _demo(base: Path, name: str) -> Path:
+    root = base / name
+    shutil.copytree(REPO / "agents", root / "agents", ignore=shutil.ignore_patterns("workspace"))
+    for f in ("models.json", "credits.json", "org.json"):
+        shutil.copy(REPO / f, root / f)
+    return root
+
+
+def _cli(*args, argv=LEMMING) -> subprocess.CompletedProcess:
+    return subprocess.run([*argv, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300, env=_env())
+
+
+def _export(db: Path) -> list[str]:
+    import sqlite3
+
+    (run,) = [r[0] for r in sqlite3.connect(db).execute("SELECT id FROM runs")]
+    r = _cli("export", run, "--canonical", "--db", db)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def _files(root: Path) -> dict[str, str]:
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and ("workspace" in p.parts or "shared" in p.parts):
+            out[str(p.relative_to(root))] = p.read_text()
+    return out
+
+
+@needs_bwrap
+@pytest.mark.parametrize("point", ["tool-call:1", "tool-call:3", "files-written:2"])
+def test_kill_9_during_a_tool_call_then_resume_gives_the_same_run(tmp_path: Path, point: str) -> None:
+    ticks, seed = 14, 1
+    ref_root = _demo(tmp_path, "ref")
+    r = _cli("run", "--headless", "--org", ref_root, "--ticks", ticks, "--seed", seed, "--db", tmp_path / "ref.db", "--no-watch")
+    assert r.returncode == 0, r.stderr
+    reference = _export(tmp_path / "ref.db")
+    assert any('"tool": "shell"' in line for line in reference)
+
+    root = _demo(tmp_path, "killed")
+    db = tmp_path / "killed.db"
+    killed = _cli("--kill", point, "--", "run", "--headless", "--org", root, "--ticks", ticks, "--seed", seed, "--db", db, "--no-watch",
+                  argv=KILLPOINT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    time.sleep(0.3)
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and _is_sandbox_of(pid, root)]
+    import sqlite3
+
+    (run,) = [r[0] for r in sqlite3.connect(db).execute("SELECT id FROM runs")]
+    r = _cli("resume", run, "--db", db, "--org", root, "--force")
+    assert r.returncode == 0, r.stderr
+    got = _export(db)
+    # The resumed run's record is the uninterrupted one's (a resume adds its own start).
+    strip = lambda lines: [l for l in lines if '"type": "run_started"' not in l and '"type": "run_stopped"' not in l]  # noqa: E731
+    assert strip(got) == strip(reference)
+    assert _files(root) == _files(ref_root)
+
+
+def _is_sandbox_of(pid: str, root: Path) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"bwrap" in cmd and b"lemming-shell-" in cmd
