@@ -18,6 +18,19 @@ from lemming.tui.app import ControlRoom, build_engine
 REPO = Path(__file__).resolve().parents[2]
 
 
+def demo_copy() -> Path:
+    """A fresh copy of the demo organisation (without workspaces): its agents' tools write
+    files, and a run starts from the files its folder holds (the screen must not)."""
+    import shutil
+    import tempfile
+
+    org = Path(tempfile.mkdtemp(prefix="lemming-demo-")) / "org"
+    shutil.copytree(REPO / "agents", org / "agents", ignore=shutil.ignore_patterns("workspace"))
+    for f in ("models.json", "credits.json", "org.json"):
+        shutil.copy(REPO / f, org / f)
+    return org
+
+
 def deterministic_app(
     org: str | Path = REPO,
     *,
@@ -29,6 +42,8 @@ def deterministic_app(
     interval: float = 0.0,
     **kw: object,
 ) -> ControlRoom:
+    if Path(org) == REPO:
+        org = demo_copy()
     engine = build_engine(org, seed=seed, paused=paused, interval=interval, sim_tokens_per_s=0, run_id=run_id)
     return ControlRoom(
         engine,
