@@ -52,12 +52,10 @@ def _json_run(seed: int, ticks: int = 200) -> list[dict]:
     # On a fresh copy of the demo organisation: its agents' tools write files, and a run
     # starts from the files its folder holds.
     import shutil
-    import tempfile
 
-    org = Path(tempfile.mkdtemp(prefix="json-run-")) / "org"
-    shutil.copytree(REPO / "agents", org / "agents", ignore=shutil.ignore_patterns("workspace"))
-    for f in ("models.json", "credits.json", "org.json"):
-        shutil.copy(REPO / f, org / f)
+    from tests.conftest import demo_copy
+
+    org = demo_copy()
     r = lemming("run", "--headless", "--org", str(org), "--ticks", str(ticks), "--seed", str(seed), "--json", "--no-record", "--no-watch", timeout=120)
     shutil.rmtree(org.parent, ignore_errors=True)
     assert r.returncode == 0, r.stderr

@@ -298,38 +298,30 @@ def _canonical_log(events) -> list[str]:
     ] + per_agent
 
 
-async def _demo_log(repo_root: Path, seed: int, concurrency: int, ticks: int = 40) -> tuple[list[str], dict]:
+async def _demo_log(seed: int, concurrency: int, ticks: int = 40) -> tuple[list[str], dict]:
     # A fresh copy of the organisation for each run: its agents' tools write files, and a
     # run starts from the files its folder holds.
-    import shutil
-    import tempfile
+    from tests.conftest import demo_copy
 
-    copy = Path(tempfile.mkdtemp(prefix="demo-log-")) / "org"
-    shutil.copytree(repo_root / "agents", copy / "agents", ignore=shutil.ignore_patterns("workspace"))
-    for f in ("models.json", "credits.json", "org.json"):
-        if (repo_root / f).exists():
-            shutil.copy(repo_root / f, copy / f)
-    engine = Engine(load_org(copy), seed=seed, concurrency=concurrency)
+    engine = Engine(load_org(demo_copy()), seed=seed, concurrency=concurrency)
     sub = engine.subscribe(tokens=False)
     await engine.run(ticks=ticks)
     return _canonical_log(sub.drain()), engine.state.fingerprint()
 
 
 async def test_same_seed_same_run_whatever_the_concurrency() -> None:
-    from tests.conftest import REPO
-
-    a_log, a_state = await _demo_log(REPO, 7, 1)
-    b_log, b_state = await _demo_log(REPO, 7, 64)
+    a_log, a_state = await _demo_log(7, 1)
+    b_log, b_state = await _demo_log(7, 64)
     assert a_log == b_log
     assert a_state == b_state
-    c_log, _ = await _demo_log(REPO, 8, 64)
+    c_log, _ = await _demo_log(8, 64)
     assert c_log != a_log  # the seed matters
 
 
 async def test_demo_runs_and_someone_goes_broke() -> None:
-    from tests.conftest import REPO
+    from tests.conftest import demo_copy
 
-    engine = Engine(load_org(REPO), seed=7)
+    engine = Engine(load_org(demo_copy()), seed=7)
     sub = engine.subscribe(tokens=False)
     await engine.run(ticks=100)
     events = sub.drain()

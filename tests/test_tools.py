@@ -24,7 +24,7 @@ from lemming.engine.tools.files import PathRefused, TurnFiles, Workspace
 from lemming.engine.tools.runner import ToolRunner
 from lemming.engine.tools.sandbox import Limits, Mount, SandboxPolicy, run_sandboxed
 from lemming.engine.tools.shell import CommandRefused, check_command
-from tests.conftest import REPO, make_org
+from tests.conftest import REPO, demo_copy, make_org
 from tests.support import scripted_provider as sp
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing: run `make system-deps`")
@@ -297,11 +297,7 @@ def _env() -> dict[str, str]:
 
 
 def _demo(base: Path, name: str) -> Path:
-    root = base / name
-    shutil.copytree(REPO / "agents", root / "agents", ignore=shutil.ignore_patterns("workspace"))
-    for f in ("models.json", "credits.json", "org.json"):
-        shutil.copy(REPO / f, root / f)
-    return root
+    return demo_copy(base / name)
 
 
 def _cli(*args, argv=LEMMING) -> subprocess.CompletedProcess:

@@ -14,21 +14,9 @@ from pathlib import Path
 from textual.pilot import Pilot
 
 from lemming.tui.app import ControlRoom, build_engine
+from tests.conftest import demo_copy  # noqa: F401  (snapshot tests import it from here too)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def demo_copy() -> Path:
-    """A fresh copy of the demo organisation (without workspaces): its agents' tools write
-    files, and a run starts from the files its folder holds (the screen must not)."""
-    import shutil
-    import tempfile
-
-    org = Path(tempfile.mkdtemp(prefix="lemming-demo-")) / "org"
-    shutil.copytree(REPO / "agents", org / "agents", ignore=shutil.ignore_patterns("workspace"))
-    for f in ("models.json", "credits.json", "org.json"):
-        shutil.copy(REPO / f, org / f)
-    return org
 
 
 def deterministic_app(
@@ -42,7 +30,7 @@ def deterministic_app(
     interval: float = 0.0,
     **kw: object,
 ) -> ControlRoom:
-    if Path(org) == REPO:
+    if Path(org) == REPO:  # the demo's tools write files: each app gets a fresh copy
         org = demo_copy()
     engine = build_engine(org, seed=seed, paused=paused, interval=interval, sim_tokens_per_s=0, run_id=run_id)
     return ControlRoom(
