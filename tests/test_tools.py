@@ -356,3 +356,11 @@ def _is_sandbox_of(pid: str, root: Path) -> bool:
     except OSError:
         return False
     return b"bwrap" in cmd and b"lemming-shell-" in cmd
+
+
+def test_the_stream_shows_each_call_and_its_result() -> None:
+    from lemming.engine.events import ToolCallStarted
+    from lemming.tui.model import tool_line
+
+    assert tool_line(ToolCallStarted(3, "ann", 1, 0, "shell", '{"command": "ls"}')) == '⚙ shell {"command": "ls"}'
+    assert tool_line(ToolCallFinished(3, "ann", 1, 0, "shell", False, "timed out")) == "  ✗ shell: timed out"

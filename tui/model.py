@@ -35,6 +35,8 @@ from lemming.engine.events import (
     TickCompleted,
     TickStarted,
     TokenDelta,
+    ToolCallFinished,
+    ToolCallStarted,
     TurnFinished,
     TurnRecord,
     TurnStarted,
@@ -62,11 +64,19 @@ class Notice:
     title: str = ""
 
 
+def tool_line(ev: Event) -> str:
+    """A tool call (or its result) as one line of the stream."""
+    if type(ev) is ToolCallStarted:
+        return f"⚙ {ev.tool} {ev.summary}"  # type: ignore[attr-defined]
+    mark = "✓" if ev.ok else "✗"  # type: ignore[attr-defined]
+    return f"  {mark} {ev.tool}: {ev.summary}"  # type: ignore[attr-defined]
+
+
 @dataclass(slots=True)
 class StreamPiece:
     """One step of an agent's live reply: a turn starting, text, a retry, the end."""
 
-    kind: str  # "start", "text", "restart", "end"
+    kind: str  # "start", "text", "restart", "tool" (a tool call or its result), "end"
     tick: int
     text: str = ""
     record: TurnRecord | None = None
@@ -263,6 +273,9 @@ class RunView:
                 a.stream_text = ""
                 ch.agents.add(a.name)
                 ch.piece(a.name, StreamPiece("start", ev.tick))  # type: ignore[attr-defined]
+            elif t is ToolCallStarted or t is ToolCallFinished:
+                ch.agents.add(ev.agent)  # type: ignore[attr-defined]  (the roster shows a running tool)
+                ch.piece(ev.agent, StreamPiece("tool", ev.tick, tool_line(ev)))  # type: ignore[attr-defined]
             elif t is TurnFinished:
                 self._turn_finished(ev, ch)  # type: ignore[arg-type]
             elif t is TickStarted:

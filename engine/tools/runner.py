@@ -76,6 +76,8 @@ class ToolRunner:
             shown = {"tool": tool, "ok": False, "error": f"no such file or folder: {e.args[0] if e.args else ''}"}
         except OSError as e:  # the disk said no: the agent sees why
             shown = {"tool": tool, "ok": False, "error": f"{e.strerror or e}"}
+        except Exception as e:  # a bug in one tool fails that call, not the turn
+            shown = {"tool": tool, "ok": False, "error": f"internal error in {tool}: {type(e).__name__}: {e}"[:500]}
         record = dict(shown)
         record["args"] = _cut(copy_plain(args) if isinstance(args, dict) else args, MAX_ARGS_CHARS)
         record["duration_ms"] = (time.monotonic() - t0) * 1000
