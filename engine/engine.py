@@ -1178,6 +1178,11 @@ def _summary(value: Any, limit: int = 120) -> str:
     """A value in one short line (tool events' arguments and results)."""
     if isinstance(value, str):
         text = value
+    elif isinstance(value, dict) and any(k in value for k in _FIRST_KEYS):
+        # What names the call's object first (a path, a command), then the rest.
+        first = {k: value[k] for k in _FIRST_KEYS if k in value}
+        rest = {k: value[k] for k in sorted(value) if k not in first}
+        text = _json_line(first | rest) if not rest else _json_line(first)[:-1] + ", " + _json_line(rest)[1:]
     else:
         try:
             text = _json_line(value)
@@ -1185,6 +1190,9 @@ def _summary(value: Any, limit: int = 120) -> str:
             text = repr(value)
     text = plainjson.one_line(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_FIRST_KEYS = ("path", "command", "key", "name", "exit_code")
 
 
 def _json_line(value: Any) -> str:
