@@ -364,3 +364,13 @@ def test_the_stream_shows_each_call_and_its_result() -> None:
 
     assert tool_line(ToolCallStarted(3, "ann", 1, 0, "shell", '{"command": "ls"}')) == '⚙ shell {"command": "ls"}'
     assert tool_line(ToolCallFinished(3, "ann", 1, 0, "shell", False, "timed out")) == "  ✗ shell: timed out"
+
+
+def test_an_explicit_unsandboxed_shell_runs_and_says_so(tmp_path: Path) -> None:
+    org = _org(tmp_path, sandbox="none", shell_allow=["*"])
+    r = ToolRunner(org, "ann", 1, {}, ALL_TOOLS)
+    res = _run(r, "shell", command="echo hi > out.txt; echo s > shared/s.txt; cat out.txt; env")
+    assert res["ok"], res
+    assert res["result"]["sandbox"] == "none (org.json)"
+    assert res["result"]["output"].startswith("hi\n") and "KEY" not in res["result"]["output"]
+    assert set(res["result"]["changed"]) == {"out.txt", "shared/s.txt"}

@@ -116,6 +116,7 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         status = self.status
         status.org_name = self.engine.org.name
+        status.unsandboxed = getattr(self.engine.org.settings, "sandbox", "bwrap") == "none"
         status.run_id = self.engine.run_id
         status.tick = self.engine.tick
         status.interval = self.engine.state.interval
