@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-faults bench bench-quick lint lock setup clean
+.PHONY: run test test-faults bench bench-quick lint lock setup system-deps clean
 
 setup: $(STAMP)
 
@@ -23,14 +23,22 @@ lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --extra serve --python-version 3.11 --universal --generate-hashes --quiet -o requirements.lock
 
-run: $(STAMP)
+# The `shell` tool runs commands under bubblewrap (Debian's `bubblewrap`); installed with
+# apt-get only when `bwrap` is missing (CI runs as root on Debian; elsewhere use sudo).
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo "installing bubblewrap (the sandbox of the shell tool)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bubblewrap; }
+
+run: $(STAMP) system-deps
 	$(BIN)/lemming
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
-test-faults: $(STAMP)
+test-faults: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -m slow -o addopts=""
 
 bench: $(STAMP)

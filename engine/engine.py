@@ -28,6 +28,7 @@ from lemming.engine.events import (
     DefinitionRejected,
     DefinitionsReloaded,
     Event,
+    FilesNotWritten,
     MemoryChanged,
     MessageCommitted,
     RunPaused,
@@ -40,6 +41,8 @@ from lemming.engine.events import (
     TickStarted,
     TokenDelta,
     TokenUsage,
+    ToolCallFinished,
+    ToolCallStarted,
     TurnFinished,
     TurnRecord,
     TurnStarted,
@@ -47,12 +50,27 @@ from lemming.engine.events import (
 from lemming.engine import gcfreeze, plainjson
 from lemming.engine.memory import apply_update
 from lemming.engine.messages import OPERATOR, OutboxEntry
-from lemming.engine.org import Org, definitions_hash
-from lemming.engine.prompt import ContractViolation, ParsedReply, build_prompt, parse_reply, prompt_hash
+from lemming.engine.org import Org, definitions_hash, load_org
+from lemming.engine.prompt import (
+    MAX_ENTRIES_PER_TURN,
+    ContractViolation,
+    ParsedReply,
+    build_prompt,
+    parse_reply,
+    prompt_hash,
+    tool_round_messages,
+)
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderError
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
 from lemming.engine.state import OrgState
+from lemming.engine.tools.create_agent import AGENTS_AREA, apply_created
+from lemming.engine.tools.files import apply_changes
+from lemming.engine.tools.runner import ToolRunner
+
+
+#: Committed events that subscribers already saw live, as they happened.
+_LIVE_ONLY = (ToolCallStarted, ToolCallFinished)
 
 
 class Recorder(Protocol):
@@ -154,6 +172,8 @@ class _TurnOutcome:
     #: In commit order: each message as (index in the reply, kind, payload, tags,
     #: recipients), then the memory changes, the credit charge and a soft-cap warning.
     commits: list[tuple | Event] = field(default_factory=list)
+    #: The turn's tool call events, committed before its TurnFinished.
+    tool_events: list[Event] = field(default_factory=list)
 
 
 class _RetryJitter:
@@ -213,6 +233,11 @@ class Engine:
         self.retry_policy = retry_policy or RetryPolicy()
         self.clock = clock
         self.thinking: set[str] = set()  # agents whose turn is in flight
+        #: agent -> the tool it is running now (live; the state learns it at the commit)
+        self.running_tools: dict[str, str] = {}
+        #: A resumed run writes its last committed tick's files again (idempotent): a kill
+        #: may have come between the tick's commit and their writing.
+        self._reapply_files = state is not None and parent_run is None
         self.running = False
         self._subs: set[Subscription] = set()
         self._commands: deque[Command] = deque()
@@ -324,14 +349,17 @@ class Engine:
         """Record (one transaction), then apply to the live state, then publish.
 
         The first `published` events were already shown live (a tick's start) and are
-        not published twice.
+        not published twice; nor are tool call events (shown live as the calls ran).
         """
         if self.recorder is not None:
             await self.recorder.write([e for e in events if e.persistent])
         apply = self.state.apply
         for ev in events:
             apply(ev)
-        self._publish(events[published:] if published else events)
+        rest = events[published:] if published else events
+        if any(type(ev) in _LIVE_ONLY for ev in rest):
+            rest = [ev for ev in rest if type(ev) not in _LIVE_ONLY]
+        self._publish(rest)
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -363,6 +391,12 @@ class Engine:
             )
             if self.state.paused:
                 await self._commit([RunPaused(self.state.tick, self.clock())])
+            if self._reapply_files:
+                self._reapply_files = False
+                last = [r for r in self.state.last_turn.values() if r.tick == self.state.tick and r.files_changed]
+                order = {a.name: i for i, a in enumerate(schedule.in_order(self.org.agents.values()))}
+                last.sort(key=lambda r: (order.get(r.agent, len(order)), r.agent))
+                await self._write_files(self.state.tick, last)
             self._build_adapters(a.resume.model.key for a in self.org.agents.values() if a.resume.calls_model)
             if self.freeze_gc:
                 # What is alive now (the program, the organisation, the state so far) lasts
@@ -573,6 +607,34 @@ class Engine:
         finally:
             self._tick_task = None
         await self._commit(events, published)
+        await self._write_files(t, [ev.record for ev in events if type(ev) is TurnFinished and ev.record.files_changed])  # type: ignore[attr-defined]
+
+    async def _write_files(self, t: int, records: list[TurnRecord]) -> None:
+        """Write committed turns' file changes (after their tick's transaction: a kill in
+        between is repaired by the resume, which writes them again). New agents join through
+        a reload at the next tick boundary."""
+        if not records:
+            return
+        root = self.org.root
+        failed: list[Event] = []
+        created = False
+        for rec in records:
+            files = [c for c in rec.files_changed if c.get("area") != AGENTS_AREA]
+            problems = await asyncio.to_thread(apply_changes, root, rec.agent, files) if files else []
+            for c in rec.files_changed:
+                if c.get("area") == AGENTS_AREA:
+                    problem = apply_created(root, c)
+                    if problem:
+                        problems.append(problem)
+                    else:
+                        created = True
+            if problems:
+                failed.append(FilesNotWritten(t, rec.agent, tuple(problems[:20]), self.clock()))
+        if failed:
+            await self._commit(failed)
+        if created:
+            new = load_org(root, strict=False, last_good=self.org)
+            self.reload(new)
 
     async def _tick_body(self, t: int) -> tuple[list[Event], int]:
         """Run tick t's turns; return its events (committed by the caller) and how many
@@ -667,6 +729,8 @@ class Engine:
             fired.append(name)
             if rec.status != "ok":
                 failed.append(name)
+            if out.tool_events:
+                events.extend(out.tool_events)
             events.append(TurnFinished(t, name, rec))
             for item in out.commits:
                 if type(item) is not tuple:
@@ -718,8 +782,8 @@ class Engine:
             new_limit=org.settings.inbox_new_limit,
             context=org.settings.inbox_context,
         )
-        last = s.last_turn.get(name)
-        tool_results = last.tool_results if last is not None else []
+        tool_results: list[dict[str, Any]] = []  # results come back within the turn
+        shell_allow = org.settings.shell_allow
         try:
             spec = self.registry.spec(key)
         except ProviderError as e:
@@ -732,7 +796,7 @@ class Engine:
         # First estimate the prompt without the token cap, then cap with what remains.
         messages = build_prompt(
             a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
-            can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=wanted,
+            can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=wanted, shell_allow=shell_allow,
         )
         max_tokens = wanted
         if spec is not None:
@@ -745,6 +809,7 @@ class Engine:
                 messages = build_prompt(
                     a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
                     can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=max_tokens,
+                    shell_allow=shell_allow,
                 )
         return {
             "name": name,
@@ -754,6 +819,8 @@ class Engine:
             "config_error": config_error,
             "messages": messages,
             "max_tokens": max_tokens,
+            "wanted": wanted,
+            "balance": balance,
             "temperature": a.resume.model.temperature,
             "memory": s.memory.get(name, {}),
             "tools": a.resume.permissions.tools,
@@ -774,19 +841,21 @@ class Engine:
             started_at=self.clock(),
         )
 
-    def _request(self, plan: dict[str, Any], spec: Any) -> CompletionRequest:
+    def _request(self, plan: dict[str, Any], spec: Any, messages: list[dict[str, str]] | None = None,
+                 max_tokens: int | None = None) -> CompletionRequest:
         return CompletionRequest(
             model=spec.model_name,
-            messages=[ChatMessage(m["role"], m["content"]) for m in plan["messages"]],  # type: ignore[arg-type]
+            messages=[ChatMessage(m["role"], m["content"]) for m in (messages or plan["messages"])],  # type: ignore[arg-type]
             temperature=plan["temperature"],
-            max_tokens=plan["max_tokens"],
+            max_tokens=max_tokens or plan["max_tokens"],
             timeout=spec.timeout,
             seed=self.seed,
         )
 
     def _turn_now(self, plan: dict[str, Any]) -> _TurnOutcome | None:
         """The whole turn, at once, if its provider has the reply ready (the sim at full
-        speed) and a call slot is free; None if the turn has to wait for its call."""
+        speed) and a call slot is free; None if the turn has to wait for its call (or, when
+        the reply calls tools, for them: the reply is kept in the plan for `_turn`)."""
         if plan["config_error"]:
             return None
         try:
@@ -816,16 +885,55 @@ class Engine:
                 for text in reply.deltas:
                     if text:
                         publish(TokenDelta(t, name, plainjson.fix_unicode(text), False))
-            rec.raw_output = plainjson.fix_unicode("".join(reply.deltas))
-            rec.attempts = 1
+            raw = plainjson.fix_unicode("".join(reply.deltas))
             u = reply.usage
-            rec.usage = TokenUsage(u.input_tokens, u.output_tokens, u.estimated)
-            return self._finish_turn(plan, rec)
+            usage = TokenUsage(u.input_tokens, u.output_tokens, u.estimated)
+            try:
+                parsed = parse_reply(raw)
+            except ContractViolation:
+                parsed = None
+            if parsed is not None and parsed.tool_calls:
+                # Tools run in `_turn` (they may wait on programs); it goes on from this reply.
+                plan["first"] = (raw, usage, parsed, (time.monotonic() - t0) * 1000)
+                return None
+            rec.raw_output = raw
+            rec.attempts = 1
+            rec.usage = usage
+            return self._finish_turn(plan, rec, parsed)
         except Exception as e:  # a bug in one turn never stops the tick
             rec.status, rec.error = "internal", f"internal error: {type(e).__name__}: {e}"
             return self._outcome(plan, rec, None)
         finally:
             rec.latency_ms = (time.monotonic() - t0) * 1000
+
+    async def _call(self, plan: dict[str, Any], provider: Any, spec: Any, request: CompletionRequest, round_no: int) -> Any:
+        """One model call of a turn, streamed, with retries, in the concurrency limits."""
+        name, t = plan["name"], plan["tick"]
+        publish = self._publish_one if self._subs else None
+
+        def on_delta(text: str, restart: bool) -> None:
+            if publish is not None:
+                publish(TokenDelta(t, name, plainjson.fix_unicode(text), restart))
+
+        policy = self.retry_policy
+        if spec.max_attempts != policy.max_attempts:
+            policy = RetryPolicy(spec.max_attempts, policy.base_delay, policy.max_delay, policy.max_retry_after)
+        global_sem = self._global_sem
+        provider_sem = self.registry.semaphore(plan["key"])
+        jitter = f"{self.seed}:{name}:{t}" + (f":{round_no}" if round_no > 1 else "")
+        async with global_sem, provider_sem:
+            result = await stream_with_retries(
+                provider, request, on_delta, policy=policy, rng=_RetryJitter(jitter)  # type: ignore[arg-type]
+            )
+            # Calls may be waiting for this slot: let them start before this turn reads
+            # its reply (twice: the first wakes them, the second lets them run).
+            handover = global_sem.locked() or provider_sem.locked()
+        if handover:
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        # A provider's JSON can carry "\ud800" escapes: keep what is recorded valid UTF-8.
+        result.text = plainjson.fix_unicode(result.text)
+        return result
 
     async def _turn(self, plan: dict[str, Any]) -> _TurnOutcome:
         name, t = plan["name"], plan["tick"]
@@ -842,29 +950,14 @@ class Engine:
                 rec.status, rec.error = "config", str(e)
                 return self._outcome(plan, rec, None)
             request = plan.get("request") or self._request(plan, spec)
-            publish = self._publish_one if self._subs else None
-
-            def on_delta(text: str, restart: bool) -> None:
-                if publish is not None:
-                    publish(TokenDelta(t, name, plainjson.fix_unicode(text), restart))
-
-            policy = self.retry_policy
-            if spec.max_attempts != policy.max_attempts:
-                policy = RetryPolicy(spec.max_attempts, policy.base_delay, policy.max_delay, policy.max_retry_after)
-            global_sem = self._global_sem
-            provider_sem = self.registry.semaphore(plan["key"])
-            async with global_sem, provider_sem:
-                result = await stream_with_retries(
-                    provider, request, on_delta, policy=policy, rng=_RetryJitter(f"{self.seed}:{name}:{t}")  # type: ignore[arg-type]
-                )
-                # Calls may be waiting for this slot: let them start before this turn reads
-                # its reply (twice: the first wakes them, the second lets them run).
-                handover = global_sem.locked() or provider_sem.locked()
-            if handover:
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
-            # A provider's JSON can carry "\ud800" escapes: keep what is recorded valid UTF-8.
-            rec.raw_output = result.text = plainjson.fix_unicode(result.text)
+            first = plan.pop("first", None)
+            if first is not None:  # the provider answered at once; its reply calls tools
+                rec.raw_output, rec.usage, parsed, _ = first
+                rec.attempts = 1
+                return await self._tool_rounds(plan, rec, provider, spec, parsed, first[3])
+            r0 = time.monotonic()
+            result = await self._call(plan, provider, spec, request, 1)
+            rec.raw_output = result.text
             rec.attempts = result.attempts
             # Charge what the provider billed over every attempt (a cut stream that was
             # retried still cost its tokens), not only the attempt that succeeded.
@@ -875,7 +968,13 @@ class Engine:
                 rec.error = "; ".join(result.errors)
                 return self._outcome(plan, rec, None)
             rec.retries = result.errors
-            return self._finish_turn(plan, rec)
+            try:
+                parsed = parse_reply(rec.raw_output)
+            except ContractViolation:
+                parsed = None
+            if parsed is not None and parsed.tool_calls:
+                return await self._tool_rounds(plan, rec, provider, spec, parsed, (time.monotonic() - r0) * 1000)
+            return self._finish_turn(plan, rec, parsed)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug in one turn never stops the tick
@@ -884,41 +983,137 @@ class Engine:
         finally:
             rec.latency_ms = (time.monotonic() - t0) * 1000
             self.thinking.discard(name)
+            self.running_tools.pop(name, None)
 
-    def _finish_turn(self, plan: dict[str, Any], rec: TurnRecord) -> _TurnOutcome:
-        """Read the reply of a call that succeeded (rec.raw_output) and run its tools."""
-        try:
-            reply = parse_reply(rec.raw_output)
-        except ContractViolation as e:
-            rec.status, rec.error = "contract", f"contract violation: {e}"
-            return self._outcome(plan, rec, None)
+    def _finish_turn(self, plan: dict[str, Any], rec: TurnRecord, reply: ParsedReply | None = None) -> _TurnOutcome:
+        """Read the reply of a call that succeeded (rec.raw_output), one without tool calls."""
+        if reply is None:
+            try:
+                reply = parse_reply(rec.raw_output)
+            except ContractViolation as e:
+                rec.status, rec.error = "contract", f"contract violation: {e}"
+                return self._outcome(plan, rec, None)
         rec.parsed = reply.to_dict()
         rec.violations = list(reply.violations)
         if reply.repaired:
             rec.violations.append(f"repaired: {reply.repaired}")
-        rec.tool_results = self._run_tools(plan, reply)
         return self._outcome(plan, rec, reply)
 
-    def _run_tools(self, plan: dict[str, Any], reply: ParsedReply) -> list[dict[str, Any]]:
-        """Built-in tools; results are shown to the agent on its next turn."""
-        results = []
-        allowed = set(plan["tools"])
-        for call in reply.tool_calls:
-            if call.tool not in allowed:
-                results.append({"tool": call.tool, "error": "not permitted (permissions.tools)"})
-            elif call.tool == "memory_read":
-                key = call.args.get("key")
-                mem = plan["memory"]
-                results.append({"tool": call.tool, "key": key, "value": mem.get(key) if isinstance(key, str) else None})
-            elif call.tool == "list_agents":
-                results.append({"tool": call.tool, "agents": sorted(self.state.org.agents)})
-            elif call.tool == "clock":
-                results.append({"tool": call.tool, "tick": plan["tick"]})
-            else:
-                results.append({"tool": call.tool, "error": "no such tool in this engine (memory_read, list_agents, clock)"})
-        return results
+    def _round(self, plan: dict[str, Any], raw: str, usage: TokenUsage, called: bool, latency_ms: float) -> dict[str, Any]:
+        """One model call of a turn with tools, as its record keeps it, with its charge (the
+        action's flat cost only when the call succeeded, as for a turn without tools)."""
+        spec = self.registry.models.get(plan["key"])
+        action = self.state.org.agents[plan["name"]].budget.cost_per_action if called else 0.0
+        cost = turn_cost(spec.prices, usage.input_tokens, usage.output_tokens, action) if spec else 0.0
+        return {"raw_output": raw, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                "estimated": usage.estimated, "action_cost": action, "cost": cost, "latency_ms": latency_ms}
 
-    def _outcome(self, plan: dict[str, Any], rec: TurnRecord, reply: ParsedReply | None) -> _TurnOutcome:
+    async def _tool_rounds(
+        self, plan: dict[str, Any], rec: TurnRecord, provider: Any, spec: Any, reply: ParsedReply, latency_ms: float
+    ) -> _TurnOutcome:
+        """A reply that calls tools: run them, ask the model again with the results, until a
+        reply calls none or `max_tool_rounds` is reached. Each round is paid for, and only
+        started if the agent can still pay for it. The messages and memory updates of every
+        reply are kept (repeats dropped); the files are staged until the tick commits."""
+        name, t = plan["name"], plan["tick"]
+        org = self.state.org
+        max_rounds = org.settings.max_tool_rounds
+        runner = ToolRunner(org, name, t, plan["memory"], list(plan["tools"]))
+        out_events: list[Event] = []
+        replies: list[ParsedReply] = [reply]
+        messages = list(plan["messages"])
+        rounds = [self._round(plan, rec.raw_output, rec.usage, True, latency_ms)]
+        total = TokenUsage(rec.usage.input_tokens, rec.usage.output_tokens, rec.usage.estimated)
+        violations: list[str] = []
+        index = 0
+        round_no = 1
+        publish = self._publish_one if self._subs else None
+        a = org.agents[name]
+        while reply.tool_calls:
+            if round_no > max_rounds:
+                violations.append(
+                    f"tool_calls: the {len(reply.tool_calls)} call(s) of reply {round_no} were not run: "
+                    f"max_tool_rounds ({max_rounds}, org.json) reached"
+                )
+                break
+            results: list[dict[str, Any]] = []
+            for call in reply.tool_calls:
+                started = ToolCallStarted(t, name, round_no, index, call.tool, _summary(call.args), self.clock())
+                out_events.append(started)
+                self.running_tools[name] = call.tool
+                if publish is not None:
+                    publish(started)
+                shown, kept = await runner.run(call.tool, call.args)
+                self.running_tools.pop(name, None)
+                kept["round"] = round_no
+                rec.tool_calls.append(kept)
+                results.append(shown)
+                finished = ToolCallFinished(
+                    t, name, round_no, index, call.tool, bool(shown["ok"]),
+                    _summary(shown.get("result") if shown["ok"] else shown.get("error")), kept["duration_ms"],
+                )
+                out_events.append(finished)
+                if publish is not None:
+                    publish(finished)
+                index += 1
+            rec.tool_results.extend(results)
+            # The next round is paid for before it starts: cap it by what is left.
+            spent = sum(r["cost"] for r in rounds)
+            left = plan["balance"] - spent
+            added = tool_round_messages(
+                rounds[-1]["raw_output"], tick=t, agent=name, round=round_no,
+                rounds_left=max_rounds - round_no, results=results, max_tokens=plan["wanted"],
+            )
+            est = sum(estimate_tokens(m["content"]) for m in messages) + sum(estimate_tokens(m["content"]) for m in added)
+            allow = allowance(left, a.budget, spec.prices, est, plan["wanted"])
+            if allow.max_tokens is None:
+                violations.append(f"not asked again after tool round {round_no}: {allow.reason}")
+                break
+            added = tool_round_messages(
+                rounds[-1]["raw_output"], tick=t, agent=name, round=round_no,
+                rounds_left=max_rounds - round_no, results=results, max_tokens=allow.max_tokens,
+            )
+            messages.extend(added)
+            round_no += 1
+            r0 = time.monotonic()
+            result = await self._call(plan, provider, spec, self._request(plan, spec, messages, allow.max_tokens), round_no)
+            billed = result.billed
+            usage = TokenUsage(billed.input_tokens, billed.output_tokens, billed.estimated)
+            total = TokenUsage(total.input_tokens + usage.input_tokens, total.output_tokens + usage.output_tokens,
+                               total.estimated or usage.estimated)
+            rounds.append(self._round(plan, result.text, usage, result.error is None, (time.monotonic() - r0) * 1000))
+            rec.attempts += result.attempts
+            rec.retries.extend(result.errors if result.error is None else [])
+            if result.error is not None:
+                rec.status = "provider"
+                rec.error = f"reply {round_no}: " + "; ".join(result.errors)
+                break
+            try:
+                reply = parse_reply(result.text)
+            except ContractViolation as e:
+                rec.status, rec.error = "contract", f"contract violation in reply {round_no}: {e}"
+                break
+            replies.append(reply)
+        rec.raw_output = rounds[-1]["raw_output"]
+        rec.usage = total
+        rec.rounds = rounds
+        if len(messages) > len(plan["messages"]):
+            rec.prompt = messages  # every round's messages: what the inspector shows
+            rec.prompt_hash = prompt_hash(messages)
+        rec.files_changed = runner.file_records()
+        merged = _merge_replies(replies)
+        rec.parsed = merged.to_dict()
+        rec.violations = [*merged.violations, *violations]
+        if merged.repaired:
+            rec.violations.append(f"repaired: {merged.repaired}")
+        out = self._outcome(plan, rec, merged, runner.memory_writes)
+        out.tool_events = out_events
+        return out
+
+    def _outcome(
+        self, plan: dict[str, Any], rec: TurnRecord, reply: ParsedReply | None,
+        memory_writes: Sequence[tuple[str, Any]] = (),
+    ) -> _TurnOutcome:
         """What the turn will commit. It depends only on the agent's own state at the start
         of the tick, so it is worked out as soon as the turn ends; the tick's commit only
         numbers the messages in commit order."""
@@ -939,33 +1134,103 @@ class Engine:
                     if not known:
                         continue
                 after.append((i, entry.kind, entry.payload, tuple(entry.tags), tuple(known)))
+        if memory_writes:  # memory_write calls, in the order they ran
+            for key, value in memory_writes:
+                after.append(MemoryChanged(t, name, "set", key, value))
+        if reply is not None:
             if reply.memory_updates:
                 memory = dict(s.memory.get(name, {}))
+                for key, value in memory_writes:
+                    memory[key] = value
                 for j, up in enumerate(reply.memory_updates):
                     change, problem = apply_update(memory, up.op, up.key, up.value)
                     if problem:
                         rec.violations.append(f"memory_updates[{j}]: {problem}")
                     else:
                         after.append(MemoryChanged(t, name, change.op, change.key, change.value))  # type: ignore[union-attr]
-        # Charge for what was used (a failed call is charged for what the provider billed).
+        # Charge for what was used (a failed call is charged for what the provider billed);
+        # a turn that used tools is charged round by round.
         spec = self.registry.models.get(rec.model_key)
         a = s.org.agents[name]
-        action = a.budget.cost_per_action if rec.status in ("ok", "contract") else 0.0
-        amount = turn_cost(spec.prices, rec.usage.input_tokens, rec.usage.output_tokens, action) if spec else 0.0
-        rec.cost = amount
-        if amount > 0:
-            before = s.credits.get(name, 0.0)
+        if rec.rounds:
+            charges = [(r["cost"], r["input_tokens"], r["output_tokens"], r["action_cost"]) for r in rec.rounds]
+        else:
+            action = a.budget.cost_per_action if rec.status in ("ok", "contract") else 0.0
+            amount = turn_cost(spec.prices, rec.usage.input_tokens, rec.usage.output_tokens, action) if spec else 0.0
+            charges = [(amount, rec.usage.input_tokens, rec.usage.output_tokens, action)]
+        before = s.credits.get(name, 0.0)
+        balance = before
+        rec.cost = 0.0
+        for amount, inp, outp, action in charges:
+            if amount <= 0:
+                continue
+            rec.cost += amount
             # Balances are kept to 1e-12 so that float drift never decides a threshold.
-            after_balance = round(before - amount, 12)
-            after.append(
-                CreditsCharged(
-                    t, name, amount, after_balance, rec.usage.input_tokens, rec.usage.output_tokens, action, after_balance < 0
-                )
-            )
-            cap = a.budget.soft_cap
-            if cap is not None and before > cap >= after_balance and name not in s.soft_warned:
-                after.append(SoftCapReached(t, name, after_balance, cap))
+            balance = round(balance - amount, 12)
+            after.append(CreditsCharged(t, name, amount, balance, inp, outp, action, balance < 0))
+        cap = a.budget.soft_cap
+        if rec.cost > 0 and cap is not None and before > cap >= balance and name not in s.soft_warned:
+            after.append(SoftCapReached(t, name, balance, cap))
         return out
+
+
+def _summary(value: Any, limit: int = 120) -> str:
+    """A value in one short line (tool events' arguments and results)."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict) and any(k in value for k in _FIRST_KEYS):
+        # What names the call's object first (a path, a command), then the rest.
+        first = {k: value[k] for k in _FIRST_KEYS if k in value}
+        rest = {k: value[k] for k in sorted(value) if k not in first}
+        text = _json_line(first | rest) if not rest else _json_line(first)[:-1] + ", " + _json_line(rest)[1:]
+    else:
+        try:
+            text = _json_line(value)
+        except (TypeError, ValueError):
+            text = repr(value)
+    text = plainjson.one_line(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_FIRST_KEYS = ("path", "command", "key", "name", "exit_code")
+
+
+def _json_line(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _merge_replies(replies: list[ParsedReply]) -> ParsedReply:
+    """The replies of a turn's rounds as one: every message and memory update once (a
+    repeat, word for word, is dropped), every tool call, the last reply's notes."""
+    if len(replies) == 1:
+        return replies[0]
+    merged = ParsedReply(notes=replies[-1].notes)
+    seen_entries: set[str] = set()
+    seen_updates: set[str] = set()
+    repaired: list[str] = []
+    for k, r in enumerate(replies, 1):
+        for e in r.entries:
+            key = _json_line([e.kind, e.payload, e.tags, e.recipients])
+            if key in seen_entries:
+                continue
+            seen_entries.add(key)
+            if len(merged.entries) >= MAX_ENTRIES_PER_TURN:
+                merged.violations.append(f"reply {k}: outbox_entries past {MAX_ENTRIES_PER_TURN} in the turn are dropped")
+                break
+            merged.entries.append(e)
+        for m in r.memory_updates:
+            key = _json_line([m.op, m.key, m.value])
+            if key not in seen_updates:
+                seen_updates.add(key)
+                merged.memory_updates.append(m)
+        merged.tool_calls.extend(r.tool_calls)
+        merged.violations.extend(f"reply {k}: {v}" for v in r.violations)
+        if r.repaired:
+            repaired.append(f"reply {k}: {r.repaired}")
+    merged.repaired = "; ".join(repaired) or None
+    return merged
 
 
 def _diff_fields(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

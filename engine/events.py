@@ -84,8 +84,17 @@ class TurnRecord:
     #: succeeded (a failed turn has them in `error`).
     retries: list[str] = field(default_factory=list)
     max_tokens: int | None = None
+    #: What the model was shown of its tool calls, over all rounds ({tool, ok, result|error}).
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = 0.0
+    #: Every tool call: {round, tool, args, ok, result|error, duration_ms, files?}.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    #: The files (and agent folders) the turn changed, written when its tick commits:
+    #: {path, area, rel, op, size, sha256, encoding, content, diff?}.
+    files_changed: list[dict[str, Any]] = field(default_factory=list)
+    #: The model calls of a turn that used tools, one each: {raw_output, input_tokens,
+    #: output_tokens, cost, latency_ms}; `raw_output` above is the last one's.
+    rounds: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON values (what `from_dict` reads back)."""
@@ -255,6 +264,43 @@ class TickAborted(Event):
     at: float = 0.0
 
 
+@dataclass(slots=True, frozen=True)
+class ToolCallStarted(Event):
+    type: ClassVar[str] = "tool_call_started"
+    tick: int
+    agent: str
+    round: int  # 1 for the tools of the first reply
+    index: int  # the call's place in the turn (0-based, over all rounds)
+    tool: str
+    summary: str  # the arguments in one short line
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallFinished(Event):
+    type: ClassVar[str] = "tool_call_finished"
+    tick: int
+    agent: str
+    round: int
+    index: int
+    tool: str
+    ok: bool
+    summary: str  # the result (or the error) in one short line
+    duration_ms: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class FilesNotWritten(Event):
+    """A committed turn's file changes that could not be written to disk (a full disk,
+    a folder changed under the run): the turn stands; these files are as they were."""
+
+    type: ClassVar[str] = "files_not_written"
+    tick: int
+    agent: str
+    problems: tuple[str, ...]
+    at: float = 0.0
+
+
 # --- the operator and the definitions ------------------------------------------------
 
 
@@ -315,6 +361,21 @@ def event_from_dict(d: dict[str, Any]) -> Event:
 #: (a turn record, an outbox entry). Nothing else is looked into: payloads, memory values,
 #: replies and definitions are the organisation's data, whatever their keys are called.
 _RECORD_FIELDS = ("record", "entry")
+#: Lists of the turn record whose items carry wall-clock fields of their own.
+_RECORD_LISTS = ("tool_calls", "rounds")
+
+
+def record_without_clock(rec: dict[str, Any]) -> dict[str, Any]:
+    """A turn record dict without its wall-clock fields (nor its tool calls' and rounds')."""
+    out = {k: v for k, v in rec.items() if k not in WALL_CLOCK_FIELDS}
+    for k in _RECORD_LISTS:
+        items = out.get(k)
+        if isinstance(items, list) and items:
+            out[k] = [
+                {kk: vv for kk, vv in item.items() if kk not in WALL_CLOCK_FIELDS} if isinstance(item, dict) else item
+                for item in items
+            ]
+    return out
 
 
 def canonical(d: dict[str, Any]) -> dict[str, Any]:
@@ -327,5 +388,5 @@ def canonical(d: dict[str, Any]) -> dict[str, Any]:
     for k in _RECORD_FIELDS:
         rec = out.get(k)
         if isinstance(rec, dict):
-            out[k] = {kk: vv for kk, vv in rec.items() if kk not in WALL_CLOCK_FIELDS}
+            out[k] = record_without_clock(rec) if k == "record" else {kk: vv for kk, vv in rec.items() if kk not in WALL_CLOCK_FIELDS}
     return out

@@ -22,6 +22,7 @@ from lemming.engine import plainjson
 from lemming.engine.jsontext import copy_plain, dumps_plain, dumps_sorted
 from lemming.engine.messages import Inbox, OutboxEntry
 from lemming.engine.resume import Resume
+from lemming.engine.tools.specs import describe as describe_tools
 
 MAX_ENTRIES_PER_TURN = 20
 MAX_PAYLOAD_CHARS = 20_000
@@ -36,9 +37,15 @@ Reply with ONE JSON object and nothing else:
   "memory_updates": [            // your private memory
     {"op": "set" | "append" | "merge" | "delete", "key": "name", "value": ...}
   ],
-  "tool_calls": [{"tool": "name", "args": {}}],   // results arrive next turn
+  "tool_calls": [{"tool": "name", "args": {}}],   // you get the results in this turn
   "notes": "a short note for the operator"
 }"""
+#: How a turn with tool calls goes on (shown to agents that hold tools).
+TOOL_ROUNDS_TEXT = """\
+When your reply has tool_calls, they are run and you are asked again, in this same turn,
+with their results; reply again (with more tool_calls, or with none when you are done).
+The messages and memory updates of all your replies of the turn are kept (a message
+repeated word for word is sent once)."""
 
 
 class ReplyEntry(BaseModel):
@@ -145,9 +152,10 @@ def _view_json(e: OutboxEntry, cache: dict[str, str] | None) -> str:
     return text
 
 
-def _system_message(resume: Resume) -> str:
+def _system_message(resume: Resume, shell_allow: list[str] | None = None) -> str:
     tools = resume.permissions.tools
-    key = (resume.name, resume.title, resume.short_description, resume.instructions, resume.workflow_description, tuple(tools))
+    allow = tuple(shell_allow) if shell_allow and "shell" in tools else ()
+    key = (resume.name, resume.title, resume.short_description, resume.instructions, resume.workflow_description, tuple(tools), allow)
     text = _SYSTEM_CACHE.get(key)
     if text is not None:
         return text
@@ -159,12 +167,16 @@ def _system_message(resume: Resume) -> str:
     if resume.workflow_description:
         system.append("## Workflow\n" + resume.workflow_description)
     if tools:
-        system.append("## Tools you may call\n" + ", ".join(tools))
+        system.append(
+            "## Tools you may call\n" + describe_tools(list(tools), shell_allow=list(allow) or None)
+            + "\nFile paths are relative to your workspace; shared/... is the organisation's shared folder."
+        )
     system.append(
         "## How this organisation works\n"
         "The organisation runs in ticks. Agents talk only by writing entries into their own "
         "outbox; an agent sees the outboxes it is allowed to read. What you write this tick is "
-        "read by others from the next tick on. Every turn costs credits.\n\n" + REPLY_SCHEMA_TEXT
+        "read by others from the next tick on. Every turn costs credits (every reply of it).\n\n" + REPLY_SCHEMA_TEXT
+        + ("\n\n" + TOOL_ROUNDS_TEXT if tools else "")
     )
     text = "\n\n".join(system)
     if len(_SYSTEM_CACHE) >= _SYSTEM_CACHE_MAX:
@@ -211,8 +223,9 @@ def build_prompt(
     tool_results: list[dict[str, Any]],
     balance: float,
     max_tokens: int | None,
+    shell_allow: list[str] | None = None,
 ) -> list[dict[str, str]]:
-    """The exact messages the model is given for one turn."""
+    """The exact messages the model is given for one turn (its first reply)."""
     # The context block is json.dumps(context, ensure_ascii=False, sort_keys=True) of
     #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
     #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
@@ -247,7 +260,23 @@ def build_prompt(
         )
     )
     user = f"Tick {tick}. Everything you know this turn:\n```json\n{context}\n```\nReply with the JSON object only."
-    return [{"role": "system", "content": _system_message(resume)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": _system_message(resume, shell_allow)}, {"role": "user", "content": user}]
+
+
+def tool_round_messages(
+    reply: str, *, tick: int, agent: str, round: int, rounds_left: int, results: list[dict[str, Any]], max_tokens: int | None
+) -> list[dict[str, str]]:
+    """What is added to a turn's messages after a round of tool calls: the model's reply,
+    then the results, as a fenced JSON block like the turn's context."""
+    block = dumps_sorted(
+        {"tick": tick, "you": agent, "tool_round": round, "tool_rounds_left": rounds_left,
+         "tool_results": results, "max_reply_tokens": max_tokens}
+    )
+    user = (
+        f"Tick {tick}, tool round {round}. The results of your tool calls:\n```json\n{block}\n```\n"
+        "Reply with the JSON object only (with tool_calls to go on, or none when you are done)."
+    )
+    return [{"role": "assistant", "content": reply}, {"role": "user", "content": user}]
 
 
 #: prompt_hash's JSON of [system, user] up to the user message's text, by system message.

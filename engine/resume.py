@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -218,6 +218,30 @@ class OrgSettings(BaseModel):
     inbox_new_limit: int = Field(default=50, ge=1, le=10_000)
     inbox_context: int = Field(default=5, ge=0, le=1_000)
     max_concurrency: int = Field(default=16, ge=1, le=10_000)
+    #: Tool rounds in one turn: the model is asked again with its tools' results at most
+    #: this many times (0: tool calls are answered with an error and never run).
+    max_tool_rounds: int = Field(default=4, ge=0, le=50)
+    #: How `shell` is confined: "bwrap" (bubblewrap) or, as an explicit opt-in, "none".
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    #: Programs a `shell` command may run (LeMMing's list); ["*"] allows any.
+    shell_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_SHELL_ALLOW), max_length=1_000)
+    shell_timeout_s: float = Field(default=10.0, gt=0, le=3_600)
+    shell_output_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
+    #: Whether a sandboxed command may use the network (never by default).
+    shell_network: bool = False
+
+    @field_validator("shell_allow")
+    @classmethod
+    def _programs(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name != "*" and not _PROGRAM_RE.match(name):
+                raise ValueError(f"{name[:60]!r} is not a program name (letters, digits, _ . + -)")
+        return v
+
+
+#: LeMMing's shell allow-list.
+DEFAULT_SHELL_ALLOW = ("grep", "ls", "cat", "echo", "head", "tail", "jq")
+_PROGRAM_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}\Z")
 
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")

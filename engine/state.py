@@ -27,9 +27,12 @@ from lemming.engine.events import (
     RunStopped,
     SoftCapReached,
     TickCompleted,
+    ToolCallFinished,
+    ToolCallStarted,
     TurnFinished,
     TurnRecord,
 )
+from lemming.engine.events import record_without_clock
 from lemming.engine.jsontext import copy_plain
 from lemming.engine.messages import MessageBoard, OutboxEntry
 from lemming.engine.org import Org
@@ -57,6 +60,9 @@ class OrgState:
     interval: float = 0.0
     paused: bool = False
     stopped: str | None = None  # why the run last stopped, if it did
+    #: agent -> the tool it is running now (only ever set within a tick: every call
+    #: finishes before its tick commits, so snapshots never hold any)
+    running_tool: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def initial(cls, org: Org) -> "OrgState":
@@ -107,6 +113,13 @@ class OrgState:
 
     def _apply_tick(self, ev: TickCompleted) -> None:
         self.tick = ev.tick
+        self.running_tool.clear()
+
+    def _apply_tool_started(self, ev: ToolCallStarted) -> None:
+        self.running_tool[ev.agent] = ev.tool
+
+    def _apply_tool_finished(self, ev: ToolCallFinished) -> None:
+        self.running_tool.pop(ev.agent, None)
 
     def _apply_top_up(self, ev: CreditsToppedUp) -> None:
         self.credits[ev.agent] = ev.balance
@@ -211,9 +224,7 @@ class OrgState:
         """What must match between a lived and a folded state (no wall-clock fields)."""
         d = self.to_dict()
         d.pop("org_root")
-        for rec in d["last_turn"].values():
-            rec.pop("started_at", None)
-            rec.pop("latency_ms", None)
+        d["last_turn"] = {k: record_without_clock(rec) for k, rec in d["last_turn"].items()}
         for m in d["messages"]:
             m.pop("created_at", None)
         d.pop("paused")
@@ -227,6 +238,8 @@ _APPLY: dict[type, Any] = {
     CreditsCharged: OrgState._apply_charge,
     TurnFinished: OrgState._apply_turn,
     TickCompleted: OrgState._apply_tick,
+    ToolCallStarted: OrgState._apply_tool_started,
+    ToolCallFinished: OrgState._apply_tool_finished,
     CreditsToppedUp: OrgState._apply_top_up,
     SoftCapReached: OrgState._apply_soft_cap,
     CommandApplied: OrgState._apply_command,

@@ -49,6 +49,20 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ.pop(var)
 
 
+def demo_copy(dest: Path | None = None) -> Path:
+    """A fresh copy of the demo organisation (without workspaces): its agents' tools write
+    files, and a run starts from the files its folder holds."""
+    import shutil
+    import tempfile
+
+    org = dest if dest is not None else Path(tempfile.mkdtemp(prefix="lemming-demo-")) / "org"
+    shutil.copytree(REPO / "agents", org / "agents", ignore=shutil.ignore_patterns("workspace"))
+    for f in ("models.json", "credits.json", "org.json"):
+        if (REPO / f).exists():
+            shutil.copy(REPO / f, org / f)
+    return org
+
+
 def write_resume(root: Path, name: str, **fields: Any) -> Path:
     data: dict[str, Any] = {
         "name": name,

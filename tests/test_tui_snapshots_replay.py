@@ -18,7 +18,7 @@ from pytest_textual_snapshot import SVGImageExtension
 from lemming.engine.store import RunStore
 from lemming.tui.replay_app import ReplayRoom
 from lemming.tui.screens.replay import ReplayScreen
-from tests.support.app_driver import REPO, sim_engine, wait_for
+from tests.support.app_driver import demo_copy, sim_engine, wait_for
 
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 _original_dirname = SVGImageExtension.dirname.__func__  # type: ignore[attr-defined]
@@ -39,10 +39,11 @@ AT = 3
 
 
 async def _record(db: Path) -> None:
-    engine = sim_engine(REPO, seed=7, interval=0.0, tokens_per_s=0, run_id=RUN)
+    org = demo_copy()
+    engine = sim_engine(org, seed=7, interval=0.0, tokens_per_s=0, run_id=RUN)
     store = await RunStore.open(db)
     try:
-        await store.create_run(run_id=RUN, org_root=REPO, seed=7, definitions_hash=engine.org.definitions_hash(), target_ticks=TICKS)
+        await store.create_run(run_id=RUN, org_root=org, seed=7, definitions_hash=engine.org.definitions_hash(), target_ticks=TICKS)
         engine.recorder = store.recorder(RUN, state=engine.state)
         await engine.run(ticks=TICKS)
     finally:

@@ -38,6 +38,8 @@ from lemming.engine.events import (
     TickCompleted,
     TickStarted,
     TokenDelta,
+    ToolCallFinished,
+    ToolCallStarted,
     TurnFinished,
     TurnRecord,
     TurnStarted,
@@ -65,11 +67,19 @@ class Notice:
     title: str = ""
 
 
+def tool_line(ev: Event) -> str:
+    """A tool call (or its result) as one line of the stream."""
+    if type(ev) is ToolCallStarted:
+        return f"⚙ {ev.tool} {ev.summary}"  # type: ignore[attr-defined]
+    mark = "✓" if ev.ok else "✗"  # type: ignore[attr-defined]
+    return f"  {mark} {ev.tool}: {ev.summary}"  # type: ignore[attr-defined]
+
+
 @dataclass(slots=True)
 class StreamPiece:
     """One step of an agent's live reply: a turn starting, text, a retry, the end."""
 
-    kind: str  # "start", "text", "restart", "end"
+    kind: str  # "start", "text", "restart", "tool" (a tool call or its result), "end"
     tick: int
     text: str = ""
     record: TurnRecord | None = None
@@ -329,6 +339,10 @@ class RunView:
         ch.agents.add(a.name)
         ch.piece(a.name, StreamPiece("start", ev.tick))
 
+    def _tool(self, ev: ToolCallStarted | ToolCallFinished, ch: Changes) -> None:
+        ch.agents.add(ev.agent)  # the roster shows a running tool
+        ch.piece(ev.agent, StreamPiece("tool", ev.tick, tool_line(ev)))
+
     def _tick_started(self, ev: TickStarted, ch: Changes) -> None:
         row = self._ensure_row(ev.tick)
         row.status = "running"
@@ -495,6 +509,8 @@ FOLDS: dict[type[Event], str] = {
     TokenDelta: "_token",
     TurnStarted: "_turn_started",
     TurnFinished: "_turn_finished",
+    ToolCallStarted: "_tool",
+    ToolCallFinished: "_tool",
     TickStarted: "_tick_started",
     TickCompleted: "_tick_completed",
     MessageCommitted: "_message",

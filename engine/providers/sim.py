@@ -8,7 +8,11 @@ It is a real provider with documented behaviour, not a test double:
   arrived in its inbox, writes 0-2 messages addressed to agents that can read
   its outbox (or to all of them), keeps a little memory (`last_tick`,
   `seen`, a bounded `todo` list it appends to and clears), and now and then
-  calls a tool it is allowed to use.
+  calls the tools it holds (listed in its system message): it writes a note
+  file, lists and reads its files, runs a shell command, reads and writes its
+  memory. Given the results (a tool round), it replies as usual. Its replies never
+  depend on what the tools returned, so a run's messages are the same whatever
+  the workspace held before it.
 * Everything is a pure function of (seed, model name, prompt): the same
   organisation and seed give a byte-identical run, whatever the concurrency.
 * It streams its reply in word-sized tokens at `tokens_per_s` (0 = as fast as
@@ -49,6 +53,10 @@ CHUNK_RE = re.compile(r"(?:\s*\S{1,8}|\s+){1,%d}" % CHUNK_TOKENS)
 VERBS = ["drafted", "reviewed", "checked", "summarised", "prioritised", "estimated", "scoped", "tested", "merged", "flagged"]
 OBJECTS = ["the plan", "the backlog", "the spec", "the budget", "the release notes", "the schema", "the test run", "the risks", "the roadmap", "the metrics"]
 NEXT = ["next I will", "I propose we", "can you", "please", "I suggest we", "let us"]
+#: Commands the sim runs with `shell` (LeMMing's default allow-list has each program).
+SHELL_COMMANDS = ["ls", "ls notes | tail -n 3", "echo ready", "cat notes/*.md | head -n 2", "grep -c tick notes/*.md"]
+#: A tool's line in the system message ("- file_write {path, content}: ...").
+_TOOL_LINE_RE = re.compile(r"^- ([a-z_]+) \{", re.MULTILINE)
 ACTIONS = ["split the work", "confirm the scope", "ship a first cut", "add a test", "cut the cost", "measure it again", "write it up", "ask the operator"]
 
 
@@ -106,13 +114,15 @@ class SimProvider:
 
     # -- the reply --------------------------------------------------------------------
 
-    def _rng(self, request: CompletionRequest) -> random.Random:
+    def _rng(self, request: CompletionRequest, upto: int | None = None, salt: str = "") -> random.Random:
         h = hashlib.sha256()
         h.update(str(request.seed or 0).encode())
         h.update(request.model.encode())
-        for m in request.messages:
+        for m in request.messages[:upto]:
             h.update(m.role.encode())
             h.update(m.content.encode())
+        if salt:
+            h.update(salt.encode())
         return random.Random(int.from_bytes(h.digest()[:8], "big"))
 
     def compose(self, request: CompletionRequest) -> str:
@@ -121,14 +131,59 @@ class SimProvider:
 
     def _compose(self, request: CompletionRequest) -> tuple[str, list[str] | None]:
         """The reply text, and its chunks (see `chunks`) when they were worked out on the way."""
+        users = [m.content for m in request.messages if m.role == "user"]
+        if len(users) > 1:
+            # A tool round: the reply depends on the turn's first request and the round
+            # number, never on what the tools returned.
+            first = next(i for i, m in enumerate(request.messages) if m.role == "user")
+            rng = self._rng(request, upto=first + 1, salt=f"round {len(users)}")
+            ctx = extract_context(users[0]) or {}
+            return self._reply(rng, ctx, request.max_tokens, wrote=_written(request))
         rng = self._rng(request)
-        user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        ctx = extract_context(user) or {}
+        ctx = extract_context(users[-1] if users else "") or {}
         if self.malformed_rate > 0 and rng.random() < self.malformed_rate:
             return self._malformed(rng, ctx), None
+        system = next((m.content for m in request.messages if m.role == "system"), "")
+        held = _TOOL_LINE_RE.findall(system)
+        if held:
+            calls = self._tool_calls(rng, ctx, held)
+            if calls:
+                reply = {"outbox_entries": [], "memory_updates": [], "tool_calls": calls,
+                         "notes": "using " + ", ".join(c["tool"] for c in calls)}
+                text = dumps_text(reply)
+                if request.max_tokens is None or self.count_tokens(text) <= request.max_tokens:
+                    return text, None
         return self._reply(rng, ctx, request.max_tokens)
 
-    def _reply(self, rng: random.Random, ctx: dict[str, Any], max_tokens: int | None) -> tuple[str, list[str] | None]:
+    def _tool_calls(self, rng: random.Random, ctx: dict[str, Any], held: list[str]) -> list[dict[str, Any]]:
+        """The tool calls of a first reply (maybe none), from the tools the agent holds."""
+        tick = ctx.get("tick", 0)
+        me = ctx.get("you", "agent")
+        memory = ctx.get("memory", {}) if isinstance(ctx.get("memory"), dict) else {}
+        calls: list[dict[str, Any]] = []
+        if "file_write" in held and rng.random() < 0.5:
+            path = rng.choice([f"notes/tick-{tick}.md", f"shared/{me}-status.md"])
+            body = f"{rng.choice(VERBS).capitalize()} {rng.choice(OBJECTS)}; {rng.choice(NEXT)} {rng.choice(ACTIONS)}."
+            calls.append({"tool": "file_write", "args": {"path": path, "content": f"# {me}, tick {tick}\n\n{body}\n"}})
+        if "file_read" in held and isinstance(memory.get("last_note"), str) and rng.random() < 0.4:
+            calls.append({"tool": "file_read", "args": {"path": memory["last_note"]}})
+        if "file_list" in held and rng.random() < 0.3:
+            calls.append({"tool": "file_list", "args": {"path": rng.choice([".", "notes", "shared"])}})
+        if "shell" in held and rng.random() < 0.25:
+            calls.append({"tool": "shell", "args": {"command": rng.choice(SHELL_COMMANDS)}})
+        if "memory_read" in held and rng.random() < 0.2:
+            calls.append({"tool": "memory_read", "args": {"key": rng.choice(["todo", "last_tick", "seen"])}})
+        if "memory_write" in held and rng.random() < 0.2:
+            calls.append({"tool": "memory_write", "args": {"key": "focus", "value": rng.choice(ACTIONS)}})
+        if "list_agents" in held and rng.random() < 0.1:
+            calls.append({"tool": "list_agents", "args": {}})
+        if "clock" in held and rng.random() < 0.1:
+            calls.append({"tool": "clock", "args": {}})
+        return calls
+
+    def _reply(
+        self, rng: random.Random, ctx: dict[str, Any], max_tokens: int | None, wrote: str | None = None
+    ) -> tuple[str, list[str] | None]:
         tick = ctx.get("tick", 0)
         readers = [r for r in ctx.get("your_outbox_is_read_by", []) if isinstance(r, str)]
         inbox = ctx.get("inbox", {}) if isinstance(ctx.get("inbox"), dict) else {}
@@ -162,6 +217,8 @@ class SimProvider:
                 }
             )
         updates: list[dict[str, Any]] = [{"op": "set", "key": "last_tick", "value": tick}]
+        if wrote is not None:
+            updates.append({"op": "set", "key": "last_note", "value": wrote})
         if new:
             updates.append({"op": "merge", "key": "seen", "value": {str(e.get("from")): e.get("tick") for e in new[-3:]}})
         todo = memory.get("todo")
@@ -273,6 +330,23 @@ class SimProvider:
 
     async def aclose(self) -> None:
         return None
+
+
+def _written(request: CompletionRequest) -> str | None:
+    """The last path the sim's own earlier replies of this turn wrote with file_write."""
+    path = None
+    for m in request.messages:
+        if m.role != "assistant":
+            continue
+        try:
+            reply = json.loads(m.content)
+        except ValueError:
+            continue
+        for call in reply.get("tool_calls", []) if isinstance(reply, dict) else []:
+            if isinstance(call, dict) and call.get("tool") == "file_write":
+                p = (call.get("args") or {}).get("path")
+                path = p if isinstance(p, str) else path
+    return path
 
 
 def _count(chunks: list[str]) -> int:

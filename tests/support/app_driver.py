@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 from lemming.engine.engine import Engine, Recorder
 from lemming.engine.recorded_run import CONTROL_ROOM, build_engine
 from lemming.tui.app import ControlRoom
+from tests.conftest import demo_copy  # noqa: F401  (snapshot tests import it from here too)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,6 +50,8 @@ def deterministic_app(
     interval: float = 0.0,
     **kw: object,
 ) -> ControlRoom:
+    if Path(org) == REPO:  # the demo's tools write files: each app gets a fresh copy
+        org = demo_copy()
     engine = sim_engine(org, seed=seed, paused=paused, interval=interval, run_id=run_id)
     return ControlRoom(
         engine,

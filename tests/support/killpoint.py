@@ -12,6 +12,8 @@ SIGKILL, nothing is cleaned up — the K-th time it reaches POINT:
     snapshot-tx   inside a snapshot's transaction, before its COMMIT
     snapshot-build while the snapshot is being encoded (no transaction yet)
     wal-reset     while the WAL is being checked for a reset
+    tool-call     while a sandboxed program of a tool call (shell) is running
+    files-written after a tick's commit, before its turns' files are written
 
 --snapshot-every N makes the store snapshot every N ticks (default 100) so that a run
 of a few hundred ticks has many snapshots to be killed in.
@@ -87,6 +89,35 @@ def _arm(point: str, k: int) -> None:
             return orig_wal(conn, path, busy_ms)
 
         writes.maybe_truncate_wal = maybe_truncate_wal
+    elif point == "tool-call":
+        import asyncio
+
+        from lemming.engine.tools import sandbox
+
+        orig_spawn = sandbox.spawn
+
+        async def spawn(argv, **kw):  # type: ignore[no-untyped-def]
+            proc = await orig_spawn(argv, **kw)
+            if hit():
+                await asyncio.sleep(0.2)  # the sandbox is up and its program running
+                _die()
+            return proc
+
+        sandbox.spawn = spawn
+    elif point == "files-written":
+        from lemming.engine.tools import files
+
+        orig_apply = files.apply_changes
+
+        def apply_changes(root, agent, changes):  # type: ignore[no-untyped-def]
+            if hit():
+                _die()
+            return orig_apply(root, agent, changes)
+
+        files.apply_changes = apply_changes
+        import lemming.engine.engine as eng
+
+        eng.apply_changes = apply_changes
     else:
         raise SystemExit(f"unknown kill point {point!r}")
 

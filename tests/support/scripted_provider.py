@@ -26,16 +26,21 @@ class ScriptedProvider:
         self.config = config
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[TextDelta | Usage]:
-        user = request.messages[-1].content
-        ctx = extract_context(user) or {}
+        users = [m.content for m in request.messages if m.role == "user"]
+        ctx = extract_context(users[0]) or {}
         agent, tick = ctx["you"], ctx["tick"]
-        SEEN.append((agent, tick, [e["id"] for e in ctx["inbox"]["new"]]))
+        if len(users) == 1:  # a turn's first call (not a tool round)
+            SEEN.append((agent, tick, [e["id"] for e in ctx["inbox"]["new"]]))
         await asyncio.sleep(DELAYS.get(agent, 0))
         reply = REPLIES.get(agent)
         if callable(reply):
             reply = reply(ctx)
         if reply is None:
             reply = {"outbox_entries": [{"kind": "message", "payload": {"text": f"{agent}@{tick}"}}], "notes": ""}
+        if len(users) > 1 and isinstance(reply, dict):
+            # A tool round (the engine gives the results back): the scripted reply again,
+            # without its calls, as a model that has what it asked for.
+            reply = {k: v for k, v in reply.items() if k != "tool_calls"}
         text = reply if isinstance(reply, str) else json.dumps(reply)
         yield TextDelta(text[: len(text) // 2])
         yield TextDelta(text[len(text) // 2 :])

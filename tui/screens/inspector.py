@@ -51,11 +51,31 @@ def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
         t.append("violations\n", "bold")
         for v in rec.violations:
             t.append(f"  • {printable(v)}\n", "yellow")
-    if rec.tool_results:
+    tools_text(rec, t)
+    return t
+
+
+def tools_text(rec: TurnRecord, t: Text) -> None:
+    """The Tools part of the summary: each call with its result, then the files changed."""
+    if rec.tool_calls:
+        t.append(f"tools       {len(rec.tool_calls)} calls in {max(len(rec.rounds) - 1, 1)} round(s)\n", "bold")
+        for c in rec.tool_calls:
+            ok = bool(c.get("ok"))
+            args = json.dumps(c.get("args"), ensure_ascii=False, sort_keys=True)
+            t.append(f"  {'✓' if ok else '✗'} r{c.get('round', 1)} {printable(str(c.get('tool')))} ", "green" if ok else "red")
+            t.append(printable(args[:200]) + "\n")
+            out = c.get("result") if ok else c.get("error")
+            shown = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, sort_keys=True)
+            t.append(f"      → {printable(shown[:400])}\n", "" if ok else "red")
+    elif rec.tool_results:  # a record of an engine that ran tools on the next turn
         t.append("tool results\n", "bold")
         for r in rec.tool_results:
             t.append(f"  • {printable(json.dumps(r, ensure_ascii=False))}\n")
-    return t
+    if rec.files_changed:
+        t.append("files       (written when the tick committed)\n", "bold")
+        for f in rec.files_changed:
+            size = f" · {f['size']} bytes" if "size" in f else ""
+            t.append(f"  {printable(str(f.get('op')))} {printable(str(f.get('path')))}{size}\n")
 
 
 def prompt_text(rec: TurnRecord) -> Text:

@@ -95,6 +95,7 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         status = self.status
         status.org_name = self.source.org.name
+        status.unsandboxed = getattr(self.source.org.settings, "sandbox", "bwrap") == "none"
         status.run_id = self.source.run_id
         status.tick = self.source.tick
         status.interval = self.source.state.interval

@@ -18,6 +18,7 @@ from lemming.tui.widgets.line_table import AgentTable
 STATE_LOOK = {
     "idle": ("·", "muted"),
     "thinking": ("◆", "accent"),
+    "tool": ("⚙", "accent"),  # running a tool call
     "broke": ("$", "warn"),
     "error": ("✗", "error"),
     "disabled": ("–", "muted"),
@@ -26,10 +27,10 @@ STATE_LOOK = {
 
 
 def agent_state(source: RunSource, view: RunView, name: str) -> str:
-    """idle / thinking / broke / error / disabled / retired, as the operator sees it now."""
+    """idle / thinking / tool / broke / error / disabled / retired, as the operator sees it now."""
     a = view.agents.get(name)
     if a is not None and a.thinking_tick is not None:
-        return "thinking"
+        return "tool" if name in source.state.running_tool else "thinking"
     status = source.state.agent_status(name)
     return status
 

@@ -67,6 +67,7 @@ class StatusBar(Widget):
         self.note = ""  # e.g. "pane crashed" — shown in the error colour
         self.recording = False
         self.rejected = 0  # agent files whose current content was rejected (hot reload)
+        self.unsandboxed = False  # org.json "sandbox": "none": shell commands run on the host
         self._ticks: deque[float] = deque(maxlen=12)
 
     def tick_committed(self) -> None:
@@ -118,6 +119,8 @@ class StatusBar(Widget):
                 t.append("  ● rec", self.get_component_rich_style("status-bar--error"))
         if self.rejected:
             t.append(f"  ✗ {self.rejected} bad file{'s' if self.rejected > 1 else ''} (D)", self.get_component_rich_style("status-bar--error"))
+        if self.unsandboxed:
+            t.append("  ⚠ shell unsandboxed", self.get_component_rich_style("status-bar--error"))
         if self.note:
             t.append(f"  {self.note}", self.get_component_rich_style("status-bar--error"))
         run = self.run_id

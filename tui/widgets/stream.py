@@ -323,6 +323,8 @@ class TokenStream(ScrollView, can_focus=True):
                 out.append(self._wrapped(p.text))
             elif p.kind == "restart":
                 out.append(self._line("⟲ retry: the reply starts over"))
+            elif p.kind == "tool":
+                out.append(self._line(p.text))
             elif p.kind == "end":
                 out.append(self._line(self.end_marker(p.record, p.text)))
         return "".join(out)
@@ -343,6 +345,8 @@ class TokenStream(ScrollView, can_focus=True):
                     body = f"▶ tick {p.tick}"
                 elif p.kind == "restart":
                     body = "⟲ retry"
+                elif p.kind == "tool":
+                    body = p.text.strip()
                 else:
                     body = self.end_marker(p.record, p.text)
                 out.append(self._line(tag + body))
