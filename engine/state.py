@@ -56,6 +56,9 @@ class OrgState:
     interval: float = 0.0
     paused: bool = False
     stopped: str | None = None  # why the run last stopped, if it did
+    #: Keep the board bounded to what inboxes can still show (the live engine's state and
+    #: the recorder's own copy; a fold that rebuilds past states keeps every entry).
+    bounded: bool = False
 
     @classmethod
     def initial(cls, org: Org) -> "OrgState":
@@ -106,6 +109,19 @@ class OrgState:
 
     def _apply_tick(self, ev: TickCompleted) -> None:
         self.tick = ev.tick
+        if self.bounded and self.board.bound_due():
+            self.bound_board()
+
+    def bound_board(self) -> None:
+        """Let the board drop what no inbox can show any more (`MessageBoard.bound`)."""
+        org = self.org
+        settings = org.settings
+        self.board.bound(
+            self.cursors,
+            {name: org.readable_by(name) for name in org.agents},
+            new_limit=settings.inbox_new_limit,
+            context=settings.inbox_context,
+        )
 
     def _apply_top_up(self, ev: CreditsToppedUp) -> None:
         self.credits[ev.agent] = ev.balance
@@ -238,6 +254,6 @@ _APPLY: dict[type, Any] = {
 
 
 def _record_dict(r: TurnRecord) -> dict[str, Any]:
-    from lemming.engine.events import _plain
+    from lemming.engine.events import plain_value
 
-    return _plain(r)
+    return plain_value(r)
