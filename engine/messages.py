@@ -92,18 +92,27 @@ class _Source:
     whose cursor fell behind it, a mark keeps what that reader can still be shown: how
     many entries came before its cursor, and the context entries just before it."""
 
-    __slots__ = ("entries", "ticks", "base", "marks")
+    __slots__ = ("entries", "ticks", "keys", "base", "marks")
 
     def __init__(self) -> None:
         self.entries: list[OutboxEntry] = []
         self.ticks: list[int] = []
+        #: each entry's `_order` key, worked out once (inboxes merge sources by it)
+        self.keys: list[tuple] = []
         self.base = 0
         #: cursor tick → (entries before it, the last context entries before it)
         self.marks: dict[int, tuple[int, tuple[OutboxEntry, ...]]] = {}
 
+    def append(self, e: OutboxEntry) -> None:
+        self.entries.append(e)
+        self.ticks.append(e.tick)
+        self.keys.append(_order(e))
+
     def before(self, tick: int) -> int | None:
         """How many entries have a tick below `tick` (None: the board no longer knows)."""
         ticks = self.ticks
+        if ticks and tick > ticks[-1]:
+            return self.base + len(ticks)
         if not self.base or (ticks and tick > ticks[0]):
             return self.base + bisect.bisect_left(ticks, tick)
         if tick <= 0:
@@ -111,16 +120,19 @@ class _Source:
         m = self.marks.get(tick)
         return m[0] if m is not None else None
 
-    def context(self, since: int, i: int, context: int) -> list[OutboxEntry]:
-        """The `context` entries before position `i` (the count of entries before `since`)."""
+    def context(self, since: int, i: int, context: int) -> list[tuple]:
+        """The `context` entries before position `i` (the count of entries before `since`),
+        as (order key, entry)."""
         base = self.base
         lo = i - context if i > context else 0
         if lo >= base:
-            return self.entries[lo - base : i - base]
+            return list(zip(self.keys[lo - base : i - base], self.entries[lo - base : i - base]))
         m = self.marks.get(since)
         if m is not None and m[0] == i:
-            return list(m[1][-context:])
-        return self.entries[: i - base] if i > base else []  # lost (see MessageBoard.bound)
+            got = m[1][-context:]
+        else:
+            got = self.entries[: i - base] if i > base else []  # lost (see MessageBoard.bound)
+        return [(_order(e), e) for e in got]
 
     def trim(self, wants: dict[int, int], keep: int) -> None:
         """Keep the last `keep` entries, and a mark for each cursor in `wants` (cursor →
@@ -147,6 +159,7 @@ class _Source:
             cut = newbase - base
             del self.entries[:cut]
             del self.ticks[:cut]
+            del self.keys[:cut]
             self.base = newbase
 
 
@@ -200,17 +213,14 @@ class MessageBoard:
         if ob is None:
             ob = self._index[entry.agent] = _Outbox()
         if not entry.recipients:
-            src = ob.to_all
-            src.entries.append(entry)
-            src.ticks.append(entry.tick)
+            ob.to_all.append(entry)
         else:
             to = ob.to
             for r in dict.fromkeys(entry.recipients):
                 src = to.get(r)
                 if src is None:
                     src = to[r] = _Source()
-                src.entries.append(entry)
-                src.ticks.append(entry.tick)
+                src.append(entry)
         self.count += 1
         self._since_bound += 1
 
@@ -316,8 +326,11 @@ class MessageBoard:
         # Work per turn is bounded by the limits, not by the length of the run: from each
         # source (an author's broadcasts, what it addressed to `name`) only its last
         # `new_limit` new entries and `context` older ones can be shown.
-        new: list[OutboxEntry] = []
-        old: list[OutboxEntry] = []
+        # Entries are gathered with their order keys, and merged (sorted by key, in C) only
+        # when more than one source gave some.
+        new: list[tuple] = []  # (key, entry)
+        old: list[tuple] = []
+        new_from = old_from = 0
         n_new = 0
         index = self._index
         authors = [a for a in readable if a != name and a != OPERATOR]
@@ -328,15 +341,24 @@ class MessageBoard:
                 continue
             with_context = context and author != OPERATOR
             for src in (ob.to_all, ob.to.get(name)):
-                if src is None or not src.entries:
+                if src is None:
+                    continue
+                ticks = src.ticks
+                if not ticks:
                     continue
                 base = src.base
-                i = src.before(since)
-                j = src.before(tick)
-                if j is None:  # a tick older than the board holds
-                    continue
-                if i is None:
-                    i = base
+                if tick > ticks[-1]:  # (`before`, inlined for the live engine's case)
+                    j = base + len(ticks)
+                else:
+                    j = src.before(tick)  # type: ignore[assignment]
+                    if j is None:  # a tick older than the board holds
+                        continue
+                if since > ticks[0] or not base:
+                    i = base + bisect.bisect_left(ticks, since)
+                else:
+                    i = src.before(since)  # type: ignore[assignment]
+                    if i is None:
+                        i = base
                 if j > i:
                     n_new += j - i
                     lo = j - new_limit
@@ -344,20 +366,24 @@ class MessageBoard:
                         lo = i
                     if lo < base:
                         lo = base
-                    new.extend(src.entries[lo - base : j - base])
+                    new.extend(zip(src.keys[lo - base : j - base], src.entries[lo - base : j - base]))
+                    new_from += 1
                 if with_context and i:
-                    old.extend(src.context(since, i, context))
-        if len(new) > 1:
-            new.sort(key=_order)
+                    ctx = src.context(since, i, context)
+                    if ctx:
+                        old.extend(ctx)
+                        old_from += 1
+        if new_from > 1:
+            new.sort()
         dropped = max(0, n_new - new_limit)
-        if len(new) > new_limit:
-            new = new[-new_limit:]
-        if len(old) > 1:
-            old.sort(key=_order)
+        if old_from > 1:
+            old.sort()
+        shown = [e for _, e in (new[-new_limit:] if len(new) > new_limit else new)]
+        earlier = [e for _, e in old[-context:]] if context else []
         cache = self.view_cache
         if len(cache) > VIEW_CACHE_MAX:
             cache.clear()
-        return Inbox(new=new, context=old[-context:] if context else [], dropped=dropped, view_cache=cache)
+        return Inbox(new=shown, context=earlier, dropped=dropped, view_cache=cache)
 
     def _inbox_by_scan(
         self, name: str, readable: Iterable[str], tick: int, since: int, *, new_limit: int, context: int
