@@ -159,7 +159,7 @@ def bench_engine(
     if path == "fixed-reply":
         ticks = max(ticks, 20_000 // agents)  # enough turns to measure at 100 agents too
         if quick:
-            ticks = min(ticks, 20)
+            ticks = min(ticks, 10)
     with tempfile.TemporaryDirectory(prefix="lemming-bench-") as tmp:
         root = make_bench_org(Path(tmp), agents)
         wall, cpu, turns = asyncio.run(_engine_once(root, ticks, persist, concurrency=10_000, fixed=path == "fixed-reply"))
