@@ -91,3 +91,41 @@ def test_a_bounded_board_drops_the_views_of_entries_it_no_longer_holds() -> None
             board.view_cache.setdefault(e.id, "view")
         board.bound({"ann": t, "bo": t}, {"ann": [], "bo": ["ann"]}, new_limit=3, context=2)
     assert len(board.view_cache) <= 2 * (3 + 2) + 1
+
+
+async def _demo_events(root, *, bounded: bool, ticks: int) -> tuple[list[str], int]:
+    import json
+
+    from lemming.engine.engine import Engine
+    from lemming.engine.org import load_org
+    from lemming.engine.replay import canonical
+
+    engine = Engine(load_org(root), seed=4)
+    engine.state.bounded = bounded
+    sub = engine.subscribe(tokens=False)
+    await engine.run(ticks=ticks)
+    log = [json.dumps(canonical(e.to_dict()), sort_keys=True) for e in sub.drain() if e.persistent]
+    return log, _held(engine.state.board)
+
+
+async def test_a_run_on_a_bounded_board_is_the_run_on_an_unbounded_one(tmp_path, monkeypatch) -> None:
+    """The demo's shape (agents on different schedules, a seat that never fires, budgets
+    that run out), bounded every few ticks: the same events, byte for byte."""
+    import json
+
+    from lemming.engine import messages
+    from lemming.tui.bench.memory import make_long_run_org
+
+    monkeypatch.setattr(messages, "BOUND_EVERY", 8)
+    root = make_long_run_org(tmp_path)
+    for resume in (root / "agents").glob("*/resume.json"):  # some go broke along the way
+        d = json.loads(resume.read_text())
+        d["credits"] = {"max_credits": {"analyst": 0.02, "qa": 0.05}.get(d["name"], 1e12)}
+        resume.write_text(json.dumps(d))
+    org = json.loads((root / "org.json").read_text())
+    (root / "org.json").write_text(json.dumps({**org, "inbox_new_limit": 3, "inbox_context": 2}))
+    full, held_full = await _demo_events(root, bounded=False, ticks=600)
+    bounded, held_bounded = await _demo_events(root, bounded=True, ticks=600)
+    assert any('"agent_skipped"' in line and '"broke"' in line for line in full)
+    assert bounded == full
+    assert held_bounded < held_full / 4, (held_bounded, held_full)  # and it stays so: see above
