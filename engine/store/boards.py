@@ -3,7 +3,7 @@
 A long run holds a million outbox entries. A reader that rebuilds states at many ticks
 (replay, watch) loads the run's entries once into a `MessageLog` and gives each state
 a `SharedBoard`, a prefix of the log, instead of a copy; `detached` gives an engine a
-plain board of its own. A state rebuilt without its messages has a `CountedBoard`.
+plain board of its own, bounded (it keeps what the next inboxes can show). A state rebuilt without its messages has a `CountedBoard`.
 """
 
 from __future__ import annotations
