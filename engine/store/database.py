@@ -35,19 +35,22 @@ _STOP = None
 #: blocks up to this size from the heap rather than fresh mmaps (M_TRIM_THRESHOLD,
 #: M_MMAP_THRESHOLD). A writer builds and frees a few hundred KB of encoded and
 #: compressed batch per tick; with glibc's defaults each tick gives those pages back
-#: to the system and faults them in again (5-12% of the store's write rate, measured).
+#: to the system and faults them in again (5-15% of the store's CPU write rate, measured).
 MALLOC_KEEP_BYTES = 32 << 20
 MALLOC_MMAP_BYTES = 8 << 20
-_malloc_tuned = False
+_malloc_tuned: bool | None = None  # None: not tried yet
 
 
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc for a writer, once per process (see MALLOC_KEEP_BYTES). False
     where it does not apply (not glibc) or the environment already sets it."""
     global _malloc_tuned
-    if _malloc_tuned:
-        return True
-    _malloc_tuned = True
+    if _malloc_tuned is None:
+        _malloc_tuned = _tune_malloc()
+    return _malloc_tuned
+
+
+def _tune_malloc() -> bool:
     import os
 
     if os.environ.get("MALLOC_TRIM_THRESHOLD_") or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
