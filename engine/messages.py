@@ -149,7 +149,8 @@ class _Source:
             if i is None or since <= 0 or (i > newbase and i - ctx >= newbase):
                 continue
             m = old.get(since)
-            if i >= base and (m is None or m[0] != i or len(m[1]) < min(ctx, i)):
+            stale = m is None or m[0] != i
+            if i >= base and (stale or (len(m[1]) < min(ctx, i) and i - ctx >= base)):  # type: ignore[index]
                 lo = max(base, i - ctx)  # (all of it, unless it was lost before: see bound)
                 m = (i, tuple(self.entries[lo - base : i - base]))
             if m is not None:
