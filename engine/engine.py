@@ -225,6 +225,7 @@ class Engine:
             self.state.org = org
             self.state._adopt_agents()
         self.state.interval = interval if interval else self.state.interval
+        self.state.bounded = True  # the board keeps what inboxes can show; the store keeps the rest
         self.state.paused = paused
         self.concurrency = concurrency or org.settings.max_concurrency
         self.run_id = run_id or _new_run_id()

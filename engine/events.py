@@ -35,19 +35,20 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type}
         for f in dataclasses.fields(self):
-            d[f.name] = _plain(getattr(self, f.name))
+            d[f.name] = plain_value(getattr(self, f.name))
         return d
 
 
-def _plain(v: Any) -> Any:
+def plain_value(v: Any) -> Any:
+    """`v` with its dataclasses (events, records, entries) as dicts and tuples as lists."""
     if isinstance(v, OutboxEntry):
         return v.to_dict()
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return {f.name: plain_value(getattr(v, f.name)) for f in dataclasses.fields(v)}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [plain_value(x) for x in v]
     if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
+        return {k: plain_value(x) for k, x in v.items()}
     return v
 
 
@@ -98,7 +99,7 @@ class TurnRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON values (what `from_dict` reads back)."""
-        return _plain(self)
+        return plain_value(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TurnRecord":

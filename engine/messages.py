@@ -9,6 +9,8 @@ from typing import Any, Iterable
 OPERATOR = "operator"
 #: Entries whose text a board keeps (beyond this it starts again: old entries are rarely shown).
 VIEW_CACHE_MAX = 50_000
+#: A bounded board is bounded again after at least this many entries were added.
+BOUND_EVERY = 2048
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,32 +83,96 @@ class Inbox:
     view_cache: dict[str, str] | None = field(default=None, compare=False, repr=False)
 
 
-class _AuthorIndex:
-    """One outbox split by audience: its broadcasts, and per recipient what was addressed
-    to it, each in commit order with its ticks, so that an inbox is a few bisects and
-    slices instead of a scan of the outbox's whole history."""
+class _Source:
+    """One audience of one outbox — its broadcasts, or what it addressed to one agent —
+    in commit order (so ticks never decrease): a window of its latest entries, and the
+    positions of entries are counted from the start of the run (`base` + index).
 
-    __slots__ = ("box", "n", "to_all", "to_all_ticks", "to", "to_ticks")
+    A bounded board (`MessageBoard.bound`) drops the front of the window; for a reader
+    whose cursor fell behind it, a mark keeps what that reader can still be shown: how
+    many entries came before its cursor, and the context entries just before it."""
 
-    def __init__(self, box: list[OutboxEntry]) -> None:
-        self.box = box
-        self.n = 0
-        self.to_all: list[OutboxEntry] = []
-        self.to_all_ticks: list[int] = []
-        self.to: dict[str, list[OutboxEntry]] = {}
-        self.to_ticks: dict[str, list[int]] = {}
+    __slots__ = ("entries", "ticks", "keys", "base", "marks")
 
-    def catch_up(self) -> None:
-        box = self.box
-        for e in box[self.n :]:
-            if not e.recipients:
-                self.to_all.append(e)
-                self.to_all_ticks.append(e.tick)
-            else:
-                for r in set(e.recipients):
-                    self.to.setdefault(r, []).append(e)
-                    self.to_ticks.setdefault(r, []).append(e.tick)
-        self.n = len(box)
+    def __init__(self) -> None:
+        self.entries: list[OutboxEntry] = []
+        self.ticks: list[int] = []
+        #: each entry's `_order` key, worked out once (inboxes merge sources by it)
+        self.keys: list[tuple] = []
+        self.base = 0
+        #: cursor tick → (entries before it, the last context entries before it)
+        self.marks: dict[int, tuple[int, tuple[OutboxEntry, ...]]] = {}
+
+    def append(self, e: OutboxEntry) -> None:
+        self.entries.append(e)
+        self.ticks.append(e.tick)
+        self.keys.append(_order(e))
+
+    def before(self, tick: int) -> int | None:
+        """How many entries have a tick below `tick` (None: the board no longer knows)."""
+        ticks = self.ticks
+        if ticks and tick > ticks[-1]:
+            return self.base + len(ticks)
+        if not self.base or (ticks and tick > ticks[0]):
+            return self.base + bisect.bisect_left(ticks, tick)
+        if tick <= 0:
+            return 0
+        m = self.marks.get(tick)
+        return m[0] if m is not None else None
+
+    def context(self, since: int, i: int, context: int) -> list[tuple]:
+        """The `context` entries before position `i` (the count of entries before `since`),
+        as (order key, entry)."""
+        base = self.base
+        lo = i - context if i > context else 0
+        if lo >= base:
+            return list(zip(self.keys[lo - base : i - base], self.entries[lo - base : i - base]))
+        m = self.marks.get(since)
+        if m is not None and m[0] == i:
+            got = m[1][-context:]
+        else:
+            got = self.entries[: i - base] if i > base else []  # lost (see MessageBoard.bound)
+        return [(_order(e), e) for e in got]
+
+    def trim(self, wants: dict[int, int], keep: int) -> None:
+        """Keep the last `keep` entries, and a mark for each cursor in `wants` (cursor →
+        context wanted) that needs what goes."""
+        base = self.base
+        newbase = base + len(self.entries) - keep
+        marks: dict[int, tuple[int, tuple[OutboxEntry, ...]]] = {}
+        old = self.marks
+        for since, ctx in wants.items():
+            i = self.before(since)
+            # Needed when the count before the cursor could no longer be worked out from
+            # the window (its first tick would not be below the cursor), or when part of
+            # its context goes.
+            if i is None or since <= 0 or (i > newbase and i - ctx >= newbase):
+                continue
+            m = old.get(since)
+            stale = m is None or m[0] != i
+            if i >= base and (stale or (len(m[1]) < min(ctx, i) and i - ctx >= base)):  # type: ignore[index]
+                lo = max(base, i - ctx)  # (all of it, unless it was lost before: see bound)
+                m = (i, tuple(self.entries[lo - base : i - base]))
+            if m is not None:
+                marks[since] = m
+        self.marks = marks
+        if newbase > base:
+            cut = newbase - base
+            del self.entries[:cut]
+            del self.ticks[:cut]
+            del self.keys[:cut]
+            self.base = newbase
+
+
+class _Outbox:
+    """One author's outbox split by audience: its broadcasts, and per recipient what was
+    addressed to it, so that an inbox is a few bisects and slices."""
+
+    __slots__ = ("to_all", "to")
+
+    def __init__(self) -> None:
+        self.to_all = _Source()
+        self.to: dict[str, _Source] = {}
 
 
 def _order(e: OutboxEntry) -> tuple:
@@ -114,26 +180,65 @@ def _order(e: OutboxEntry) -> tuple:
 
 
 class MessageBoard:
-    """Every outbox of the organisation, indexed by author and tick.
+    """Every outbox of the organisation, indexed by author, audience and tick.
 
-    Each outbox is a list in commit order, so ticks are non-decreasing and a
-    bisect finds "created before tick t" without scanning.
+    A board grows with the run until `bound()` is called; the live engine's state calls
+    it every few thousand entries (`OrgState.bound_board`), after which the board holds
+    what the next inboxes can show — per audience the latest `inbox_new_limit +
+    inbox_context` entries, and for each reader whose cursor fell behind them the count
+    and context before its cursor — and the run store holds the rest (replay and
+    export read it there). Inboxes are the same as an unbounded board's; what a hot
+    reload changes (a newly granted outbox, larger inbox limits) sees the board's window
+    of the past, not the whole run.
     """
 
     def __init__(self) -> None:
-        self.outboxes: dict[str, list[OutboxEntry]] = {}
-        self._ticks: dict[str, list[int]] = {}
-        self._index: dict[str, _AuthorIndex] = {}
-        self.count = 0
+        self._index: dict[str, _Outbox] = {}
+        self.count = 0  # entries ever added
+        self._since_bound = 0
         #: Text worked out from an entry, by entry id (the prompt's JSON view of it). An entry
         #: never changes and ids are unique within a board, so it is worked out once and
         #: not once per reader and turn.
         self.view_cache: dict[str, str] = {}
 
+    @classmethod
+    def from_entries(cls, entries: Iterable[OutboxEntry]) -> "MessageBoard":
+        """A board holding `entries` (in commit order)."""
+        b = cls()
+        for e in entries:
+            b.add(e)
+        return b
+
     def add(self, entry: OutboxEntry) -> None:
-        self.outboxes.setdefault(entry.agent, []).append(entry)
-        self._ticks.setdefault(entry.agent, []).append(entry.tick)
+        ob = self._index.get(entry.agent)
+        if ob is None:
+            ob = self._index[entry.agent] = _Outbox()
+        if not entry.recipients:
+            ob.to_all.append(entry)
+        else:
+            to = ob.to
+            for r in dict.fromkeys(entry.recipients):
+                src = to.get(r)
+                if src is None:
+                    src = to[r] = _Source()
+                src.append(entry)
         self.count += 1
+        self._since_bound += 1
+
+    # --- what the board holds (inspection, tests; not the engine's hot path) ------------
+
+    @property
+    def outboxes(self) -> dict[str, list[OutboxEntry]]:
+        """Each author's entries that the board holds, in commit order."""
+        out: dict[str, list[OutboxEntry]] = {}
+        for author, ob in self._index.items():
+            seen: dict[str, OutboxEntry] = {}
+            for src in (ob.to_all, *ob.to.values()):
+                for e in src.entries:
+                    seen.setdefault(e.id, e)
+            if seen:
+                out[author] = sorted(seen.values(), key=_order)
+        return out
 
     def all(self) -> list[OutboxEntry]:
         out = [e for box in self.outboxes.values() for e in box]
@@ -141,30 +246,66 @@ class MessageBoard:
         return out
 
     def between(self, author: str, lo: int, hi: int) -> list[OutboxEntry]:
-        """Entries of `author` with lo <= tick < hi."""
-        box = self.outboxes.get(author)
-        if not box:
-            return []
-        ticks = self._ticks[author]
-        i = bisect.bisect_left(ticks, lo)
-        j = bisect.bisect_left(ticks, hi)
-        return box[i:j]
+        """Entries of `author` the board holds with lo <= tick < hi."""
+        return [e for e in self.outboxes.get(author, ()) if lo <= e.tick < hi]
 
-    def _author_index(self, author: str) -> _AuthorIndex | None:
-        box = self.outboxes.get(author)
-        if not box:
-            return None
-        # Built lazily and kept in step with the outbox list (which only grows); rebuilt if
-        # the list was replaced (a board restored from a snapshot assigns whole lists).
-        idx = getattr(self, "_index", None)
-        if idx is None:
-            idx = self._index = {}
-        ai = idx.get(author)
-        if ai is None or ai.box is not box or ai.n > len(box):
-            ai = idx[author] = _AuthorIndex(box)
-        if ai.n < len(box):
-            ai.catch_up()
-        return ai
+    # --- bounding ------------------------------------------------------------------------
+
+    def bound_due(self) -> bool:
+        """Whether enough was added since the last `bound()` for another to be worth it
+        (never for a board with its own storage, such as the store's shared views)."""
+        return type(self) is MessageBoard and self._since_bound >= max(BOUND_EVERY, len(self._index) * 4)
+
+    def bound(self, cursors: dict[str, int], readable: dict[str, Iterable[str]], *, new_limit: int, context: int) -> None:
+        """Drop what no inbox can show any more: `readable` is each agent's readable
+        outboxes, `cursors` their cursors (`OrgState.cursors`). Keeps per audience the
+        latest `new_limit + context` entries, and for each reader whose cursor is behind
+        them a mark (the count before its cursor, and its context)."""
+        self._since_bound = 0
+        keep = new_limit + context
+        wants: dict[int, dict[int, int]] = {}  # id(source) → {cursor: context}
+        sources: dict[int, _Source] = {}
+
+        def want(src: _Source | None, since: int, ctx: int) -> None:
+            if src is None:
+                return
+            k = id(src)
+            w = wants.get(k)
+            if w is None:
+                w = wants[k] = {}
+                sources[k] = src
+            if w.get(since, -1) < ctx:
+                w[since] = ctx
+
+        index = self._index
+        op = index.get(OPERATOR)
+        for name, authors in readable.items():
+            since = cursors.get(name, 0)
+            for author in authors:
+                if author == name or author == OPERATOR:
+                    continue
+                ob = index.get(author)
+                if ob is not None:
+                    want(ob.to_all, since, context)
+                    want(ob.to.get(name), since, context)
+            if op is not None:
+                want(op.to_all, since, 0)
+                want(op.to.get(name), since, 0)
+        kept: set[str] = set()
+        for ob in index.values():
+            for src in (ob.to_all, *ob.to.values()):
+                if len(src.entries) > 2 * keep or src.marks:
+                    src.trim(wants.get(id(src), {}), keep if len(src.entries) > 2 * keep else len(src.entries))
+                for e in src.entries:
+                    kept.add(e.id)
+                for _, ctx_entries in src.marks.values():
+                    for e in ctx_entries:
+                        kept.add(e.id)
+        cache = self.view_cache
+        if len(cache) > len(kept):
+            self.view_cache = {k: v for k, v in cache.items() if k in kept}
+
+    # --- inboxes -------------------------------------------------------------------------
 
     def inbox(
         self,
@@ -186,47 +327,64 @@ class MessageBoard:
         # Work per turn is bounded by the limits, not by the length of the run: from each
         # source (an author's broadcasts, what it addressed to `name`) only its last
         # `new_limit` new entries and `context` older ones can be shown.
-        new: list[OutboxEntry] = []
-        old: list[OutboxEntry] = []
+        # Entries are gathered with their order keys, and merged (sorted by key, in C) only
+        # when more than one source gave some.
+        new: list[tuple] = []  # (key, entry)
+        old: list[tuple] = []
+        new_from = old_from = 0
         n_new = 0
-        bisect_left = bisect.bisect_left
-        outboxes = self.outboxes
-        index = getattr(self, "_index", None)
+        index = self._index
         authors = [a for a in readable if a != name and a != OPERATOR]
         authors.append(OPERATOR)
         for author in authors:
-            box = outboxes.get(author)
-            if not box:
+            ob = index.get(author)
+            if ob is None:
                 continue
-            # (`_author_index`, inlined: this runs for every author an agent reads, every turn)
-            ai = index.get(author) if index is not None else None
-            if ai is None or ai.box is not box or ai.n != len(box):
-                ai = self._author_index(author)
-                index = self._index
-                assert ai is not None
             with_context = context and author != OPERATOR
-            mine = ai.to.get(name)
-            for lst, ticks in ((ai.to_all, ai.to_all_ticks), (mine, ai.to_ticks[name] if mine else None)):
-                if not lst:
+            for src in (ob.to_all, ob.to.get(name)):
+                if src is None:
                     continue
-                i = bisect_left(ticks, since)
-                j = bisect_left(ticks, tick)
-                n_new += j - i
+                ticks = src.ticks
+                if not ticks:
+                    continue
+                base = src.base
+                if tick > ticks[-1]:  # (`before`, inlined for the live engine's case)
+                    j = base + len(ticks)
+                else:
+                    j = src.before(tick)  # type: ignore[assignment]
+                    if j is None:  # a tick older than the board holds
+                        continue
+                if since > ticks[0] or not base:
+                    i = base + bisect.bisect_left(ticks, since)
+                else:
+                    i = src.before(since)  # type: ignore[assignment]
+                    if i is None:
+                        i = base
                 if j > i:
-                    new.extend(lst[max(i, j - new_limit) : j])
+                    n_new += j - i
+                    lo = j - new_limit
+                    if lo < i:
+                        lo = i
+                    if lo < base:
+                        lo = base
+                    new.extend(zip(src.keys[lo - base : j - base], src.entries[lo - base : j - base]))
+                    new_from += 1
                 if with_context and i:
-                    old.extend(lst[max(0, i - context) : i])
-        if len(new) > 1:
-            new.sort(key=_order)
+                    ctx = src.context(since, i, context)
+                    if ctx:
+                        old.extend(ctx)
+                        old_from += 1
+        if new_from > 1:
+            new.sort()
         dropped = max(0, n_new - new_limit)
-        if len(new) > new_limit:
-            new = new[-new_limit:]
-        if len(old) > 1:
-            old.sort(key=_order)
-        cache = getattr(self, "view_cache", None)
-        if cache is not None and len(cache) > VIEW_CACHE_MAX:
+        if old_from > 1:
+            old.sort()
+        shown = [e for _, e in (new[-new_limit:] if len(new) > new_limit else new)]
+        earlier = [e for _, e in old[-context:]] if context else []
+        cache = self.view_cache
+        if len(cache) > VIEW_CACHE_MAX:
             cache.clear()
-        return Inbox(new=new, context=old[-context:] if context else [], dropped=dropped, view_cache=cache)
+        return Inbox(new=shown, context=earlier, dropped=dropped, view_cache=cache)
 
     def _inbox_by_scan(
         self, name: str, readable: Iterable[str], tick: int, since: int, *, new_limit: int, context: int

@@ -162,6 +162,7 @@ class RecordedRun:
         try:
             info = await store.get_run(run_id)
             state = await fork_state(store, info.id, tick)
+            store.forget_message_logs()  # the engine's board keeps what it needs
             if ticks is not None:
                 target: int | None = tick + ticks
             else:
@@ -212,6 +213,7 @@ class RecordedRun:
             info = await store.get_run(run_id)
             _check_not_running(info, force)
             state = detached(await store.state_at(info.id))
+            store.forget_message_logs()  # the engine's board keeps what it needs
             if not state.org.agents:
                 state = _unstarted_state(info)
             start = state.tick

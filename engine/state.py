@@ -63,6 +63,9 @@ class OrgState:
     #: agent -> the tool it is running now (only ever set within a tick: every call
     #: finishes before its tick commits, so snapshots never hold any)
     running_tool: dict[str, str] = field(default_factory=dict)
+    #: Keep the board bounded to what inboxes can still show (the live engine's state and
+    #: the recorder's own copy; a fold that rebuilds past states keeps every entry).
+    bounded: bool = False
 
     @classmethod
     def initial(cls, org: Org) -> "OrgState":
@@ -114,6 +117,19 @@ class OrgState:
     def _apply_tick(self, ev: TickCompleted) -> None:
         self.tick = ev.tick
         self.running_tool.clear()
+        if self.bounded and self.board.bound_due():
+            self.bound_board()
+
+    def bound_board(self) -> None:
+        """Let the board drop what no inbox can show any more (`MessageBoard.bound`)."""
+        org = self.org
+        settings = org.settings
+        self.board.bound(
+            self.cursors,
+            {name: org.readable_by(name) for name in org.agents},
+            new_limit=settings.inbox_new_limit,
+            context=settings.inbox_context,
+        )
 
     def _apply_tool_started(self, ev: ToolCallStarted) -> None:
         self.running_tool[ev.agent] = ev.tool
@@ -256,6 +272,6 @@ FOLD_SKIPS: frozenset[type[Event]] = frozenset(t for t in EVENT_TYPES.values() i
 
 
 def _record_dict(r: TurnRecord) -> dict[str, Any]:
-    from lemming.engine.events import _plain
+    from lemming.engine.events import plain_value
 
-    return _plain(r)
+    return plain_value(r)

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 REQUIRED = {
@@ -21,6 +23,7 @@ REQUIRED = {
 }
 
 
+@pytest.mark.timeout(300)  # every benchmark, once: as long as its subprocess may take on a busy machine
 def test_bench_quick_json_lines_carry_their_fields() -> None:
     p = subprocess.run(
         [sys.executable, "-m", "lemming.tui.cli", "bench", "--quick", "--json"],
@@ -43,7 +46,9 @@ def test_bench_quick_json_lines_carry_their_fields() -> None:
             v = line[k]
             assert isinstance(v, (int, float)) and v == v, (k, v)  # a number, not NaN
     assert set(by_name) == set(REQUIRED)
-    assert sorted(x["persist"] for x in by_name["engine"]) == [False, True]
+    assert sorted((x["path"], x["agents"], x["persist"]) for x in by_name["engine"]) == [
+        ("fixed-reply", 100, True), ("fixed-reply", 200, True), ("sim-inline", 200, False), ("sim-inline", 200, True)
+    ]
 
 
 def test_bench_profile_writes_a_pyinstrument_report_of_the_startup_child(tmp_path) -> None:

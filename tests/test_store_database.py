@@ -96,3 +96,20 @@ async def test_a_file_that_cannot_be_opened_leaves_no_thread(tmp_path: Path) -> 
     for t in set(_store_threads()) - before:
         t.join(5)
         assert not t.is_alive()
+
+
+def test_a_writer_keeps_freed_memory_unless_the_environment_says_otherwise() -> None:
+    """glibc's malloc is tuned once per process for a writer; an operator's own
+    MALLOC_TRIM_THRESHOLD_ wins (checked in fresh processes: the tuning is process-wide)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from lemming.engine.store.database import keep_freed_memory as k; print(k(), k())"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    tuned = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert tuned.stdout.split() == ["True", "True"], tuned.stderr
+    left = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "MALLOC_TRIM_THRESHOLD_": "131072"}, capture_output=True, text=True, timeout=60
+    )
+    assert left.stdout.split() == ["False", "False"], left.stderr

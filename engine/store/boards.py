@@ -3,7 +3,7 @@
 A long run holds a million outbox entries. A reader that rebuilds states at many ticks
 (replay, watch) loads the run's entries once into a `MessageLog` and gives each state
 a `SharedBoard`, a prefix of the log, instead of a copy; `detached` gives an engine a
-plain board of its own. A state rebuilt without its messages has a `CountedBoard`.
+plain board of its own, bounded (it keeps what the next inboxes can show). A state rebuilt without its messages has a `CountedBoard`.
 """
 
 from __future__ import annotations
@@ -79,26 +79,20 @@ class SharedBoard(MessageBoard):
         self._extra: dict[str, list[OutboxEntry]] = {}
         self._extra_ticks: dict[str, list[int]] = {}
         self.count = sum(counts.values())
-        self._plain: tuple[dict[str, list[OutboxEntry]], dict[str, list[int]]] | None = None
+        self._plain: dict[str, list[OutboxEntry]] | None = None
 
-    def _views(self) -> tuple[dict[str, list[OutboxEntry]], dict[str, list[int]]]:
+    def _views(self) -> dict[str, list[OutboxEntry]]:
         if self._plain is None:
             boxes: dict[str, list[OutboxEntry]] = {}
-            ticks: dict[str, list[int]] = {}
             for a in list(self._n) + [a for a in self._extra if a not in self._n]:
                 n = self._n.get(a, 0)
                 boxes[a] = self._log.entries[a][:n] + self._extra.get(a, []) if n else list(self._extra.get(a, []))
-                ticks[a] = (self._log.ticks[a][:n].tolist() if n else []) + self._extra_ticks.get(a, [])
-            self._plain = (boxes, ticks)
+            self._plain = boxes
         return self._plain
 
     @property  # type: ignore[override]
     def outboxes(self) -> dict[str, list[OutboxEntry]]:
-        return self._views()[0]
-
-    @property  # type: ignore[override]
-    def _ticks(self) -> dict[str, list[int]]:
-        return self._views()[1]
+        return self._views()
 
     def add(self, entry: OutboxEntry) -> None:
         self._extra.setdefault(entry.agent, []).append(entry)
@@ -132,12 +126,8 @@ class SharedBoard(MessageBoard):
         return out
 
     def detach(self) -> MessageBoard:
-        b = MessageBoard()
-        boxes, ticks = self._views()
-        b.outboxes = {a: list(v) for a, v in boxes.items()}
-        b._ticks = {a: list(v) for a, v in ticks.items()}
-        b.count = self.count
-        return b
+        """A plain MessageBoard with the same entries."""
+        return MessageBoard.from_entries(self.all())
 
 
 class CountedBoard(MessageBoard):
@@ -151,9 +141,13 @@ class CountedBoard(MessageBoard):
 
 
 def detached(state: OrgState) -> OrgState:
-    """`state` with a plain MessageBoard (for a state an engine will run on)."""
+    """`state` with a plain, bounded MessageBoard (for a state an engine will run on: it
+    keeps what the next inboxes can show, not the run's whole log)."""
     if isinstance(state.board, SharedBoard):
         state.board = state.board.detach()
     elif isinstance(state.board, CountedBoard):
         raise StoreError("this state was rebuilt without its messages (messages=False); an engine cannot run on it")
+    state.bounded = True
+    if state.board.bound_due():
+        state.bound_board()
     return state

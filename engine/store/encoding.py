@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from lemming.engine.events import _plain
+from lemming.engine.events import plain_value
 
 #: zlib levels: 3 is 10% smaller and 25% slower on sim runs
 BODY_LEVEL = 1
@@ -57,7 +57,7 @@ class _Pickler(pickle.Pickler):
         if isinstance(obj, (set, frozenset)):
             return (set if isinstance(obj, set) else frozenset), (set(obj),)
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return dict, (_plain(obj),)
+            return dict, (plain_value(obj),)
         if isinstance(obj, Path):
             return str, (str(obj),)
         raise TypeError(f"{type(obj).__name__} cannot be recorded")
@@ -97,7 +97,7 @@ def unpack_blob(blob: bytes) -> Any:
 
 def _json_default(v: Any) -> Any:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return _plain(v)
+        return plain_value(v)
     if isinstance(v, (set, frozenset)):
         return sorted(v)
     if isinstance(v, Path):

@@ -456,6 +456,11 @@ class RunStore:
                 limit = min(limit, r.fork_batch)
         return out
 
+    def forget_message_logs(self) -> None:
+        """Let go of the message logs that rebuilding states loaded (a long run's holds
+        every message): a writer that resumed or forked a run reads them no more."""
+        self._logs.clear()
+
     async def _message_log(self, run: _RunRow) -> MessageLog:
         async with self._log_lock:
             return await self._message_log_locked(run)

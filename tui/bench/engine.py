@@ -1,8 +1,18 @@
 """Engine benchmarks: overhead per agent-turn, and concurrency efficiency.
 
 Each function builds a synthetic organisation in a temporary folder, runs the
-real engine on the sim provider and returns a dict of figures. `lemming bench`
-(lemming.tui.bench) runs each in a fresh process, repeats and prints medians.
+real engine and returns a dict of figures. `lemming bench` (lemming.tui.bench)
+runs each in a fresh process, repeats and prints medians.
+
+Two measures of the engine's own cost per agent-turn, each labelled with its `path`:
+
+* `fixed-reply` — an instant model that streams the same LeMMing-style reply every
+  time (no model work at all), through the path every remote provider takes: a task
+  per call, the concurrency limits, the retry loop, the stream. This is the figure
+  the engine answers for (issue 17: <= 50 us/turn persisted at 100 and 1,000 agents).
+* `sim-inline` — the sim at full speed, which composes a reply from its prompt (model
+  work, a third of the time) and is answered inline (`complete_now`), a path no
+  remote provider takes.
 """
 
 from __future__ import annotations
@@ -57,11 +67,63 @@ def make_bench_org(root: Path, agents: int, *, reads: int = 3, sim: dict[str, An
     return root
 
 
-async def _engine_once(root: Path, ticks: int, persist: bool, concurrency: int) -> tuple[float, int]:
+#: The fixed reply: what a LeMMing agent writes each turn — one message to whoever reads
+#: its outbox, one memory update, a note.
+FIXED_REPLY = json.dumps(
+    {
+        "outbox_entries": [{"kind": "message", "payload": {"text": "Status: reviewed the inbox; next I will ship a first cut."}}],
+        "memory_updates": [{"op": "set", "key": "last_status", "value": "shipping a first cut"}],
+        "notes": "Read the inbox, replied to all.",
+    }
+)
+
+
+class FixedReplyModel:
+    """An instant model for measuring the engine: streams FIXED_REPLY in one delta and
+    bills the prompt's estimated tokens, with nothing awaited in between. It has no
+    `complete_now`, so its turns take the path of every remote provider."""
+
+    name = "fixed-reply"
+
+    def __init__(self, reply: str = FIXED_REPLY) -> None:
+        from lemming.engine.providers.retry import estimate_tokens
+
+        self.reply = reply
+        self._estimate = estimate_tokens
+        self._out = estimate_tokens(reply)
+
+    async def stream(self, request: Any) -> Any:
+        from lemming.engine.providers.base import TextDelta, Usage
+
+        yield TextDelta(self.reply)
+        yield Usage(input_tokens=sum(self._estimate(m.content) for m in request.messages), output_tokens=self._out)
+
+    async def probe(self, model: str, timeout: float = 3.0) -> Any:
+        from lemming.engine.providers.base import ProbeResult
+
+        return ProbeResult(True, "fixed reply (benchmark)", 0.0)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FixedReplyRegistry(ProviderRegistry):
+    """Every model key resolves to one FixedReplyModel (prices and limits as models.json says)."""
+
+    def __init__(self, models: Any) -> None:
+        super().__init__(models)
+        self.model = FixedReplyModel()
+
+    def resolve(self, key: str) -> tuple[Any, Any]:
+        return self.model, self.spec(key)
+
+
+async def _engine_once(root: Path, ticks: int, persist: bool, concurrency: int, fixed: bool = False) -> tuple[float, float, int]:
     org = load_org(root)
     store = None
     recorder = None
-    engine = Engine(org, seed=1, concurrency=concurrency, registry=ProviderRegistry(org.models))
+    registry = FixedReplyRegistry(org.models) if fixed else ProviderRegistry(org.models)
+    engine = Engine(org, seed=1, concurrency=concurrency, registry=registry)
     if persist:
         from lemming.engine.store import RunStore
 
@@ -74,27 +136,41 @@ async def _engine_once(root: Path, ticks: int, persist: bool, concurrency: int) 
     try:
         # Warm up: the first ticks have empty inboxes and cold caches.
         await engine.run(ticks=2)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await engine.run(ticks=ticks)  # continues from tick 2, as a resumed run does
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
     finally:
         if store is not None:
             await store.close()
-    return wall, ticks * len(org.agents)
+    return wall, cpu, ticks * len(org.agents)
 
 
-def bench_engine(agents: int = 1000, ticks: int = 10, persist: bool = True, quick: bool = False) -> dict[str, Any]:
-    """The engine's own overhead per agent-turn on the sim at full speed."""
+def bench_engine(
+    agents: int = 1000, ticks: int = 10, persist: bool = True, quick: bool = False, path: str = "sim-inline"
+) -> dict[str, Any]:
+    """The engine's cost per agent-turn: `path` "sim-inline" (the sim at full speed,
+    answered inline) or "fixed-reply" (an instant fixed reply, streamed as remote
+    providers' replies are); each agent reads 3 others and fires every tick."""
+    if path not in ("sim-inline", "fixed-reply"):
+        raise ValueError(f"unknown engine path {path!r}")
     if quick:
         agents, ticks = min(agents, 200), min(ticks, 5)
+    if path == "fixed-reply":
+        ticks = max(ticks, 20_000 // agents)  # enough turns to measure at 100 agents too
+        if quick:
+            ticks = min(ticks, 10)
     with tempfile.TemporaryDirectory(prefix="lemming-bench-") as tmp:
         root = make_bench_org(Path(tmp), agents)
-        wall, turns = asyncio.run(_engine_once(root, ticks, persist, concurrency=10_000))
+        wall, cpu, turns = asyncio.run(_engine_once(root, ticks, persist, concurrency=10_000, fixed=path == "fixed-reply"))
     return {
         "bench": "engine",
+        "path": path,
         "agents": agents,
         "ticks": ticks,
         "us_per_turn": round(wall / turns * 1e6, 1),
+        # CPU time of the process (the store's thread included): steadier on a busy machine
+        "cpu_us_per_turn": round(cpu / turns * 1e6, 1),
         "turns_per_s": round(turns / wall, 1),
         "persist": persist,
     }

@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  CPU share        {r['cpu_share']:>10.1%}   (engine + sim + UI, one process); UI pump {r['ui_share']:.1%}")
     print(f"  RSS              {r['rss_mb']:>7.1f} MB   growth after warm-up {r['rss_growth_mb']:+.1f} MB; second half {r['rss_growth_second_half_mb']:+.1f} MB")
     if "engine_rss_growth_mb" in r:
-        print(f"  without the UI   engine alone grows {r['engine_rss_growth_mb']:+.1f} MB (its message board keeps every message);"
+        print(f"  without the UI   engine alone grows {r['engine_rss_growth_mb']:+.1f} MB;"
               f" the UI's share {r['ui_rss_growth_mb']:+.1f} MB; engine alone CPU {r['engine_cpu_share']:.1%}")
     return 0
 
