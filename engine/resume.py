@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -218,6 +218,11 @@ class OrgSettings(BaseModel):
     inbox_new_limit: int = Field(default=50, ge=1, le=10_000)
     inbox_context: int = Field(default=5, ge=0, le=1_000)
     max_concurrency: int = Field(default=16, ge=1, le=10_000)
+    #: SDK clients in N worker processes (0: in the engine's process; "auto": one per core
+    #: beyond the first). See docs/scaling.md.
+    provider_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = 0
+    #: Sockets each adapter's HTTP client keeps; default: the model's concurrency.
+    provider_connections: int | None = Field(default=None, ge=1, le=100_000)
 
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")

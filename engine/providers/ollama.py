@@ -62,6 +62,10 @@ class OllamaProvider:
         self._think = option(opts, "think", (bool, str), None, "ollama")
         # The SDK takes its timeout per client, not per call: one client per timeout in use.
         self._clients: dict[float | None, ollama.AsyncClient] = {}
+        # The ollama SDK has no aiohttp transport: its httpx pool is sized like the others.
+        self._limits = httpx.Limits(
+            max_connections=config.connections, max_keepalive_connections=config.connections, keepalive_expiry=30.0
+        )
 
     def __repr__(self) -> str:  # never shows the key
         return f"OllamaProvider(host={self.host!r})"
@@ -71,7 +75,7 @@ class OllamaProvider:
         if client is None:
             client = self._clients[timeout] = ollama.AsyncClient(
                 host=self.host, timeout=timeout, headers=self._headers,
-                event_hooks={"response": [_keep_failed_headers]},
+                event_hooks={"response": [_keep_failed_headers]}, limits=self._limits,
             )
         return client
 
