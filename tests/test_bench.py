@@ -16,6 +16,7 @@ REQUIRED = {
     "ui": {"tokens_per_s", "lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"},
     "replay": {"open_ms", "step_ms_p95"},
     "startup": {"first_paint_ms"},
+    "providers": {"agents", "latency_ms", "wall_per_tick_s", "ideal_s", "efficiency", "cpu_ms_per_call", "failed"},
     "memory": {"rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"},
 }
 
@@ -43,6 +44,11 @@ def test_bench_quick_json_lines_carry_their_fields() -> None:
             assert isinstance(v, (int, float)) and v == v, (k, v)  # a number, not NaN
     assert set(by_name) == set(REQUIRED)
     assert sorted(x["persist"] for x in by_name["engine"]) == [False, True]
+    paths = {(x["protocol"], x["path"]) for x in by_name["providers"]}
+    for protocol in ("openai", "anthropic", "ollama"):
+        assert {(protocol, "sdk"), (protocol, "engine"), (protocol, "engine+workers")} <= paths
+    assert all(x["failed"] == 0 for x in by_name["providers"]), by_name["providers"]
+    assert all(x["worker_cpu_ms_per_call"] > 0 for x in by_name["providers"] if x["path"] == "engine+workers")
 
 
 def test_bench_profile_writes_a_pyinstrument_report_of_the_startup_child(tmp_path) -> None:

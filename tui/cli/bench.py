@@ -48,6 +48,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 rng = r.get("range", {}).get(k)
                 parts.append(f"{k} {r[k]}" + (f" [{rng[0]}–{rng[1]}]" if rng else ""))
         label = name + (" (persist)" if r.get("persist") is True else " (no store)" if r.get("persist") is False else "")
+        if r.get("label"):
+            label = f"{name} {r['label']}"
         table.add_row(label, ", ".join(parts), BENCHMARKS[name][1])
     console.print(table)
     if args.profile:
