@@ -69,7 +69,7 @@ def sdk_http_client(sdk: Any, transport: str, connections: int, timeout: float) 
             f"this {name} SDK has no aiohttp transport; install {name}[aiohttp] "
             f"(`make setup`) or set provider_config.transport to \"httpx\"",
         )
-    _fix_exception_map(sdk)
+    fix_exception_map(f"{name}._vendor.httpx_aiohttp.transport")
     try:
         return factory(limits=limits, timeout=timeout)
     except RuntimeError as e:  # the SDK says the extra is missing
@@ -78,15 +78,15 @@ def sdk_http_client(sdk: Any, transport: str, connections: int, timeout: float) 
         ) from None
 
 
-def _fix_exception_map(sdk: Any) -> None:
-    """The aiohttp transport vendored in some `openai` releases maps every aiohttp
-    connection error (refused, reset, server gone mid-stream) to httpx's ConnectTimeout,
-    so the SDK calls a refused connection a timeout. `anthropic`'s copy maps them to
-    ConnectError, as httpx itself would; this makes `openai`'s do the same, so that the
-    failure kinds (connection, stream_cut, timeout) are what they were on httpx.
-    Real timeouts keep their own, more specific entries."""
+def fix_exception_map(module_name: str) -> None:
+    """The aiohttp transports for httpx (the ``httpx-aiohttp`` package, and the copy vendored
+    in the SDKs) map every aiohttp connection error (refused, reset, server gone
+    mid-stream) to httpx's ConnectTimeout, so the SDK calls a refused connection a
+    timeout. This maps them to httpx's NetworkError, as httpx itself would raise: refused
+    connections keep their own, more specific ConnectError entry, and timeouts theirs, so
+    the failure kinds (connection, stream_cut, timeout) are what they were on httpx."""
     try:
-        vendored = importlib.import_module(f"{sdk.__name__}._vendor.httpx_aiohttp.transport")
+        vendored = importlib.import_module(module_name)
     except ImportError:
         return
     table = getattr(vendored, "AIOHTTP_EXC_MAP", None)
@@ -94,8 +94,24 @@ def _fix_exception_map(sdk: Any) -> None:
     httpx = getattr(vendored, "httpx", None)
     if not isinstance(table, dict) or aiohttp is None or httpx is None:
         return
-    if table.get(aiohttp.ClientConnectionError) is httpx.ConnectTimeout:
-        table[aiohttp.ClientConnectionError] = httpx.ConnectError
+    if table.get(aiohttp.ClientConnectionError) in (httpx.ConnectTimeout, httpx.ConnectError):
+        table[aiohttp.ClientConnectionError] = httpx.NetworkError
+
+
+def httpx_aiohttp_transport(connections: int) -> Any:
+    """An aiohttp transport for a plain httpx client (the `ollama` SDK's), pooled to
+    `connections` sockets. httpx's own pool scans every connection for every one that
+    goes idle: at a hundred streams that scan costs more than the stream."""
+    try:
+        import httpx
+        from httpx_aiohttp import AiohttpTransport
+    except ImportError:
+        raise ProviderError(
+            "config", "the httpx-aiohttp package is missing (`make setup` installs it), or set provider_config.transport to \"httpx\""
+        ) from None
+    fix_exception_map("httpx_aiohttp.transport")
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections, keepalive_expiry=KEEPALIVE_S)
+    return AiohttpTransport(limits=limits)
 
 
 def pool_size(connections: int | None, concurrency: int) -> int:
