@@ -27,7 +27,7 @@ def test_bench_quick_json_lines_carry_their_fields() -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         env={**os.environ, "NO_COLOR": "1"},
     )
     assert p.returncode == 0, p.stderr

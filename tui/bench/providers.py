@@ -6,10 +6,11 @@ ours) answers every request with the same streamed reply after a fixed latency. 
 it, for N agents:
 
 - ``sdk``: the official SDK alone, N concurrent streams read to the end, on the pooled
-  transport the adapters use (aiohttp for openai and anthropic, httpx for ollama): the
-  floor, what any client built on the SDK costs;
-- ``sdk-httpx`` (openai only): the same on the SDK's default httpx transport, what the
-  adapters used before;
+  aiohttp transport the adapters use: the floor, what any client built on the SDK costs
+  (the OpenAI and Anthropic SDKs build a typed object per chunk; the openai adapter reads
+  the chunks as plain JSON and goes below it);
+- ``sdk-httpx``: the same on the SDK's default httpx transport, what the adapters used
+  before;
 - ``engine``: `lemming run --headless` in this process: an organisation of N agents
   calling that model every tick, SDK + engine + store (a real run database), with a
   subscriber draining the event stream as the control room does;
@@ -137,7 +138,13 @@ def _sdk_call(protocol: str, base_url: str, n: int, transport: str) -> tuple[Any
     import httpx
     import ollama
 
-    oclient = ollama.AsyncClient(host=base_url, timeout=60.0, limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+    from lemming.engine.providers.transport import httpx_aiohttp_transport
+
+    pooled: dict[str, Any] = (
+        {"transport": httpx_aiohttp_transport(n)} if transport == "aiohttp"
+        else {"limits": httpx.Limits(max_connections=n, max_keepalive_connections=n)}
+    )
+    oclient = ollama.AsyncClient(host=base_url, timeout=60.0, **pooled)
 
     async def call() -> None:
         async for chunk in await oclient.chat(model=MODEL[protocol], messages=MESSAGES, stream=True):
@@ -162,7 +169,7 @@ async def sdk_alone(protocol: str, base_url: str, agents: int, latency: float, b
     finally:
         close = getattr(client, "close", None)
         await (close() if close is not None else client._client.aclose())
-    return _line(protocol, "sdk" if transport == "aiohttp" or protocol == "ollama" else f"sdk-{transport}", agents, latency, walls, cpu, 0.0, agents * batches, 0, None)
+    return _line(protocol, "sdk" if transport == "aiohttp" else f"sdk-{transport}", agents, latency, walls, cpu, 0.0, agents * batches, 0, None)
 
 
 # --- the engine ------------------------------------------------------------------------
@@ -290,7 +297,7 @@ async def bench_providers_async(
     latency_ms: float = 250,
     ticks: int = 3,
     workers: int | None = None,
-    paths: tuple[str, ...] = ("sdk", "engine", "engine+workers"),
+    paths: tuple[str, ...] = ("sdk", "sdk-httpx", "engine", "engine+workers"),
 ) -> list[dict[str, Any]]:
     from lemming.engine.providers.workers import default_workers
 
@@ -303,8 +310,9 @@ async def bench_providers_async(
             for n in agents:
                 if "sdk" in paths:
                     lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks))
-                    if protocol == "openai":
-                        lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks, transport="httpx"))
+                if "sdk-httpx" in paths:
+                    # The SDK on httpx, its default: what the adapters used before.
+                    lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks, transport="httpx"))
                 if "engine" in paths:
                     lines.append(await engine_run(protocol, srv.base_url, n, latency, ticks, 0))
                 if "engine+workers" in paths:
@@ -316,7 +324,7 @@ def bench_providers(quick: bool = False) -> list[dict[str, Any]]:
     """`lemming bench providers`: 100 and 1,000 agents (100 with --quick) on each protocol."""
     _raise_fd_limit()
     if quick:
-        return asyncio.run(bench_providers_async(agents=(100,), ticks=2))
+        return asyncio.run(bench_providers_async(agents=(100,), ticks=2, paths=("sdk", "engine", "engine+workers")))
     return asyncio.run(bench_providers_async())
 
 
@@ -346,7 +354,8 @@ def main() -> None:
     p.add_argument("--latency-ms", type=float, default=250)
     p.add_argument("--ticks", type=int, default=3, help="measured ticks (batches), after one warm-up")
     p.add_argument("--workers", type=int, default=None, help="provider_workers for engine+workers (default: one per core beyond the first, at least 1)")
-    p.add_argument("--path", choices=["sdk", "engine", "engine+workers"], nargs="+", default=["sdk", "engine", "engine+workers"])
+    every = ["sdk", "sdk-httpx", "engine", "engine+workers"]
+    p.add_argument("--path", choices=every, nargs="+", default=every)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     _raise_fd_limit()
