@@ -93,6 +93,7 @@ class _WorkerProcess:
         self._flush_scheduled = False
         self._ready: asyncio.Future | None = None
         self._tasks: list[asyncio.Task] = []
+        self.starting: asyncio.Lock | None = None
 
     @property
     def pid(self) -> int | None:
@@ -234,8 +235,6 @@ class WorkerPool:
         self.adapters: dict[int, tuple] = {}
         self._workers = [_WorkerProcess(self, i) for i in range(size)]
         self._ids = itertools.count(1)
-        self._starting: asyncio.Task | None = None
-        self._lock: asyncio.Lock | None = None
 
     def register(self, provider: str, base_url: str | None, api_key: str | None, options: dict, connections: int) -> int:
         aid = next(self._ids)
@@ -249,9 +248,9 @@ class WorkerPool:
     async def _ensure(self, worker: _WorkerProcess) -> _WorkerProcess:
         if worker.alive:
             return worker
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        if worker.starting is None:
+            worker.starting = asyncio.Lock()  # one start at a time per worker; workers start together
+        async with worker.starting:
             if not worker.alive:
                 await worker.start()
         return worker
