@@ -321,10 +321,10 @@ async def bench_providers_async(
 
 
 def bench_providers(quick: bool = False) -> list[dict[str, Any]]:
-    """`lemming bench providers`: 100 and 1,000 agents (100 with --quick) on each protocol."""
+    """`lemming bench providers`: 100 and 1,000 agents on each protocol (--quick: 50 agents, one tick)."""
     _raise_fd_limit()
     if quick:
-        return asyncio.run(bench_providers_async(agents=(100,), ticks=2, paths=("sdk", "engine", "engine+workers")))
+        return asyncio.run(bench_providers_async(agents=(50,), ticks=1, paths=("sdk", "engine", "engine+workers")))
     return asyncio.run(bench_providers_async())
 
 
