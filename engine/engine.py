@@ -218,6 +218,7 @@ class Engine:
     ) -> None:
         self.seed = seed
         self.registry = registry or ProviderRegistry(org.models)
+        self.registry.use_settings(org.settings)  # provider workers, connection pools (docs/scaling.md)
         self.recorder = recorder
         self.state = state if state is not None else OrgState.initial(org)
         if state is not None:
@@ -399,6 +400,7 @@ class Engine:
                 last.sort(key=lambda r: (order.get(r.agent, len(order)), r.agent))
                 await self._write_files(self.state.tick, last)
             self._build_adapters(a.resume.model.key for a in self.org.agents.values() if a.resume.calls_model)
+            await self.registry.wait_ready()  # worker processes started before the first tick
             if self.freeze_gc:
                 # What is alive now (the program, the organisation, the state so far) lasts
                 # the run: out of the collector's full passes, it costs nothing (gcfreeze).

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -229,6 +229,11 @@ class OrgSettings(BaseModel):
     shell_output_bytes: int = Field(default=16_384, ge=256, le=1_048_576)
     #: Whether a sandboxed command may use the network (never by default).
     shell_network: bool = False
+    #: SDK clients in N worker processes (0: in the engine's process; "auto": one per core
+    #: beyond the first). See docs/scaling.md.
+    provider_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = 0
+    #: Sockets each adapter's HTTP client keeps; default: the model's concurrency.
+    provider_connections: int | None = Field(default=None, ge=1, le=100_000)
 
     @field_validator("shell_allow")
     @classmethod

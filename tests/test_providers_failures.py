@@ -15,7 +15,7 @@ import pytest
 from lemming.engine.providers.base import ChatMessage, CompletionRequest
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import CompletionResult, RetryPolicy, stream_with_retries
-from lemming.engine.resume import ModelSpec
+from lemming.engine.resume import ModelSpec, OrgSettings
 from tests.support.servers import (
     DEFAULT_REPLY,
     SERVERS,
@@ -32,7 +32,9 @@ TIMEOUT = 5.0
 HANG_TIMEOUT = 0.2
 MODEL = {"openai": "gpt-test", "anthropic": "claude-test", "ollama": "llama3.2"}
 #: "openai-sdk": the OpenAI adapter reading the stream through the SDK's typed chunks.
-PROTOCOLS = ["openai", "openai-sdk", "anthropic", "ollama"]
+#: "openai-workers": the OpenAI adapter in a provider worker process (provider_workers: 1),
+#: every failure crossing the pipe as it would in the engine's own process.
+PROTOCOLS = ["openai", "openai-sdk", "anthropic", "ollama", "openai-workers"]
 
 
 @pytest.fixture(params=PROTOCOLS)
@@ -66,6 +68,10 @@ async def registry(protocol, server):
     reg = ProviderRegistry(
         {"m": spec_for(protocol, server.base_url)}, env={"TEST_PROVIDER_KEY": KEY}
     )
+    if protocol.endswith("-workers"):
+        reg.use_settings(OrgSettings(provider_workers=1))
+        reg.resolve("m")
+        await reg.wait_ready()
     yield reg
     await reg.aclose()
 
@@ -138,13 +144,19 @@ def assert_succeeded_after(result: CompletionResult, run: Run, kind: str, attemp
 # --- the happy path ----------------------------------------------------------------
 
 
-async def test_text_streams_through_and_usage_is_reported(server, registry):
+async def test_text_streams_through_and_usage_is_reported(protocol, server, registry):
     run = Run()
     result = await run(registry)
     assert result.error is None and result.attempts == 1 and result.errors == []
     assert result.text == DEFAULT_REPLY
-    # Every delta the server sent arrived, in order, as its own delta.
-    assert run.deltas == server.chat_requests[0].deltas == split_text(DEFAULT_REPLY, 4)
+    assert server.chat_requests[0].deltas == split_text(DEFAULT_REPLY, 4)
+    if protocol.endswith("-workers"):
+        # A worker joins the deltas that reach it in one loop iteration: fewer, whole ones, in order.
+        assert 1 <= len(run.deltas) <= len(server.chat_requests[0].deltas)
+        assert "".join(run.deltas) == DEFAULT_REPLY
+    else:
+        # Every delta the server sent arrived, in order, as its own delta.
+        assert run.deltas == server.chat_requests[0].deltas
     inp, out = served_usage(server)
     assert (result.usage.input_tokens, result.usage.output_tokens) == (inp, out)
     assert not result.usage.estimated

@@ -11,6 +11,7 @@ provider_config options (all optional):
 - ``send_temperature``: SDK releases whose ``messages.create`` no longer takes
   ``temperature`` (the 2.x line) get it dropped; set true to send it in the body anyway.
 - ``extra_body``, ``default_headers``.
+- ``transport``: ``"aiohttp"`` (default) or ``"httpx"``: the SDK's HTTP client (transport.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from lemming.engine.providers.base import (
 )
 from lemming.engine.providers.errors import Redactor, option, parse_retry_after, status_error, unclassified_error
 from lemming.engine.providers.retry import estimate_tokens
+from lemming.engine.providers.transport import TRANSPORTS, sdk_http_client
 
 #: In-stream error event types and how they are retried.
 STREAM_ERROR_KINDS = {
@@ -61,13 +63,17 @@ class AnthropicProvider:
             raise ProviderError("config", "anthropic provider_config.default_max_tokens: must be at least 1")
         self._extra_body = option(opts, "extra_body", dict, None, "anthropic")
         self._send_temperature = option(opts, "send_temperature", bool, False, "anthropic")
+        timeout = option(opts, "timeout", (int, float), 60.0, "anthropic")
+        transport = option(opts, "transport", str, "aiohttp", "anthropic", choices=TRANSPORTS)
         try:
             self._client = anthropic.AsyncAnthropic(
                 api_key=config.api_key or "not-needed",
                 base_url=config.base_url or None,
                 default_headers=option(opts, "default_headers", dict, None, "anthropic"),
                 max_retries=0,
-                timeout=option(opts, "timeout", (int, float), 60.0, "anthropic"),
+                timeout=timeout,
+                # One pooled keep-alive client for the adapter's life (transport.py).
+                http_client=sdk_http_client(anthropic, transport, config.connections, timeout),
             )
         except ProviderError:
             raise

@@ -142,3 +142,5 @@ class ProviderConfig:
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)  # never logged, never stored
     options: dict[str, Any] = field(default_factory=dict)
+    #: sockets the adapter's HTTP client keeps (the calls that can be in flight to it at once)
+    connections: int = 100

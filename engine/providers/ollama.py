@@ -9,7 +9,8 @@ The base_url is Ollama's host (``http://localhost:11434``), not ``.../v1`` — f
 the OpenAI-compatible endpoint use the ``openai`` provider instead.
 
 provider_config options (all optional): ``options`` (a dict of Ollama model
-options such as ``num_ctx``), ``keep_alive`` (e.g. ``"10m"``), ``think``.
+options such as ``num_ctx``), ``keep_alive`` (e.g. ``"10m"``), ``think``, ``transport``
+(``"aiohttp"``, the default, or ``"httpx"``: the SDK's HTTP transport, see transport.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lemming.engine.providers.base import (
 )
 from lemming.engine.providers.errors import Redactor, kind_for_status, option, parse_retry_after, unclassified_error
 from lemming.engine.providers.retry import estimate_tokens
+from lemming.engine.providers.transport import KEEPALIVE_S, TRANSPORTS, httpx_aiohttp_transport
 
 #: The ollama SDK's ResponseError keeps the status but drops the headers, so Retry-After
 #: would be lost: an httpx response hook keeps the failed response's headers for the call
@@ -62,6 +64,11 @@ class OllamaProvider:
         self._think = option(opts, "think", (bool, str), None, "ollama")
         # The SDK takes its timeout per client, not per call: one client per timeout in use.
         self._clients: dict[float | None, ollama.AsyncClient] = {}
+        # The SDK's httpx client, on an aiohttp transport (or httpx's own), pooled like the others.
+        self._transport_name = option(opts, "transport", str, "aiohttp", "ollama", choices=TRANSPORTS)
+        self._connections = config.connections
+        if self._transport_name == "aiohttp":
+            httpx_aiohttp_transport(1)  # a missing package is a config error now, not at the first call
 
     def __repr__(self) -> str:  # never shows the key
         return f"OllamaProvider(host={self.host!r})"
@@ -71,9 +78,15 @@ class OllamaProvider:
         if client is None:
             client = self._clients[timeout] = ollama.AsyncClient(
                 host=self.host, timeout=timeout, headers=self._headers,
-                event_hooks={"response": [_keep_failed_headers]},
+                event_hooks={"response": [_keep_failed_headers]}, **self._transport_options(),
             )
         return client
+
+    def _transport_options(self) -> dict[str, Any]:
+        n = self._connections
+        if self._transport_name == "aiohttp":
+            return {"transport": httpx_aiohttp_transport(n)}
+        return {"limits": httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=KEEPALIVE_S)}
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
         options = dict(self._options)

@@ -17,6 +17,7 @@ provider_config options (all optional):
   chunk objects, and it sees ``[DONE]``) or ``"sdk"`` (the SDK's own AsyncStream).
 - ``extra_body``: a dict merged into the request body (e.g. vLLM's ``top_k``).
 - ``organization``, ``project``, ``default_headers``.
+- ``transport``: ``"aiohttp"`` (default) or ``"httpx"``: the SDK's HTTP client (transport.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from lemming.engine.providers.base import (
 from lemming.engine.providers.errors import Redactor, option, status_error, unclassified_error
 from lemming.engine.providers.retry import estimate_tokens
 from lemming.engine.providers.sse import iter_sse
+from lemming.engine.providers.transport import TRANSPORTS, sdk_http_client
 
 #: What a local server that checks no key is given (the SDK insists on some key).
 NO_KEY = "not-needed"
@@ -62,6 +64,8 @@ class OpenAIProvider:
         self._send_seed = option(opts, "send_seed", bool, True, "openai")
         self._parser = option(opts, "stream_parser", str, "json", "openai", choices=("json", "sdk"))
         self._extra_body = option(opts, "extra_body", dict, None, "openai")
+        timeout = option(opts, "timeout", (int, float), 60.0, "openai")
+        transport = option(opts, "transport", str, "aiohttp", "openai", choices=TRANSPORTS)
         try:
             self._client = openai.AsyncOpenAI(
                 api_key=config.api_key or NO_KEY,
@@ -70,7 +74,9 @@ class OpenAIProvider:
                 project=option(opts, "project", str, None, "openai"),
                 default_headers=option(opts, "default_headers", dict, None, "openai"),
                 max_retries=0,
-                timeout=option(opts, "timeout", (int, float), 60.0, "openai"),
+                timeout=timeout,
+                # One pooled keep-alive client for the adapter's life (transport.py).
+                http_client=sdk_http_client(openai, transport, config.connections, timeout),
             )
         except ProviderError:
             raise

@@ -13,6 +13,7 @@ from typing import Mapping
 
 from lemming.engine.resume import ModelSpec
 from lemming.engine.providers.base import Provider, ProviderConfig, ProviderError
+from lemming.engine.providers.transport import ProviderSettings, pool_size
 
 #: provider name → (module, class). Adapters import their SDK only when first used.
 ADAPTERS: dict[str, tuple[str, str]] = {
@@ -41,6 +42,9 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
 
 DEFAULT_CONCURRENCY = {"sim": 1_000, "openai": 32, "anthropic": 16, "ollama": 4}
 
+#: Providers whose calls can run in worker processes (`provider_workers` in org.json).
+POOLABLE = frozenset({"openai", "anthropic", "ollama"})
+
 
 class ProviderRegistry:
     """Resolves model keys to ready adapters and per-provider concurrency limits."""
@@ -60,6 +64,32 @@ class ProviderRegistry:
         #: model key -> (adapter, spec) once resolved: every turn asks, the answer only
         #: changes with the models
         self._resolved: dict[str, tuple[Provider, ModelSpec]] = {}
+        self.settings = ProviderSettings()
+        self._pool = None  # workers.WorkerPool once a pooled adapter is built
+
+    def use_settings(self, settings: object) -> None:
+        """Take org.json's provider settings (`provider_workers`, `provider_connections`);
+        adapters built from now on follow them. Called by the engine before a run."""
+        self.settings = ProviderSettings.from_org(settings)
+
+    @property
+    def workers(self) -> int:
+        """How many worker processes provider calls are spread over (0: in this process)."""
+        if self.settings.workers is None:
+            from lemming.engine.providers.workers import default_workers
+
+            return default_workers()
+        return self.settings.workers
+
+    async def wait_ready(self) -> None:
+        """Start the worker processes and open the adapters built so far in each, so that
+        neither a process start nor an SDK import lands in a tick. A no-op without workers;
+        an adapter that cannot be built is left to fail its turns as a config error."""
+        if self._pool is not None:
+            try:
+                await self._pool.start()
+            except ProviderError:
+                pass
 
     def update_models(self, models: Mapping[str, ModelSpec]) -> None:
         self.models = {**BUILTIN_MODELS, **models}
@@ -116,17 +146,28 @@ class ProviderRegistry:
         options = {**spec.provider_config, **self._overrides.get(spec.provider, {})}  # type: ignore[dict-item]
         options.pop("base_url", None)
         options.pop("api_key_env", None)
+        connections = pool_size(self.settings.connections, self._limit(spec))
+        workers = self.workers if spec.provider in POOLABLE else 0
+        if workers:
+            from lemming.engine.providers.workers import PooledProvider, WorkerPool
+
+            if self._pool is None:
+                self._pool = WorkerPool(workers)
+            # Each worker holds its share of the sockets.
+            return PooledProvider(self._pool, spec.provider, base_url, api_key, options, -(-connections // workers))
         module_name, class_name = ADAPTERS[spec.provider]
         cls = getattr(importlib.import_module(module_name), class_name)
-        return cls(ProviderConfig(spec.provider, base_url, api_key, options))
+        return cls(ProviderConfig(spec.provider, base_url, api_key, options, connections))
+
+    def _limit(self, spec: ModelSpec) -> int:
+        return spec.concurrency or DEFAULT_CONCURRENCY.get(spec.provider, 8)
 
     def semaphore(self, key: str) -> asyncio.Semaphore:
         spec = self.spec(key)
         ck = (spec.provider, spec.base_url)
         sem = self._limits.get(ck)
         if sem is None:
-            limit = spec.concurrency or DEFAULT_CONCURRENCY.get(spec.provider, 8)
-            sem = self._limits[ck] = asyncio.Semaphore(limit)
+            sem = self._limits[ck] = asyncio.Semaphore(self._limit(spec))
         return sem
 
     async def aclose(self) -> None:
@@ -137,6 +178,9 @@ class ProviderRegistry:
                 pass
         self._adapters.clear()
         self._resolved.clear()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
 
 
 def _freeze(v: object) -> object:

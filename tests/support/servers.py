@@ -206,6 +206,8 @@ class ProtocolServer:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task] = set()
+        #: TCP connections accepted so far (a pooled, kept-alive client opens few).
+        self.connections_opened = 0
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._error: BaseException | None = None
@@ -319,6 +321,7 @@ class ProtocolServer:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        self.connections_opened += 1
         try:
             while True:
                 req = await self._read_request(reader)

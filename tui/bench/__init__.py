@@ -30,6 +30,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ui": ("control room under a token storm (100 agents × 50 tokens/s)", "lag p95 < 100 ms; flat memory"),
     "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
     "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
+    "providers": (
+        "100 and 1,000 agents through each protocol's official SDK to a loopback server answering in 250 ms",
+        "openai ×100 engine ≤ 0.5 s/tick",
+    ),
     "memory": ("RSS at ticks 10k, 50k, 100k of a demo-shaped run that never goes broke", "growth < 10 MB from the first mark to the last"),
     "tools": ("a tool call: file_read, file_write, sandboxed shell `echo`, bubblewrap alone", "file_read ≤ 200 µs; shell ≤ 100 ms"),
 }
@@ -41,6 +45,7 @@ FIGURE_KEYS = {
     "ui": ["lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"],
     "replay": ["open_ms", "step_ms_p95", "step_back_ms_p95", "page_ms_p95", "jump_ms_p95"],
     "startup": ["first_paint_ms"],
+    "providers": ["wall_per_tick_s", "ideal_s", "cpu_ms_per_call", "worker_cpu_ms_per_call", "failed"],
     "memory": ["rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"],
     "tools": ["file_read_us", "file_write_us", "shell_echo_ms", "bwrap_startup_ms", "process_ms"],
 }
@@ -83,6 +88,10 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.tools import bench_tools
 
         return [bench_tools(quick=quick)]
+    if name == "providers":
+        from lemming.tui.bench.providers import bench_providers
+
+        return bench_providers(quick=quick)
     if name == "startup":
         return [{"bench": "startup", **bench_startup(profile=profile and os.path.join(profile, "startup"))}]
     raise ValueError(f"unknown benchmark {name!r}")
@@ -229,7 +238,7 @@ def run_benchmarks(
     results: list[dict[str, Any]] = []
     for name in names:
         runs = []
-        for _ in range(1 if name in ("ui", "store", "replay", "memory") and not quick else repeats):
+        for _ in range(1 if name in ("ui", "store", "replay", "memory", "providers") and not quick else repeats):
             lines = _subprocess_one(name, quick, profile)
             runs.append(lines)
             if any("error" in ln for ln in lines):

@@ -161,6 +161,8 @@ class LoopbackServer:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
             pass
+        except asyncio.CancelledError:
+            pass  # the server is stopping: end quietly (3.11's stream callback logs a cancelled handler)
         finally:
             writer.close()
 

@@ -1,17 +1,28 @@
-"""Benchmark: many concurrent turns through the OpenAI adapter, and through the Engine.
+"""Benchmark `providers`: a hundred (and a thousand) agents on one model server, through the official SDKs.
 
-Starts the lean OpenAI-protocol server (lemming.tui.bench.loopback) with a
-simulated time to first byte, then
+For each protocol (OpenAI chat completions, Anthropic messages, Ollama /api/chat) a lean
+loopback server (lemming.tui.bench.loopback, in its own process so that its CPU is not
+ours) answers every request with the same streamed reply after a fixed latency. Against
+it, for N agents:
 
-1. runs `turns` concurrent completions through OpenAIProvider + stream_with_retries
-   (the SDK, HTTP, SSE parsing and our retry loop), and
-2. if the engine is importable, runs an organisation of `turns` agents on that
-   server through Engine for a couple of ticks, with a subscriber draining the
-   event stream as a UI would.
+- ``sdk``: the official SDK alone, N concurrent streams read to the end, on the pooled
+  aiohttp transport the adapters use: the floor, what any client built on the SDK costs
+  (the OpenAI and Anthropic SDKs build a typed object per chunk; the openai adapter reads
+  the chunks as plain JSON and goes below it);
+- ``sdk-httpx``: the same on the SDK's default httpx transport, what the adapters used
+  before;
+- ``engine``: `lemming run --headless` in this process: an organisation of N agents
+  calling that model every tick, SDK + engine + store (a real run database), with a
+  subscriber draining the event stream as the control room does;
+- ``engine+workers``: the same with ``provider_workers`` in org.json, the SDK clients in
+  worker processes.
 
-The ideal wall time of a batch is the server's latency (all turns overlap); what
-is above it, divided by the tokens streamed, is the overhead per streamed token.
-A benchmark measures; it asserts nothing.  Run: ``python -m lemming.tui.bench.providers``.
+Each line gives the wall time per tick (per batch, for the SDK alone) against the ideal
+(the server's latency: every call overlaps), and CPU per call in this process and in the
+workers. A tick's first run is a warm-up (worker start, connections, imports) and is not
+counted. A benchmark measures; it asserts nothing.
+
+Run: ``lemming bench providers`` or ``python -m lemming.tui.bench.providers --agents 100``.
 """
 
 from __future__ import annotations
@@ -19,173 +30,59 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
+import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig
-from lemming.engine.providers.openai import OpenAIProvider
-from lemming.engine.providers.retry import RetryPolicy, stream_with_retries
-from lemming.tui.bench.loopback import REPLY as DEFAULT_REPLY
-from lemming.tui.bench.loopback import LoopbackServer
+from lemming.tui.bench.loopback import PATHS
+
+PROTOCOLS = tuple(PATHS)
+#: The loopback servers check no key; anthropic's adapter insists on one being set.
+KEY_ENV = "LEMMING_BENCH_KEY"
+MODEL = {"openai": "bench-model", "anthropic": "bench-model", "ollama": "bench-model"}
+MESSAGES = [
+    {"role": "system", "content": "You are agent 7 of a benchmark organisation. Reply with JSON."},
+    {"role": "user", "content": "Tick 1. Inbox: nothing new."},
+]
 
 
-async def _adapter_batch(base_url: str, turns: int, parser: str = "json") -> dict[str, Any]:
-    provider = OpenAIProvider(ProviderConfig("openai", base_url, None, {"stream_parser": parser}))
-    counts = [0] * turns
+def _cpu() -> float:
+    """CPU seconds of this process (all threads)."""
+    return time.process_time()
 
-    def sink(i: int):
-        def on_delta(text: str, restart: bool) -> None:
-            counts[i] += 1
 
-        return on_delta
-
-    def request(i: int) -> CompletionRequest:
-        return CompletionRequest(
-            model="gpt-test",
-            messages=[ChatMessage("system", "You are agent %d." % i), ChatMessage("user", "Tick 1. Inbox: empty.")],
-            temperature=0.2,
-            max_tokens=512,
-            timeout=30.0,
-        )
-
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds a live process has used (Linux /proc); 0 if it is gone."""
     try:
-        # Warm up: imports, the connection pool, the server's first accept.
-        await stream_with_retries(provider, request(0), lambda t, r: None)
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        results = await asyncio.gather(
-            *(
-                stream_with_retries(provider, request(i), sink(i), policy=RetryPolicy(max_attempts=1), rng=random.Random(i))
-                for i in range(turns)
-            )
-        )
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-    finally:
-        await provider.aclose()
-    failed = [r.errors for r in results if r.error is not None]
-    return {
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "deltas": sum(counts),
-        "output_tokens": sum(r.usage.output_tokens for r in results),
-        "failed": len(failed),
-        "first_error": failed[0][-1] if failed else None,
-    }
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
-def _write_org(root: Path, base_url: str, agents: int, parser: str) -> None:
-    (root / "models.json").write_text(
-        json.dumps(
-            {
-                "bench": {
-                    "provider": "openai",
-                    "model_name": "gpt-test",
-                    "base_url": base_url,
-                    "prices": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
-                    "concurrency": agents,
-                    "timeout": 30,
-                    "max_attempts": 1,
-                    "provider_config": {"stream_parser": parser},
-                }
-            }
-        )
-    )
-    (root / "org.json").write_text(json.dumps({"name": "bench", "max_concurrency": agents, "default_credits": 1000}))
-    for i in range(agents):
-        name = f"agent{i:03d}"
-        folder = root / "agents" / name
-        folder.mkdir(parents=True)
-        (folder / "resume.json").write_text(
-            json.dumps(
-                {
-                    "name": name,
-                    "title": f"Agent {i}",
-                    "instructions": "Report your status to everyone in one message.",
-                    "model": {"key": "bench", "max_tokens": 512},
-                    "permissions": {"read_outboxes": [f"agent{(i + 1) % agents:03d}"], "tools": []},
-                    "schedule": {"run_every_n_ticks": 1, "phase_offset": 0},
-                }
-            )
-        )
+class ServerProcess:
+    """A loopback server of one protocol in its own process."""
 
-
-async def _engine_batch(base_url: str, agents: int, ticks: int, parser: str = "json") -> dict[str, Any]:
-    from lemming.engine.engine import Engine
-    from lemming.engine.events import TickCompleted, TokenDelta, TurnFinished
-    from lemming.engine.org import load_org
-    from lemming.engine.providers.registry import ProviderRegistry
-
-    with tempfile.TemporaryDirectory(prefix="lemming-bench-") as tmp:
-        root = Path(tmp)
-        _write_org(root, base_url, agents, parser)
-        org = load_org(root)
-        engine = Engine(org, seed=0, concurrency=agents, registry=ProviderRegistry(org.models, env={}))
-        sub = engine.subscribe()
-        seen = {"deltas": 0, "events": 0, "turns": 0, "failed": 0, "output_tokens": 0}
-        tick_ms: list[float] = []
-
-        async def pump() -> None:
-            # A UI-like consumer: wakes up, takes everything queued, counts it.
-            while True:
-                await sub.wait(0.05)
-                batch = sub.drain()
-                for ev in batch:
-                    seen["events"] += 1
-                    if type(ev) is TokenDelta:
-                        seen["deltas"] += 1
-                    elif type(ev) is TurnFinished:
-                        seen["turns"] += 1
-                        seen["failed"] += ev.record.status != "ok"
-                        seen["output_tokens"] += ev.record.usage.output_tokens
-                    elif type(ev) is TickCompleted:
-                        tick_ms.append(ev.duration_ms)
-
-        consumer = asyncio.create_task(pump())
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        try:
-            await engine.run(ticks=ticks)
-        finally:
-            wall = time.perf_counter() - t0
-            cpu = time.process_time() - cpu0
-            await asyncio.sleep(0.06)
-            consumer.cancel()
-    output_tokens = seen["output_tokens"]
-    return {
-        "ticks": ticks,
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "tick_ms": tick_ms,
-        "turns": seen["turns"],
-        "failed": seen["failed"],
-        "events_seen": seen["events"],
-        "delta_events_seen": seen["deltas"],
-        "output_tokens": output_tokens,
-    }
-
-
-class _ServerProcess:
-    """The OpenAI-protocol server in its own process, so its CPU is not counted as ours."""
-
-    def __init__(self, latency_ms: float) -> None:
+    def __init__(self, protocol: str, latency_ms: float) -> None:
+        self.protocol = protocol
         self.latency_ms = latency_ms
         self.proc: asyncio.subprocess.Process | None = None
         self.base_url = ""
 
-    async def __aenter__(self) -> "_ServerProcess":
+    async def __aenter__(self) -> "ServerProcess":
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "lemming.tui.bench.loopback", "openai",
-            "--latency-ms", str(self.latency_ms),
+            sys.executable, "-m", "lemming.tui.bench.loopback", self.protocol, "--latency-ms", str(self.latency_ms),
             stdout=asyncio.subprocess.PIPE,
         )
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
         self.base_url = line.decode().strip()
         if not self.base_url.startswith("http"):
-            raise RuntimeError("the benchmark server did not start")
+            raise RuntimeError(f"the {self.protocol} benchmark server did not start")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -198,98 +95,275 @@ class _ServerProcess:
                 await self.proc.wait()
 
 
-async def bench_openai_concurrency(
-    turns: int = 200,
-    latency_ms: float = 100,
-    engine_ticks: int = 2,
-    *,
-    parsers: tuple[str, ...] = ("json", "sdk"),
-    server: str = "process",
-) -> dict[str, Any]:
-    """Run the benchmark; returns wall times against the ideal and the overhead per streamed token.
+# --- the SDK alone ---------------------------------------------------------------------
 
-    `parsers`: the OpenAI adapter's stream parsers to measure ("json": plain-JSON chunks,
-    "sdk": the SDK's typed chunk objects). `server`: "process" (its own process, the
-    default) or "thread" (in this process, sharing the GIL: numbers include its CPU).
-    """
-    latency = latency_ms / 1000.0
+
+def _sdk_call(protocol: str, base_url: str, n: int, transport: str) -> tuple[Any, Any]:
+    """(client, one_call) for the official SDK of `protocol`, its pool sized to n."""
+    if protocol == "openai":
+        import openai
+
+        from lemming.engine.providers.transport import sdk_http_client
+
+        client = openai.AsyncOpenAI(
+            api_key="bench", base_url=base_url, max_retries=0, http_client=sdk_http_client(openai, transport, n, 60.0)
+        )
+
+        async def call() -> None:
+            stream = await client.chat.completions.create(
+                model=MODEL[protocol], messages=MESSAGES, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            )
+            async for _ in stream:
+                pass
+
+        return client, call
+    if protocol == "anthropic":
+        import anthropic
+
+        from lemming.engine.providers.transport import sdk_http_client
+
+        aclient = anthropic.AsyncAnthropic(
+            api_key="bench", base_url=base_url, max_retries=0, http_client=sdk_http_client(anthropic, transport, n, 60.0)
+        )
+
+        async def call() -> None:
+            stream = await aclient.messages.create(
+                model=MODEL[protocol], max_tokens=512, stream=True,
+                system=MESSAGES[0]["content"], messages=[MESSAGES[1]],  # type: ignore[list-item]
+            )
+            async for _ in stream:
+                pass
+
+        return aclient, call
+    import httpx
+    import ollama
+
+    from lemming.engine.providers.transport import httpx_aiohttp_transport
+
+    pooled: dict[str, Any] = (
+        {"transport": httpx_aiohttp_transport(n)} if transport == "aiohttp"
+        else {"limits": httpx.Limits(max_connections=n, max_keepalive_connections=n)}
+    )
+    oclient = ollama.AsyncClient(host=base_url, timeout=60.0, **pooled)
+
+    async def call() -> None:
+        async for chunk in await oclient.chat(model=MODEL[protocol], messages=MESSAGES, stream=True):
+            if chunk.done:
+                break
+
+    return oclient, call
+
+
+async def sdk_alone(protocol: str, base_url: str, agents: int, latency: float, batches: int, transport: str = "aiohttp") -> dict[str, Any]:
+    """N concurrent streams through the bare SDK, `batches` times after a warm-up batch."""
+    client, call = _sdk_call(protocol, base_url, agents, transport)
+    try:
+        await asyncio.gather(*(call() for _ in range(agents)))  # warm-up: imports, the pool's sockets
+        walls = []
+        cpu0 = _cpu()
+        for _ in range(batches):
+            t0 = time.perf_counter()
+            await asyncio.gather(*(call() for _ in range(agents)))
+            walls.append(time.perf_counter() - t0)
+        cpu = _cpu() - cpu0
+    finally:
+        close = getattr(client, "close", None)
+        await (close() if close is not None else client._client.aclose())
+    return _line(protocol, "sdk" if transport == "aiohttp" else f"sdk-{transport}", agents, latency, walls, cpu, 0.0, agents * batches, 0, None)
+
+
+# --- the engine ------------------------------------------------------------------------
+
+
+def write_org(root: Path, protocol: str, base_url: str, agents: int, workers: int | str) -> None:
+    """An organisation of `agents` agents on one model of `protocol` at `base_url`."""
+    (root / "models.json").write_text(
+        json.dumps(
+            {
+                "bench": {
+                    "provider": protocol,
+                    "model_name": MODEL[protocol],
+                    "base_url": base_url,
+                    "api_key_env": KEY_ENV,
+                    "prices": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                    "concurrency": agents,
+                    "timeout": 60,
+                    "max_attempts": 1,
+                }
+            }
+        )
+    )
+    (root / "org.json").write_text(
+        json.dumps({"name": "bench", "max_concurrency": agents, "default_credits": 1e9, "provider_workers": workers})
+    )
+    for i in range(agents):
+        name = f"agent{i:04d}"
+        folder = root / "agents" / name
+        folder.mkdir(parents=True)
+        (folder / "resume.json").write_text(
+            json.dumps(
+                {
+                    "name": name,
+                    "title": f"Agent {i}",
+                    "instructions": "Report your status to everyone in one message.",
+                    "model": {"key": "bench", "max_tokens": 512},
+                    "permissions": {"read_outboxes": [f"agent{(i + 1) % agents:04d}"], "tools": []},
+                    "schedule": {"run_every_n_ticks": 1, "phase_offset": 0},
+                }
+            )
+        )
+
+
+async def engine_run(protocol: str, base_url: str, agents: int, latency: float, ticks: int, workers: int) -> dict[str, Any]:
+    """`lemming run --headless` on an organisation of `agents` agents: 1 warm-up tick, then `ticks`."""
+    from lemming.engine.events import TickCompleted, TurnFinished
+    from lemming.engine.recorded_run import RecordedRun, build_engine
+
+    with tempfile.TemporaryDirectory(prefix="lemming-bench-providers-") as tmp:
+        root = Path(tmp)
+        write_org(root, protocol, base_url, agents, workers)
+        engine = build_engine(root)
+        run = await RecordedRun.record(engine, root / "runs.db", target_ticks=ticks + 1)
+        sub = engine.subscribe()
+        tick_s: list[float] = []
+        marks: list[tuple[float, float, int]] = []  # (our CPU, workers' CPU, turns) at each tick's end
+        seen = {"turns": 0, "failed": 0}
+        first_error: list[str] = []
+
+        def workers_cpu() -> float:
+            pool = getattr(engine.registry, "_pool", None)
+            return sum(_proc_cpu(pid) for pid in pool.pids()) if pool is not None else 0.0
+
+        async def pump() -> None:
+            while True:
+                await sub.wait(0.05)
+                for ev in sub.drain():
+                    if type(ev) is TurnFinished:
+                        seen["turns"] += 1
+                        if ev.record.status != "ok":
+                            seen["failed"] += 1
+                            if not first_error:
+                                first_error.append(str(getattr(ev.record, "error", ev.record.status)))
+                    elif type(ev) is TickCompleted:
+                        tick_s.append(ev.duration_ms / 1000)
+                        marks.append((_cpu(), workers_cpu(), seen["turns"]))
+
+        consumer = asyncio.create_task(pump())
+        try:
+            async with run:
+                await engine.run(ticks=ticks + 1)
+                await asyncio.sleep(0.06)
+        finally:
+            consumer.cancel()
+    if len(marks) < 2:
+        return {**_line(protocol, "engine" + ("+workers" if workers else ""), agents, latency, [], 0.0, 0.0, 0, seen["failed"], None), "error": "fewer than two ticks completed"}
+    (c0, w0, n0), (c1, w1, n1) = marks[0], marks[-1]
+    line = _line(
+        protocol, "engine" + ("+workers" if workers else ""), agents, latency, tick_s[1:], c1 - c0, w1 - w0, n1 - n0,
+        seen["failed"], first_error[0] if first_error else None,
+    )
+    line["workers"] = workers
+    return line
+
+
+def _line(protocol: str, path: str, agents: int, latency: float, walls: list[float], cpu: float, worker_cpu: float, calls: int, failed: int, first_error: str | None) -> dict[str, Any]:
+    wall = sum(walls) / len(walls) if walls else float("nan")
     out: dict[str, Any] = {
-        "turns": turns,
-        "latency_ms": latency_ms,
-        "cpus": os.cpu_count(),
-        "reply_chars": len(DEFAULT_REPLY),
-        "server": server,
-        "runs": {},
+        "bench": "providers",
+        "label": f"{protocol} ×{agents} {path}",
+        "protocol": protocol,
+        "path": path,
+        "agents": agents,
+        "latency_ms": round(latency * 1000),
+        "wall_per_tick_s": round(wall, 3),
+        "ideal_s": round(latency, 3),
+        "efficiency": round(latency / wall, 3) if walls else 0.0,
+        "cpu_ms_per_call": round(cpu / max(1, calls) * 1000, 2),
+        "failed": failed,
     }
-    if server == "thread":
-        ctx: Any = LoopbackServer("openai", latency=latency)
-    else:
-        ctx = _ServerProcess(latency_ms)
-    async with ctx as srv:
-        for parser in parsers:
-            a = await _adapter_batch(srv.base_url, turns, parser)
-            tokens = max(1, a["output_tokens"])
-            a["ideal_s"] = latency
-            a["over_ideal_s"] = a["wall_s"] - latency
-            a["overhead_us_per_token"] = a["over_ideal_s"] / tokens * 1e6
-            a["cpu_us_per_token"] = a["cpu_s"] / tokens * 1e6
-            e = await _engine_batch(srv.base_url, turns, engine_ticks, parser)
-            tokens_e = max(1, e["output_tokens"])
-            per_tick = e["wall_s"] / max(1, engine_ticks)
-            e["ideal_s"] = latency * engine_ticks
-            e["wall_per_tick_s"] = per_tick
-            e["overhead_us_per_token"] = (e["wall_s"] - e["ideal_s"]) / tokens_e * 1e6
-            # What the engine adds over the bare adapter, per streamed token.
-            e["engine_extra_us_per_token"] = (per_tick - a["wall_s"]) / (tokens_e / engine_ticks) * 1e6
-            e["cpu_us_per_token"] = e["cpu_s"] / tokens_e * 1e6
-            out["runs"][parser] = {"adapter": a, "engine": e}
+    if path.endswith("+workers"):
+        out["worker_cpu_ms_per_call"] = round(worker_cpu / max(1, calls) * 1000, 2)
+    if first_error:
+        out["first_error"] = first_error[:200]
     return out
 
 
-def _print(result: dict[str, Any]) -> None:
-    print(
-        f"{result['turns']} concurrent turns on the local OpenAI-protocol server "
-        f"(latency {result['latency_ms']:g} ms, {result['reply_chars']}-char replies in 4-char deltas; "
-        f"server in a {result['server']}; {result['cpus']} CPUs)"
+# --- the whole benchmark -----------------------------------------------------------------
+
+
+async def bench_providers_async(
+    agents: tuple[int, ...] = (100, 1000),
+    protocols: tuple[str, ...] = PROTOCOLS,
+    latency_ms: float = 250,
+    ticks: int = 3,
+    workers: int | None = None,
+    paths: tuple[str, ...] = ("sdk", "sdk-httpx", "engine", "engine+workers"),
+) -> list[dict[str, Any]]:
+    from lemming.engine.providers.workers import default_workers
+
+    nworkers = workers if workers is not None else max(1, default_workers())
+    os.environ.setdefault(KEY_ENV, "bench-key")
+    latency = latency_ms / 1000
+    lines = []
+    for protocol in protocols:
+        async with ServerProcess(protocol, latency_ms) as srv:
+            for n in agents:
+                if "sdk" in paths:
+                    lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks))
+                if "sdk-httpx" in paths:
+                    # The SDK on httpx, its default: what the adapters used before.
+                    lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks, transport="httpx"))
+                if "engine" in paths:
+                    lines.append(await engine_run(protocol, srv.base_url, n, latency, ticks, 0))
+                if "engine+workers" in paths:
+                    lines.append(await engine_run(protocol, srv.base_url, n, latency, ticks, nworkers))
+    return lines
+
+
+def bench_providers(quick: bool = False) -> list[dict[str, Any]]:
+    """`lemming bench providers`: 100 and 1,000 agents on each protocol (--quick: 50 agents, one tick)."""
+    _raise_fd_limit()
+    if quick:
+        return asyncio.run(bench_providers_async(agents=(50,), ticks=1, paths=("sdk", "engine", "engine+workers")))
+    return asyncio.run(bench_providers_async())
+
+
+def _raise_fd_limit() -> None:
+    """A thousand agents hold a thousand sockets (and the server as many): lift the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def format_line(r: dict[str, Any]) -> str:
+    workers = f", workers {r['worker_cpu_ms_per_call']:.2f} ms/call ({r['workers']} processes)" if "worker_cpu_ms_per_call" in r else ""
+    err = f"  first error: {r['first_error']}" if r.get("first_error") else ""
+    return (
+        f"{r['label']:<32} wall/tick {r['wall_per_tick_s']:.3f} s vs ideal {r['ideal_s']:.3f} s "
+        f"(efficiency {r['efficiency']:.2f}); CPU here {r['cpu_ms_per_call']:.2f} ms/call{workers}; failed {r['failed']}{err}"
     )
-    for parser, run in result["runs"].items():
-        a, e = run["adapter"], run["engine"]
-        print(f"stream_parser={parser}")
-        print(
-            f"  adapter: wall {a['wall_s'] * 1000:.0f} ms vs ideal {a['ideal_s'] * 1000:.0f} ms; "
-            f"{a['output_tokens']} tokens; overhead {a['overhead_us_per_token']:.1f} us/token "
-            f"(CPU {a['cpu_us_per_token']:.1f} us/token); failed {a['failed']}"
-        )
-        ticks_ms = ", ".join(f"{t:.0f}" for t in e["tick_ms"])
-        print(
-            f"  engine:  {result['turns']} agents x {e['ticks']} ticks: wall {e['wall_s'] * 1000:.0f} ms vs ideal "
-            f"{e['ideal_s'] * 1000:.0f} ms (ticks {ticks_ms} ms); {e['output_tokens']} tokens; "
-            f"overhead {e['overhead_us_per_token']:.1f} us/token (CPU {e['cpu_us_per_token']:.1f} us/token), "
-            f"of which the engine over the bare adapter {e['engine_extra_us_per_token']:.1f} us/token; "
-            f"turns {e['turns']} (failed {e['failed']}); a UI saw {e['events_seen']} events "
-            f"({e['delta_events_seen']} token-delta batches)"
-        )
 
 
 def main() -> None:
     import argparse
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--turns", type=int, default=200)
-    p.add_argument("--latency-ms", type=float, default=100)
-    p.add_argument("--ticks", type=int, default=2)
-    p.add_argument("--parser", choices=["json", "sdk", "both"], default="both")
-    p.add_argument("--server", choices=["process", "thread"], default="process")
+    p = argparse.ArgumentParser(prog="python -m lemming.tui.bench.providers", description=__doc__.splitlines()[0])
+    p.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--protocol", choices=PROTOCOLS, nargs="+", default=list(PROTOCOLS))
+    p.add_argument("--latency-ms", type=float, default=250)
+    p.add_argument("--ticks", type=int, default=3, help="measured ticks (batches), after one warm-up")
+    p.add_argument("--workers", type=int, default=None, help="provider_workers for engine+workers (default: one per core beyond the first, at least 1)")
+    every = ["sdk", "sdk-httpx", "engine", "engine+workers"]
+    p.add_argument("--path", choices=every, nargs="+", default=every)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    parsers = ("json", "sdk") if args.parser == "both" else (args.parser,)
-    result = asyncio.run(
-        bench_openai_concurrency(args.turns, args.latency_ms, args.ticks, parsers=parsers, server=args.server)
+    _raise_fd_limit()
+    lines = asyncio.run(
+        bench_providers_async(tuple(args.agents), tuple(args.protocol), args.latency_ms, args.ticks, args.workers, tuple(args.path))
     )
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        _print(result)
+    for line in lines:
+        print(json.dumps(line) if args.json else format_line(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 parts.append(f"{k} {r[k]}" + (f" [{rng[0]}–{rng[1]}]" if rng else ""))
         label = name + (f" {r['path']} ×{r['agents']}" if "path" in r else "")
         label += " (persist)" if r.get("persist") is True else " (no store)" if r.get("persist") is False else ""
+        if r.get("label"):
+            label = f"{name} {r['label']}"
         table.add_row(label, ", ".join(parts), BENCHMARKS[name][1])
     console.print(table)
     if args.profile:
