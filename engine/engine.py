@@ -52,6 +52,7 @@ from lemming.engine.prompt import ContractViolation, ParsedReply, build_prompt, 
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderError
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
+from lemming.engine.providers.structured import StructuredOutput
 from lemming.engine.state import OrgState
 
 
@@ -211,6 +212,8 @@ class Engine:
         self.parent_run = parent_run
         self.fork_tick = fork_tick
         self.retry_policy = retry_policy or RetryPolicy()
+        #: Which models get the reply schema as structured output, and which refused it.
+        self.structured = StructuredOutput()
         self.clock = clock
         self.thinking: set[str] = set()  # agents whose turn is in flight
         self.running = False
@@ -782,6 +785,7 @@ class Engine:
             max_tokens=plan["max_tokens"],
             timeout=spec.timeout,
             seed=self.seed,
+            reply_format=self.structured.format_for(plan["key"], spec, plan["tools"]),
         )
 
     def _turn_now(self, plan: dict[str, Any]) -> _TurnOutcome | None:
@@ -818,6 +822,7 @@ class Engine:
                         publish(TokenDelta(t, name, plainjson.fix_unicode(text), False))
             rec.raw_output = plainjson.fix_unicode("".join(reply.deltas))
             rec.attempts = 1
+            rec.reply_schema = "sent" if request.reply_format is not None else ""
             u = reply.usage
             rec.usage = TokenUsage(u.input_tokens, u.output_tokens, u.estimated)
             return self._finish_turn(plan, rec)
@@ -866,6 +871,10 @@ class Engine:
             # A provider's JSON can carry "\ud800" escapes: keep what is recorded valid UTF-8.
             rec.raw_output = result.text = plainjson.fix_unicode(result.text)
             rec.attempts = result.attempts
+            rec.reply_schema = "sent" if result.reply_format_sent else ""
+            if result.reply_format_refused is not None:
+                rec.reply_schema = "refused"
+                self.structured.refuse(plan["key"], result.reply_format_refused)
             # Charge what the provider billed over every attempt (a cut stream that was
             # retried still cost its tokens), not only the attempt that succeeded.
             billed = result.billed

@@ -86,6 +86,9 @@ class TurnRecord:
     max_tokens: int | None = None
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = 0.0
+    #: The reply schema as structured output: "sent", "refused" (the server refused it and
+    #: took the call without it; why is in `retries`) or "" (not sent: off for this model).
+    reply_schema: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON values (what `from_dict` reads back)."""

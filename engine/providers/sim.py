@@ -17,7 +17,9 @@ It is a real provider with documented behaviour, not a test double:
   which the engine records as a contract violation, as it would a real model).
 * With `malformed_rate` > 0 it sometimes writes a broken reply (prose, cut-off
   JSON, a wrong shape, a fenced reply with trailing commas that the parser can
-  repair), so the error paths are exercised.
+  repair), so the error paths are exercised. Like a server that constrains
+  decoding, it writes none when the request carries the reply schema (models.json
+  `structured_output`, on by default): it is then only cut off at `max_tokens`.
 
 Options (models.json `provider_config`, or LEMMING_SIM_* environment variables,
 or the CLI's --sim-* flags): tokens_per_s, latency_ms, malformed_rate; and
@@ -124,7 +126,9 @@ class SimProvider:
         rng = self._rng(request)
         user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         ctx = extract_context(user) or {}
-        if self.malformed_rate > 0 and rng.random() < self.malformed_rate:
+        # The draw is made either way, so a reply under the schema is the one it would
+        # have been without it, broken ones aside: constrained decoding cannot break it.
+        if self.malformed_rate > 0 and rng.random() < self.malformed_rate and request.reply_format is None:
             return self._malformed(rng, ctx), None
         return self._reply(rng, ctx, request.max_tokens)
 
