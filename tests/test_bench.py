@@ -17,6 +17,8 @@ REQUIRED = {
     "replay": {"open_ms", "step_ms_p95"},
     "startup": {"first_paint_ms"},
     "memory": {"rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"},
+    "structured": {"turns", "contract_rate_off", "contract_rate_on", "repaired_rate_off", "repaired_rate_on",
+                   "schema_sent_rate_on", "us_per_turn_off", "us_per_turn_on"},
 }
 
 
@@ -43,6 +45,9 @@ def test_bench_quick_json_lines_carry_their_fields() -> None:
             assert isinstance(v, (int, float)) and v == v, (k, v)  # a number, not NaN
     assert set(by_name) == set(REQUIRED)
     assert sorted(x["persist"] for x in by_name["engine"]) == [False, True]
+    (structured,) = by_name["structured"]
+    assert structured["contract_rate_off"] > 0 and structured["contract_rate_on"] == 0
+    assert structured["schema_sent_rate_on"] == 1 and structured["schema_sent_rate_off"] == 0
 
 
 def test_bench_profile_writes_a_pyinstrument_report_of_the_startup_child(tmp_path) -> None:
