@@ -316,3 +316,30 @@ def test_models_json_setting_is_validated(tmp_path):
     problems: list[str] = []
     load_models(tmp_path, problems)
     assert any('structured_output: must be true, false or "auto"' in p for p in problems), problems
+
+
+def test_lemming_models_shows_the_setting_and_what_the_last_run_found(tmp_path, capsys):
+    import argparse
+    import os
+    import subprocess
+    import sys
+
+    from lemming.tui.cli.models import models_command
+    from tests.conftest import REPO
+
+    with OpenAIServer(structured_output=False) as srv:
+        make_org(tmp_path, {"alice": {"model": "m", "reads": ["bob"]}, "bob": {"model": "m", "reads": ["alice"]}},
+                 models={"m": {"provider": "openai", "model_name": "test-model", "base_url": srv.base_url, "timeout": 15},
+                         "off": {"provider": "ollama", "model_name": "x", "structured_output": False}})
+        p = subprocess.run([sys.executable, "-m", "lemming.tui.cli", "run", "--headless", "--ticks", "2", "--no-watch", "--org", str(tmp_path)],
+                           cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "NO_COLOR": "1"})
+        assert p.returncode == 0, p.stderr
+    assert sum(r.status == 400 for r in srv.chat_requests) == 2  # refused once per agent, then never again
+    args = argparse.Namespace(org=tmp_path, no_probe=True, json=True, keys=[], timeout=1.0)
+    assert models_command(args, env={}) == 0
+    rows = {r["key"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["m"]["structured_output"] == "auto" and rows["m"]["structured_output_on"] is True
+    refused = rows["m"]["structured_output_refused"]
+    assert refused["tick"] == 1 and "Unrecognized request argument supplied: response_format" in refused["reason"]
+    assert rows["off"]["structured_output_on"] is False and rows["off"]["structured_output_refused"] is None
+    assert rows["sim"]["structured_output_on"] is True
