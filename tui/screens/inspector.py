@@ -44,6 +44,8 @@ def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
     row("cost", f"{rec.cost:.6g} credits")
     row("latency", f"{rec.latency_ms / 1000:.2f} s" if wall_clock else "—")
     row("attempts", str(rec.attempts))
+    if rec.attempts:
+        row(*_schema_row(rec))
     for line in rec.retries:  # a turn that succeeded after retries: why the others failed
         row("retried", line, "yellow")
     row("prompt", f"{len(rec.prompt)} messages · hash {rec.prompt_hash}")
@@ -56,6 +58,15 @@ def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
         for r in rec.tool_results:
             t.append(f"  • {printable(json.dumps(r, ensure_ascii=False))}\n")
     return t
+
+
+def _schema_row(rec: TurnRecord) -> tuple[str, str, str]:
+    """Whether the reply schema went as structured output (models.json structured_output)."""
+    if rec.reply_schema == "sent":
+        return "schema", "sent as structured output", ""
+    if rec.reply_schema == "refused":
+        return "schema", "refused by the server: sent without it for the rest of the run", "yellow"
+    return "schema", "not sent (structured_output off for this model)", "dim"
 
 
 def prompt_text(rec: TurnRecord) -> Text:
