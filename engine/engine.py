@@ -822,7 +822,7 @@ class Engine:
                         publish(TokenDelta(t, name, plainjson.fix_unicode(text), False))
             rec.raw_output = plainjson.fix_unicode("".join(reply.deltas))
             rec.attempts = 1
-            rec.reply_schema = "sent" if request.reply_format is not None else ""
+            rec.reply_schema = self.structured.record_value(plan["key"], request.reply_format is not None)
             u = reply.usage
             rec.usage = TokenUsage(u.input_tokens, u.output_tokens, u.estimated)
             return self._finish_turn(plan, rec)
@@ -871,7 +871,7 @@ class Engine:
             # A provider's JSON can carry "\ud800" escapes: keep what is recorded valid UTF-8.
             rec.raw_output = result.text = plainjson.fix_unicode(result.text)
             rec.attempts = result.attempts
-            rec.reply_schema = "sent" if result.reply_format_sent else ""
+            rec.reply_schema = self.structured.record_value(plan["key"], result.reply_format_sent)
             if result.reply_format_refused is not None:
                 rec.reply_schema = "refused"
                 self.structured.refuse(plan["key"], result.reply_format_refused)

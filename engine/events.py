@@ -87,7 +87,8 @@ class TurnRecord:
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     started_at: float = 0.0
     #: The reply schema as structured output: "sent", "refused" (the server refused it and
-    #: took the call without it; why is in `retries`) or "" (not sent: off for this model).
+    #: took the call without it; why is in `retries`), "dropped" (not sent: refused earlier
+    #: in this run) or "" (not sent: off for this model).
     reply_schema: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -262,7 +262,7 @@ async def test_a_server_that_refuses_the_field_is_asked_again_without_it_and_rem
     assert list(engine.structured.refused) == ["m"]
     # The rest of the run never sends it again: no more refusals, one call a turn.
     assert len(reqs) == 2 * 2 + 2 * 2
-    assert all(rec.reply_schema == "" and rec.attempts == 1 for rec in later)
+    assert all(rec.reply_schema == "dropped" and rec.attempts == 1 for rec in later)
 
 
 async def test_a_bad_request_for_another_reason_does_not_mark_the_model(tmp_path):
@@ -343,3 +343,14 @@ def test_lemming_models_shows_the_setting_and_what_the_last_run_found(tmp_path, 
     assert refused["tick"] == 1 and "Unrecognized request argument supplied: response_format" in refused["reason"]
     assert rows["off"]["structured_output_on"] is False and rows["off"]["structured_output_refused"] is None
     assert rows["sim"]["structured_output_on"] is True
+
+
+async def test_the_retry_without_the_schema_is_outside_the_attempt_budget(tmp_path):
+    with OllamaServer(structured_output=False) as srv:
+        make_org(tmp_path, {"alice": {"model": "m"}},
+                 models={"m": {"provider": "ollama", "model_name": "test-model", "base_url": srv.base_url, "max_attempts": 1}})
+        org = load_org(tmp_path)
+        engine = Engine(org, seed=1, registry=ProviderRegistry(org.models, env={}))
+        (rec,) = await run_turns(engine, 1)
+    assert rec.status == "ok" and rec.reply_schema == "refused" and rec.attempts == 2
+    assert [r.status for r in srv.chat_requests] == [400, 200]

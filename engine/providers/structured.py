@@ -50,6 +50,13 @@ class StructuredOutput:
             return None
         return reply_format(tools)
 
+    def record_value(self, key: str, sent: bool) -> str:
+        """What a turn record says (TurnRecord.reply_schema): "sent", "dropped" (its server
+        refused it earlier in this run) or "" (off for this model)."""
+        if sent:
+            return "sent"
+        return "dropped" if key in self.refused else ""
+
     def refuse(self, key: str, reason: str) -> bool:
         """Remember that `key`'s server refused the schema; True the first time."""
         if key in self.refused:

@@ -1135,9 +1135,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each reply's first byte")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
     p.add_argument("--api-key", default=None, help="require this key (default: accept any)")
+    p.add_argument("--no-structured-output", action="store_true",
+                   help="refuse the structured-output field with 400, as a server that predates it does")
+    p.add_argument("--loose-reply", default=None, metavar="TEXT",
+                   help="what the 'model' writes when no reply schema constrains it (a small model's prose)")
     args = p.parse_args(argv)
     srv = SERVERS[args.protocol](
-        api_key=args.api_key, latency=args.latency_ms / 1000, chunk_delay=args.chunk_delay_ms / 1000, record=False
+        api_key=args.api_key, latency=args.latency_ms / 1000, chunk_delay=args.chunk_delay_ms / 1000, record=False,
+        structured_output=not args.no_structured_output, loose_reply=args.loose_reply,
     )
     srv.start()
     print(srv.base_url, flush=True)

@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (default 3)")
     p.add_argument("--no-probe", action="store_true", help="list only; make no network calls")
     p.add_argument("--json", action="store_true", help="one JSON object per model on stdout")
+    p.add_argument("--db", type=Path, default=None, metavar="PATH",
+                   help="run database whose last run says which servers refused structured output; default: ORG/.lemming/runs.db")
     p.add_argument("keys", nargs="*", help="only these model keys")
     p.set_defaults(func=models_command)
     return p
@@ -64,7 +66,7 @@ def models_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
 
     results = asyncio.run(go()) if probe else [(k, registry.spec(k), None) for k in keys]
     try:
-        detected = asyncio.run(structured_refusals(root))
+        detected = asyncio.run(structured_refusals(root, getattr(args, "db", None)))
     except Exception as e:  # a store that cannot be read must not hide the model table
         detected = {}
         console.print(f"[yellow]warning[/]: cannot read the last run's structured-output findings: {type(e).__name__}: {e}")
@@ -111,17 +113,18 @@ def models_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
 
 
 def structured_cell(spec: ModelSpec, refused: dict[str, Any] | None) -> str:
-    """The setting, and what the last run found: `auto (on)`, `on; refused in run X at tick N`."""
+    """The setting, and what the last run found: `auto (on)`, `on; refused (last run, tick N)`
+    (`--json` has the run, the agent and the server's answer)."""
     text = setting_text(spec)
     if refused:
-        text += f"; [yellow]refused[/] by the server in run {refused['run'][:12]} at tick {refused['tick']}: sent without it since"
+        text += f"; [yellow]refused[/] (last run, tick {refused['tick']})"
     return text
 
 
-async def structured_refusals(root: Path) -> dict[str, dict[str, Any]]:
+async def structured_refusals(root: Path, db: Path | None = None) -> dict[str, dict[str, Any]]:
     """model key -> where the last run of this organisation found its server refusing the
     reply schema (the first turn of each agent is where a model is first called)."""
-    db = default_db_path(root)
+    db = db or default_db_path(root)
     if not db.exists():
         return {}
     store = await RunStore.open(db, readonly=True)

@@ -66,7 +66,9 @@ def _schema_row(rec: TurnRecord) -> tuple[str, str, str]:
         return "schema", "sent as structured output", ""
     if rec.reply_schema == "refused":
         return "schema", "refused by the server: sent without it for the rest of the run", "yellow"
-    return "schema", "not sent (structured_output off for this model)", "dim"
+    if rec.reply_schema == "dropped":
+        return "schema", "not sent: the server refused it earlier in this run", "yellow"
+    return "schema", "not sent (structured_output is off for this model)", "dim"
 
 
 def prompt_text(rec: TurnRecord) -> Text:
