@@ -62,7 +62,17 @@ def reply_schema(tools: Sequence[ToolSpec] | None = None) -> dict[str, Any]:
 
 def reply_format(tools: Sequence[ToolSpec] | None = None) -> ReplyFormat:
     """The schema with what an adapter needs to send it: its name and whether it can be strict."""
-    return _format(_tools_key(tools))
+    if tools is None:
+        return _format(None)
+    try:
+        return _format_of_names(tuple(tools))  # asked every turn: tool names hash as they are
+    except TypeError:  # specs (dicts) do not hash
+        return _format(_tools_key(tools))
+
+
+@lru_cache(maxsize=1024)
+def _format_of_names(names: tuple) -> ReplyFormat:
+    return _format(_tools_key(names))
 
 
 def strict_compatible(schema: Any) -> bool:
