@@ -63,6 +63,7 @@ from lemming.engine.prompt import (
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderError
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
+from lemming.engine.providers.structured import StructuredOutput
 from lemming.engine.state import OrgState
 from lemming.engine.tools.create_agent import AGENTS_AREA, apply_created
 from lemming.engine.tools.files import apply_changes
@@ -233,6 +234,8 @@ class Engine:
         self.parent_run = parent_run
         self.fork_tick = fork_tick
         self.retry_policy = retry_policy or RetryPolicy()
+        #: Which models get the reply schema as structured output, and which refused it.
+        self.structured = StructuredOutput()
         self.clock = clock
         self.thinking: set[str] = set()  # agents whose turn is in flight
         #: agent -> the tool it is running now (live; the state learns it at the commit)
@@ -853,6 +856,7 @@ class Engine:
             max_tokens=max_tokens or plan["max_tokens"],
             timeout=spec.timeout,
             seed=self.seed,
+            reply_format=self.structured.format_for(plan["key"], spec, plan["tools"]),
         )
 
     def _turn_now(self, plan: dict[str, Any]) -> _TurnOutcome | None:
@@ -889,6 +893,7 @@ class Engine:
                     if text:
                         publish(TokenDelta(t, name, plainjson.fix_unicode(text), False))
             raw = plainjson.fix_unicode("".join(reply.deltas))
+            rec.reply_schema = self.structured.record_value(plan["key"], request.reply_format is not None)
             u = reply.usage
             usage = TokenUsage(u.input_tokens, u.output_tokens, u.estimated)
             try:
@@ -957,11 +962,16 @@ class Engine:
             if first is not None:  # the provider answered at once; its reply calls tools
                 rec.raw_output, rec.usage, parsed, _ = first
                 rec.attempts = 1
+                rec.reply_schema = self.structured.record_value(plan["key"], request.reply_format is not None)
                 return await self._tool_rounds(plan, rec, provider, spec, parsed, first[3])
             r0 = time.monotonic()
             result = await self._call(plan, provider, spec, request, 1)
             rec.raw_output = result.text
             rec.attempts = result.attempts
+            rec.reply_schema = self.structured.record_value(plan["key"], result.reply_format_sent)
+            if result.reply_format_refused is not None:
+                rec.reply_schema = "refused"
+                self.structured.refuse(plan["key"], result.reply_format_refused)
             # Charge what the provider billed over every attempt (a cut stream that was
             # retried still cost its tokens), not only the attempt that succeeded.
             billed = result.billed

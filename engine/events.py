@@ -96,6 +96,10 @@ class TurnRecord:
     #: The model calls of a turn that used tools, one each: {raw_output, input_tokens,
     #: output_tokens, cost, latency_ms}; `raw_output` above is the last one's.
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    #: The reply schema as structured output: "sent", "refused" (the server refused it and
+    #: took the call without it; why is in `retries`), "dropped" (not sent: refused earlier
+    #: in this run) or "" (not sent: off for this model).
+    reply_schema: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON values (what `from_dict` reads back)."""

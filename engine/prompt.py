@@ -27,6 +27,8 @@ from lemming.engine.tools.specs import describe as describe_tools
 MAX_ENTRIES_PER_TURN = 20
 MAX_PAYLOAD_CHARS = 20_000
 MAX_TOOL_CALLS = 10
+MAX_MEMORY_UPDATES = 100
+MAX_NOTES_CHARS = 2000
 
 REPLY_SCHEMA_TEXT = """\
 Reply with ONE JSON object and nothing else:
@@ -96,6 +98,19 @@ class ToolCall(BaseModel):
 
     tool: str = Field(min_length=1, max_length=64)
     args: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentReply(BaseModel):
+    """The whole reply, as the parser reads it: the schema sent as structured output
+    (`lemming.engine.reply_schema`) is generated from this model. The parser validates
+    item by item (a bad entry is a violation, not a lost turn) against the same parts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    outbox_entries: list[ReplyEntry] = Field(default_factory=list, max_length=MAX_ENTRIES_PER_TURN)
+    memory_updates: list[MemoryUpdate] = Field(default_factory=list, max_length=MAX_MEMORY_UPDATES)
+    tool_calls: list[ToolCall] = Field(default_factory=list, max_length=MAX_TOOL_CALLS)
+    notes: str = Field(default="", max_length=MAX_NOTES_CHARS)
 
 
 @dataclass(slots=True)
@@ -435,11 +450,11 @@ def parse_reply(raw: str) -> ParsedReply:
     violations: list[str] = []
     reply = ParsedReply(repaired=repaired, violations=violations)
     reply.entries = _items(data, "outbox_entries", ReplyEntry, MAX_ENTRIES_PER_TURN, violations)
-    reply.memory_updates = _items(data, "memory_updates", MemoryUpdate, 100, violations)
+    reply.memory_updates = _items(data, "memory_updates", MemoryUpdate, MAX_MEMORY_UPDATES, violations)
     reply.tool_calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
     notes = data.get("notes", "")
     if isinstance(notes, str):
-        reply.notes = notes[:2000]
+        reply.notes = notes[:MAX_NOTES_CHARS]
     elif notes is not None:
-        reply.notes = json.dumps(notes, ensure_ascii=False, default=str)[:2000]
+        reply.notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
     return reply

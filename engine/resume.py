@@ -167,7 +167,18 @@ class ModelSpec(BaseModel):
     concurrency: int | None = Field(default=None, ge=1, le=10_000)
     timeout: float = Field(default=60.0, gt=0, le=3600)
     max_attempts: int = Field(default=4, ge=1, le=20)
+    #: Send the reply schema as the provider's structured output: true, false or "auto"
+    #: (on where the protocol is known to take one; see engine/providers/structured.py).
+    structured_output: bool | str = "auto"
     provider_config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("structured_output", mode="before")
+    @classmethod
+    def _structured_output(cls, v: Any) -> Any:
+        if v is True or v is False or v == "auto":
+            return v
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
+        raise ValueError(f'must be true, false or "auto", not {shown}')
 
     @model_validator(mode="after")
     def _base_url_from_config(self) -> "ModelSpec":

@@ -21,6 +21,8 @@ REQUIRED = {
     "providers": {"agents", "latency_ms", "wall_per_tick_s", "ideal_s", "efficiency", "cpu_ms_per_call", "failed"},
     "memory": {"rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"},
     "tools": {"file_read_us", "file_write_us", "shell_echo_ms", "bwrap_startup_ms", "process_ms"},
+    "structured": {"turns", "contract_rate_off", "contract_rate_on", "repaired_rate_off", "repaired_rate_on",
+                   "schema_sent_rate_on", "us_per_turn_off", "us_per_turn_on"},
 }
 
 
@@ -55,6 +57,9 @@ def test_bench_quick_json_lines_carry_their_fields() -> None:
         assert {(protocol, "sdk"), (protocol, "engine"), (protocol, "engine+workers")} <= paths
     assert all(x["failed"] == 0 for x in by_name["providers"]), by_name["providers"]
     assert all(x["worker_cpu_ms_per_call"] > 0 for x in by_name["providers"] if x["path"] == "engine+workers")
+    (structured,) = by_name["structured"]
+    assert structured["contract_rate_off"] > 0 and structured["contract_rate_on"] == 0
+    assert structured["schema_sent_rate_on"] == 1 and structured["schema_sent_rate_off"] == 0
 
 
 def test_bench_profile_writes_a_pyinstrument_report_of_the_startup_child(tmp_path) -> None:

@@ -75,7 +75,7 @@ def write_org(root: Path, servers: dict[str, object]) -> None:
         "gone": {"provider": "openai", "model_name": "gpt-t", "base_url": f"http://127.0.0.1:{closed_port()}", "api_key_env": "FAULTS_GONE_KEY", "prices": prices, "timeout": 2, "max_attempts": 2},
         "hangs": {"provider": "openai", "model_name": "gpt-t", "base_url": hang.base_url, "api_key_env": "FAULTS_OA_KEY", "prices": prices, "timeout": 0.5, "max_attempts": 2},  # type: ignore[attr-defined]
         "unset": {"provider": "anthropic", "model_name": "claude-t", "api_key_env": "FAULTS_NOT_SET", "prices": prices},
-        "sim-bad": {"provider": "sim", "model_name": "sim-1", "provider_config": {"malformed_rate": 0.7}},
+        "sim-bad": {"provider": "sim", "model_name": "sim-1", "structured_output": False, "provider_config": {"malformed_rate": 0.7}},
     }
     root.mkdir(parents=True, exist_ok=True)
     (root / "models.json").write_text(json.dumps(models, indent=2))

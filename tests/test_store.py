@@ -67,6 +67,7 @@ def rich_org(root: Path) -> Path:
             "human": {"model": "none", "reads": ["*"]},
         },
         models={"sim": {"provider": "sim", "model_name": "sim-1", "prices": {"input_per_mtok": 1.0, "output_per_mtok": 4.0},
+                        "structured_output": False,  # the broken replies are the point
                         "provider_config": {"malformed_rate": 0.15}}},
     )
 

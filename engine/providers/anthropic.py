@@ -111,6 +111,20 @@ class AnthropicProvider:
                 params["temperature"] = temperature
             elif self._send_temperature:
                 extra_body["temperature"] = temperature
+        if request.reply_format is not None:
+            # Structured output as a forced tool: its input is the reply object (see
+            # docs/models.md for why not output_config.format).
+            fmt = request.reply_format
+            tool: dict[str, Any] = {
+                "name": fmt.name,
+                "description": "Give your reply for this turn.",
+                "input_schema": fmt.schema,
+                "eager_input_streaming": True,  # stream the reply as it is written
+            }
+            if fmt.strict:
+                tool["strict"] = True
+            params["tools"] = [tool]
+            params["tool_choice"] = {"type": "tool", "name": fmt.name, "disable_parallel_tool_use": True}
         if extra_body:
             params["extra_body"] = extra_body
         return params
@@ -139,9 +153,14 @@ class AnthropicProvider:
                     etype = getattr(event, "type", None)
                     if etype == "content_block_delta":
                         delta = event.delta
-                        if getattr(delta, "type", None) == "text_delta" and delta.text:
+                        dtype = getattr(delta, "type", None)
+                        if dtype == "text_delta" and delta.text:
                             parts.append(delta.text)
                             yield TextDelta(delta.text)
+                        elif dtype == "input_json_delta" and delta.partial_json:
+                            # The forced reply tool's input, streamed: the reply's JSON text.
+                            parts.append(delta.partial_json)
+                            yield TextDelta(delta.partial_json)
                     elif etype == "message_start":
                         u = event.message.usage
                         input_tokens = _input_tokens(u)

@@ -8,7 +8,7 @@ items, then exactly one :class:`Usage` item. Failures are raised as
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Literal, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Literal, Mapping, Protocol, runtime_checkable
 
 ErrorKind = Literal[
     "rate_limit",  # 429: retry after Retry-After
@@ -34,6 +34,21 @@ class ChatMessage:
     content: str
 
 
+@dataclass(slots=True, frozen=True)
+class ReplyFormat:
+    """A JSON Schema the reply must follow, for a provider that can constrain decoding to it.
+
+    Built by `lemming.engine.reply_schema`; the engine sets it on a request only when the
+    model's `structured_output` setting is on for this run, so an adapter sends it whenever
+    it is there, in its protocol's native form.
+    """
+
+    name: str
+    schema: Mapping[str, Any] = field(repr=False)
+    #: The schema fits OpenAI's strict subset (closed objects, typed values).
+    strict: bool = False
+
+
 @dataclass(slots=True)
 class CompletionRequest:
     """What the engine asks of a model for one turn."""
@@ -44,6 +59,8 @@ class CompletionRequest:
     max_tokens: int | None = None
     timeout: float = 60.0
     seed: int | None = None
+    #: The reply schema to send as structured output (None: send none).
+    reply_format: ReplyFormat | None = None
 
 
 @dataclass(slots=True)

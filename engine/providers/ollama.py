@@ -106,6 +106,8 @@ class OllamaProvider:
             params["keep_alive"] = self._keep_alive
         if self._think is not None:
             params["think"] = self._think
+        if request.reply_format is not None:
+            params["format"] = request.reply_format.schema  # Ollama >= 0.5 takes a JSON Schema
         return params
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:

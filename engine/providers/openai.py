@@ -101,6 +101,12 @@ class OpenAIProvider:
             params[self._max_tokens_param] = request.max_tokens
         if request.seed is not None and self._send_seed:
             params["seed"] = request.seed
+        if request.reply_format is not None:
+            fmt = request.reply_format
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": fmt.name, "schema": fmt.schema, "strict": fmt.strict},
+            }
         if self._extra_body:
             params["extra_body"] = self._extra_body
         return params

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Awaitable, Callable
 
 from lemming.engine.providers.base import CompletionRequest, Provider, ProviderError, TextDelta, Usage
@@ -56,6 +56,11 @@ class CompletionResult:
     errors: list[str] = field(default_factory=list)  # one line per failed attempt
     #: Tokens billed across all attempts (a failed attempt that streamed still costs).
     billed: Usage = field(default_factory=Usage)
+    #: Whether the reply schema went with the call that produced `text`.
+    reply_format_sent: bool = False
+    #: The server refused the request carrying the reply schema and took it without:
+    #: why (one line). The caller stops sending the schema to this model.
+    reply_format_refused: str | None = None
 
 
 def estimate_tokens(text: str) -> int:
@@ -78,8 +83,12 @@ async def stream_with_retries(
     result = CompletionResult()
     prompt_estimate = sum(estimate_tokens(m.content) for m in request.messages)
     cap = policy.reply_cap(request.max_tokens)
-    for attempt in range(1, policy.max_attempts + 1):
-        result.attempts = attempt
+    refused: ProviderError | None = None
+    attempt = 0  # counts against max_attempts; the retry without the schema does not
+    while attempt < policy.max_attempts:
+        attempt += 1
+        result.attempts += 1
+        result.reply_format_sent = request.reply_format is not None
         parts: list[str] = []
         size = 0
         usage: Usage | None = None
@@ -115,6 +124,8 @@ async def stream_with_retries(
             result.billed.input_tokens += usage.input_tokens
             result.billed.output_tokens += usage.output_tokens
             result.billed.estimated = result.billed.estimated or usage.estimated
+            if refused is not None:
+                result.reply_format_refused = str(refused)
             return result
 
         # A failed attempt: what it streamed may have been billed.
@@ -126,9 +137,18 @@ async def stream_with_retries(
             result.billed.input_tokens += billed.input_tokens
             result.billed.output_tokens += billed.output_tokens
             result.billed.estimated = result.billed.estimated or billed.estimated
-        result.errors.append(f"attempt {attempt}: {err}")
+        result.errors.append(f"attempt {result.attempts}: {err}")
         result.error = err
         result.text = partial
+        if err.kind == "bad_request" and request.reply_format is not None:
+            # Perhaps a server that does not know the structured-output field: once more
+            # without it, at once and outside the attempt budget.
+            refused, request = err, replace(request, reply_format=None)
+            attempt -= 1
+            result.errors[-1] += " (retrying without the reply schema)"
+            if parts:
+                on_delta("", True)
+            continue
         if not err.retryable or attempt >= policy.max_attempts:
             break
         if err.retry_after is not None and err.retry_after > policy.max_retry_after:
@@ -139,6 +159,9 @@ async def stream_with_retries(
         await sleep(policy.delay(attempt, rng, err.retry_after))
         if parts:
             on_delta("", True)
+    if refused is not None and (result.error is None or result.error.kind != "bad_request"):
+        # Without the field the server got past the refusal: the field was the cause.
+        result.reply_format_refused = str(refused)
     result.usage = Usage(
         result.billed.input_tokens, result.billed.output_tokens, result.billed.estimated
     )

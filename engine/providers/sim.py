@@ -21,7 +21,9 @@ It is a real provider with documented behaviour, not a test double:
   which the engine records as a contract violation, as it would a real model).
 * With `malformed_rate` > 0 it sometimes writes a broken reply (prose, cut-off
   JSON, a wrong shape, a fenced reply with trailing commas that the parser can
-  repair), so the error paths are exercised.
+  repair), so the error paths are exercised. Like a server that constrains
+  decoding, it writes none when the request carries the reply schema (models.json
+  `structured_output`, on by default): it is then only cut off at `max_tokens`.
 
 Options (models.json `provider_config`, or LEMMING_SIM_* environment variables,
 or the CLI's --sim-* flags): tokens_per_s, latency_ms, malformed_rate; and
@@ -141,7 +143,9 @@ class SimProvider:
             return self._reply(rng, ctx, request.max_tokens, wrote=_written(request))
         rng = self._rng(request)
         ctx = extract_context(users[-1] if users else "") or {}
-        if self.malformed_rate > 0 and rng.random() < self.malformed_rate:
+        # The draw is made either way, so a reply under the schema is the one it would
+        # have been without it, broken ones aside: constrained decoding cannot break it.
+        if self.malformed_rate > 0 and rng.random() < self.malformed_rate and request.reply_format is None:
             return self._malformed(rng, ctx), None
         system = next((m.content for m in request.messages if m.role == "system"), "")
         held = _TOOL_LINE_RE.findall(system)

@@ -30,6 +30,7 @@ import asyncio
 import email.utils
 import itertools
 import json
+import re
 import socket
 import threading
 import time
@@ -46,6 +47,7 @@ DEFAULT_REPLY: str = json.dumps(
             {
                 "kind": "message",
                 "payload": {"text": "Status: all systems nominal. Proceeding with the plan."},
+                "tags": [],
                 "recipients": [],
             }
         ],
@@ -187,6 +189,8 @@ class ProtocolServer:
         chunk_chars: int = 4,
         models: tuple[str, ...] = (),
         record: bool = True,
+        structured_output: bool = True,
+        loose_reply: str | None = None,
     ) -> None:
         #: When set, requests must carry this key (each protocol's own header) or get 401.
         self.api_key = api_key
@@ -198,6 +202,12 @@ class ProtocolServer:
         self.chunk_chars = chunk_chars
         self.models = models or self.default_models
         self.record = record
+        #: False: the server does not know the protocol's structured-output field and
+        #: refuses a request that carries it with 400, as such a server does.
+        self.structured_output = structured_output
+        #: What the "model" writes when no schema constrains it (None: reply_text): a
+        #: small model's prose, to show what structured output changes.
+        self.loose_reply = loose_reply
         self.requests: list[RecordedRequest] = []
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
@@ -411,6 +421,12 @@ class ProtocolServer:
         return await self._json_response(w, req, status, obj, {})
 
     async def _chat(self, req: RecordedRequest, w: asyncio.StreamWriter) -> bool:
+        body = req.json if isinstance(req.json, dict) else {}
+        # The real APIs validate a request before anything else: a refused one uses no script.
+        invalid = self.invalid_request(body)
+        if invalid is not None:
+            req.behaviour = "invalid"
+            return await self._status_response(w, req, 400, self.error_body(400, invalid), {})
         b = self._next_behaviour(req.path)
         req.behaviour = b.kind
         if self.latency:
@@ -423,8 +439,9 @@ class ProtocolServer:
             req.status = 0
             await asyncio.sleep(b.seconds)
             return False
-        body = req.json if isinstance(req.json, dict) else {}
         text = b.text if b.text is not None else self.reply_text
+        if b.text is None and self.loose_reply is not None and self.reply_schema(body) is None:
+            text = self.loose_reply
         deltas = split_text(text, self.chunk_chars)
         usage = (self.prompt_tokens(body), len(deltas)) if b.usage else None
         if not self.wants_stream(body):
@@ -559,6 +576,48 @@ class ProtocolServer:
     def other_route(self, req: RecordedRequest) -> tuple[int, Any] | None:
         return None
 
+    def reply_schema(self, body: dict) -> Any:
+        """The JSON Schema the request asks the reply to follow (None: no structured output)."""
+        return None
+
+    def invalid_request(self, body: dict) -> str | None:
+        """Why the real API would refuse this request with 400 (None: it would take it)."""
+        return None
+
+
+def closed_schema_problem(schema: Any, path: tuple[str, ...] = ()) -> str | None:
+    """Where `schema` breaks the strict-mode rule both OpenAI (strict json_schema) and
+    Anthropic (strict tools) enforce: every object lists its properties, requires all of
+    them and sets additionalProperties false; every value has a type. Said as OpenAI says it."""
+    where = f"In context={path!r}"
+    if not isinstance(schema, dict):
+        return f"{where}, schema must be a JSON object"
+    if "anyOf" in schema:
+        for i, sub in enumerate(schema["anyOf"]):
+            problem = closed_schema_problem(sub, (*path, "anyOf", str(i)))
+            if problem:
+                return problem
+        return None
+    if "enum" in schema or "const" in schema:
+        return None
+    t = schema.get("type")
+    if t is None:
+        return f"{where}, schema must have a 'type' key"
+    if t == "object":
+        if schema.get("additionalProperties") is not False:
+            return f"{where}, 'additionalProperties' is required to be supplied and to be false"
+        props = schema.get("properties") or {}
+        missing = [p for p in props if p not in (schema.get("required") or [])]
+        if missing:
+            return f"{where}, 'required' is required to be supplied and to be an array including every key in properties. Missing '{missing[0]}'"
+        for name, sub in props.items():
+            problem = closed_schema_problem(sub, (*path, "properties", name))
+            if problem:
+                return problem
+    if t == "array":
+        return closed_schema_problem(schema.get("items"), (*path, "items"))
+    return None
+
 
 def _sse(data: Any, event: str | None = None) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
@@ -662,6 +721,39 @@ class OpenAIServer(ProtocolServer):
         }.get(status, "The server had an error while processing your request." if status >= 500 else "Bad request.")
         return {"error": {"message": message or default, "type": etype, "param": None, "code": code}}
 
+    def reply_schema(self, body: dict) -> Any:
+        rf = body.get("response_format")
+        if isinstance(rf, dict) and rf.get("type") == "json_schema" and isinstance(rf.get("json_schema"), dict):
+            return rf["json_schema"].get("schema")
+        return None
+
+    def invalid_request(self, body: dict) -> str | None:
+        if "response_format" not in body:
+            return None
+        if not self.structured_output:
+            # What a server that predates structured output (or a strict proxy) answers.
+            return "Unrecognized request argument supplied: response_format"
+        rf = body["response_format"]
+        if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
+            return "Invalid value for 'response_format.type': expected one of 'text', 'json_object', 'json_schema'."
+        if rf["type"] != "json_schema":
+            return None
+        js = rf.get("json_schema")
+        if not isinstance(js, dict):
+            return "Missing required parameter: 'response_format.json_schema'."
+        name = js.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", name):
+            return "Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'."
+        schema = js.get("schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            got = schema.get("type") if isinstance(schema, dict) else type(schema).__name__
+            return f"Invalid schema for response_format '{name}': schema must be a JSON Schema of 'type: \"object\"', got 'type: \"{got}\"'."
+        if js.get("strict"):
+            problem = closed_schema_problem(schema)
+            if problem:
+                return f"Invalid schema for response_format '{name}': {problem}."
+        return None
+
     def other_route(self, req):
         if req.method == "GET" and req.path == "/v1/models":
             return 200, {
@@ -697,9 +789,81 @@ class AnthropicServer(ProtocolServer):
         got = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
         return f"invalid x-api-key {got}"
 
+    #: The fields a custom tool may have (the API refuses any other: "Extra inputs are not permitted").
+    TOOL_FIELDS = frozenset(
+        {"name", "description", "input_schema", "cache_control", "strict", "eager_input_streaming",
+         "type", "input_examples", "defer_loading", "allowed_callers"}
+    )
+
+    def _forced_tool(self, body: dict) -> dict | None:
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and choice.get("type") == "tool":
+            for t in body.get("tools") or []:
+                if isinstance(t, dict) and t.get("name") == choice.get("name"):
+                    return t
+        return None
+
+    def reply_schema(self, body: dict) -> Any:
+        tool = self._forced_tool(body)
+        return tool.get("input_schema") if tool is not None else None
+
+    def invalid_request(self, body: dict) -> str | None:
+        if "tools" not in body and "tool_choice" not in body:
+            return None
+        if not self.structured_output:
+            # An Anthropic-compatible proxy without tool support.
+            return "tools: Extra inputs are not permitted"
+        tools = body.get("tools", [])
+        if not isinstance(tools, list):
+            return "tools: Input should be a valid list"
+        names = []
+        for i, t in enumerate(tools):
+            if not isinstance(t, dict):
+                return f"tools.{i}: Input should be a valid dictionary"
+            extra = sorted(set(t) - self.TOOL_FIELDS)
+            if extra:
+                return f"tools.{i}.custom.{extra[0]}: Extra inputs are not permitted"
+            name = t.get("name")
+            if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9_-]{1,128}", name):
+                return f"tools.{i}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'"
+            schema = t.get("input_schema")
+            if not isinstance(schema, dict) or schema.get("type") != "object":
+                return f"tools.{i}.custom.input_schema.type: Input should be 'object'"
+            if t.get("strict"):
+                problem = closed_schema_problem(schema)
+                if problem:
+                    return f"tools.{i}.custom.input_schema: {problem}"
+            names.append(name)
+        if len(set(names)) != len(names):
+            return "tools: Tool names must be unique."
+        choice = body.get("tool_choice")
+        if choice is not None:
+            if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+                return "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'"
+            if choice["type"] == "tool" and choice.get("name") not in names:
+                return f"tool_choice.name: Tool '{choice.get('name')}' not found in tools"
+            thinking = body.get("thinking")
+            if choice["type"] in ("any", "tool") and isinstance(thinking, dict) and thinking.get("type") == "enabled":
+                return "Thinking may not be enabled when tool_choice forces tool use."
+        return None
+
     def stream_frames(self, body, deltas, usage):
         mid = self.next_id("msg_")
         model = body.get("model", "claude-test")
+        tool = self._forced_tool(body)
+        if tool is not None:
+            # A forced tool: its input streams as JSON fragments, and the turn ends in tool_use.
+            block: dict[str, Any] = {"type": "tool_use", "id": self.next_id("toolu_"), "name": tool["name"], "input": {}}
+            stop_reason = "tool_use"
+
+            def delta(t: str) -> dict:
+                return {"type": "input_json_delta", "partial_json": t}
+        else:
+            block, stop_reason = {"type": "text", "text": ""}, "end_turn"
+
+            def delta(t: str) -> dict:
+                return {"type": "text_delta", "text": t}
+
         in_tok = usage[0] if usage else self.prompt_tokens(body)
         out_tok = usage[1] if usage else len(deltas)
         frames: list[tuple[bytes, str | None, tuple[int, int] | None]] = [
@@ -730,7 +894,7 @@ class AnthropicServer(ProtocolServer):
             ),
             (
                 _sse(
-                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                    {"type": "content_block_start", "index": 0, "content_block": block},
                     "content_block_start",
                 ),
                 None,
@@ -741,7 +905,7 @@ class AnthropicServer(ProtocolServer):
         frames += [
             (
                 _sse(
-                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}},
+                    {"type": "content_block_delta", "index": 0, "delta": delta(t)},
                     "content_block_delta",
                 ),
                 t,
@@ -755,7 +919,7 @@ class AnthropicServer(ProtocolServer):
                 _sse(
                     {
                         "type": "message_delta",
-                        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                        "delta": {"stop_reason": stop_reason, "stop_sequence": None},
                         "usage": {"output_tokens": out_tok},
                     },
                     "message_delta",
@@ -901,6 +1065,20 @@ class OllamaServer(ProtocolServer):
     def error_frame(self, message: str | None) -> bytes:
         return (json.dumps({"error": message or "an error was encountered while running the model"}) + "\n").encode()
 
+    def reply_schema(self, body: dict) -> Any:
+        f = body.get("format")
+        return f if isinstance(f, dict) else None
+
+    def invalid_request(self, body: dict) -> str | None:
+        f = body.get("format")
+        if f in (None, "", "json"):
+            return None
+        if not self.structured_output:
+            return 'invalid format: expected "json" or a JSON schema'  # Ollama before 0.5
+        if not isinstance(f, dict) or not ({"type", "properties", "anyOf", "$ref"} & f.keys()):
+            return "invalid JSON schema in format"
+        return None
+
     def error_body(self, status: int, message: str | None) -> Any:
         default = {
             404: 'model "test-model" not found, try pulling it first',
@@ -960,9 +1138,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before each reply's first byte")
     p.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between streamed chunks")
     p.add_argument("--api-key", default=None, help="require this key (default: accept any)")
+    p.add_argument("--no-structured-output", action="store_true",
+                   help="refuse the structured-output field with 400, as a server that predates it does")
+    p.add_argument("--loose-reply", default=None, metavar="TEXT",
+                   help="what the 'model' writes when no reply schema constrains it (a small model's prose)")
     args = p.parse_args(argv)
     srv = SERVERS[args.protocol](
-        api_key=args.api_key, latency=args.latency_ms / 1000, chunk_delay=args.chunk_delay_ms / 1000, record=False
+        api_key=args.api_key, latency=args.latency_ms / 1000, chunk_delay=args.chunk_delay_ms / 1000, record=False,
+        structured_output=not args.no_structured_output, loose_reply=args.loose_reply,
     )
     srv.start()
     print(srv.base_url, flush=True)

@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     ),
     "memory": ("RSS at ticks 10k, 50k, 100k of a demo-shaped run that never goes broke", "growth < 10 MB from the first mark to the last"),
     "tools": ("a tool call: file_read, file_write, sandboxed shell `echo`, bubblewrap alone", "file_read ≤ 200 µs; shell ≤ 100 ms"),
+    "structured": ("unreadable replies of the sim at malformed_rate 0.15, reply schema off / on", "contract rate with the schema = 0"),
 }
 
 FIGURE_KEYS = {
@@ -48,6 +49,7 @@ FIGURE_KEYS = {
     "providers": ["wall_per_tick_s", "ideal_s", "cpu_ms_per_call", "worker_cpu_ms_per_call", "failed"],
     "memory": ["rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"],
     "tools": ["file_read_us", "file_write_us", "shell_echo_ms", "bwrap_startup_ms", "process_ms"],
+    "structured": ["contract_rate_off", "contract_rate_on", "repaired_rate_off", "repaired_rate_on", "us_per_turn_off", "us_per_turn_on"],
 }
 
 
@@ -92,6 +94,10 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.providers import bench_providers
 
         return bench_providers(quick=quick)
+    if name == "structured":
+        from lemming.tui.bench.structured import bench_structured
+
+        return [bench_structured(quick=quick)]
     if name == "startup":
         return [{"bench": "startup", **bench_startup(profile=profile and os.path.join(profile, "startup"))}]
     raise ValueError(f"unknown benchmark {name!r}")

@@ -20,7 +20,9 @@ from lemming.engine.org import load_models
 from lemming.engine.providers.base import ProbeResult
 from lemming.engine.providers.probe import describe, probe_models
 from lemming.engine.providers.registry import ProviderRegistry
+from lemming.engine.providers.structured import setting_on, setting_text
 from lemming.engine.resume import ModelSpec
+from lemming.engine.store.runs import RunStore, default_db_path
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
 
@@ -31,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (default 3)")
     p.add_argument("--no-probe", action="store_true", help="list only; make no network calls")
     p.add_argument("--json", action="store_true", help="one JSON object per model on stdout")
+    p.add_argument("--db", type=Path, default=None, metavar="PATH",
+                   help="run database whose last run says which servers refused structured output; default: ORG/.lemming/runs.db")
     p.add_argument("keys", nargs="*", help="only these model keys")
     p.set_defaults(func=models_command)
     return p
@@ -61,16 +65,23 @@ def models_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
             await registry.aclose()
 
     results = asyncio.run(go()) if probe else [(k, registry.spec(k), None) for k in keys]
+    try:
+        detected = asyncio.run(structured_refusals(root, getattr(args, "db", None)))
+    except Exception as e:  # a store that cannot be read must not hide the model table
+        detected = {}
+        console.print(f"[yellow]warning[/]: cannot read the last run's structured-output findings: {type(e).__name__}: {e}")
 
     if getattr(args, "json", False):
         for key, spec, res in results:
             row = describe(registry, key, spec, env)
+            row.update(structured_output=spec.structured_output, structured_output_on=setting_on(spec),
+                       structured_output_refused=detected.get(key))
             if res is not None:
                 row.update(ok=res.ok, detail=res.detail, latency_ms=res.latency_ms)
             print(json.dumps(row, sort_keys=True))
     else:
         table = Table(title=f"models ({root / 'models.json'})")
-        for col in ("key", "provider", "model", "base url", "key variable", "price in/out per Mtok"):
+        for col in ("key", "provider", "model", "base url", "key variable", "price in/out per Mtok", "structured output"):
             table.add_column(col, overflow="fold")
         if probe:
             table.add_column("status")
@@ -86,6 +97,7 @@ def models_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
                 row["base_url"],
                 key_cell,
                 f"{spec.prices.input_per_mtok:g} / {spec.prices.output_per_mtok:g}",
+                structured_cell(spec, detected.get(key)),
             ]
             if res is not None:
                 cells += [
@@ -98,3 +110,37 @@ def models_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
     if problems:
         return EXIT_USAGE
     return EXIT_OK if all(res is None or res.ok for _, _, res in results) else EXIT_FAIL
+
+
+def structured_cell(spec: ModelSpec, refused: dict[str, Any] | None) -> str:
+    """The setting, and what the last run found: `auto (on)`, `on; refused (last run, tick N)`
+    (`--json` has the run, the agent and the server's answer)."""
+    text = setting_text(spec)
+    if refused:
+        text += f"; [yellow]refused[/] (last run, tick {refused['tick']})"
+    return text
+
+
+async def structured_refusals(root: Path, db: Path | None = None) -> dict[str, dict[str, Any]]:
+    """model key -> where the last run of this organisation found its server refusing the
+    reply schema (the first turn of each agent is where a model is first called)."""
+    db = db or default_db_path(root)
+    if not db.exists():
+        return {}
+    store = await RunStore.open(db, readonly=True)
+    try:
+        run = await store.last_run(root)
+        if run is None:
+            return {}
+        first: dict[str, int] = {}
+        for tick, agent, _status, _cost in await store.turns(run.id):
+            first.setdefault(agent, tick)
+        found: dict[str, dict[str, Any]] = {}
+        for agent, tick in first.items():
+            rec = await store.turn(run.id, tick, agent)
+            if rec is not None and rec.reply_schema == "refused" and rec.model_key not in found:
+                reason = next((r for r in rec.retries if "reply schema" in r), "")
+                found[rec.model_key] = {"run": run.id, "tick": tick, "agent": agent, "reason": reason}
+        return found
+    finally:
+        await store.close()

@@ -44,6 +44,8 @@ def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
     row("cost", f"{rec.cost:.6g} credits")
     row("latency", f"{rec.latency_ms / 1000:.2f} s" if wall_clock else "—")
     row("attempts", str(rec.attempts))
+    if rec.attempts:
+        row(*_schema_row(rec))
     for line in rec.retries:  # a turn that succeeded after retries: why the others failed
         row("retried", line, "yellow")
     row("prompt", f"{len(rec.prompt)} messages · hash {rec.prompt_hash}")
@@ -76,6 +78,17 @@ def tools_text(rec: TurnRecord, t: Text) -> None:
         for f in rec.files_changed:
             size = f" · {f['size']} bytes" if "size" in f else ""
             t.append(f"  {printable(str(f.get('op')))} {printable(str(f.get('path')))}{size}\n")
+
+
+def _schema_row(rec: TurnRecord) -> tuple[str, str, str]:
+    """Whether the reply schema went as structured output (models.json structured_output)."""
+    if rec.reply_schema == "sent":
+        return "schema", "sent as structured output", ""
+    if rec.reply_schema == "refused":
+        return "schema", "refused by the server: sent without it for the rest of the run", "yellow"
+    if rec.reply_schema == "dropped":
+        return "schema", "not sent: the server refused it earlier in this run", "yellow"
+    return "schema", "not sent (structured_output is off for this model)", "dim"
 
 
 def prompt_text(rec: TurnRecord) -> Text:
