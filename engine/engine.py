@@ -49,6 +49,7 @@ from lemming.engine.memory import apply_update
 from lemming.engine.messages import OPERATOR, OutboxEntry
 from lemming.engine.org import Org, definitions_hash
 from lemming.engine.prompt import ContractViolation, ParsedReply, build_prompt, parse_reply, prompt_hash
+from lemming.engine.providers import cli as cli_provider
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderError
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
@@ -782,6 +783,8 @@ class Engine:
             max_tokens=plan["max_tokens"],
             timeout=spec.timeout,
             seed=self.seed,
+            agent=plan["name"],
+            org_root=str(self.state.org.root),
         )
 
     def _turn_now(self, plan: dict[str, Any]) -> _TurnOutcome | None:
@@ -860,6 +863,9 @@ class Engine:
                 # Calls may be waiting for this slot: let them start before this turn reads
                 # its reply (twice: the first wakes them, the second lets them run).
                 handover = global_sem.locked() or provider_sem.locked()
+            take_report = getattr(provider, "take_report", None)  # a cli agent's process report
+            if take_report is not None:
+                rec.process = take_report(request)
             if handover:
                 await asyncio.sleep(0)
                 await asyncio.sleep(0)
@@ -887,13 +893,18 @@ class Engine:
 
     def _finish_turn(self, plan: dict[str, Any], rec: TurnRecord) -> _TurnOutcome:
         """Read the reply of a call that succeeded (rec.raw_output) and run its tools."""
+        text = rec.raw_output
+        if rec.provider == "cli":  # plain text output becomes a `cli_output` message
+            text = cli_provider.reply_text(text)
         try:
-            reply = parse_reply(rec.raw_output)
+            reply = parse_reply(text)
         except ContractViolation as e:
             rec.status, rec.error = "contract", f"contract violation: {e}"
             return self._outcome(plan, rec, None)
         rec.parsed = reply.to_dict()
         rec.violations = list(reply.violations)
+        if rec.process is not None:
+            rec.violations.extend(cli_provider.process_problems(rec.process))
         if reply.repaired:
             rec.violations.append(f"repaired: {reply.repaired}")
         rec.tool_results = self._run_tools(plan, reply)

@@ -169,6 +169,16 @@ class ModelSpec(BaseModel):
     max_attempts: int = Field(default=4, ge=1, le=20)
     provider_config: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cli_defaults(cls, data: Any) -> Any:
+        # LeMMing's cli entries name no model; a command is not retried by default.
+        if isinstance(data, dict) and data.get("provider") == "cli":
+            from lemming.engine.providers.cli import spec_defaults
+
+            return spec_defaults(data)
+        return data
+
     @model_validator(mode="after")
     def _base_url_from_config(self) -> "ModelSpec":
         # LeMMing puts base_url inside provider_config; we accept it at either level.

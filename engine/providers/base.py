@@ -21,6 +21,7 @@ ErrorKind = Literal[
     "bad_request",  # 4xx other than 429: retrying cannot help
     "config",  # our configuration is wrong (unknown model, missing key variable)
     "too_long",  # the reply ran past what max_tokens allows: the provider ignored it
+    "process",  # a command-line agent's program failed (exit code, signal, died mid-turn)
 ]
 
 RETRYABLE_KINDS: frozenset[str] = frozenset(
@@ -44,6 +45,9 @@ class CompletionRequest:
     max_tokens: int | None = None
     timeout: float = 60.0
     seed: int | None = None
+    #: Who asks and where (a command-line agent runs in the agent's workspace).
+    agent: str = ""
+    org_root: str | None = None
 
 
 @dataclass(slots=True)
