@@ -53,6 +53,7 @@ from lemming.engine.providers import cli as cli_provider
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderError
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
+from lemming.engine.sim_mode import keep_simulated
 from lemming.engine.state import OrgState
 
 
@@ -526,6 +527,7 @@ class Engine:
 
     def _reload_events(self, new: Org, now: float) -> list[Event]:
         old = self.state.org
+        new = keep_simulated(old, new)  # a `--sim` run stays on the sim
         old_defs = old.definitions()
         new_defs = new.definitions()
         added = tuple(sorted(set(new.agents) - set(old.agents)))

@@ -29,6 +29,7 @@ from lemming.tui.widgets.graph import MessageGraph
 from lemming.tui.widgets.line_table import AgentTable, LineTable
 from lemming.tui.widgets.pane_tabs import PANES, PaneTabs
 from lemming.tui.widgets.roster import Roster
+from lemming.engine.recorded_run import sim_served
 from lemming.tui.widgets.status_bar import StatusBar
 from lemming.tui.widgets.stream import TokenStream
 from lemming.tui.widgets.timeline import Timeline
@@ -117,6 +118,7 @@ class MainScreen(Screen[None]):
         status = self.status
         status.org_name = self.engine.org.name
         status.run_id = self.engine.run_id
+        status.sim = bool(sim_served(self.engine.org))  # a `--sim` run says so
         status.tick = self.engine.tick
         status.interval = self.engine.state.interval
         status.mode = "PAUSED" if self.engine.paused else "LIVE"
