@@ -450,3 +450,123 @@ def test_validate_reports_unknown_providers_and_bad_cli_entries_as_file_field_me
     assert r.stdout.splitlines() == [
         "lemming/config/models.json: cli-echo.provider_config.command: 'echo-not-installed-xyz' is not found on PATH; install it or give its full path"
     ]
+
+
+# --- whole runs, as separate processes ----------------------------------------------------------
+
+
+def runs_in(db: Path) -> list[dict]:
+    r = lemming("runs", "--json", "--db", db)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def canonical_export(db: Path, run: str) -> list[str]:
+    r = lemming("export", run, "--canonical", "--db", db)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_kill_9_with_a_cli_turn_in_flight_leaves_no_process_and_resumes_identically(tmp_path: Path) -> None:
+    marker = f"inflight-{os.getpid()}-{time.monotonic_ns()}"
+    control = tmp_path / "control"
+    control.mkdir()
+    # Deterministic output; when control/slow exists it says so in a file and hangs (with a
+    # grandchild of its own) on tick 4: that is where the run is killed.
+    tool = script(tmp_path, "tool", f"""
+        import os, subprocess, sys, time
+        prompt = sys.argv[-1]
+        tick = prompt.split(".")[0]
+        ctl = os.environ["CTL"]
+        if tick == "Tick 4" and os.path.exists(os.path.join(ctl, "slow")):
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "{marker}-grandchild"])
+            open(os.path.join(ctl, "in-flight"), "w").close()
+            time.sleep(300)
+        print(f"{{tick}}: {{len(prompt)}} characters")
+    """)
+    root = make_org(
+        tmp_path / "o",
+        {"tool": {"model": "tool", "reads": ["*"]}, "alice": {"reads": ["*"]}, "bob": {"reads": ["tool"], "every": 2}},
+        models={"tool": cli_model([sys.executable, tool, marker], env={"CTL": str(control)}, timeout=600)},
+    )
+    n, seed = 8, 5
+    ref_db = tmp_path / "ref.db"
+    r = lemming("run", "--headless", "--org", root, "--ticks", n, "--seed", seed, "--db", ref_db, "--no-watch")
+    assert r.returncode == 0, r.stderr
+    (ref,) = runs_in(ref_db)
+    reference = canonical_export(ref_db, ref["id"])
+    assert sum('"type": "tick_completed"' in line for line in reference) == n
+
+    (control / "slow").touch()
+    db = tmp_path / "killed.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEMMING_SIM_")}
+    env.update({"PYTHONPATH": str(REPO), "NO_COLOR": "1"})
+    p = subprocess.Popen(
+        [*LEMMING, "run", "--headless", "--org", str(root), "--ticks", str(n), "--seed", str(seed), "--db", str(db), "--no-watch"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+    )
+    deadline = time.monotonic() + 60
+    while not (control / "in-flight").exists():
+        assert p.poll() is None, p.stderr.read() if p.stderr else ""
+        assert time.monotonic() < deadline, "the cli turn never started"
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert len(pids_with(marker)) >= 2  # the tool and its grandchild are running
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=10)
+    assert wait_gone(marker, 10) == [], "a process outlived the killed run"
+    assert wait_gone("lemming-reaper", 10) == []  # and the reaper itself is gone
+
+    (info,) = runs_in(db)
+    assert info["status"] == "interrupted" and info["ticks"] == 3
+    (control / "slow").unlink()
+    r = lemming("resume", info["id"], "--db", db, "--org", root)
+    assert r.returncode == 0, r.stderr
+    assert canonical_export(db, info["id"]) == reference
+    tool_turns = [json.loads(line) for line in reference if '"turn_finished"' in line and '"agent": "tool"' in line]
+    assert len(tool_turns) == n and all(t["record"]["process"]["exit_code"] == 0 for t in tool_turns)
+
+
+def test_lemmings_published_layout_runs_20_ticks_with_sim_and_no_key(tmp_path: Path) -> None:
+    from tests.support.lemming_layout import write_lemming_org
+
+    root = write_lemming_org(tmp_path / "lem")
+    env = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "COLUMNS": "60"}
+    # Without --sim and without keys, the API agents cannot run; the operator is told why.
+    r = lemming("run-once", "--org", root, "--no-record", env=env)
+    assert "OPENAI_API_KEY is not set; export it to run openai models" in r.stdout
+    db = tmp_path / "runs.db"
+    r = lemming("run", "--headless", "--sim", "--org", root, "--ticks", 20, "--db", db, "--no-watch", env=env)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0].startswith("--sim: the sim serves 9 API model(s)") and "cli models run as they are" in out[0]
+    ticks = [line for line in out if line.startswith("tick ")]
+    assert len(ticks) == 20 and not any("failed" in line for line in ticks)
+    (info,) = runs_in(db)
+    events = [json.loads(line) for line in canonical_export(db, info["id"])]
+    started = events[0]
+    assert started["type"] == "run_started"
+    models = started["definitions"]["models"]
+    # The run record says it ran on the sim, and what each sim entry stood in for.
+    assert models["gpt-4.1"]["provider"] == "sim" and models["gpt-4.1"]["simulates"] == "openai"
+    assert models["claude-3-haiku"]["simulates"] == "anthropic" and models["llama3"]["simulates"] == "ollama"
+    assert models["cli-echo"]["provider"] == "cli" and "simulates" not in models["cli-echo"]
+    echo_turns = [e["record"] for e in events if e["type"] == "turn_finished" and e["agent"] == "echo_cli"]
+    assert len(echo_turns) == 20 and all(t["status"] == "ok" and t["provider"] == "cli" for t in echo_turns)
+    echo_msgs = [e["entry"] for e in events if e["type"] == "message_committed" and e["entry"]["agent"] == "echo_cli"]
+    assert len(echo_msgs) == 20 and all(m["tags"] == ["cli_output"] for m in echo_msgs)
+    assert echo_msgs[0]["payload"]["text"].startswith("Tick 1.")
+    # A resume of a --sim run stays on the sim (keys are still not set).
+    r = lemming("resume", info["id"], "--db", db, "--org", root, "--ticks", 2, env=env)
+    assert r.returncode == 0 and "failed" not in r.stdout, r.stdout + r.stderr
+
+
+def test_headless_output_piped_is_one_line_per_event_never_wrapped(tmp_path: Path) -> None:
+    root = make_org(tmp_path / "o", {"a": {"model": "gpt"}, "b": {}}, models={"gpt": {"provider": "openai", "model_name": "gpt-4.1"}})
+    r = lemming("run", "--headless", "--org", root, "--ticks", 3, "--no-record", "--no-watch", env={"COLUMNS": "30", "OPENAI_API_KEY": ""})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines.count("        a: config: OPENAI_API_KEY is not set; export it to run openai models") == 3
+    ticks = [line for line in lines if line.startswith("tick ")]
+    assert len(ticks) == 3 and all(line.rstrip().endswith(line.split("total ")[1]) and "spend" in line for line in ticks)
+    assert len(lines) == 7  # 3 ticks, 3 errors, the stop line: nothing wrapped onto a line of its own
