@@ -126,6 +126,20 @@ class CliConfig(BaseModel):
         return shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
 
 
+#: Programs that run a script: a command is named by its script (`python tool.py` → tool.py).
+_INTERPRETERS = ("python", "node", "bash", "sh", "ruby", "perl", "deno", "bun", "uv")
+
+
+def command_label(argv: list[str]) -> str:
+    """A short name for a command, as the inspector and errors show it."""
+    if not argv:
+        return "cli"
+    name = os.path.basename(str(argv[0])) or "cli"
+    if name.startswith(_INTERPRETERS) and len(argv) > 1 and not str(argv[1]).startswith("-"):
+        return os.path.basename(str(argv[1])) or name
+    return name
+
+
 def _config_from(options: Mapping[str, Any]) -> CliConfig:
     return CliConfig.model_validate({k: v for k, v in options.items() if k not in ("base_url", "api_key_env")})
 
@@ -147,7 +161,7 @@ def spec_defaults(data: dict[str, Any]) -> dict[str, Any]:
             argv = shlex.split(cmd) if isinstance(cmd, str) else list(cmd or [])
         except (ValueError, TypeError):
             argv = []
-        out["model_name"] = os.path.basename(str(argv[0])) if argv and str(argv[0]).strip() else "cli"
+        out["model_name"] = command_label([str(a) for a in argv]) if argv and str(argv[0]).strip() else "cli"
     out.setdefault("max_attempts", 1)
     timeout = cfg.get("timeout", 60.0)
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
@@ -340,7 +354,7 @@ class CliProvider:
             raise ProviderError("config", f"cannot start {argv[0]!r}: {e.strerror or e}") from None
 
     def _report(self, request: CompletionRequest, **fields: Any) -> dict[str, Any]:
-        report = {"mode": self.config.mode, "command": os.path.basename(self.config.argv[0]), **fields}
+        report = {"mode": self.config.mode, "command": command_label(self.config.argv), **fields}
         self._reports[id(request)] = report
         return report
 
@@ -647,6 +661,7 @@ __all__ = [
     "CliConfig",
     "CliProvider",
     "check_config",
+    "command_label",
     "process_problems",
     "reply_text",
     "spec_defaults",
