@@ -589,3 +589,41 @@ def test_headless_output_piped_is_one_line_per_event_never_wrapped(tmp_path: Pat
     ticks = [line for line in lines if line.startswith("tick ")]
     assert len(ticks) == 3 and all(line.rstrip().endswith(line.split("total ")[1]) and "spend" in line for line in ticks)
     assert len(lines) == 7  # 3 ticks, 3 errors, the stop line: nothing wrapped onto a line of its own
+
+
+async def test_aborting_the_tick_ends_a_cli_turn_in_flight(tmp_path: Path) -> None:
+    import asyncio
+
+    marker = f"abort-{os.getpid()}-{time.monotonic_ns()}"
+    hang = script(tmp_path, "hang", """
+        import subprocess, sys, time
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", sys.argv[1] + "-grandchild"])
+        print("working", flush=True)
+        time.sleep(120)
+    """)
+    root = make_org(tmp_path / "o", {"tool": {"model": "m"}}, models={"m": cli_model([sys.executable, hang, marker])})
+    engine = Engine(load_org(root))
+    task = asyncio.create_task(engine.run(ticks=3))
+    deadline = time.monotonic() + 20
+    while len(pids_with(marker)) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    engine.abort_tick()  # the operator's abort: nothing of the tick is committed; paused
+    while not engine.paused:
+        await asyncio.sleep(0.02)
+    assert engine.tick == 0
+    assert wait_gone(marker, 5) == []
+    engine.stop()
+    await asyncio.wait_for(task, 10)
+
+
+def test_run_once_with_sim_runs_lemmings_layout_without_keys(tmp_path: Path) -> None:
+    from tests.support.lemming_layout import write_lemming_org
+
+    root = write_lemming_org(tmp_path / "lem")
+    r = lemming("run-once", "--sim", "--org", root, "--no-record", "--json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    finished = {e["agent"]: e["record"] for e in events if e["type"] == "turn_finished"}
+    assert finished and all(rec["status"] == "ok" for rec in finished.values())
+    assert finished["echo_cli"]["provider"] == "cli" and finished["manager"]["provider"] == "sim"
