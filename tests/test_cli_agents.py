@@ -24,6 +24,7 @@ from lemming.engine.process_group import agent_workspace, child_env, expand_env_
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig, ProviderError, TextDelta
 from lemming.engine.providers.cli import CliProvider, reply_text
 from tests.conftest import REPO, make_org
+from tests.test_store_crash import canonical_export, run_ids
 
 LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
 
@@ -469,18 +470,6 @@ def test_validate_reports_unknown_providers_and_bad_cli_entries_as_file_field_me
 # --- whole runs, as separate processes ----------------------------------------------------------
 
 
-def runs_in(db: Path) -> list[dict]:
-    r = lemming("runs", "--json", "--db", db)
-    assert r.returncode == 0, r.stderr
-    return [json.loads(line) for line in r.stdout.splitlines()]
-
-
-def canonical_export(db: Path, run: str) -> list[str]:
-    r = lemming("export", run, "--canonical", "--db", db)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.splitlines()
-
-
 def test_kill_9_with_a_cli_turn_in_flight_leaves_no_process_and_resumes_identically(tmp_path: Path) -> None:
     marker = f"inflight-{os.getpid()}-{time.monotonic_ns()}"
     control = tmp_path / "control"
@@ -507,7 +496,7 @@ def test_kill_9_with_a_cli_turn_in_flight_leaves_no_process_and_resumes_identica
     ref_db = tmp_path / "ref.db"
     r = lemming("run", "--headless", "--org", root, "--ticks", n, "--seed", seed, "--db", ref_db, "--no-watch")
     assert r.returncode == 0, r.stderr
-    (ref,) = runs_in(ref_db)
+    (ref,) = run_ids(ref_db)
     reference = canonical_export(ref_db, ref["id"])
     assert sum('"type": "tick_completed"' in line for line in reference) == n
 
@@ -534,7 +523,7 @@ def test_kill_9_with_a_cli_turn_in_flight_leaves_no_process_and_resumes_identica
         time.sleep(0.05)
     assert orphaned_reapers() == []  # and the killed run's reaper itself is gone
 
-    (info,) = runs_in(db)
+    (info,) = run_ids(db)
     assert info["status"] == "interrupted" and info["ticks"] == 3
     (control / "slow").unlink()
     r = lemming("resume", info["id"], "--db", db, "--org", root)
@@ -561,7 +550,7 @@ def test_lemmings_published_layout_runs_20_ticks_with_sim_and_no_key(tmp_path: P
     assert out[0].startswith("--sim: the sim serves 9 API model(s)") and "cli models run as they are" in out[0]
     ticks = [line for line in out if line.startswith("tick ")]
     assert len(ticks) == 20 and not any("failed" in line for line in ticks)
-    (info,) = runs_in(db)
+    (info,) = run_ids(db)
     events = [json.loads(line) for line in canonical_export(db, info["id"])]
     started = events[0]
     assert started["type"] == "run_started"
@@ -627,3 +616,11 @@ def test_run_once_with_sim_runs_lemmings_layout_without_keys(tmp_path: Path) -> 
     finished = {e["agent"]: e["record"] for e in events if e["type"] == "turn_finished"}
     assert finished and all(rec["status"] == "ok" for rec in finished.values())
     assert finished["echo_cli"]["provider"] == "cli" and finished["manager"]["provider"] == "sim"
+
+
+async def test_a_prompt_too_long_for_an_argument_says_to_use_stdin(tmp_path: Path) -> None:
+    provider = CliProvider(ProviderConfig("cli", options={"command": ["echo"]}))
+    with pytest.raises(ProviderError, match='use "input": "stdin"'):
+        await collect(provider, request("x" * 300_000, root=tmp_path))
+    via_stdin = CliProvider(ProviderConfig("cli", options={"command": ["wc", "-c"], "input": "stdin"}))
+    assert (await collect(via_stdin, request("x" * 300_000, root=tmp_path)))[0].strip() == "300000"

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import json
 import os
 import shlex
@@ -90,7 +91,7 @@ class CliConfig(BaseModel):
     command: list[str] | str
     cwd: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
-    timeout: float = Field(default=60.0, gt=0, le=86_400)
+    timeout: float = Field(default=60.0, gt=0, le=3_500)  # (the engine's guard is at most an hour)
     prevent_arg_injection: bool = True
     input: Literal["arg", "stdin"] = "arg"
     mode: Literal["per_turn", "stateful"] = "per_turn"
@@ -351,10 +352,34 @@ class CliProvider:
         try:
             return await process_group.spawn(argv, cwd=cwd, env=env, stdin=stdin, limit=self.config.max_output_bytes + 4096)
         except OSError as e:
-            raise ProviderError("config", f"cannot start {argv[0]!r}: {e.strerror or e}") from None
+            hint = ""
+            if e.errno == errno.E2BIG:
+                hint = '; the prompt is too long for a command-line argument: use "input": "stdin"'
+            raise ProviderError("config", f"cannot start {argv[0]!r}: {e.strerror or e}{hint}") from None
 
-    def _report(self, request: CompletionRequest, **fields: Any) -> dict[str, Any]:
-        report = {"mode": self.config.mode, "command": command_label(self.config.argv), **fields}
+    def _report(
+        self,
+        request: CompletionRequest,
+        t0: float,
+        *,
+        stderr: CappedText,
+        stdout_bytes: int,
+        stdout_truncated: bool,
+        timed_out: bool,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Record how the process did for this request (what `take_report` hands the engine)."""
+        report = {
+            "mode": self.config.mode,
+            "command": command_label(self.config.argv),
+            **fields,
+            "timed_out": timed_out,
+            "stdout_bytes": stdout_bytes,
+            "stdout_truncated": stdout_truncated,
+            "stderr": stderr.text,
+            "stderr_truncated": stderr.truncated,
+            "duration_ms": round((time.monotonic() - t0) * 1000, 3),
+        }
         self._reports[id(request)] = report
         return report
 
@@ -432,15 +457,8 @@ class CliProvider:
                     feed.cancel()
         code = proc.returncode
         report = self._report(
-            request,
-            exit_code=code,
-            timed_out=timed_out,
-            killed=killed,
-            stdout_bytes=total,
-            stdout_truncated=truncated,
-            stderr=stderr.text,
-            stderr_truncated=stderr.truncated,
-            duration_ms=round((time.monotonic() - t0) * 1000, 3),
+            request, t0, stderr=stderr, stdout_bytes=total, stdout_truncated=truncated, timed_out=timed_out,
+            exit_code=code, killed=killed,
         )
         out_text = "".join(parts)
         usage = Usage(_estimate(prompt), _estimate(out_text), estimated=True)
@@ -475,9 +493,14 @@ class CliProvider:
     async def _end_session(self, s: _Session) -> None:
         if s.proc.stdin is not None:
             try:
-                s.proc.stdin.close()
+                s.proc.stdin.close()  # a well-behaved program ends at the end of its input
             except (OSError, RuntimeError):
                 pass
+            if s.proc.returncode is None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(s.proc.wait()), min(0.5, self.config.kill_grace))
+                except TimeoutError:
+                    pass
         try:
             await process_group.end_group(s.proc, self.config.kill_grace)
         finally:
@@ -560,16 +583,8 @@ class CliProvider:
         await asyncio.sleep(0)  # let the stderr drain catch up with what the turn printed
         stderr = s.stderr.take()
         report = self._report(
-            request,
-            exit_code=s.proc.returncode,
-            pid_starts=s.starts,
-            restarted=restarted,
-            timed_out=timed_out,
-            stdout_bytes=total,
-            stdout_truncated=truncated,
-            stderr=stderr.text,
-            stderr_truncated=stderr.truncated,
-            duration_ms=round((time.monotonic() - t0) * 1000, 3),
+            request, t0, stderr=stderr, stdout_bytes=total, stdout_truncated=truncated, timed_out=timed_out,
+            exit_code=s.proc.returncode, starts=s.starts, restarted=restarted,
         )
         out_text = "".join(parts)
         usage = Usage(_estimate(prompt), _estimate(out_text), estimated=True)
