@@ -624,3 +624,24 @@ async def test_a_prompt_too_long_for_an_argument_says_to_use_stdin(tmp_path: Pat
         await collect(provider, request("x" * 300_000, root=tmp_path))
     via_stdin = CliProvider(ProviderConfig("cli", options={"command": ["wc", "-c"], "input": "stdin"}))
     assert (await collect(via_stdin, request("x" * 300_000, root=tmp_path)))[0].strip() == "300000"
+
+
+def test_the_kernel_ends_a_child_whose_run_is_killed_even_without_the_reaper(tmp_path: Path) -> None:
+    marker = f"pdeathsig-{os.getpid()}-{time.monotonic_ns()}"
+    parent = script(tmp_path, "parent", f"""
+        import asyncio
+        from lemming.engine import process_group
+        process_group.Reaper.watch = lambda self, pgid: None  # the kernel's parent-death signal alone
+        async def main():
+            p = await process_group.spawn(["{sys.executable}", "-c", "import time; time.sleep(300)", "{marker}"], cwd="/", env={{"PATH": "/usr/bin:/bin"}})
+            print(p.pid, flush=True)
+            await asyncio.sleep(300)
+        asyncio.run(main())
+    """)
+    p = subprocess.Popen([sys.executable, parent], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.stdout is not None
+    child = int(p.stdout.readline())
+    assert child in pids_with(marker)
+    p.kill()
+    p.wait(timeout=10)
+    assert wait_gone(marker, 5) == []

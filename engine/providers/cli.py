@@ -341,6 +341,8 @@ class CliProvider:
         if "/" in program:
             if not os.path.isabs(program):
                 program = str(root / program)
+            if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+                raise ProviderError("config", f"command {program!r} is not an executable file")
         else:
             found = shutil.which(program, path=env["PATH"])
             if found is None:
