@@ -645,3 +645,27 @@ def test_the_kernel_ends_a_child_whose_run_is_killed_even_without_the_reaper(tmp
     p.kill()
     p.wait(timeout=10)
     assert wait_gone(marker, 5) == []
+
+
+async def test_a_string_command_a_relative_cwd_and_an_unset_reference(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "o"
+    (root / "projects" / "app").mkdir(parents=True)
+    make_org(
+        root,
+        {"tool": {"model": "where"}, "other": {"model": "needs_token"}},
+        models={
+            "where": cli_model(f"{sys.executable} -c 'import os; print(os.getcwd())'", cwd="projects/app"),
+            "needs_token": cli_model(["echo"], env={"T": "${env.CLI_TEST_TOKEN_XYZ}"}),
+        },
+    )
+    monkeypatch.setenv("CLI_TEST_TOKEN_XYZ", "present at load")
+    org = load_org(root)  # validates: the variable is set now
+    monkeypatch.delenv("CLI_TEST_TOKEN_XYZ")
+    engine = Engine(org)
+    sub = engine.subscribe()
+    await engine.run(ticks=1)
+    events = sub.drain()
+    (where,) = turns(events, "tool")
+    assert Path(where.raw_output.strip()).resolve() == (root / "projects" / "app").resolve()
+    (other,) = turns(events, "other")  # unset since: a config error on the turn, the run goes on
+    assert other.status == "provider" and "config: provider_config.env: ${env.CLI_TEST_TOKEN_XYZ} is not set" in other.error
