@@ -64,6 +64,8 @@ from lemming.engine.providers.base import ChatMessage, CompletionRequest, Provid
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
 from lemming.engine.providers.structured import StructuredOutput
+from lemming.engine.providers import cli as cli_provider
+from lemming.engine.sim_mode import keep_simulated
 from lemming.engine.state import OrgState
 from lemming.engine.tools.create_agent import AGENTS_AREA, apply_created
 from lemming.engine.tools.files import apply_changes
@@ -565,6 +567,7 @@ class Engine:
 
     def _reload_events(self, new: Org, now: float) -> list[Event]:
         old = self.state.org
+        new = keep_simulated(old, new)  # a `--sim` run stays on the sim
         old_defs = old.definitions()
         new_defs = new.definitions()
         added = tuple(sorted(set(new.agents) - set(old.agents)))
@@ -857,6 +860,8 @@ class Engine:
             timeout=spec.timeout,
             seed=self.seed,
             reply_format=self.structured.format_for(plan["key"], spec, plan["tools"]),
+            agent=plan["name"],
+            org_root=str(self.state.org.root),
         )
 
     def _turn_now(self, plan: dict[str, Any]) -> _TurnOutcome | None:
@@ -966,6 +971,9 @@ class Engine:
                 return await self._tool_rounds(plan, rec, provider, spec, parsed, first[3])
             r0 = time.monotonic()
             result = await self._call(plan, provider, spec, request, 1)
+            take_report = getattr(provider, "take_report", None)  # a cli agent's process report
+            if take_report is not None:
+                rec.process = take_report(request)
             rec.raw_output = result.text
             rec.attempts = result.attempts
             rec.reply_schema = self.structured.record_value(plan["key"], result.reply_format_sent)
@@ -1001,13 +1009,18 @@ class Engine:
     def _finish_turn(self, plan: dict[str, Any], rec: TurnRecord, reply: ParsedReply | None = None) -> _TurnOutcome:
         """Read the reply of a call that succeeded (rec.raw_output), one without tool calls."""
         if reply is None:
+            text = rec.raw_output
+            if rec.provider == "cli":  # plain text output becomes a `cli_output` message
+                text = cli_provider.reply_text(text)
             try:
-                reply = parse_reply(rec.raw_output)
+                reply = parse_reply(text)
             except ContractViolation as e:
                 rec.status, rec.error = "contract", f"contract violation: {e}"
                 return self._outcome(plan, rec, None)
         rec.parsed = reply.to_dict()
         rec.violations = list(reply.violations)
+        if rec.process is not None:
+            rec.violations.extend(cli_provider.process_problems(rec.process))
         if reply.repaired:
             rec.violations.append(f"repaired: {reply.repaired}")
         return self._outcome(plan, rec, reply)

@@ -100,6 +100,9 @@ class TurnRecord:
     #: took the call without it; why is in `retries`), "dropped" (not sent: refused earlier
     #: in this run) or "" (not sent: off for this model).
     reply_schema: str = ""
+    #: A command-line agent's process: exit code, signal, stderr (capped), duration,
+    #: whether output was cut, restarts (engine/providers/cli.py). None for API models.
+    process: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON values (what `from_dict` reads back)."""
@@ -394,4 +397,7 @@ def canonical(d: dict[str, Any]) -> dict[str, Any]:
         rec = out.get(k)
         if isinstance(rec, dict):
             out[k] = record_without_clock(rec) if k == "record" else {kk: vv for kk, vv in rec.items() if kk not in WALL_CLOCK_FIELDS}
+            proc = out[k].get("process")
+            if isinstance(proc, dict):  # a cli turn's duration is wall-clock time too
+                out[k]["process"] = {kk: vv for kk, vv in proc.items() if kk not in WALL_CLOCK_FIELDS}
     return out

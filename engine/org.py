@@ -251,7 +251,19 @@ def _load_entries(root: Path, names: tuple[str, ...], model: type[BaseModel], sh
 
 
 def load_models(root: Path, problems: list[str]) -> dict[str, ModelSpec]:
-    return _load_entries(root, ("models.json", "lemming/config/models.json"), ModelSpec, "model key → model spec", problems)
+    names = ("models.json", "lemming/config/models.json")
+    models = _load_entries(root, names, ModelSpec, "model key → model spec", problems)
+    if models:
+        # What would fail every turn of an entry is said before any run: an unknown
+        # provider, a cli entry without a command or with a program not on PATH.
+        from lemming.engine.providers.registry import check_spec
+
+        path = _first_existing(root, *names)
+        rel = _rel(root, path) if path is not None else names[0]
+        for key, spec in models.items():
+            for where, message in check_spec(spec):
+                problems.append(f"{rel}: {shown_key(key)}.{where}: {message}")
+    return models
 
 
 def load_credits(root: Path, problems: list[str]) -> dict[str, CreditsEntry]:

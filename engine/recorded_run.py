@@ -24,6 +24,7 @@ from typing import Any
 from lemming.engine.engine import Engine
 from lemming.engine.org import Org, OrgInvalid, load_org
 from lemming.engine.providers.registry import ProviderRegistry
+from lemming.engine.sim_mode import sim_served, simulated
 from lemming.engine.replay import fork_state
 from lemming.engine.state import OrgState
 from lemming.engine.store import RunInfo, RunStore, StoreError, default_db_path, detached, writer_alive
@@ -44,6 +45,9 @@ class RunSettings:
     sim: dict[str, Any] = field(default_factory=dict)
     #: A state snapshot is recorded at least every this many ticks.
     snapshot_every: int = 100
+    #: `--sim`: every API model is served by the sim (cli models run as they are), so an
+    #: organisation runs without keys. The recorded definitions say so (see `simulated`).
+    sim_only: bool = False
 
     def replace(self, **changes: Any) -> "RunSettings":
         """These settings with `changes` (None values are ignored: the default stays)."""
@@ -68,6 +72,8 @@ def build_engine(
 ) -> Engine:
     """An engine on `org` (a loaded Org, or a folder: raises OrgInvalid with every problem)."""
     loaded = org if isinstance(org, Org) else load_org(org)
+    if settings.sim_only:
+        loaded = simulated(loaded)
     registry = ProviderRegistry(loaded.models, overrides={"sim": dict(settings.sim)} if settings.sim else None)
     return Engine(
         loaded,
@@ -260,9 +266,11 @@ def _unstarted_state(info: RunInfo) -> OrgState:
         org = load_org(info.org_path)
     except OrgInvalid as e:
         raise StoreError(f"run {info.id} recorded nothing yet and {info.org_path} does not load: {e.problems[0]}") from None
-    if info.definitions_hash and org.definitions_hash() != info.definitions_hash:
+    if info.definitions_hash and info.definitions_hash not in (org.definitions_hash(), simulated(org).definitions_hash()):
         raise StoreError(f"run {info.id} recorded nothing yet and its definitions have changed on disk since; start a new run")
+    if info.definitions_hash == simulated(org).definitions_hash() != org.definitions_hash():
+        org = simulated(org)  # it was started with --sim
     return OrgState.initial(org)
 
 
-__all__ = ["CONTROL_ROOM", "HEADLESS", "RecordedRun", "RunSettings", "build_engine"]
+__all__ = ["CONTROL_ROOM", "HEADLESS", "RecordedRun", "RunSettings", "build_engine", "sim_served", "simulated"]

@@ -179,6 +179,15 @@ class ModelSpec(BaseModel):
             return v
         shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."
         raise ValueError(f'must be true, false or "auto", not {shown}')
+    @model_validator(mode="before")
+    @classmethod
+    def _cli_defaults(cls, data: Any) -> Any:
+        # LeMMing's cli entries name no model; a command is not retried by default.
+        if isinstance(data, dict) and data.get("provider") == "cli":
+            from lemming.engine.providers.cli import spec_defaults
+
+            return spec_defaults(data)
+        return data
 
     @model_validator(mode="after")
     def _base_url_from_config(self) -> "ModelSpec":

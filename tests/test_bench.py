@@ -23,6 +23,7 @@ REQUIRED = {
     "tools": {"file_read_us", "file_write_us", "shell_echo_ms", "bwrap_startup_ms", "process_ms"},
     "structured": {"turns", "contract_rate_off", "contract_rate_on", "repaired_rate_off", "repaired_rate_on",
                    "schema_sent_rate_on", "us_per_turn_off", "us_per_turn_on"},
+    "cli": {"agents", "per_turn_tick_ms", "per_turn_turn_ms", "stateful_tick_ms", "stateful_turn_ms"},
 }
 
 

@@ -21,6 +21,7 @@ ErrorKind = Literal[
     "bad_request",  # 4xx other than 429: retrying cannot help
     "config",  # our configuration is wrong (unknown model, missing key variable)
     "too_long",  # the reply ran past what max_tokens allows: the provider ignored it
+    "process",  # a command-line agent's program failed (exit code, signal, died mid-turn)
 ]
 
 RETRYABLE_KINDS: frozenset[str] = frozenset(
@@ -61,6 +62,9 @@ class CompletionRequest:
     seed: int | None = None
     #: The reply schema to send as structured output (None: send none).
     reply_format: ReplyFormat | None = None
+    #: Who asks and where (a command-line agent runs in the agent's workspace).
+    agent: str = ""
+    org_root: str | None = None
 
 
 @dataclass(slots=True)

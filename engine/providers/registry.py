@@ -21,6 +21,7 @@ ADAPTERS: dict[str, tuple[str, str]] = {
     "openai": ("lemming.engine.providers.openai", "OpenAIProvider"),
     "anthropic": ("lemming.engine.providers.anthropic", "AnthropicProvider"),
     "ollama": ("lemming.engine.providers.ollama", "OllamaProvider"),
+    "cli": ("lemming.engine.providers.cli", "CliProvider"),
 }
 
 #: The environment variable holding each provider's key when models.json names none.
@@ -29,6 +30,7 @@ DEFAULT_KEY_ENV: dict[str, str | None] = {
     "openai": "OPENAI_API_KEY",
     "anthropic": "ANTHROPIC_API_KEY",
     "ollama": None,
+    "cli": None,  # a command-line agent gets no key unless its entry's env names one
 }
 
 #: Models every organisation has, even without a models.json.
@@ -40,7 +42,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
     ),
 }
 
-DEFAULT_CONCURRENCY = {"sim": 1_000, "openai": 32, "anthropic": 16, "ollama": 4}
+DEFAULT_CONCURRENCY = {"sim": 1_000, "openai": 32, "anthropic": 16, "ollama": 4, "cli": 8}
 
 #: Providers whose calls can run in worker processes (`provider_workers` in org.json).
 POOLABLE = frozenset({"openai", "anthropic", "ollama"})
@@ -181,6 +183,18 @@ class ProviderRegistry:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.aclose()
+
+
+def check_spec(spec: ModelSpec, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """What makes a models.json entry unusable, as (field, message): an unknown provider;
+    for a cli entry a missing command, a program not on PATH, an unset `${env.NAME}`."""
+    if spec.provider not in ADAPTERS:
+        return [("provider", f"unknown provider {spec.provider!r}; known: {', '.join(sorted(ADAPTERS))}")]
+    if spec.provider == "cli":
+        from lemming.engine.providers.cli import check_config
+
+        return check_config(spec.provider_config, env)
+    return []
 
 
 def _freeze(v: object) -> object:

@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "memory": ("RSS at ticks 10k, 50k, 100k of a demo-shaped run that never goes broke", "growth < 10 MB from the first mark to the last"),
     "tools": ("a tool call: file_read, file_write, sandboxed shell `echo`, bubblewrap alone", "file_read ≤ 200 µs; shell ≤ 100 ms"),
     "structured": ("unreadable replies of the sim at malformed_rate 0.15, reply schema off / on", "contract rate with the schema = 0"),
+    "cli": ("8 command-line agents: per turn (`echo`) and stateful (JSON lines)", "per turn ≤ 10 ms/turn of overhead; stateful ≤ 5 ms/turn"),
 }
 
 FIGURE_KEYS = {
@@ -50,6 +51,7 @@ FIGURE_KEYS = {
     "memory": ["rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"],
     "tools": ["file_read_us", "file_write_us", "shell_echo_ms", "bwrap_startup_ms", "process_ms"],
     "structured": ["contract_rate_off", "contract_rate_on", "repaired_rate_off", "repaired_rate_on", "us_per_turn_off", "us_per_turn_on"],
+    "cli": ["per_turn_tick_ms", "per_turn_turn_ms", "stateful_tick_ms", "stateful_turn_ms"],
 }
 
 
@@ -98,6 +100,10 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.structured import bench_structured
 
         return [bench_structured(quick=quick)]
+    if name == "cli":
+        from lemming.tui.bench.cli import bench_cli
+
+        return [bench_cli(quick=quick)]
     if name == "startup":
         return [{"bench": "startup", **bench_startup(profile=profile and os.path.join(profile, "startup"))}]
     raise ValueError(f"unknown benchmark {name!r}")

@@ -125,6 +125,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             console.print(f"last turn: tick {last.tick}, {last.status}, {last.usage.input_tokens}+{last.usage.output_tokens} tokens, cost {last.cost:.6f}")
             if last.error:
                 console.print(f"[red]error: {shown(last.error)}[/]")
+            proc = last.process
+            if proc:  # a command-line agent: how its program ended
+                console.print(
+                    f"process: {shown(str(proc.get('command')))} exit {proc.get('exit_code')}"
+                    + (", timed out" if proc.get("timed_out") else "")
+                    + f", {proc.get('stdout_bytes', 0)} bytes out"
+                    + (" (cut off)" if proc.get("stdout_truncated") else "")
+                    + f", {float(proc.get('duration_ms') or 0) / 1000:.2f} s"
+                )
+                if str(proc.get("stderr") or "").strip():
+                    console.print(f"stderr: {shown(str(proc['stderr'])[-2000:])}")
             console.print(f"reply: {shown(last.raw_output[:2000])}")
     console.print(f"\ninstructions:\n{shown(r.instructions)}")
     return EXIT_OK

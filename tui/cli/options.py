@@ -29,6 +29,14 @@ def add_sim_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sim-malformed-rate", type=float, default=None, metavar="P", help="share of sim replies that are malformed (0-1)")
 
 
+def add_sim_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--sim",
+        action="store_true",
+        help="serve every API model (openai, anthropic, ollama) with the offline sim: no keys needed; cli models run as they are",
+    )
+
+
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:
@@ -62,6 +70,7 @@ def run_settings(args: argparse.Namespace, defaults: RunSettings) -> RunSettings
         "paused": getattr(args, "paused", None) or None,
         "concurrency": getattr(args, "concurrency", None),
         "snapshot_every": getattr(args, "snapshot_every", None),
+        "sim_only": getattr(args, "sim", None) or None,
     }
     return defaults.replace(sim=sim, **changes)
 

@@ -24,10 +24,20 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 
+def line_console(*, stderr: bool = False) -> Console:
+    """A console for progress lines: on a terminal it fits the window; piped or
+    redirected (a file, `| grep`, a CI log) it prints one line per event, never wrapped
+    inside a word, whatever COLUMNS says."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console.soft_wrap = True
+    return console
+
+
 @lru_cache(maxsize=1)
 def err_console() -> Console:
-    """The console on stderr."""
-    return Console(stderr=True)
+    """The console on stderr (one line per message when stderr is not a terminal)."""
+    return line_console(stderr=True)
 
 
 def fail(message: str, code: int = EXIT_FAIL) -> int:

@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, run_settings
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, run_settings
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
 
 
@@ -35,6 +35,7 @@ def add_tui_args(p: argparse.ArgumentParser) -> None:
     _add_screen_args(p)
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
     p.add_argument("--no-watch", action="store_true", help="do not hot-reload agent files")
+    add_sim_flag(p)
     add_sim_args(p)
 
 

@@ -34,10 +34,10 @@ from lemming.engine.events import (
     TurnFinished,
 )
 from lemming.engine.plainjson import printable
-from lemming.engine.recorded_run import HEADLESS, RecordedRun, build_engine
+from lemming.engine.recorded_run import HEADLESS, RecordedRun, build_engine, sim_served
 from lemming.engine.store import StoreError
-from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, load_or_report, positive_int, run_settings
-from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, err_console, fail
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, load_or_report, positive_int, run_settings
+from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, err_console, fail, line_console
 
 
 class ProgressPrinter:
@@ -154,13 +154,20 @@ async def run_headless(engine: Engine, args: argparse.Namespace, console: Consol
 
 
 async def _run(args: argparse.Namespace, one_tick: bool = False) -> int:
-    console = Console(highlight=False)
+    console = line_console()
     org = load_or_report(args.org)
     if org is None:
         return EXIT_FAIL
     ticks = 1 if one_tick else args.ticks
     settings = run_settings(args, HEADLESS)
     engine = build_engine(org, settings)
+    if settings.sim_only and not args.json:
+        served = sim_served(engine.org)
+        shown = ", ".join(served[:6]) + (f" and {len(served) - 6} more" if len(served) > 6 else "")
+        console.print(
+            f"--sim: the sim serves {len(served)} API model(s){': ' + escape(shown) if served else ''}; cli models run as they are",
+            highlight=False,
+        )
     watcher = None
     if not one_tick and not getattr(args, "no_watch", True):
         from lemming.engine.watch import watch_org
@@ -208,6 +215,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="record a state snapshot at least every TICKS ticks (default 100; fewer means faster seeks, a bigger file)",
     )
     p.add_argument("--no-watch", action="store_true", help="do not hot-reload agent files")
+    add_sim_flag(p)
     add_sim_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -217,5 +225,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-record", action="store_true")
+    add_sim_flag(p)
     add_sim_args(p)
     p.set_defaults(func=cmd_run_once, ticks=1, tokens=False, no_watch=True, concurrency=None, interval=None)

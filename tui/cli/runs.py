@@ -22,7 +22,7 @@ from lemming.engine.recorded_run import HEADLESS, RecordedRun
 from lemming.engine.replay import Exporter
 from lemming.engine.store import RunStore, StoreError
 from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, run_settings
-from lemming.tui.cli.output import EXIT_OK, fail
+from lemming.tui.cli.output import EXIT_OK, fail, line_console
 from lemming.tui.cli.run import run_headless
 
 
@@ -114,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def _continue(args: argparse.Namespace, fork: bool) -> int:
-    console = Console(highlight=False)
+    console = line_console()
     db = db_path(args)
     settings = run_settings(args, HEADLESS)
     if fork:

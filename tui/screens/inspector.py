@@ -49,6 +49,8 @@ def summary_text(rec: TurnRecord, *, wall_clock: bool = True) -> Text:
     for line in rec.retries:  # a turn that succeeded after retries: why the others failed
         row("retried", line, "yellow")
     row("prompt", f"{len(rec.prompt)} messages · hash {rec.prompt_hash}")
+    if rec.process:
+        process_rows(t, rec.process, wall_clock=wall_clock)
     if rec.violations:
         t.append("violations\n", "bold")
         for v in rec.violations:
@@ -89,6 +91,39 @@ def _schema_row(rec: TurnRecord) -> tuple[str, str, str]:
     if rec.reply_schema == "dropped":
         return "schema", "not sent: the server refused it earlier in this run", "yellow"
     return "schema", "not sent (structured_output is off for this model)", "dim"
+
+
+def process_rows(t: Text, proc: dict, *, wall_clock: bool = True) -> None:
+    """A command-line agent's process: exit, duration, output sizes, stderr (its tail)."""
+    code = proc.get("exit_code")
+    if proc.get("timed_out"):
+        exit_text, style = "timed out; its process group was ended", "bold red"
+    elif code is None:
+        exit_text, style = "still running (stateful)", ""
+    elif code < 0:
+        exit_text, style = f"killed by signal {-code}", "bold red"
+    else:
+        exit_text, style = f"exit code {code}", "bold green" if code == 0 else "bold red"
+    mode = str(proc.get("mode", "")).replace("_", " ")
+    if proc.get("restarted"):
+        mode += ", restarted"
+    t.append(f"{'process':<12}", "bold")
+    t.append(printable(f"{proc.get('command', '?')} ({mode}) · "))
+    t.append(printable(exit_text) + "\n", style)
+    if wall_clock and isinstance(proc.get("duration_ms"), (int, float)):
+        t.append(f"{'duration':<12}", "bold")
+        t.append(f"{proc['duration_ms'] / 1000:.2f} s\n")
+    out = f"{proc.get('stdout_bytes', 0):,} bytes" + (" (cut off at the cap)" if proc.get("stdout_truncated") else "")
+    t.append(f"{'stdout':<12}", "bold")
+    t.append(out + "\n", "yellow" if proc.get("stdout_truncated") else "")
+    err = str(proc.get("stderr") or "")
+    t.append(f"{'stderr':<12}", "bold")
+    if not err.strip():
+        t.append("(empty)\n", "italic")
+    else:
+        t.append("(last part only)\n" if proc.get("stderr_truncated") else "\n", "italic")
+        for line in err.rstrip("\n").splitlines()[-40:]:
+            t.append(f"  {printable(line)}\n", "red")
 
 
 def prompt_text(rec: TurnRecord) -> Text:

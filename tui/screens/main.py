@@ -28,6 +28,7 @@ from lemming.tui.widgets.graph import MessageGraph
 from lemming.tui.widgets.line_table import AgentTable, LineTable
 from lemming.tui.widgets.pane_tabs import PANES, PaneTabs
 from lemming.tui.widgets.roster import Roster
+from lemming.engine.sim_mode import sim_served
 from lemming.tui.widgets.status_bar import StatusBar
 from lemming.tui.widgets.stream import TokenStream
 from lemming.tui.widgets.timeline import Timeline
@@ -97,6 +98,7 @@ class MainScreen(Screen[None]):
         status.org_name = self.source.org.name
         status.unsandboxed = getattr(self.source.org.settings, "sandbox", "bwrap") == "none"
         status.run_id = self.source.run_id
+        status.sim = bool(sim_served(self.source.org))  # a `--sim` run says so
         status.tick = self.source.tick
         status.interval = self.source.state.interval
         status.mode = "PAUSED" if self.source.state.paused else "LIVE"

@@ -66,6 +66,7 @@ class StatusBar(Widget):
         self.failed = 0
         self.note = ""  # e.g. "pane crashed" — shown in the error colour
         self.recording = False
+        self.sim = False  # `--sim`: the sim serves the API models
         self.rejected = 0  # agent files whose current content was rejected (hot reload)
         self.unsandboxed = False  # org.json "sandbox": "none": shell commands run on the host
         self._ticks: deque[float] = deque(maxlen=12)
@@ -103,6 +104,8 @@ class StatusBar(Widget):
         t.append(f" {self.org_name} ", value)
         mode_style = self.get_component_rich_style(MODE_CLASS.get(self.mode, "status-bar--live"))
         t.append(f" {self.mode} ", mode_style)
+        if self.sim:
+            t.append(" SIM ", self.get_component_rich_style("status-bar--replay"))
         t.append(" tick ", lab)
         t.append(str(self.tick), value)
         t.append("  ", lab)
