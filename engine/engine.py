@@ -15,7 +15,8 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Protocol, Sequence
 
 from lemming.engine import schedule
 from lemming.engine.credits import DEFAULT_MAX_TOKENS, allowance, turn_cost
@@ -143,6 +144,10 @@ class Subscription:
 class Command:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
+    #: Who sent it (an attached operator): recorded in the CommandApplied event's args.
+    by: str | None = None
+    #: Called with the events the command produced once applied (a remote client's answer).
+    done: Callable[[list[Event]], None] | None = None
 
 
 @dataclass(slots=True)
@@ -216,6 +221,7 @@ class Engine:
         self.running = False
         self._subs: set[Subscription] = set()
         self._commands: deque[Command] = deque()
+        self._origin: tuple[str | None, Callable[[list[Event]], None] | None] = (None, None)
         self._wake = asyncio.Event()
         self._step = 0
         self._stop: str | None = None
@@ -255,8 +261,19 @@ class Engine:
     # --- commands ----------------------------------------------------------------------
 
     def _queue(self, name: str, **args: Any) -> None:
-        self._commands.append(Command(name, args))
+        self._commands.append(Command(name, args, *self._origin))
         self._wake.set()
+
+    @contextmanager
+    def commands_from(self, by: str, done: Callable[[list[Event]], None] | None = None) -> Iterator[None]:
+        """Commands queued inside this block are recorded as sent by `by`, and `done` is
+        called with the events each one produced when it is applied (a served run's clients)."""
+        before = self._origin
+        self._origin = (by, done)
+        try:
+            yield
+        finally:
+            self._origin = before
 
     def pause(self) -> None:
         self._queue("pause")
@@ -436,8 +453,18 @@ class Engine:
                 events = self._command_events(cmd)
             except ValueError as e:
                 events = [CommandRejected(self.state.tick, cmd.name, str(e), self.clock())]
+            if cmd.by is not None:
+                events = [
+                    CommandApplied(e.tick, e.command, {**e.args, "by": cmd.by}, e.at) if type(e) is CommandApplied else e  # type: ignore[attr-defined]
+                    for e in events
+                ]
             if events:
                 await self._commit(events)
+            if cmd.done is not None:
+                try:
+                    cmd.done(events)
+                except Exception:  # a client's callback never stops the run
+                    pass
 
     def _command_events(self, cmd: Command) -> list[Event]:
         s = self.state
