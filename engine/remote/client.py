@@ -271,6 +271,9 @@ class RemoteEngine:
                 self.running = bool(frame.get("running"))
             elif t == "history":
                 self._publish(protocol.events_of(frame))
+                if not self.running and self.state.stopped is not None:  # resynchronised after the end
+                    await self.client.close()
+                    return f"the run stopped: {self.state.stopped} at tick {self.tick}"
             elif t == "notice":
                 self._publish([CommandRejected(self.tick, "history", str(frame.get("text")))])
             elif t == "bye":
