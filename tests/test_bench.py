@@ -14,6 +14,7 @@ REQUIRED = {
     "concurrency": {"agents", "latency_ms", "limit", "efficiency"},
     "store": {"events_per_s", "bytes_per_turn", "seek_ms_p95"},
     "ui": {"tokens_per_s", "lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"},
+    "attach": {"lag_ms_p50", "lag_ms_p95", "embedded_lag_ms_p50", "embedded_lag_ms_p95", "ms_per_tick_0", "ms_per_tick_n"},
     "replay": {"open_ms", "step_ms_p95"},
     "startup": {"first_paint_ms"},
     "memory": {"rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"},

@@ -153,12 +153,14 @@ async def test_pause_step_send_and_stop_across_processes(served, org_dir: Path) 
         assert [json.loads(line)["payload"]["text"] for line in inbox.stdout.splitlines()][-1] == "the secret word is plover"
         assert "plover" not in lemming("inbox", "alice", org=org_dir).stdout
         await c.request("step", timeout=20)
-        prompts: dict[str, str] = {}
-        while "bob" not in prompts:
+        fired: list[tuple[str, int]] = []
+        while "bob" not in [a for a, _ in fired]:
             frame = await asyncio.wait_for(c.frames.get(), 20)
             for d in frame.get("events", []):
                 if d["type"] == "turn_finished":
-                    prompts[d["agent"]] = json.dumps(d["record"]["prompt"])
+                    assert d["record"]["prompt"] == [] and d["record"]["prompt_hash"]  # lean: fetched on demand
+                    fired.append((d["agent"], d["tick"]))
+        prompts = {a: json.dumps((await c.request("turn", agent=a, tick=t))["record"]["prompt"]) for a, t in fired}
         assert "plover" in prompts["bob"]
         assert not [a for a, p in prompts.items() if a != "bob" and "plover" in p]
 
@@ -206,6 +208,26 @@ async def test_a_killed_client_does_not_disturb_the_run(served) -> None:
         assert (await status(run.socket))["clients"] == 2  # this one and the status probe
     finally:
         await remote.aclose()
+
+
+def test_the_wire_form_reads_back_as_the_event_without_its_prompt(org_dir: Path) -> None:
+    from lemming.engine.events import event_from_dict
+
+    engine = build_engine(org_dir, interval=0.0, sim_tokens_per_s=0)
+    sub = engine.subscribe()
+    asyncio.run(engine.run(ticks=4))
+    events = sub.drain()
+    kinds = set()
+    for ev in events:
+        d = protocol.wire(ev)
+        full = ev.to_dict()
+        if "record" in full:
+            assert d["record"]["prompt"] == [] and full["record"]["prompt"]
+            full["record"]["prompt"] = []
+        assert json.loads(json.dumps(d)) == json.loads(json.dumps(full))
+        assert event_from_dict(json.loads(json.dumps(d))).type == ev.type
+        kinds.add(ev.type)
+    assert {"turn_finished", "message_committed", "token_delta", "tick_completed"} <= kinds
 
 
 # --- bad input, slow clients (in-process server, real socket) ----------------------------
@@ -269,3 +291,55 @@ async def test_a_stalled_client_is_dropped_then_resynchronised(org_dir: Path) ->
         assert remote.resyncs >= 1 and remote.tick == 200
         assert remote.state.credits == engine.state.credits  # the mirror ends where the run did
         assert len(sub)
+
+
+# --- the attached control room ------------------------------------------------------------
+
+
+async def test_the_attached_room_steers_and_detaching_leaves_the_run(org_dir: Path) -> None:
+    from lemming.tui.attach_app import AttachRoom
+
+    engine = build_engine(org_dir, interval=0.05, sim_tokens_per_s=0)
+    async with ControlServer(engine, org_dir) as server:
+        task = asyncio.create_task(engine.run())
+        await asyncio.sleep(0.3)
+        remote = await RemoteEngine.attach(server.path)
+        app = AttachRoom(remote, wall_clock=False, cursor_blink=False, animations=False, config_dir=org_dir / "cfg")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.3)
+            await pilot.press("space")
+            for _ in range(50):
+                if engine.paused:
+                    break
+                await pilot.pause(0.1)
+            assert engine.paused
+            await pilot.pause(0.3)
+            assert app.main.status.mode == "PAUSED"
+            held = engine.tick
+            await pilot.press("n")
+            for _ in range(50):
+                if engine.tick == held + 1:
+                    break
+                await pilot.pause(0.1)
+            await pilot.pause(0.3)
+            assert engine.tick == held + 1 and remote.tick == held + 1
+            # The inspector shows a turn whole: its prompt is fetched from the run.
+            from lemming.tui.screens.inspector import InspectorScreen
+
+            name = app.main.selected_agent
+            await pilot.press("enter")
+            await pilot.pause(0.5)
+            assert isinstance(app.screen, InspectorScreen)
+            assert remote.state.last_turn[name].prompt == engine.state.last_turn[name].prompt != []
+            await pilot.press("escape")
+            await pilot.pause(0.2)
+            await pilot.press("ctrl+d")
+            await pilot.pause(0.2)
+        assert app.detached and "the run goes on" in app.goodbye()
+        await asyncio.sleep(0.2)
+        assert engine.running
+        engine.resume()
+        await asyncio.sleep(0.3)
+        assert engine.tick > held + 1
+        engine.stop()
+        await task

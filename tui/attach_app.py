@@ -115,6 +115,32 @@ class AttachRoom(ControlRoom):
         self.failures.append(repr(error))
         App._handle_exception(self, error)
 
+    async def action_inspect(self) -> None:
+        """The inspector, once the prompts of the turns it may show are fetched: the
+        stream carries turn records without their prompts (most of a run's bytes)."""
+        main = self.main
+        agents = {self.selected_agent} if self.selected_agent else set()
+        if main.focused is main.timeline and main.timeline.selected_tick is not None:
+            row = self.view.row(main.timeline.selected_tick)
+            if row is not None:
+                agents.update(row.failed or row.fired or row.firing)
+        records = []
+        for name in agents:
+            if name in self.view.agents:
+                records.extend(self.view.agents[name].history)
+            last = self.engine.state.last_turn.get(name)
+            if last is not None:
+                records.append(last)
+        missing = [r for r in records if not r.prompt]
+        try:
+            for rec in missing:
+                got = await self.remote.client.request("turn", agent=rec.agent, tick=rec.tick, timeout=5)
+                if got.get("record"):
+                    rec.prompt = got["record"]["prompt"]
+        except Exception as exc:  # the inspector still opens, on what is here
+            self.notify(f"The prompts could not be fetched from the run: {exc}", severity="warning", timeout=5)
+        super().action_inspect()
+
     def action_runs(self) -> None:
         self.notify(f"lemming runs lists the recorded runs; lemming replay {self.remote.run_id} replays this one.", title="Runs", timeout=8)
 

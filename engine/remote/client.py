@@ -245,10 +245,17 @@ class RemoteEngine:
         self._subs.add(sub)
         return sub
 
-    def _publish(self, events: list[Any]) -> None:
+    def _publish(self, events: list[Any], pushed: list[float] | None = None) -> None:
+        """Into every subscription; `pushed` (a measured server's) says when each event left
+        the engine, for a subscription that keeps such times (`push_at`, the benchmark's)."""
         for s in self._subs:
-            for ev in events:
-                s.push(ev)
+            push_at = getattr(s, "push_at", None) if pushed is not None and len(pushed) == len(events) else None
+            if push_at is not None:
+                for ev, t in zip(events, pushed):  # type: ignore[arg-type]
+                    push_at(ev, t)
+            else:
+                for ev in events:
+                    s.push(ev)
 
     # --- the stream ----------------------------------------------------------------------
 
@@ -258,7 +265,7 @@ class RemoteEngine:
         async for frame in self.client.events():
             t = frame["t"]
             if t == "events":
-                self._live(protocol.events_of(frame))
+                self._live(protocol.events_of(frame), frame.get("pushed"))
                 if not self.running and self.state.stopped is not None:
                     await self.client.close()
                     return f"the run stopped: {self.state.stopped} at tick {self.tick}"
@@ -289,7 +296,7 @@ class RemoteEngine:
                 raise ConnectionError(str(frame.get("reason")))
         return "detached"
 
-    def _live(self, events: list[Event]) -> None:
+    def _live(self, events: list[Event], pushed: list[float] | None = None) -> None:
         apply = self.state.apply
         thinking = self.thinking
         for ev in events:
@@ -304,7 +311,7 @@ class RemoteEngine:
             elif t is RunStopped:
                 self.running = False
         self.received += len(events)
-        self._publish(events)
+        self._publish(events, pushed)
 
     # --- commands (sent at once; the engine applies them at its tick boundary) ----------
 

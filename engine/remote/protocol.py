@@ -21,16 +21,20 @@ then sends requests, each with an `id` it chooses; the server answers each one w
   they produced (`stop` when the run has stopped).
 * `inbox {agent, limit}` — what the agent's inbox holds now (or the latest messages).
 * `status` — tick, paused, and each agent's state and credits.
+* `turn {agent, tick}` — one turn record whole, with its prompt (events carry records
+  without their prompts: they are most of a run's bytes).
 
 Events are `Event.to_dict()`; `event_from_dict` reads them back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
-from lemming.engine.events import Event, event_from_dict
+from lemming.engine.events import Event, TokenUsage, TurnRecord, event_from_dict
+from lemming.engine.messages import OutboxEntry
 
 VERSION = 1
 #: The longest frame either side accepts (an inject is limited to 20,000 characters).
@@ -42,6 +46,8 @@ HISTORY_TICKS = 32
 #: Operator commands (what `ctl` and the attached control room send).
 COMMAND_OPS = frozenset({"pause", "resume", "step", "inject", "top_up", "enable", "disable", "interval", "abort", "stop"})
 READ_OPS = frozenset({"subscribe", "inbox", "status", "turn", "bye"})
+#: Events a subscriber's history holds at most (a big organisation's ticks are long).
+HISTORY_EVENTS = 5_000
 OPS = COMMAND_OPS | READ_OPS
 
 
@@ -70,3 +76,37 @@ def decode(line: bytes) -> dict[str, Any]:
 def events_of(frame: dict[str, Any]) -> list[Event]:
     """The events an `events` or `history` frame carries."""
     return [event_from_dict(d) for d in frame.get("events", [])]
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(TurnRecord))
+
+
+def wire(ev: Event) -> dict[str, Any]:
+    """`ev.to_dict()`, the fast way, and lean: the organisation's own values (replies,
+    payloads, memory) are left as they are for json to write, not copied through
+    `to_dict`'s generic walk (the fan-out does this for every event of a served run, on
+    the engine's event loop), and a turn record goes without its prompt — most of a
+    run's bytes; the `turn` request returns a record whole (its `prompt_hash` is kept)."""
+    cls = type(ev)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    d: dict[str, Any] = {"type": cls.type}
+    for name in names:
+        v = getattr(ev, name)
+        if isinstance(v, TurnRecord):
+            v = wire_record(v)
+        elif isinstance(v, OutboxEntry):
+            v = v.to_dict()
+        d[name] = v
+    return d
+
+
+def wire_record(rec: TurnRecord) -> dict[str, Any]:
+    """A turn record's dict without its prompt (see `wire`)."""
+    v = {k: getattr(rec, k) for k in _RECORD_FIELDS}
+    v["prompt"] = []
+    u: TokenUsage = v["usage"]
+    v["usage"] = {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "estimated": u.estimated}
+    return v

@@ -32,9 +32,6 @@ from lemming.engine.remote.protocol import ProtocolError
 QUEUE_BYTES = 8 << 20
 #: Seconds the fan-out lets events gather before it sends a batch (token deltas coalesce).
 FLUSH_SECONDS = 0.02
-#: Events of history kept at most (whatever HISTORY_TICKS says: a big organisation's
-#: ticks are long, and the turn records carry their prompts).
-RING_EVENTS = 20_000
 #: Messages `inbox` returns at most.
 INBOX_LIMIT = 200
 
@@ -138,6 +135,7 @@ class ControlServer:
         queue_bytes: int = QUEUE_BYTES,
         flush: float = FLUSH_SECONDS,
         history_ticks: int = protocol.HISTORY_TICKS,
+        history_events: int = protocol.HISTORY_EVENTS,
         socket_path: Path | None = None,
     ) -> None:
         self.engine = engine
@@ -151,7 +149,8 @@ class ControlServer:
         self.path = socket_path or endpoint.socket_path(self.org_root, engine.run_id)
         self.pointer: Path | None = None
         self.clients: set[_Client] = set()
-        self._ring: deque[Event] = deque(maxlen=RING_EVENTS)
+        #: The last ticks' persistent events as (tick, wire dict): a new subscriber's history.
+        self._ring: deque[tuple[int, Event, dict[str, Any] | None]] = deque(maxlen=history_events)
         self._sub = engine.subscribe(tokens=True)
         self._server: asyncio.base_events.Server | None = None
         self._fanout: asyncio.Task | None = None
@@ -227,27 +226,36 @@ class ControlServer:
         """Keep the batch's history and send it, encoded once, to every subscriber."""
         if not batch:
             return
+        subscribers = [c for c in self.clients if c.subscribed]
+        wire = protocol.wire
+        # With nobody subscribed the history keeps the events, turned into dicts only if
+        # someone subscribes: an unwatched run pays an append per event.
+        dicts: list[dict[str, Any] | None] = [wire(ev) for ev in batch] if subscribers else [None] * len(batch)
         ring = self._ring
-        for ev in batch:
+        for ev, d in zip(batch, dicts):
             if ev.persistent:
-                ring.append(ev)
+                ring.append((ev.tick, ev, d))  # type: ignore[attr-defined]
                 if type(ev) is RunStopped:
                     self._answer_stops(ev.reason)  # type: ignore[attr-defined]
         lo = self.engine.tick - self.history_ticks
-        while ring and ring[0].tick <= lo:  # type: ignore[attr-defined]
+        while ring and ring[0][0] <= lo:
             ring.popleft()
-        subscribers = [c for c in self.clients if c.subscribed]
         if not subscribers:
             return
-        dicts = [ev.to_dict() for ev in batch]
-        full = protocol.encode({"t": "events", "events": dicts})
+        # A measured run (the attach benchmark) subscribes with a timed subscription: the
+        # time each event left the engine goes along, for the lag to the client's screen.
+        times = getattr(self._sub, "last_times", None)
+        if times is not None and len(times) == len(batch):
+            full = protocol.encode({"t": "events", "events": dicts, "pushed": times})
+        else:
+            full = protocol.encode({"t": "events", "events": dicts})
         lean: bytes | None = None
         for c in subscribers:
             if c.tokens:
                 c.offer(full)
             else:
                 if lean is None:
-                    lean = protocol.encode({"t": "events", "events": [d for d in dicts if d["type"] != TokenDelta.type]})
+                    lean = protocol.encode({"t": "events", "events": [d for d in dicts if d["type"] != TokenDelta.type]})  # type: ignore[index]
                 c.offer(lean)
             self.frames_sent += 1
 
@@ -260,7 +268,9 @@ class ControlServer:
         """What the panes read of the live state (no message board, no memory)."""
         s = copy.copy(self.engine.state)
         s.board, s.memory = MessageBoard(), {}
+        s.last_turn = {}
         d = s.to_dict()
+        d["last_turn"] = {a: protocol.wire_record(r) for a, r in self.engine.state.last_turn.items()}
         d["stopped"] = s.stopped
         return {
             "t": "state",
@@ -279,7 +289,7 @@ class ControlServer:
         state = self._state_frame()
         tick = self.engine.tick
         ring = list(self._ring)
-        ring_lo = ring[0].tick if ring else tick + 1  # type: ignore[attr-defined]
+        ring_lo = ring[0][0] if ring else tick + 1
         lo = tick - self.history_ticks + 1 if since is None else since + 1
         client.subscribed = True
         client.holding = [] if lo < ring_lo and self.store_path is not None else None
@@ -293,7 +303,8 @@ class ControlServer:
                           self.engine.org.definitions(), self.engine.org.definitions_hash(),
                           self.engine.parent_run, self.engine.fork_tick, 0.0)
         history.insert(0, head.to_dict())
-        history.extend(ev.to_dict() for ev in ring if ev.tick >= lo)  # type: ignore[attr-defined]
+        wire = protocol.wire
+        history.extend(d if d is not None else wire(ev) for t, ev, d in ring if t >= lo)
         held, client.holding = client.holding or [], None
         client.send(state)
         client.send({"t": "history", "events": history})
@@ -306,14 +317,32 @@ class ControlServer:
     async def _stored_events(self, lo: int, hi: int) -> list[dict[str, Any]]:
         if hi < lo or self.store_path is None:
             return []
+        store = await self._reader()
+        out: list[dict[str, Any]] = []
+        for t in range(lo, hi + 1):
+            out.extend(protocol.wire(ev) for ev in await store.tick_events(self.engine.run_id, t))
+        return out
+
+    async def _reader(self) -> Any:
+        """The run database, opened read-only on its own thread (not the recorder's)."""
         if self._store is None:
             from lemming.engine.store import RunStore
 
-            self._store = await RunStore.open(self.store_path, readonly=True)
-        out: list[dict[str, Any]] = []
-        for t in range(lo, hi + 1):
-            out.extend(ev.to_dict() for ev in await self._store.tick_events(self.engine.run_id, t))
-        return out
+            self._store = await RunStore.open(self.store_path, readonly=True)  # type: ignore[arg-type]
+        return self._store
+
+    async def _turn(self, frame: dict[str, Any]) -> dict[str, Any]:
+        agent = _text(frame, "agent")
+        tick = frame.get("tick")
+        if tick is not None and (not isinstance(tick, int) or isinstance(tick, bool)):
+            raise ProtocolError("turn: tick must be an integer or null")
+        rec = self.engine.state.last_turn.get(agent)
+        if rec is not None and (tick is None or rec.tick == tick):
+            return {"record": rec.to_dict()}
+        if tick is None or self.store_path is None:
+            return {"record": None}
+        got = await (await self._reader()).turn(self.engine.run_id, tick, agent)
+        return {"record": got.to_dict() if got is not None else None}
 
     # --- a connection --------------------------------------------------------------------
 
@@ -439,9 +468,7 @@ class ControlServer:
             client.respond(rid, **self._inbox(frame))
             return None
         if op == "turn":
-            agent = _text(frame, "agent")
-            rec = self.engine.state.last_turn.get(agent)
-            client.respond(rid, record=rec.to_dict() if rec is not None else None)
+            client.respond(rid, **await self._turn(frame))
             return None
         if client.read_only:
             raise ProtocolError(f"{op}: this connection is read-only")
