@@ -265,6 +265,11 @@ async def test_bad_frames_get_one_line_and_the_run_goes_on(org_dir: Path, monkey
         frame = await asyncio.wait_for(c.frames.get(), 5)
         assert "over the limit" in frame["error"]
         await c.close()
+        ro = await ControlClient.connect(server.path, read_only=True)
+        with pytest.raises(RemoteError, match="pause: this connection is read-only"):
+            await ro.request("pause")
+        assert (await ro.request("status"))["running"]
+        await ro.close()
         t = engine.tick
         await asyncio.sleep(0.2)
         assert engine.running and engine.tick > t
@@ -343,3 +348,13 @@ async def test_the_attached_room_steers_and_detaching_leaves_the_run(org_dir: Pa
         assert engine.tick > held + 1
         engine.stop()
         await task
+
+
+def test_serve_attach_sessions_are_read_only_unless_allowed(org_dir: Path) -> None:
+    from lemming.tui.cli import build_parser
+    from lemming.tui.cli.rooms import session_command
+
+    args = build_parser().parse_args(["serve", "--org", str(org_dir), "--attach", "abc"])
+    assert session_command(args).endswith(f"attach --org {org_dir.resolve()} abc --read-only")
+    args = build_parser().parse_args(["serve", "--org", str(org_dir), "--attach", "--allow-live"])
+    assert session_command(args).endswith(f"attach --org {org_dir.resolve()}")

@@ -256,6 +256,20 @@ def cmd_attach(args: argparse.Namespace) -> int:
     return code
 
 
+def attach_command(args: argparse.Namespace) -> str:
+    """`lemming serve --attach [RUN]`: the shell command of each browser session."""
+    import shlex
+
+    argv = [sys.executable, "-m", "lemming.tui.cli", "attach", "--org", str(Path(args.org).resolve())]
+    if args.attach:
+        argv.append(args.attach)
+    if not args.allow_live:
+        argv.append("--read-only")
+    if getattr(args, "theme", None):
+        argv += ["--theme", args.theme]
+    return shlex.join(argv)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `attach`, `send`, `inbox`, `chat` and `ctl` to the `lemming` parser."""
     p = sub.add_parser("attach", help="the control room on a served run (ctrl+d detaches and leaves it running)")
