@@ -13,7 +13,6 @@ only detaches: an attached window that fails or quits never stops the run;
 from __future__ import annotations
 
 import asyncio
-import getpass
 import itertools
 import os
 from pathlib import Path
@@ -73,7 +72,7 @@ class ControlClient:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=protocol.MAX_FRAME + 1), timeout)
         except (OSError, asyncio.TimeoutError) as e:
             raise EndpointError(f"cannot reach the run at {path}: {getattr(e, 'strerror', None) or e or 'timed out'}") from None
-        writer.write(protocol.encode({"op": "hello", "version": protocol.VERSION, "client": client, "user": _user(), "read_only": read_only}))
+        writer.write(protocol.encode({"op": "hello", "version": protocol.VERSION, "client": client, "read_only": read_only}))
         try:
             line = await asyncio.wait_for(reader.readline(), timeout)
         except (OSError, asyncio.TimeoutError, ValueError) as e:
@@ -172,13 +171,6 @@ class ControlClient:
             pass
         self._reader_task.cancel()
         await asyncio.gather(self._reader_task, return_exceptions=True)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return f"uid{os.getuid()}"
 
 
 def state_from(frame: dict[str, Any]) -> OrgState:

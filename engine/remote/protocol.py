@@ -3,11 +3,13 @@
 Every frame is one JSON object on one line (UTF-8, at most MAX_FRAME bytes). A client
 speaks first, within HELLO_TIMEOUT seconds:
 
-    → {"op": "hello", "version": 1, "client": "attach", "user": "alice"}
+    → {"op": "hello", "version": 1, "client": "attach", "read_only": false}
     ← {"t": "hello", "version": 1, "run_id": ..., "tick": ..., "paused": ..., "ops": [...]}
 
 then sends requests, each with an `id` it chooses; the server answers each one with
-`{"t": "ok", "id": ..., ...}` or `{"t": "error", "id": ..., "error": "one line"}`.
+`{"t": "ok", "id": ..., ...}` or `{"t": "error", "id": ..., "error": "one line"}`. The
+server names the client `user/client:pid` from the peer's credentials (SO_PEERCRED), and
+records that name with every command it sends.
 
 * `subscribe {tokens, since}` — `{"t": "state"}` (the live state the panes read: credits,
   last turns, definitions...; no message board, no memory), `{"t": "history", "events"}`

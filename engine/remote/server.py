@@ -403,19 +403,19 @@ class ControlServer:
         try:
             hello = await self._read(client, protocol.HELLO_TIMEOUT)
         except TimeoutError:
-            client.send({"t": "error", "id": None, "error": f"said nothing for {protocol.HELLO_TIMEOUT:g} s; start with a hello"})
+            client.respond(None, False, error=f"said nothing for {protocol.HELLO_TIMEOUT:g} s; start with a hello")
             return
         except ProtocolError as e:
-            client.send({"t": "error", "id": None, "error": str(e)})
+            client.respond(None, False, error=str(e))
             return
         if hello is None:
             return
         if hello.get("op") != "hello" or hello.get("version") != protocol.VERSION:
-            client.send({"t": "error", "id": hello.get("id"),
-                         "error": f"start with {{\"op\": \"hello\", \"version\": {protocol.VERSION}}} (this run speaks version {protocol.VERSION})"})
+            client.respond(hello.get("id"), False,
+                           error=f"start with {{\"op\": \"hello\", \"version\": {protocol.VERSION}}} (this run speaks version {protocol.VERSION})")
             return
         who = str(hello.get("client") or "client")[:40]
-        user = str(hello.get("user") or os.environ.get("USER") or uid_name(client.uid))[:40]
+        user = uid_name(client.uid)[:40]  # from the peer's credentials, not from what it says
         client.name = "".join(ch for ch in f"{user}/{who}:{client.pid}" if ch.isprintable())
         client.read_only = bool(hello.get("read_only"))
         client.send({
@@ -428,10 +428,10 @@ class ControlServer:
             try:
                 frame = await self._read(client)
             except ProtocolError as e:
-                client.send({"t": "error", "id": None, "error": str(e)})
+                client.respond(None, False, error=str(e))
                 continue
             except ConnectionError as e:
-                client.send({"t": "error", "id": None, "error": str(e)})
+                client.respond(None, False, error=str(e))
                 return
             if frame is None:
                 return
