@@ -202,7 +202,7 @@ async def _tick_cost(clients: int, seconds: float) -> dict[str, Any]:
                 _end(r)
             _end(proc)
             log = (Path(tmp) / "run.log").read_text()
-        return {"clients": clients, "resyncs": log.count("fell behind"), "ms_per_tick_0": round(alone, 2), "ms_per_tick_n": round(served, 2),
+        return {"clients": clients, "reader_resyncs": log.count("fell behind"), "ms_per_tick_0": round(alone, 2), "ms_per_tick_n": round(served, 2),
                 "serving_overhead": round(served / alone - 1, 3)}
 
 
