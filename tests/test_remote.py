@@ -320,6 +320,8 @@ async def test_the_attached_room_steers_and_detaching_leaves_the_run(org_dir: Pa
             assert engine.paused
             await pilot.pause(0.3)
             assert app.main.status.mode == "PAUSED"
+            # The timeline says who paused it.
+            assert [n for n in app.view.next_row().operator if n.startswith("⏸ (") and n.endswith("/attach)")]
             held = engine.tick
             await pilot.press("n")
             for _ in range(50):
