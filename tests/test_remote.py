@@ -118,6 +118,14 @@ def test_a_stale_endpoint_is_cleaned_up(org_dir: Path) -> None:
     assert not (d / "old.json").exists()
     with pytest.raises(EndpointError, match="no run is served"):
         find_run(org_dir, None)
+    # A run killed with SIGKILL and not reaped yet (a zombie), or whose pid was reused: its
+    # process looks alive, but nothing listens on its socket any more.
+    dead_socket = d / "zombie.sock"
+    endpoint.listen(dead_socket).close()
+    (d / "zombie.json").write_text(json.dumps({"run_id": "zombie", "pid": os.getpid(), "socket": str(dead_socket)}))
+    with pytest.raises(EndpointError, match="removed the stale endpoint of run zombie"):
+        find_run(org_dir, None)
+    assert not dead_socket.exists()
 
 
 def test_verbs_without_a_served_run_say_so_and_fail(org_dir: Path) -> None:

@@ -122,13 +122,33 @@ def check_peer(uid: int, allowed_uid: int | None = None) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie — killed, not yet reaped — does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
+
+
+def refuses(path: str) -> bool:
+    """Whether the socket at `path` refuses connections (nothing listens: its run died)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    try:
+        s.connect(path)
+        return False
+    except (ConnectionRefusedError, FileNotFoundError):
+        return True
+    except OSError:  # busy (EAGAIN: a full backlog) is alive
+        return False
+    finally:
+        s.close()
 
 
 def write_pointer(org_root: Path | str, run_id: str, sock: Path) -> Path:
@@ -163,7 +183,7 @@ def served_runs(org_root: Path | str, *, clean: bool = True) -> tuple[list[Serve
         s = read_pointer(p)
         if s is None:
             continue
-        if s.alive() and Path(s.socket).exists():
+        if s.alive() and Path(s.socket).exists() and not refuses(s.socket):
             out.append(s)
         elif clean:
             forget(s)
@@ -185,9 +205,10 @@ def forget(s: Served) -> None:
 def find_run(org_root: Path | str, run: str | None) -> Served:
     """The served run `run` (an id or a unique prefix) or the only one; EndpointError
     saying what is served otherwise."""
-    runs, _ = served_runs(org_root)
+    runs, removed = served_runs(org_root)
     if not runs:
-        raise EndpointError(f"no run is served for {Path(org_root).resolve()} (start one with: lemming run --headless, or --detach)")
+        gone = f"; {'; '.join(removed)}" if removed else ""
+        raise EndpointError(f"no run is served for {Path(org_root).resolve()} (start one with: lemming run --headless, or --detach){gone}")
     if run is None:
         if len(runs) == 1:
             return runs[0]
