@@ -293,11 +293,13 @@ async def test_a_stalled_client_is_dropped_then_resynchronised(org_dir: Path) ->
         sub = remote.subscribe()
         # The window does not read: its socket fills, its queue passes the bound.
         remote.client.reader._transport.pause_reading()  # type: ignore[attr-defined]
+        asked = remote.client.send("status")  # its answer must survive the dropped queue
         task = asyncio.create_task(engine.run(ticks=200))
         await task  # the run never waited for the stalled window
         assert engine.tick == 200
         assert any("fell behind" in n for n in notes)
         remote.client.reader._transport.resume_reading()  # type: ignore[attr-defined]
+        assert (await asyncio.wait_for(asked, 10))["t"] == "ok"
         follow = asyncio.create_task(remote.run())
         reason = await asyncio.wait_for(follow, 10)
         assert reason.startswith("the run stopped: completed")

@@ -52,33 +52,40 @@ class _Client:
         self.lagged = False
         self.dropped = 0
         self.holding: list[bytes] | None = None  # live frames kept while a catch-up is read
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[bytes] = deque()  # live events, bounded by queue_bytes
+        self.control: deque[bytes] = deque()  # answers, state, history: never dropped
         self.queued = 0
         self.wake = asyncio.Event()
         self.closing = False
         self.write_task: asyncio.Task | None = None
 
     def offer(self, frame: bytes, *, force: bool = False) -> None:
-        """Queue a frame; a live frame that would pass the bound drops the client to lagged."""
-        if self.closing and not force:
+        """Queue a frame. A live frame that would pass the bound drops the live queue and
+        marks the client lagged; forced frames (answers, state, history) are never dropped
+        and go out first."""
+        if force:
+            self.control.append(frame)
+            self.wake.set()
             return
-        if not force:
-            if self.lagged:
-                self.dropped += 1
-                return
-            if self.queued + len(frame) > self.server.queue_bytes:
-                self.lagged = True
-                self.dropped = len(self.queue) + 1
-                self.queue.clear()
-                self.queued = 0
-                self.wake.set()
-                return
+        if self.closing:
+            return
+        if self.lagged:
+            self.dropped += 1
+            return
+        if self.queued + len(frame) > self.server.queue_bytes:
+            self.lagged = True
+            self.dropped = len(self.queue) + 1
+            self.queue.clear()
             if self.holding is not None:
-                self.holding.append(frame)
-                self.queued += len(frame)
-                return
-        self.queue.append(frame)
+                self.holding.clear()
+            self.queued = 0
+            self.wake.set()
+            return
         self.queued += len(frame)
+        if self.holding is not None:
+            self.holding.append(frame)
+            return
+        self.queue.append(frame)
         self.wake.set()
 
     def send(self, frame: dict[str, Any]) -> None:
@@ -101,9 +108,12 @@ class _Client:
                 self.lagged = False
                 self.dropped = 0
                 await self.server.start_feed(self, None, None)
-            while self.queue:
-                frame = self.queue.popleft()
-                self.queued -= len(frame)
+            while self.control or self.queue:
+                if self.control:
+                    frame = self.control.popleft()
+                else:
+                    frame = self.queue.popleft()
+                    self.queued -= len(frame)
                 w.write(frame)
                 if w.transport.get_write_buffer_size() > 1 << 16:
                     await w.drain()
@@ -312,7 +322,7 @@ class ControlServer:
             client.respond(rid, tick=tick)
         for frame in held:
             client.queued -= len(frame)
-            client.offer(frame)
+            client.offer(frame)  # after the state and history (answers go out first)
 
     async def _stored_events(self, lo: int, hi: int) -> list[dict[str, Any]]:
         if hi < lo or self.store_path is None:
