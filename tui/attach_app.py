@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 from textual.app import App
 from textual.binding import Binding
+from textual.worker import Worker, WorkerState
 
 from lemming.engine.remote import RemoteEngine, Resync
 from lemming.tui.app import ControlRoom
@@ -81,13 +82,24 @@ class AttachRoom(ControlRoom):
         changes.structure = True
         return changes
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A lost connection is this window's failure, not the run's (Textual then calls
+        the control room's handler too, unless prevented)."""
+        worker = event.worker
+        if worker.name == "engine" and event.state == WorkerState.ERROR and isinstance(worker.error, ConnectionError):
+            self.run_result = f"lost the connection: {worker.error}"
+            self._refresh_after_engine()
+            self.notify(f"{worker.error}\nThis window shows the run as it was at tick {self.remote.tick}. "
+                        "q leaves; lemming attach connects again.", title="Lost the connection to the run", severity="error", timeout=30)
+            event.prevent_default()  # not the control room's "the engine stopped"
+
     # --- leaving -------------------------------------------------------------------------
 
     def action_detach(self) -> None:
         """Leave the run going and close this window."""
         self.detached = True
         self.remote.detach()
-        self._exit_with(0)
+        self._exit_with(1 if str(self.run_result or "").startswith("lost") else 0)
 
     async def action_quit(self) -> None:
         self.action_detach()
@@ -146,6 +158,8 @@ class AttachRoom(ControlRoom):
 
     def goodbye(self) -> str:
         """One line for the terminal once the window is gone."""
+        if self.run_result and not self.remote.running and self.run_result != "detached":
+            return str(self.run_result)  # the run stopped, or the connection was lost
         if self.detached:
             return f"detached at tick {self.remote.tick}; the run goes on (lemming attach {self.remote.run_id} comes back)"
         return str(self.run_result or f"left at tick {self.remote.tick}")
