@@ -192,10 +192,10 @@ async def _tick_cost(clients: int, seconds: float) -> dict[str, Any]:
                 t1, w1 = await tick(), time.perf_counter()
                 return (w1 - w0) * 1000 / max(1, t1 - t0)
 
-            await asyncio.sleep(1.0)  # warm-up
+            await asyncio.sleep(min(1.0, seconds))  # warm-up
             alone = await rate()
             readers = [_child("--read", sock) for _ in range(clients)]
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, seconds))
             served = await rate()
         finally:
             for r in readers:
@@ -224,11 +224,11 @@ def _read_forever(sock: str) -> None:
 
 
 def bench_attach(*, quick: bool = False, clients: int = 4, size: tuple[int, int] = (200, 60)) -> dict[str, Any]:
-    seconds = 5.0 if quick else 20.0
+    seconds = 3.0 if quick else 20.0
     warmup = min(5.0, seconds / 3)
-    embedded = bench_ui(seconds=seconds)
+    embedded = bench_ui(seconds=seconds, warmup=warmup)
     attached = asyncio.run(_attached_storm(seconds, warmup, size))
-    cost = asyncio.run(_tick_cost(clients, 2.0 if quick else 8.0))
+    cost = asyncio.run(_tick_cost(clients, 1.5 if quick else 8.0))
     return {
         "agents": AGENTS,
         "target_tokens_per_s": AGENTS * TOKENS_PER_S,
