@@ -9,6 +9,8 @@ serving costs the run.
   served run's subscription notes when each event left the engine and the times go
   along with the events, so the lag spans the fan-out, the socket, decoding, the
   window's pump and its paint (both processes read the same monotonic clock).
+* arrival_lag_ms_p50 / _p95 — the same, to the event's arrival in the window's
+  subscription (decoded, before its pump and paint): the fan-out's and the socket's share.
 * embedded_lag_ms_p50 / _p95 — the same storm in the embedded control room (`bench ui`).
 * ms_per_tick_0 / ms_per_tick_n — a served, recorded headless run at full speed (100
   agents, the sim without pauses) with no client, then with N clients subscribed to every
@@ -47,8 +49,12 @@ class StampedSubscription(Subscription):
         super().__init__(engine, tokens)
         self._times: list[float] = []
         self.last_times: list[float] = []
+        #: Lag on arrival (1 ms buckets), before the window's pump: the transport's share.
+        self.arrival: list[int] | None = None
 
     def push_at(self, ev: Event, t: float) -> None:
+        if self.arrival is not None:
+            self.arrival[min(10_000, int((time.perf_counter() - t) * 1000))] += 1
         n = len(self._queue)
         self.push(ev)
         if len(self._queue) > n:
@@ -148,6 +154,7 @@ async def _attached_storm(seconds: float, warmup: float, size: tuple[int, int]) 
             remote_sub: StampedSubscription = app.subscription  # type: ignore[assignment]
             async with app.run_test(size=size) as pilot:
                 await asyncio.sleep(warmup)
+                remote_sub.arrival = arrival = [0] * 10_001
                 measuring = True
                 cpu0, wall0, got0 = time.process_time(), time.perf_counter(), remote.received
                 await asyncio.sleep(seconds - warmup)
@@ -161,6 +168,8 @@ async def _attached_storm(seconds: float, warmup: float, size: tuple[int, int]) 
         return {
             "lag_ms_p50": _bucket_pct(buckets, 0.50),
             "lag_ms_p95": _bucket_pct(buckets, 0.95),
+            "arrival_lag_ms_p50": _bucket_pct(arrival, 0.50),
+            "arrival_lag_ms_p95": _bucket_pct(arrival, 0.95),
             "events_per_s": round((got1 - got0) / wall, 1),
             "client_cpu_share": round((cpu1 - cpu0) / wall, 3),
             "resyncs": remote.resyncs,
