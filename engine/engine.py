@@ -53,6 +53,7 @@ from lemming.engine.prompt import ContractViolation, ParsedReply, build_prompt, 
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderError
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
+from lemming.engine.run_view import RunReadAPI
 from lemming.engine.state import OrgState
 
 
@@ -177,7 +178,7 @@ class _RetryJitter:
         return self._rng.uniform(a, b)
 
 
-class Engine:
+class Engine(RunReadAPI):
     """Runs an organisation. Construct, subscribe, then `await run()`.
 
     All command methods (`pause`, `inject`, ...) must be called from the engine's
@@ -233,25 +234,7 @@ class Engine:
         #: passes for the run (see engine/gcfreeze.py); False leaves the collector alone.
         self.freeze_gc = True
 
-    # --- public read API ---------------------------------------------------------------
-
-    @property
-    def org(self) -> Org:
-        return self.state.org
-
-    @property
-    def tick(self) -> int:
-        """The last committed tick."""
-        return self.state.tick
-
-    @property
-    def paused(self) -> bool:
-        return self.state.paused
-
-    def agent_status(self, name: str) -> str:
-        if name in self.thinking:
-            return "thinking"
-        return self.state.agent_status(name)
+    # --- public read API (org, tick, paused, agent_status: RunReadAPI) -----------------
 
     def subscribe(self, *, tokens: bool = True) -> Subscription:
         sub = Subscription(self, tokens)

@@ -29,7 +29,7 @@ from lemming.engine.events import (
     TurnStarted,
     event_from_dict,
 )
-from lemming.engine.org import Org
+from lemming.engine.run_view import RunReadAPI
 from lemming.engine.remote import protocol
 from lemming.engine.remote.endpoint import EndpointError
 from lemming.engine.state import OrgState
@@ -180,7 +180,7 @@ def state_from(frame: dict[str, Any]) -> OrgState:
     return state
 
 
-class RemoteEngine:
+class RemoteEngine(RunReadAPI):
     """What the control room's panes and actions read and call on an engine, over a served run."""
 
     recorder = None
@@ -210,24 +210,7 @@ class RemoteEngine:
             raise
         return cls(c, state, history)
 
-    # --- the read API --------------------------------------------------------------------
-
-    @property
-    def org(self) -> Org:
-        return self.state.org
-
-    @property
-    def tick(self) -> int:
-        return self.state.tick
-
-    @property
-    def paused(self) -> bool:
-        return self.state.paused
-
-    def agent_status(self, name: str) -> str:
-        if name in self.thinking:
-            return "thinking"
-        return self.state.agent_status(name)
+    # --- the read API (org, tick, paused, agent_status: RunReadAPI) ----------------------
 
     def subscribe(self, *, tokens: bool = True) -> Subscription:
         """A subscription that starts with the history (for the view), then the live events."""
