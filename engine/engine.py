@@ -15,7 +15,8 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Protocol, Sequence
 
 from lemming.engine import schedule
 from lemming.engine.credits import DEFAULT_MAX_TOKENS, allowance, turn_cost
@@ -66,6 +67,7 @@ from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_
 from lemming.engine.providers.structured import StructuredOutput
 from lemming.engine.providers import cli as cli_provider
 from lemming.engine.sim_mode import keep_simulated
+from lemming.engine.run_view import RunReadAPI
 from lemming.engine.state import OrgState
 from lemming.engine.tools.create_agent import AGENTS_AREA, apply_created
 from lemming.engine.tools.files import apply_changes
@@ -164,6 +166,10 @@ class Subscription:
 class Command:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
+    #: Who sent it (an attached operator): recorded in the CommandApplied event's args.
+    by: str | None = None
+    #: Called with the events the command produced once applied (a remote client's answer).
+    done: Callable[[list[Event]], None] | None = None
 
 
 @dataclass(slots=True)
@@ -195,7 +201,7 @@ class _RetryJitter:
         return self._rng.uniform(a, b)
 
 
-class Engine:
+class Engine(RunReadAPI):
     """Runs an organisation. Construct, subscribe, then `await run()`.
 
     All command methods (`pause`, `inject`, ...) must be called from the engine's
@@ -248,6 +254,7 @@ class Engine:
         self.running = False
         self._subs: set[Subscription] = set()
         self._commands: deque[Command] = deque()
+        self._origin: tuple[str | None, Callable[[list[Event]], None] | None] = (None, None)
         self._wake = asyncio.Event()
         self._step = 0
         self._stop: str | None = None
@@ -259,25 +266,7 @@ class Engine:
         #: passes for the run (see engine/gcfreeze.py); False leaves the collector alone.
         self.freeze_gc = True
 
-    # --- public read API ---------------------------------------------------------------
-
-    @property
-    def org(self) -> Org:
-        return self.state.org
-
-    @property
-    def tick(self) -> int:
-        """The last committed tick."""
-        return self.state.tick
-
-    @property
-    def paused(self) -> bool:
-        return self.state.paused
-
-    def agent_status(self, name: str) -> str:
-        if name in self.thinking:
-            return "thinking"
-        return self.state.agent_status(name)
+    # --- public read API (org, tick, paused, agent_status: RunReadAPI) -----------------
 
     def subscribe(self, *, tokens: bool = True) -> Subscription:
         sub = Subscription(self, tokens)
@@ -287,8 +276,19 @@ class Engine:
     # --- commands ----------------------------------------------------------------------
 
     def _queue(self, name: str, **args: Any) -> None:
-        self._commands.append(Command(name, args))
+        self._commands.append(Command(name, args, *self._origin))
         self._wake.set()
+
+    @contextmanager
+    def commands_from(self, by: str, done: Callable[[list[Event]], None] | None = None) -> Iterator[None]:
+        """Commands queued inside this block are recorded as sent by `by`, and `done` is
+        called with the events each one produced when it is applied (a served run's clients)."""
+        before = self._origin
+        self._origin = (by, done)
+        try:
+            yield
+        finally:
+            self._origin = before
 
     def pause(self) -> None:
         self._queue("pause")
@@ -478,8 +478,18 @@ class Engine:
                 events = self._command_events(cmd)
             except ValueError as e:
                 events = [CommandRejected(self.state.tick, cmd.name, str(e), self.clock())]
+            if cmd.by is not None:
+                events = [
+                    CommandApplied(e.tick, e.command, {**e.args, "by": cmd.by}, e.at) if type(e) is CommandApplied else e  # type: ignore[attr-defined]
+                    for e in events
+                ]
             if events:
                 await self._commit(events)
+            if cmd.done is not None:
+                try:
+                    cmd.done(events)
+                except Exception:  # a client's callback never stops the run
+                    pass
 
     def _command_events(self, cmd: Command) -> list[Event]:
         s = self.state

@@ -16,6 +16,7 @@ REQUIRED = {
     "concurrency": {"agents", "latency_ms", "limit", "efficiency"},
     "store": {"events_per_s", "bytes_per_turn", "seek_ms_p95"},
     "ui": {"tokens_per_s", "lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"},
+    "attach": {"lag_ms_p50", "lag_ms_p95", "embedded_lag_ms_p50", "embedded_lag_ms_p95", "ms_per_tick_0", "ms_per_tick_n"},
     "replay": {"open_ms", "step_ms_p95"},
     "startup": {"first_paint_ms"},
     "providers": {"agents", "latency_ms", "wall_per_tick_s", "ideal_s", "efficiency", "cpu_ms_per_call", "failed"},

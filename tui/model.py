@@ -56,6 +56,8 @@ STREAM_CHARS = 12_000
 RECENT_TICKS = 10
 
 BROADCAST = "*"
+#: How the timeline notes a command sent from another process (with who sent it).
+SENT_NOTES = {"pause": "⏸", "resume": "▶", "step": "step", "set_interval": "interval", "abort": "abort"}
 
 
 @dataclass(slots=True)
@@ -208,6 +210,8 @@ class RunView:
         self.volumes: deque[tuple[int, Counter[tuple[str, str]]]] = deque(maxlen=RECENT_TICKS)
         self.tick_spend: deque[tuple[int, float]] = deque(maxlen=RECENT_TICKS)
         self.operator_sent = 0
+        #: Who sent the command whose effect is noted next (an attached operator, `ctl`...).
+        self._sender: str | None = None
         self.events_seen = 0
         for name in agent_names:
             self._adopt(name)
@@ -304,6 +308,8 @@ class RunView:
         return self.volumes[-1][1]
 
     def _operator_note(self, ch: Changes, note: str) -> None:
+        if self._sender:
+            note, self._sender = f"{note} ({self._sender})", None
         row = self.next_row()
         row.operator.append(note)
         ch.ticks.add(row.tick)
@@ -490,6 +496,11 @@ class RunView:
 
     def _command(self, ev: CommandApplied, ch: Changes) -> None:
         c = ev.command
+        by = ev.args.get("by")
+        if by:  # sent from another process (a served run): the timeline says who
+            self._sender = str(by).rsplit(":", 1)[0]  # user/client, without the pid
+            if c not in ("inject", "top_up", "enable", "disable"):  # those are noted with their effect
+                self._operator_note(ch, SENT_NOTES.get(c, c))
         if c in ("enable", "disable"):
             for name in ev.args.get("agents", []):
                 ch.agents.add(name)

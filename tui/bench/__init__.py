@@ -28,6 +28,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "concurrency": ("ideal / measured wall time, every turn waiting 200 ms", "efficiency ≥ 0.95"),
     "store": ("write rate, bytes per turn, rebuilding a random tick of 10,000 × 100", "≥ 200,000 events/s; ≤ 1 KB/turn; seek p95 < 50 ms"),
     "ui": ("control room under a token storm (100 agents × 50 tokens/s)", "lag p95 < 100 ms; flat memory"),
+    "attach": ("an attached control room under the storm of `ui`, beside the embedded one; a served run's tick with 0 and 4 clients", "lag p95 near the embedded one's; serving overhead small"),
     "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
     "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
     "providers": (
@@ -45,6 +46,7 @@ FIGURE_KEYS = {
     "concurrency": ["efficiency", "wall_s", "ideal_s"],
     "store": ["events_per_s", "bytes_per_turn", "bytes_per_turn_besides_reply", "seek_ms_p95", "seek_ms_p95_no_snapshots"],
     "ui": ["lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"],
+    "attach": ["lag_ms_p50", "lag_ms_p95", "embedded_lag_ms_p50", "embedded_lag_ms_p95", "ms_per_tick_0", "ms_per_tick_n", "serving_overhead"],
     "replay": ["open_ms", "step_ms_p95", "step_back_ms_p95", "page_ms_p95", "jump_ms_p95"],
     "startup": ["first_paint_ms"],
     "providers": ["wall_per_tick_s", "ideal_s", "cpu_ms_per_call", "worker_cpu_ms_per_call", "failed"],
@@ -80,6 +82,10 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.ui import bench_ui
 
         return [{"bench": "ui", **bench_ui(seconds=8 if quick else 30)}]
+    if name == "attach":
+        from lemming.tui.bench.attach import bench_attach
+
+        return [{"bench": "attach", **bench_attach(quick=quick)}]
     if name == "replay":
         from lemming.tui.bench.replay import bench_replay
 
@@ -250,7 +256,7 @@ def run_benchmarks(
     results: list[dict[str, Any]] = []
     for name in names:
         runs = []
-        for _ in range(1 if name in ("ui", "store", "replay", "memory", "providers") and not quick else repeats):
+        for _ in range(1 if name in ("ui", "attach", "store", "replay", "memory", "providers") and not quick else repeats):
             lines = _subprocess_one(name, quick, profile)
             runs.append(lines)
             if any("error" in ln for ln in lines):

@@ -9,6 +9,7 @@ One module a family of commands, each adding its own to the parser with `registe
 * agents     — `status`, `inspect`, `logs`: an organisation's agents
 * org_files  — `validate`, `bootstrap`: an organisation's files
 * models     — `models`: models.json, probed
+* remote     — `attach`, `send`, `inbox`, `chat`, `ctl`: a served run, from another process
 * bench      — `bench`: the benchmarks
 
 `options` holds the options several commands share and `output` the exit codes and
@@ -44,7 +45,7 @@ def build_parser(*, only_tui: bool = False) -> argparse.ArgumentParser:
     rooms.register_tui(sub)
     if only_tui:
         return parser
-    from lemming.tui.cli import agents, bench, models, org_files, run, runs
+    from lemming.tui.cli import agents, bench, models, org_files, remote, run, runs
 
     org_files.register(sub)
     run.register(sub)
@@ -53,6 +54,7 @@ def build_parser(*, only_tui: bool = False) -> argparse.ArgumentParser:
     models.register(sub)
     bench.register(sub)
     rooms.register(sub)
+    remote.register(sub)
     return parser
 
 
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return EXIT_USAGE
-    if args.command == "run" and not args.headless:
+    if args.command == "run" and not args.headless and not args.detach:
         # `lemming run` without --headless is the control room.
         for attr, default in (("paused", False), ("no_mouse", False), ("theme", None)):
             if not hasattr(args, attr):

@@ -158,6 +158,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def session_command(args: argparse.Namespace) -> str:
     """The shell command textual-serve starts for each browser session."""
+    if getattr(args, "attach", None) is not None:
+        from lemming.tui.cli.remote import attach_command
+
+        return attach_command(args)
     argv = [sys.executable, "-m", "lemming.tui.cli", "replay", "--db", str(db_path(args).resolve())]
     org = getattr(args, "org", None)
     if org is not None:
@@ -248,7 +252,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--run", default=None, metavar="RUN", help="open this run (followed) instead of the run picker")
-    p.add_argument("--allow-live", action="store_true", help="let browser sessions fork runs and start live runs")
+    p.add_argument("--allow-live", action="store_true", help="let browser sessions fork runs and start live runs (with --attach: steer the run)")
+    p.add_argument("--attach", nargs="?", const="", default=None, metavar="RUN", help="each session attaches to this served run (no RUN: the only one), read-only unless --allow-live")
     p.add_argument("--public-url", default=None, metavar="URL", help="the URL browsers reach the server at, if not http://HOST:PORT (a tunnel on another port, a proxy)")
     add_org_arg(p)
     add_db_arg(p)

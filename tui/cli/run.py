@@ -100,8 +100,17 @@ class ProgressPrinter:
                 c.print(f"[bold]run stopped at tick {ev.tick}[/]: {escape(ev.reason)}", highlight=False)
 
 
-async def run_headless(engine: Engine, args: argparse.Namespace, console: Console, *, ticks: int | None = None, until_tick: int | None = None, watcher: Callable[[Engine], Any] | None = None) -> int:
-    """Run `engine` without a UI, printing progress; Ctrl-C stops at a tick boundary."""
+async def run_headless(engine: Engine, args: argparse.Namespace, console: Console, *, ticks: int | None = None, until_tick: int | None = None, watcher: Callable[[Engine], Any] | None = None, db: Any = None) -> int:
+    """Run `engine` without a UI, printing progress; Ctrl-C stops at a tick boundary.
+
+    The run is served on a control socket (`lemming attach`, `ctl`, `send`) unless --no-serve."""
+    from lemming.tui.cli.remote import serving
+
+    async with serving(engine, args, console, db):
+        return await _run_headless(engine, args, console, ticks=ticks, until_tick=until_tick, watcher=watcher)
+
+
+async def _run_headless(engine: Engine, args: argparse.Namespace, console: Console, *, ticks: int | None, until_tick: int | None, watcher: Callable[[Engine], Any] | None) -> int:
     printer = ProgressPrinter(console, getattr(args, "json", False), getattr(args, "tokens", False))
     sub = engine.subscribe(tokens=printer.tokens)
     loop = asyncio.get_running_loop()
@@ -183,10 +192,14 @@ async def _run(args: argparse.Namespace, one_tick: bool = False) -> int:
     async with run:
         if not args.json:
             console.print(f"run [bold]{engine.run_id}[/] recording to {escape(str(db))}")
-        return await run_headless(engine, args, console, ticks=ticks, watcher=watcher)
+        return await run_headless(engine, args, console, ticks=ticks, watcher=watcher, db=db)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if getattr(args, "detach", False):
+        from lemming.tui.cli.remote import detach_run
+
+        return detach_run(args)
     return asyncio.run(_run(args))
 
 
@@ -216,6 +229,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-watch", action="store_true", help="do not hot-reload agent files")
     add_sim_flag(p)
+    p.add_argument("--no-serve", action="store_true", help="headless: do not serve the run on a control socket (lemming attach/ctl/send)")
+    p.add_argument("--detach", action="store_true", help="start the run headless in the background, served; print how to attach, and return")
     add_sim_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -227,4 +242,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-record", action="store_true")
     add_sim_flag(p)
     add_sim_args(p)
-    p.set_defaults(func=cmd_run_once, ticks=1, tokens=False, no_watch=True, concurrency=None, interval=None)
+    p.set_defaults(func=cmd_run_once, ticks=1, tokens=False, no_watch=True, concurrency=None, interval=None, no_serve=True)
