@@ -9,6 +9,7 @@ One module a family of commands, each adding its own to the parser with `registe
 * agents     — `status`, `inspect`, `logs`: an organisation's agents
 * org_files  — `validate`, `bootstrap`: an organisation's files
 * models     — `models`: models.json, probed
+* search     — `search`: find where something was said in a run
 * bench      — `bench`: the benchmarks
 
 `options` holds the options several commands share and `output` the exit codes and
@@ -44,13 +45,14 @@ def build_parser(*, only_tui: bool = False) -> argparse.ArgumentParser:
     rooms.register_tui(sub)
     if only_tui:
         return parser
-    from lemming.tui.cli import agents, bench, models, org_files, run, runs
+    from lemming.tui.cli import agents, bench, models, org_files, run, runs, search
 
     org_files.register(sub)
     run.register(sub)
     agents.register(sub)
     runs.register(sub)
     models.register(sub)
+    search.register(sub)
     bench.register(sub)
     rooms.register(sub)
     return parser
