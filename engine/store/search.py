@@ -49,6 +49,8 @@ MARK_START = "\x02"
 MARK_END = "\x03"
 #: Batches decoded per catch-up transaction.
 CATCH_UP_CHUNK = 256
+#: Hits are counted up to this many (`SearchResult.total`; more is shown as "10000+").
+COUNT_CAP = 10_000
 #: At most this many characters of one text are indexed (a runaway reply stays searchable
 #: by its beginning without bloating the file).
 MAX_TEXT = 20_000
@@ -85,9 +87,14 @@ class SearchResult:
 
     query: str
     hits: list[Hit]
-    total: int
+    total: int  # COUNT_CAP + 1: more than COUNT_CAP
     elapsed_ms: float
     indexed_now: int = 0  # batches the search had to index first (a run recorded without the index)
+
+    @property
+    def total_text(self) -> str:
+        """The number of hits as said to a person ("10000+" past the cap)."""
+        return f"{COUNT_CAP}+" if self.total > COUNT_CAP else str(self.total)
 
 
 def create(conn: sqlite3.Connection) -> None:
@@ -242,7 +249,11 @@ def query(
         cond += " AND agent=?"
         params.append(agent)
     try:
-        total = conn.execute(f"SELECT count(*) FROM search_text WHERE {cond}", params).fetchone()[0]
+        # Counting every hit of a word said a million times is most of a search's time: past
+        # COUNT_CAP the total is given as "at least".
+        total = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM search_text WHERE {cond} LIMIT {COUNT_CAP + 1})", params
+        ).fetchone()[0]
         rows = conn.execute(
             f"SELECT rid, tick, agent, kind, detail, snippet(search_text, 0, char(2), char(3), '…', 24)"
             f" FROM search_text WHERE {cond} ORDER BY rowid LIMIT ? OFFSET ?",

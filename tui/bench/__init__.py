@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ui": ("control room under a token storm (100 agents × 50 tokens/s)", "lag p95 < 100 ms; flat memory"),
     "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
     "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
+    "search": ("find in a run: searching a 10,000 × 100 run (first 200 hits and the count)", "search p95 < 200 ms"),
     "memory": ("RSS at ticks 10k, 50k, 100k of a demo-shaped run that never goes broke", "growth < 10 MB from the first mark to the last"),
 }
 
@@ -36,6 +37,7 @@ FIGURE_KEYS = {
     "ui": ["lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"],
     "replay": ["open_ms", "step_ms_p95", "step_back_ms_p95", "page_ms_p95", "jump_ms_p95"],
     "startup": ["first_paint_ms"],
+    "search": ["search_ms_p50", "search_ms_p95", "search_ms_first", "index_mb"],
     "memory": ["rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"],
 }
 
@@ -64,6 +66,12 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.replay import bench_replay
 
         return [{"bench": "replay", **bench_replay(quick=quick)}]
+    if name == "search":
+        import asyncio
+
+        from lemming.tui.bench.search import bench_search
+
+        return [asyncio.run(bench_search(quick=quick))]
     if name == "memory":
         from lemming.tui.bench.memory import bench_memory
 
@@ -214,7 +222,7 @@ def run_benchmarks(
     results: list[dict[str, Any]] = []
     for name in names:
         runs = []
-        for _ in range(1 if name in ("ui", "store", "replay", "memory") and not quick else repeats):
+        for _ in range(1 if name in ("ui", "store", "replay", "memory", "search") and not quick else repeats):
             lines = _subprocess_one(name, quick, profile)
             runs.append(lines)
             if any("error" in ln for ln in lines):

@@ -76,9 +76,9 @@ async def _search(args: argparse.Namespace) -> int:
         line.append_text(hit_text(h))
         console.print(line, soft_wrap=False, overflow="ellipsis", no_wrap=True)
     shown = len(result.hits)
-    more = f" (first {shown}; --limit N shows more)" if result.total > shown else ""
+    more = f" (the first {shown}; --limit N shows more)" if result.total > shown else ""
     built = f"; indexed {result.indexed_now} batch(es) first" if result.indexed_now else ""
-    console.print(f"[dim]{result.total} match(es) in run {escape(info.id)}{more} · {result.elapsed_ms:.0f} ms{built}[/]")
+    console.print(f"[dim]{result.total_text} match(es) in run {escape(info.id)}{more} · {result.elapsed_ms:.0f} ms{built}[/]")
     return EXIT_OK
 
 
