@@ -608,6 +608,9 @@ class ControlRoom(App[int]):
     def action_toggle_stream_mode(self) -> None:
         self.main.stream.action_toggle_mode()
 
+    def action_toggle_stream_raw(self) -> None:
+        self.main.stream.action_toggle_raw()
+
     def action_toggle_graph_mode(self) -> None:
         self.main.graph.action_toggle_matrix()
 

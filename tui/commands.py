@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 #: Pane and view actions: the same in live and replay mode.
 VIEW_ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Stream: selected agent / all agents", "a in the stream pane", "toggle_stream_mode"),
+    ("Stream: conversation / raw reply text", "v in the stream pane", "toggle_stream_raw"),
     ("Messages: list / matrix", "m in the messages pane", "toggle_graph_mode"),
     ("Show the agents pane", "1", "show_pane('roster')"),
     ("Show the stream pane", "2", "show_pane('stream')"),
