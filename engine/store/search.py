@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 SEARCH_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5(
-    text, detail UNINDEXED, rid UNINDEXED, batch UNINDEXED, tick UNINDEXED, agent UNINDEXED, kind UNINDEXED,
+    text, agent, detail UNINDEXED, rid UNINDEXED, batch UNINDEXED, tick UNINDEXED, kind UNINDEXED,
     tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS search_upto (rid INTEGER PRIMARY KEY, batch INTEGER NOT NULL);
@@ -49,8 +49,8 @@ MARK_START = "\x02"
 MARK_END = "\x03"
 #: Batches decoded per catch-up transaction.
 CATCH_UP_CHUNK = 256
-#: Hits are counted up to this many (`SearchResult.total`; more is shown as "10000+").
-COUNT_CAP = 10_000
+#: Hits are counted up to this many (`SearchResult.total`; more is shown as "1000+").
+COUNT_CAP = 1_000
 #: At most this many characters of one text are indexed (a runaway reply stays searchable
 #: by its beginning without bloating the file).
 MAX_TEXT = 20_000
@@ -93,7 +93,7 @@ class SearchResult:
 
     @property
     def total_text(self) -> str:
-        """The number of hits as said to a person ("10000+" past the cap)."""
+        """The number of hits as said to a person ("1000+" past the cap)."""
         return f"{COUNT_CAP}+" if self.total > COUNT_CAP else str(self.total)
 
 
@@ -218,9 +218,13 @@ def fts_query(text: str) -> str:
             continue
         prefix = word.endswith("*") and len(word) > 1
         word = word.rstrip("*") if prefix else word
-        token = '"' + word.replace('"', '""') + '"'
+        token = _quoted(word)
         parts.append(token + ("*" if prefix else ""))
     return " AND ".join(parts)
+
+
+def _quoted(word: str) -> str:
+    return '"' + word.replace('"', '""') + '"'
 
 
 def _line_of(snippet: str) -> str:
@@ -244,6 +248,11 @@ def query(
         params.append(rid)
         if hi is not None:
             params.append(hi)
+    # `agent` is indexed too, so that one agent's words are found through the index (the
+    # query names the column it searches; the exact name is checked after).
+    params[0] = f"text : ({match})"
+    if agent is not None:
+        params[0] += " AND agent : (" + _quoted(agent) + ")"
     cond = f"search_text MATCH ? AND ({where})"
     if agent is not None:
         cond += " AND agent=?"
