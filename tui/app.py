@@ -611,6 +611,21 @@ class ControlRoom(App[int]):
     def action_toggle_stream_raw(self) -> None:
         self.main.stream.action_toggle_raw()
 
+    def action_search(self) -> None:
+        """Find in the run (`/`): the hit's turn opens in the inspector."""
+        store = getattr(self.engine.recorder, "store", None)
+        if store is None:
+            self.notify("This run is not recorded (--no-record): there is nothing to search.", severity="warning")
+            return
+        from lemming.tui.screens.search import open_search
+
+        open_search(self, store, self.engine.run_id, self._search_hit)
+
+    def _search_hit(self, hit) -> None:  # noqa: ANN001
+        from lemming.tui.screens.search import inspect_hit
+
+        inspect_hit(self, getattr(self.engine.recorder, "store", None), self.engine.run_id, hit)
+
     def action_toggle_graph_mode(self) -> None:
         self.main.graph.action_toggle_matrix()
 

@@ -17,6 +17,7 @@ VIEW_ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Stream: selected agent / all agents", "a in the stream pane", "toggle_stream_mode"),
     ("Stream: conversation / raw reply text", "v in the stream pane", "toggle_stream_raw"),
     ("Messages: list / matrix", "m in the messages pane", "toggle_graph_mode"),
+    ("Find in the run", "/ — every message, note and error; enter goes to its tick", "search"),
     ("Show the agents pane", "1", "show_pane('roster')"),
     ("Show the stream pane", "2", "show_pane('stream')"),
     ("Show the credits pane", "3", "show_pane('credits')"),

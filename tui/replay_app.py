@@ -453,6 +453,13 @@ class ReplayRoom(ControlRoom):
         elif self.mode == "live":
             super().action_inspect()
 
+    def action_search(self) -> None:
+        screen = self.replay_screen
+        if self.mode == "replay" and screen is not None:
+            screen.action_search()
+        elif self.mode == "live":
+            super().action_search()
+
     async def action_quit(self) -> None:
         if self.mode == "live":
             await super().action_quit()

@@ -280,26 +280,48 @@ def query(
 class SearchIndex:
     """Search the runs of a `RunStore`: `await SearchIndex(store).search(run_id, "words")`.
 
-    A store opened read-write brings a run's index up to date before searching (a run
-    recorded before the index existed is indexed whole the first time); a read-only
-    store searches what is indexed and says when that is not everything.
+    A run's index is brought up to date before searching (a run recorded before the
+    index existed is indexed whole the first time), through a short-lived writer when
+    the store is read-only, unless `build` is False (a strictly read-only session):
+    then what is indexed is searched, and `unindexed` says what is not.
     """
 
-    def __init__(self, store: "RunStore") -> None:
+    def __init__(self, store: "RunStore", *, build: bool = True) -> None:
         self.store = store
+        #: whether a read-only store's missing index may be built through a writer
+        self.build = build
 
     async def _lineage(self, run_id: str) -> list[tuple[int, int, int | None]]:
         run = await self.store._run_row(run_id)
         return await self.store._lineage(run)
 
     async def catch_up(self, run_id: str) -> int:
-        """Index the run's (and its ancestors') batches the index lacks; returns how many."""
+        """Index the run's (and its ancestors') batches the index lacks; returns how many.
+
+        A read-only store (replay) catches up through a short-lived writer on the same
+        file; where the file cannot be written, nothing is indexed (see `unindexed`)."""
         st = self.store
+        if not st.readonly:
+            return await self._catch_up(st, run_id)
+        if not self.build or await self.unindexed(run_id) == 0:
+            return 0
+        from lemming.engine.store.runs import RunStore
+
+        try:
+            writer = await RunStore.open(st.path)
+        except StoreError:
+            return 0
+        try:
+            return await self._catch_up(writer, run_id)
+        finally:
+            await writer.close()
+
+    @staticmethod
+    async def _catch_up(st: "RunStore", run_id: str) -> int:
         db = st.db
         done = 0
-        for rid, _, _ in await self._lineage(run_id):
-            if st.readonly:
-                break
+        run = await st._run_row(run_id)
+        for rid, _, _ in await st._lineage(run):
             while True:
                 after, _ = await db.call(pending, rid)
                 raw = await db.call(fetch_unindexed, rid, after, CATCH_UP_CHUNK)
@@ -337,8 +359,7 @@ class SearchIndex:
         indexed = await self.catch_up(run_id)
         st = self.store
         if not await st.db.call(_has_index):
-            raise StoreError(f"{st.path} has no search index yet; open it once read-write (e.g. `lemming runs --db ...`"
-                             " is read-only; `lemming search` builds it)")
+            raise StoreError(f"{st.path} has no search index yet and cannot be written here; search a writable copy")
         lineage = await self._lineage(run_id)
         segments = [(rid, hi) for rid, _, hi in lineage]
         run_of: dict[int, str] = {}

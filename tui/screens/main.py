@@ -54,6 +54,7 @@ class MainScreen(Screen[None]):
         Binding("plus", "app.slower", "Speed", key_display="+/-", id="run.slower"),
         Binding("minus", "app.faster", "Shorter interval", show=False, id="run.faster"),
         Binding("enter", "app.inspect", "Inspect", id="agent.inspect"),
+        Binding("slash", "app.search", "Find", key_display="/", id="run.search"),
         Binding("tab", "next_pane(1)", "Next pane", show=False, id="pane.next"),
         Binding("shift+tab", "next_pane(-1)", "Previous pane", show=False, id="pane.previous"),
         Binding("1", "show_pane('roster')", "Agents", show=False, id="pane.roster"),

@@ -116,6 +116,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         Binding("home", "tick_to('first')", "First tick", show=False, priority=True, id="replay.first"),
         Binding("end", "tick_to('last')", "Last tick", show=False, priority=True, id="replay.last"),
         Binding("g", "goto", "Go to", id="replay.goto"),
+        Binding("slash", "search", "Find", key_display="/", id="replay.search"),
         Binding("p", "play", "Play", id="replay.play"),
         Binding("space", "play", "Play", show=False, id="replay.play_space"),
         Binding("plus", "speed(1)", "Speed", key_display="+/-", id="replay.faster"),
@@ -482,6 +483,19 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
                     self.timeline.refresh_ticks(set(done))
 
     # --- turns, forks, help --------------------------------------------------------------
+
+    def action_search(self) -> None:
+        """Find in the run (`/`): enter on a hit moves the cursor to its tick and selects its agent."""
+        from lemming.tui.screens.search import open_search
+
+        def chosen(hit) -> None:  # noqa: ANN001
+            self.stop_playing()
+            self.move_to(hit.tick)
+            if hit.agent in self.view.agents:
+                self.select_agent(hit.agent)
+
+        # A strictly read-only session (--no-fork) never writes the file, not even the index.
+        open_search(self.app, self.source.store, self.source.run_id, chosen, build=self.can_fork)
 
     def action_inspect_turn(self) -> None:
         agent = self.selected_agent
