@@ -16,6 +16,7 @@ REQUIRED = {
     "ui": {"tokens_per_s", "lag_ms_p50", "lag_ms_p95", "cpu_share", "rss_growth_mb"},
     "replay": {"open_ms", "step_ms_p95"},
     "startup": {"first_paint_ms"},
+    "graph": {"layout_ms_40", "layout_ms_100", "draw_ms_40"},
     "search": {"search_ms_p50", "search_ms_p95", "search_ms_first", "indexed_rows", "catch_up_s"},
     "memory": {"rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"},
 }

@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
     "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
     "search": ("find in a run: searching a 10,000 × 100 run (first 200 hits and the count)", "search p95 < 200 ms"),
+    "graph": ("the message graph: layout of 40 and 100 agents, drawing 40 in a 70 × 20 pane", "layout (40) < 100 ms; draw < 20 ms"),
     "memory": ("RSS at ticks 10k, 50k, 100k of a demo-shaped run that never goes broke", "growth < 10 MB from the first mark to the last"),
 }
 
@@ -38,6 +39,7 @@ FIGURE_KEYS = {
     "replay": ["open_ms", "step_ms_p95", "step_back_ms_p95", "page_ms_p95", "jump_ms_p95"],
     "startup": ["first_paint_ms"],
     "search": ["search_ms_p50", "search_ms_p95", "search_ms_first", "index_mb"],
+    "graph": ["layout_ms_40", "layout_ms_100", "draw_ms_40"],
     "memory": ["rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"],
 }
 
@@ -72,6 +74,10 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.search import bench_search
 
         return [asyncio.run(bench_search(quick=quick))]
+    if name == "graph":
+        from lemming.tui.bench.graph import bench_graph
+
+        return [bench_graph(quick=quick)]
     if name == "memory":
         from lemming.tui.bench.memory import bench_memory
 

@@ -54,7 +54,6 @@ class MainScreen(Screen[None]):
         Binding("plus", "app.slower", "Speed", key_display="+/-", id="run.slower"),
         Binding("minus", "app.faster", "Shorter interval", show=False, id="run.faster"),
         Binding("enter", "app.inspect", "Inspect", id="agent.inspect"),
-        Binding("slash", "app.search", "Find", key_display="/", id="run.search"),
         Binding("tab", "next_pane(1)", "Next pane", show=False, id="pane.next"),
         Binding("shift+tab", "next_pane(-1)", "Previous pane", show=False, id="pane.previous"),
         Binding("1", "show_pane('roster')", "Agents", show=False, id="pane.roster"),
@@ -66,6 +65,8 @@ class MainScreen(Screen[None]):
         Binding("D", "app.show_rejected", "Rejected files", show=False, id="app.rejected"),
         Binding("question_mark", "app.help", "Help", key_display="?", id="app.help"),
         Binding("q", "app.quit", "Quit", id="app.quit"),
+        # After quit: at 80 columns the footer ends before it (help and the palette have it).
+        Binding("slash", "app.search", "Find", key_display="/", id="run.search"),
     ]
 
     def __init__(

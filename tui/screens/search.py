@@ -69,7 +69,7 @@ class SearchScreen(ModalScreen[Hit | None]):
     SearchScreen #search-query { width: 1fr; }
     SearchScreen #search-status { color: $text-muted; height: 1; }
     SearchScreen #search-status.-error { color: $error; }
-    SearchScreen #search-hits { height: 1fr; border: none; background: $surface; }
+    SearchScreen #search-hits { height: 1fr; border: none; background: $surface; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     BINDINGS = [
@@ -140,9 +140,7 @@ class SearchScreen(ModalScreen[Hit | None]):
         more = f", the first {shown} shown" if result.total > shown else ""
         built = f" · indexed {result.indexed_now} batch(es) first" if result.indexed_now else ""
         what = f"{result.total_text} match(es){more}" if result.total else "no match"
-        self.query_one("#search-status", Static).update(
-            f"{what} · {result.elapsed_ms:.0f} ms{built} · ↓ then enter goes there · esc closes"
-        )
+        self.query_one("#search-status", Static).update(f"{what}{built} · ↓ then enter goes there · esc closes")
 
     def action_to_hits(self) -> None:
         if self.hits:
