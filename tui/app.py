@@ -621,6 +621,19 @@ class ControlRoom(App[int]):
 
         open_search(self, store, self.engine.run_id, self._search_hit)
 
+    def action_plots(self) -> None:
+        """The run's figures per tick (`s`), read from the run store."""
+        store = getattr(self.engine.recorder, "store", None)
+        if store is None:
+            self.notify("This run is not recorded (--no-record): the plots read the run store.", severity="warning")
+            return
+        from lemming.tui.screens.plots import PlotsScreen
+        from lemming.tui.series import load_series
+
+        run_id, agent = self.engine.run_id, self.selected_agent
+        self.push_screen(PlotsScreen(lambda: load_series(store, run_id, self.engine.tick, agent),
+                                     where=f"run {run_id} · live"))
+
     def _search_hit(self, hit) -> None:  # noqa: ANN001
         from lemming.tui.screens.search import inspect_hit
 

@@ -18,6 +18,7 @@ VIEW_ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Stream: conversation / raw reply text", "v in the stream pane", "toggle_stream_raw"),
     ("Messages: list / matrix", "m in the messages pane", "toggle_graph_mode"),
     ("Find in the run", "/ — every message, note and error; enter goes to its tick", "search"),
+    ("Plots: spend, tokens/s, latency, failures per tick", "s — up to the cursor in replay", "plots"),
     ("Show the agents pane", "1", "show_pane('roster')"),
     ("Show the stream pane", "2", "show_pane('stream')"),
     ("Show the credits pane", "3", "show_pane('credits')"),

@@ -453,6 +453,13 @@ class ReplayRoom(ControlRoom):
         elif self.mode == "live":
             super().action_inspect()
 
+    def action_plots(self) -> None:
+        screen = self.replay_screen
+        if self.mode == "replay" and screen is not None:
+            screen.action_plots()
+        elif self.mode == "live":
+            super().action_plots()
+
     def action_search(self) -> None:
         screen = self.replay_screen
         if self.mode == "replay" and screen is not None:

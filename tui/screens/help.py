@@ -28,6 +28,7 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     ("Panes", "a", "stream: the selected agent, or all agents interleaved"),
     ("Panes", "v", "stream: each turn as a conversation, or the raw reply text"),
     ("Panes", "/", "find in the run: every message, note and error; enter goes there"),
+    ("Panes", "s", "plots: spend, tokens/s, latency p50/p95, failures per tick"),
     ("Panes", "m", "messages: list or matrix view"),
     ("App", "ctrl+p", "command palette: every action, themes"),
     ("App", "?", "this help"),

@@ -67,6 +67,7 @@ class MainScreen(Screen[None]):
         Binding("q", "app.quit", "Quit", id="app.quit"),
         # After quit: at 80 columns the footer ends before it (help and the palette have it).
         Binding("slash", "app.search", "Find", key_display="/", id="run.search"),
+        Binding("s", "app.plots", "Plots", id="run.plots"),
     ]
 
     def __init__(

@@ -133,6 +133,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         Binding("5", "show_pane('graph')", "Messages", show=False, id="pane.graph"),
         Binding("question_mark", "help", "Help", key_display="?", id="app.help"),
         Binding("q", "app.quit", "Quit", id="app.quit"),
+        Binding("s", "plots", "Plots", id="replay.plots"),
     ]
 
     timeline: ReplayTimeline
@@ -483,6 +484,15 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
                     self.timeline.refresh_ticks(set(done))
 
     # --- turns, forks, help --------------------------------------------------------------
+
+    def action_plots(self) -> None:
+        """The run's figures per tick up to the cursor (`s`)."""
+        from lemming.tui.screens.plots import PlotsScreen
+        from lemming.tui.series import load_series
+
+        source, tick, agent = self.source, self.position.tick or 0, self.selected_agent
+        self.app.push_screen(PlotsScreen(lambda: load_series(source.store, source.run_id, tick, agent),
+                                         where=f"run {source.run_id} · up to tick {tick}"))
 
     def action_search(self) -> None:
         """Find in the run (`/`): enter on a hit moves the cursor to its tick and selects its agent."""
