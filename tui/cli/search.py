@@ -14,24 +14,12 @@ import sys
 
 from rich.console import Console
 from rich.markup import escape
-from rich.text import Text
 
-from lemming.engine.plainjson import printable
 from lemming.engine.store import RunStore, StoreError
-from lemming.engine.store.search import MARK_END, MARK_START, Hit, SearchIndex, jsonable
+from lemming.engine.store.search import SearchIndex, jsonable
+from lemming.tui.hits import hit_row
 from lemming.tui.cli.options import add_db_arg, add_org_arg, db_path, positive_int
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, fail, warn
-
-
-def hit_text(hit: Hit, *, width: int | None = None) -> Text:
-    """A hit's matching line with the matched words highlighted (control codes escaped)."""
-    out = Text(no_wrap=width is not None, overflow="ellipsis")
-    bold = False
-    for part in hit.line.replace(MARK_END, MARK_START).split(MARK_START):
-        if part:
-            out.append(printable(part).replace("\n", " "), style="bold reverse" if bold else "")
-        bold = not bold
-    return out
 
 
 async def _open(db) -> RunStore:  # noqa: ANN001
@@ -72,9 +60,7 @@ async def _search(args: argparse.Namespace) -> int:
         console.print(f"no match for {escape(result.query)!s} in run {info.id}")
         return EXIT_FAIL
     for h in result.hits:
-        line = Text.assemble((f"{h.tick:>6} ", "bold"), (f"{h.agent[:16]:<16} ", "cyan"), (f"{h.kind:<7} ", "dim"))
-        line.append_text(hit_text(h))
-        console.print(line, soft_wrap=False, overflow="ellipsis", no_wrap=True)
+        console.print(hit_row(h, 16), soft_wrap=False, overflow="ellipsis", no_wrap=True)
     shown = len(result.hits)
     more = f" (the first {shown}; --limit N shows more)" if result.total > shown else ""
     built = f"; indexed {result.indexed_now} batch(es) first" if result.indexed_now else ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -22,9 +21,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from lemming.engine.plainjson import printable
 from lemming.engine.store.errors import StoreError
-from lemming.engine.store.search import MARK_END, MARK_START, Hit, SearchIndex, SearchResult
+from lemming.engine.store.search import Hit, SearchIndex, SearchResult
+from lemming.tui.hits import hit_row
 
 if TYPE_CHECKING:
     from textual.app import App
@@ -35,20 +34,6 @@ if TYPE_CHECKING:
 Searcher = Callable[[str], Awaitable[SearchResult]]
 #: Wait this long after a key before searching (typing a word is not a search per letter).
 DEBOUNCE_S = 0.25
-
-
-def hit_label(hit: Hit) -> Text:
-    """One row of the hits: tick, agent, kind and the line, the matched words highlighted."""
-    out = Text(no_wrap=True, overflow="ellipsis")
-    out.append(f"{hit.tick:>6} ", style="bold")
-    out.append(f"{printable(hit.agent)[:12]:<12} ", style="cyan")
-    out.append(f"{hit.kind[:7]:<7} ", style="dim")
-    bold = False
-    for part in hit.line.replace(MARK_END, MARK_START).split(MARK_START):
-        if part:
-            out.append(printable(part).replace("\n", " "), style="bold reverse" if bold else "")
-        bold = not bold
-    return out
 
 
 class SearchScreen(ModalScreen[Hit | None]):
@@ -133,7 +118,7 @@ class SearchScreen(ModalScreen[Hit | None]):
         self.hits = list(result.hits)
         hits = self.query_one("#search-hits", OptionList)
         hits.clear_options()
-        hits.add_options([Option(hit_label(h)) for h in self.hits])
+        hits.add_options([Option(hit_row(h)) for h in self.hits])
         if self.hits:
             hits.highlighted = 0
         shown = len(self.hits)

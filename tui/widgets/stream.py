@@ -146,7 +146,11 @@ class TokenStream(ScrollView, can_focus=True):
     def _segments_strip(self, line: Line, width: int) -> Strip:
         """A rendered conversation line: its segments on the base style, cut or padded to `width`."""
         base = self.base_style
-        segments = [Segment(seg.text, base + seg.style if seg.style else base) for seg in line]
+        return self._fitted([Segment(seg.text, base + seg.style if seg.style else base) for seg in line], width)
+
+    def _fitted(self, segments: list[Segment], width: int) -> Strip:
+        """`segments` cut or padded (base style) to exactly `width` cells."""
+        base = self.base_style
         used = sum(cell_len(seg.text) for seg in segments)
         if used > width:
             segments = Segment.adjust_line_length(segments, width, base)
@@ -182,12 +186,7 @@ class TokenStream(ScrollView, can_focus=True):
             style = base
         if body:
             segments.append(Segment(body, style))
-        used = sum(cell_len(seg.text) for seg in segments)
-        if used > width:
-            segments = Segment.adjust_line_length(segments, width, base)
-        elif used < width:
-            segments.append(Segment(" " * (width - used), base))
-        return Strip(segments, width)
+        return self._fitted(segments, width)
 
     # --- the text ------------------------------------------------------------------------
 
