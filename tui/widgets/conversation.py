@@ -173,7 +173,9 @@ def turn_lines(rec: TurnRecord, width: int, palette: Mapping[str, Style]) -> lis
             out.extend(_wrap(f"· memory {op} {_short(key, 40)}{value}", width, muted))
     for t in parsed.get("tool_calls") or []:
         if isinstance(t, dict):
-            args = ", ".join(f"{k}={_short(v, 40)}" for k, v in (t.get("args") or {}).items())
+            # Arguments as the call wrote them (strings quoted: `cmd="make test"`).
+            args = ", ".join(f"{k}={_short(json.dumps(v, ensure_ascii=False, default=str), 40)}"
+                             for k, v in (t.get("args") or {}).items())
             out.extend(_wrap(f"· tool {_short(t.get('tool', '?'), 40)}({args})", width, muted))
     if rec.tool_results:
         out.extend(_wrap(f"· {len(rec.tool_results)} tool result(s) (enter: inspect)", width, muted))
