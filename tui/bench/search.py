@@ -14,7 +14,7 @@ through the real recorder, so the index is filled as a real run fills it; `--qui
 * search_ms_first — the first search after opening the file (cold caches).
 * index_mb — the index's share of the file; messages — messages indexed.
 * catch_up_s — indexing the whole run from scratch, as the first search of a run
-  recorded before the index existed does (measured on the quick size, or on the full
+  recorded before the index existed does (measured on the quick size, 100 ticks, or on the full
   run with --full-catch-up: it decodes every batch).
 """
 
@@ -99,7 +99,7 @@ async def bench_search(quick: bool = False, full_catch_up: bool = False) -> dict
     out: dict[str, Any] = {"bench": "search", "quick": quick}
     with tempfile.TemporaryDirectory(prefix="lemming-bench-search-") as tmpname:
         tmp = Path(tmpname)
-        ticks = 300 if quick else 10_000
+        ticks = 100 if quick else 10_000
         db, run_id, info = await _long_run(tmp, ticks)
         out["ticks"], out["agents"] = info["long_ticks"], info["long_agents"]
         out["build_events_per_s"] = info["events_per_s_sustained"]
