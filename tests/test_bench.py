@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 REQUIRED = {
@@ -22,6 +24,7 @@ REQUIRED = {
 }
 
 
+@pytest.mark.timeout(300)  # every benchmark, quick: about two minutes on a busy machine
 def test_bench_quick_json_lines_carry_their_fields() -> None:
     p = subprocess.run(
         [sys.executable, "-m", "lemming.tui.cli", "bench", "--quick", "--json"],
