@@ -20,6 +20,8 @@ REQUIRED = {
     "replay": {"open_ms", "step_ms_p95"},
     "startup": {"first_paint_ms"},
     "providers": {"agents", "latency_ms", "wall_per_tick_s", "ideal_s", "efficiency", "cpu_ms_per_call", "failed"},
+    "graph": {"layout_ms_40", "layout_ms_100", "draw_ms_40"},
+    "search": {"search_ms_p50", "search_ms_p95", "search_ms_first", "indexed_rows", "catch_up_s"},
     "memory": {"rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"},
     "tools": {"file_read_us", "file_write_us", "shell_echo_ms", "bwrap_startup_ms", "process_ms"},
     "structured": {"turns", "contract_rate_off", "contract_rate_on", "repaired_rate_off", "repaired_rate_on",

@@ -375,8 +375,20 @@ async def test_stream_shows_the_selected_agent_and_all_mode_tags_lines(org_dir: 
         await advance(pilot, app, 1)
         stream = app.main.stream
         text = "\n".join(stream.lines)
-        assert "alice · tick 1" in text and "outbox_entries" in text and "✓ ok" in text
-        await pilot.press("down")  # bob
+        assert "alice · tick 1" in text and "✓ ok" in text
+        # the finished turn is a conversation: each message under its arrow, no JSON
+        rec = app.view.agents["alice"].history[-1]
+        entry = rec.parsed["outbox_entries"][0]
+        to = ", ".join(entry["recipients"]) or "all"
+        assert f"alice → {to} · {entry['kind']}" in text and "outbox_entries" not in text
+        words = entry["payload"]["text"].split()
+        assert " ".join(" ".join(stream.lines).split()).count(" ".join(words)) == 1  # wrapped, whole
+        assert f"note: {rec.parsed['notes']}" in text
+        await pilot.press("2", "v")  # the raw reply, as the model wrote it
+        assert stream.raw and "outbox_entries" in "\n".join(stream.lines)
+        await pilot.press("v")
+        assert not stream.raw and "outbox_entries" not in "\n".join(stream.lines)
+        await pilot.press("1", "down")  # bob
         text = "\n".join(stream.lines)
         assert "bob · tick 1" in text
         await pilot.press("2", "a")

@@ -103,4 +103,4 @@ def test_forty_agents_messages_list(snap_compare, tmp_path: Path) -> None:
 
     org = make_storm_org(tmp_path / "org40", 40)
     app = deterministic_app(org, seed=3, config_dir=tmp_path / "cfg")
-    assert snap_compare(app, terminal_size=(160, 50), run_before=lambda p: _stepped(p, "5"))
+    assert snap_compare(app, terminal_size=(160, 50), run_before=lambda p: _stepped(p, "5", "m", "m"))

@@ -88,8 +88,11 @@ _PANES = (
     KeyLine("Panes", "a", "stream: the selected agent, or all agents interleaved", (
         Act("app.toggle_stream_mode", title="Stream: selected agent / all agents", hint="a in the stream pane"),
     )),
-    KeyLine("Panes", "m", "messages: list or matrix view", (
-        Act("app.toggle_graph_mode", title="Messages: list / matrix", hint="m in the messages pane"),
+    KeyLine("Panes", "v", "stream: each turn as a conversation, or the raw reply text", (
+        Act("app.toggle_stream_raw", title="Stream: conversation / raw reply text", hint="v in the stream pane"),
+    )),
+    KeyLine("Panes", "m", "messages: graph, matrix or list view", (
+        Act("app.toggle_graph_mode", title="Messages: graph / matrix / list", hint="m in the messages pane"),
     )),
 )
 
@@ -175,6 +178,13 @@ TABLE: tuple[KeyLine, ...] = (
     KeyLine("App", "q", "quit (replay never writes to the database)", (
         Act("app.quit", "q", "app.quit", "Quit", title="Quit"),
     ), frozenset({REPLAY, PICKER})),
+    # After quit: at 80 columns the footer ends before these (help and the palette have them).
+    KeyLine("Panes", "/", "find in the run: every message, note and error; enter goes there", (
+        Act("app.search", "slash", "run.search", "Find", key_display="/", title="Find in the run"),
+    )),
+    KeyLine("Panes", "s", "plots: spend, tokens/s, latency p50/p95, failures per tick", (
+        Act("app.plots", "s", "run.plots", "Plots", title="Plots: spend, tokens/s, latency, failures per tick"),
+    )),
 )
 
 

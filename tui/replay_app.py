@@ -255,6 +255,20 @@ class ReplayRoom(Room):
             self.failures.append(f"{worker.group}: " + "".join(traceback.format_exception(err)))
             self.notify(f"{type(err).__name__}: {err}", title=f"Replay: {worker.group} failed", severity="error", timeout=30)
 
+    def action_plots(self) -> None:
+        screen = self.replay_screen
+        if self.mode == "replay" and screen is not None:
+            screen.action_plots()
+        else:
+            super().action_plots()
+
+    def action_search(self) -> None:
+        screen = self.replay_screen
+        if self.mode == "replay" and screen is not None:
+            screen.action_search()
+        else:
+            super().action_search()
+
     async def close_run(self) -> None:
         position, self.position = self.position, None
         if position is not None:

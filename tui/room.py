@@ -16,7 +16,7 @@ import time
 import traceback
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable, TypedDict
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypedDict
 
 from textual import work
 from textual.app import App
@@ -540,6 +540,37 @@ class Room(App[int]):
 
     def action_toggle_stream_mode(self) -> None:
         self.main.stream.action_toggle_mode()
+
+    def action_toggle_stream_raw(self) -> None:
+        self.main.stream.action_toggle_raw()
+
+    def _run_store(self) -> Any:
+        """The run store the live run shown is recorded in (None when it is not)."""
+        return getattr(getattr(self.engine, "recorder", None), "store", None)
+
+    def action_search(self) -> None:
+        """Find in the run (`/`): the hit's turn opens in the inspector."""
+        store = self._run_store()
+        if store is None or self.source is None:
+            self.notify("This run is not recorded here: there is nothing to search (lemming search reads a recorded run).", severity="warning")
+            return
+        from lemming.tui.screens.search import inspect_hit, open_search
+
+        run_id = self.source.run_id
+        open_search(self, store, run_id, lambda hit: inspect_hit(self, store, run_id, hit))
+
+    def action_plots(self) -> None:
+        """The run's figures per tick (`s`), read from the run store."""
+        store = self._run_store()
+        source = self.source
+        if store is None or source is None:
+            self.notify("This run is not recorded here: the plots read the run store.", severity="warning")
+            return
+        from lemming.tui.screens.plots import PlotsScreen
+        from lemming.tui.series import load_series
+
+        run_id, agent = source.run_id, self.selected_agent
+        self.push_screen(PlotsScreen(lambda: load_series(store, run_id, source.tick, agent), where=f"run {run_id} · live"))
 
     def action_toggle_graph_mode(self) -> None:
         self.main.graph.action_toggle_matrix()

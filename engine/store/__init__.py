@@ -16,6 +16,7 @@ modules, one job each:
     queries.py    what reads the file (run on the database thread)
     database.py   the sqlite3 connection and the thread it runs on
     liveness.py   whether the process recording a run is alive
+    search.py     find in a run: the FTS5 index over what was said, and SearchIndex
     errors.py     StoreError, and sqlite3's errors said in one line
 
 Secrets: nothing here reads the environment. What is written is what the engine's

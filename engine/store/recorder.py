@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from lemming.engine.events import Event, RunStarted, RunStopped, TickCompleted, TurnRecord
 from lemming.engine.state import OrgState
-from lemming.engine.store import queries, snapshots, writes
+from lemming.engine.store import queries, search, snapshots, writes
 from lemming.engine.store.boards import detached
 from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, dumps, pack, pack_blob
 from lemming.engine.store.errors import StoreError
@@ -97,6 +97,7 @@ class RunRecorder:
                 if live is not None and live.tick == tick:
                     await self._snapshot(live, batch)
             plan = self._plan(events)
+            plan.search_rows = search.rows_of(events)
             await db.call(writes.write_tx, plan)
             db.known_texts.update(plan.texts)
             if self._shadow is not None:

@@ -45,6 +45,7 @@ from typing import Callable
 from lemming.engine.store.codec import current_layouts
 from lemming.engine.store.database import transaction
 from lemming.engine.store.errors import StoreError, sqlite_error
+from lemming.engine.store.search import create as create_search_index
 
 #: 1: records, entries, prompts and snapshots as JSON; 2: pickled (see encoding.py), no
 #: prompt hash in `turns`. A schema-1 file is refused (no migration: record anew).
@@ -189,6 +190,7 @@ def prepare(conn: sqlite3.Connection, path: Path, readonly: bool, durable: bool,
             step(conn)
             version += 1
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        create_search_index(conn)  # search.py: FTS5 over what was said (filled as batches are written)
         known = {(n, f) for n, f in conn.execute("SELECT name, fields FROM codec")}
         for name, fields in current_layouts().items():
             fj = json.dumps(list(fields))

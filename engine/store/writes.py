@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lemming.engine.store import schema
+from lemming.engine.store import schema, search
 from lemming.engine.store.database import transaction
 from lemming.engine.store.errors import StoreError
 
@@ -34,6 +34,7 @@ class WritePlan:
     texts: dict[str, bytes]  # new prompt heads: hash → compressed text
     run_update: dict[str, Any]  # runs columns to set
     batch_id: int = 0  # set by the transaction
+    search_rows: list[tuple] = field(default_factory=list)  # what the batch adds to the search index (search.py)
 
 
 def insert_batch(conn: sqlite3.Connection, p: WritePlan) -> None:
@@ -76,6 +77,7 @@ def write_tx(conn: sqlite3.Connection, p: WritePlan) -> None:
         insert_batch(conn, p)
         insert_turns(conn, p)
         update_run(conn, p)
+        search.index_batch(conn, p.rid, p.batch_id, p.search_rows)
 
 
 def write_snapshot(conn: sqlite3.Connection, rid: int, batch: int, tick: int, body: bytes, defs_hash: str,

@@ -35,6 +35,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "100 and 1,000 agents through each protocol's official SDK to a loopback server answering in 250 ms",
         "openai ×100 engine ≤ 0.5 s/tick",
     ),
+    "search": ("find in a run: searching a 10,000 × 100 run (first 200 hits and the count)", "search p95 < 200 ms"),
+    "graph": ("the message graph: layout of 40 and 100 agents, drawing 40 in a 70 × 20 pane", "layout (40) < 100 ms; draw < 20 ms"),
     "memory": ("RSS at ticks 10k, 50k, 100k of a demo-shaped run that never goes broke", "growth < 10 MB from the first mark to the last"),
     "tools": ("a tool call: file_read, file_write, sandboxed shell `echo`, bubblewrap alone", "file_read ≤ 200 µs; shell ≤ 100 ms"),
     "structured": ("unreadable replies of the sim at malformed_rate 0.15, reply schema off / on", "contract rate with the schema = 0"),
@@ -50,6 +52,8 @@ FIGURE_KEYS = {
     "replay": ["open_ms", "step_ms_p95", "step_back_ms_p95", "page_ms_p95", "jump_ms_p95"],
     "startup": ["first_paint_ms"],
     "providers": ["wall_per_tick_s", "ideal_s", "cpu_ms_per_call", "worker_cpu_ms_per_call", "failed"],
+    "search": ["search_ms_p50", "search_ms_p95", "search_ms_first", "index_mb"],
+    "graph": ["layout_ms_40", "layout_ms_100", "draw_ms_40"],
     "memory": ["rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"],
     "tools": ["file_read_us", "file_write_us", "shell_echo_ms", "bwrap_startup_ms", "process_ms"],
     "structured": ["contract_rate_off", "contract_rate_on", "repaired_rate_off", "repaired_rate_on", "us_per_turn_off", "us_per_turn_on"],
@@ -90,6 +94,16 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.replay import bench_replay
 
         return [{"bench": "replay", **bench_replay(quick=quick)}]
+    if name == "search":
+        import asyncio
+
+        from lemming.tui.bench.search import bench_search
+
+        return [asyncio.run(bench_search(quick=quick))]
+    if name == "graph":
+        from lemming.tui.bench.graph import bench_graph
+
+        return [bench_graph(quick=quick)]
     if name == "memory":
         from lemming.tui.bench.memory import bench_memory
 
@@ -256,7 +270,7 @@ def run_benchmarks(
     results: list[dict[str, Any]] = []
     for name in names:
         runs = []
-        for _ in range(1 if name in ("ui", "attach", "store", "replay", "memory", "providers") and not quick else repeats):
+        for _ in range(1 if name in ("ui", "attach", "store", "replay", "memory", "providers", "search") and not quick else repeats):
             lines = _subprocess_one(name, quick, profile)
             runs.append(lines)
             if any("error" in ln for ln in lines):

@@ -10,6 +10,7 @@ One module a family of commands, each adding its own to the parser with `registe
 * org_files  — `validate`, `bootstrap`: an organisation's files
 * models     — `models`: models.json, probed
 * remote     — `attach`, `send`, `inbox`, `chat`, `ctl`: a served run, from another process
+* search     — `search`: find where something was said in a run
 * bench      — `bench`: the benchmarks
 
 `options` holds the options several commands share and `output` the exit codes and
@@ -45,13 +46,14 @@ def build_parser(*, only_tui: bool = False) -> argparse.ArgumentParser:
     rooms.register_tui(sub)
     if only_tui:
         return parser
-    from lemming.tui.cli import agents, bench, models, org_files, remote, run, runs
+    from lemming.tui.cli import agents, bench, models, org_files, remote, run, runs, search
 
     org_files.register(sub)
     run.register(sub)
     agents.register(sub)
     runs.register(sub)
     models.register(sub)
+    search.register(sub)
     bench.register(sub)
     rooms.register(sub)
     remote.register(sub)

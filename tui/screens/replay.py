@@ -403,6 +403,28 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
 
     # --- turns, forks, help --------------------------------------------------------------
 
+    def action_plots(self) -> None:
+        """The run's figures per tick up to the cursor (`s`)."""
+        from lemming.tui.screens.plots import PlotsScreen
+        from lemming.tui.series import load_series
+
+        source, tick, agent = self.source, self.position.tick or 0, self.selected_agent
+        self.app.push_screen(PlotsScreen(lambda: load_series(source.store, source.run_id, tick, agent),
+                                         where=f"run {source.run_id} · up to tick {tick}"))
+
+    def action_search(self) -> None:
+        """Find in the run (`/`): enter on a hit moves the cursor to its tick and selects its agent."""
+        from lemming.tui.screens.search import open_search
+
+        def chosen(hit) -> None:  # noqa: ANN001
+            self.stop_playing()
+            self.move_to(hit.tick)
+            if hit.agent in self.view.agents:
+                self.select_agent(hit.agent)
+
+        # A strictly read-only session (--no-fork) never writes the file, not even the index.
+        open_search(self.app, self.source.store, self.source.run_id, chosen, build=self.can_fork)
+
     def action_inspect_turn(self) -> None:
         agent = self.selected_agent
         tick: int | None = None

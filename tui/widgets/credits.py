@@ -1,5 +1,7 @@
-"""Credits: each agent's budget left as a bar, its spend rate, soft-cap and broke warnings,
-and the organisation's total spend and spend rate in the header."""
+"""Credits: each agent's budget left as a bar, its spend rate, its spend over the last
+ticks as a sparkline (one scale for every agent: the tallest block is the largest
+spend of any agent in a tick), soft-cap and broke warnings, and the organisation's
+total spend and spend rate in the header."""
 
 from __future__ import annotations
 
@@ -9,8 +11,11 @@ from lemming.tui.run_source import RunSource
 
 from lemming.tui.model import RECENT_TICKS, RunView
 from lemming.tui.widgets.line_table import AgentTable
+from lemming.tui.widgets.sparkline import per_tick, spark
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
+#: Ticks the spend sparkline covers (at most; fewer when the pane is narrow).
+SPARK_TICKS = 16
 
 
 def bar(fraction: float, width: int) -> tuple[str, str]:
@@ -74,10 +79,30 @@ class CreditsPane(AgentTable):
         cols.append(f"{'credits':>15} ", self.style("header"))
         if width >= name_w + bar_w + 36:
             cols.append(f"{'/tick':>8}", self.style("header"))
+        n = self._spark_w(width)
+        if n:
+            cols.append(f"  {'last ' + str(n) + ' ticks':<{n}}", self.style("header"))
         return [top, cols]
 
+    def _spark_w(self, width: int) -> int:
+        """Ticks of spend the sparkline shows at this width (0: no room)."""
+        room = width - (self._name_w() + self._bar_w(width) + 36 + 2)
+        return min(SPARK_TICKS, room) if room >= 6 else 0
+
+    def _spark_series(self, name: str, n: int) -> list[float]:
+        return per_tick(self.view.agent(name).charges, self.view.committed_tick, n)
+
+    def _spark_top(self, n: int) -> float:
+        """The largest spend of any agent in one of the last `n` ticks (once per tick)."""
+        key = (self.view.committed_tick, n, len(self.view.order))
+        if getattr(self, "_top_key", None) != key:
+            self._top_key = key
+            self._top = max((max(self._spark_series(a, n), default=0.0) for a in self.view.order), default=0.0)
+        return self._top
+
     def _bar_w(self, width: int) -> int:
-        return max(4, min(24, width - self._name_w() - 36))
+        # Room for a sparkline of 12 ticks first: history says more than a longer bar.
+        return max(4, min(24, width - self._name_w() - 36 - 14))
 
     def render_row(self, index: int, width: int) -> Text:
         name = self.view.order[index]
@@ -109,6 +134,9 @@ class CreditsPane(AgentTable):
         if width >= name_w + bar_w + 36:
             rate = self.view.agent(name).spend_rate(self.view.committed_tick, RECENT_TICKS)
             t.append(f"{money(rate):>8}", self.style("muted"))
+            n = self._spark_w(width)
+            if n:
+                t.append("  " + spark(self._spark_series(name, n), self._spark_top(n)), self.style("accent"))
         if left <= 0 and agent is not None and agent.resume.calls_model:
             t.append("  broke", self.style("error"))
         elif name in s.soft_warned:

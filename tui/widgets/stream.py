@@ -1,5 +1,10 @@
 """The token stream: the selected agent's reply as it streams, or every agent interleaved.
 
+A reply streams as raw tokens; when its turn ends they are replaced by the turn as a
+conversation (`conversation.turn_lines`: who said what to whom, Markdown rendered,
+memory and tool lines dim, the notes). `v` toggles the raw reply text instead; in
+"all" mode the conversation view shows each finished turn, not its tokens.
+
 Fed once per pump with the text that arrived since the last pump, never per
 token. Replies are wrapped to the pane's width here, so one-line JSON replies
 stay readable without horizontal scrolling. In "all" mode each line is tagged
@@ -32,6 +37,7 @@ from lemming.engine.plainjson import printable
 
 from lemming.tui.messages import StreamModeChanged
 from lemming.tui.model import RunView, StreamPiece
+from lemming.tui.widgets.conversation import Line, line_text, turn_lines
 
 TAG_SEP = " │ "
 
@@ -50,6 +56,9 @@ class TokenStream(ScrollView, can_focus=True):
     TokenStream > .token-stream--muted { color: $text-muted; }
     TokenStream > .token-stream--ok { color: $success; }
     TokenStream > .token-stream--error { color: $error; text-style: bold; }
+    TokenStream > .token-stream--sender { color: $primary; text-style: bold; }
+    TokenStream > .token-stream--header { color: $accent; }
+    TokenStream > .token-stream--note { color: $text-muted; text-style: italic; }
     """
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
@@ -57,10 +66,14 @@ class TokenStream(ScrollView, can_focus=True):
         "token-stream--muted",
         "token-stream--ok",
         "token-stream--error",
+        "token-stream--sender",
+        "token-stream--header",
+        "token-stream--note",
     }
 
     BINDINGS = [
         Binding("a", "toggle_mode", "Selected/all", id="stream.mode"),
+        Binding("v", "toggle_raw", "Raw/conversation", id="stream.raw"),
         Binding("up,k", "scroll_up", "Up", show=False, id="stream.up"),
         Binding("down,j", "scroll_down", "Down", show=False, id="stream.down"),
         Binding("pageup", "page_up", "Page up", show=False, id="stream.page_up"),
@@ -75,7 +88,10 @@ class TokenStream(ScrollView, can_focus=True):
         self.mode = mode if mode in ("selected", "all") else "selected"
         self.agent: str | None = None
         self.max_lines = max_lines
-        self._lines: deque[str] = deque(maxlen=max_lines)
+        #: raw text lines (str) and rendered conversation lines (segments)
+        self._lines: deque[str | Line] = deque(maxlen=max_lines)
+        self.raw = False  # show replies as their raw text, not as a conversation
+        self._turn_at: int | None = None  # absolute number of the current reply's first line
         self._partial = ""  # the last, unfinished line
         self._col = 0  # cells used on the current line, for wrapping
         self._styles: dict[str, Style] = {}
@@ -94,7 +110,8 @@ class TokenStream(ScrollView, can_focus=True):
     def _title(self) -> None:
         self.border_title = "Stream"
         who = "all agents" if self.mode == "all" else (self.agent or "—")
-        self.border_subtitle = f"{who} · a: {'selected' if self.mode == 'all' else 'all'}"
+        view = "raw" if self.raw else "conversation"
+        self.border_subtitle = f"{who} · {view} · a: {'selected' if self.mode == 'all' else 'all'} · v: {'conversation' if self.raw else 'raw'}"
 
     def _style(self, name: str) -> Style:
         s = self._styles.get(name)
@@ -123,13 +140,33 @@ class TokenStream(ScrollView, can_focus=True):
             s = self._styles[key] = self.base_style + self._style(name)
         return s
 
-    def _line_strip(self, line: str, width: int) -> Strip:
+    def _palette(self) -> dict[str, Style]:
+        return {name: self._style(name) for name in ("sender", "header", "muted", "note")}
+
+    def _segments_strip(self, line: Line, width: int) -> Strip:
+        """A rendered conversation line: its segments on the base style, cut or padded to `width`."""
+        base = self.base_style
+        return self._fitted([Segment(seg.text, base + seg.style if seg.style else base) for seg in line], width)
+
+    def _fitted(self, segments: list[Segment], width: int) -> Strip:
+        """`segments` cut or padded (base style) to exactly `width` cells."""
+        base = self.base_style
+        used = sum(cell_len(seg.text) for seg in segments)
+        if used > width:
+            segments = Segment.adjust_line_length(segments, width, base)
+        elif used < width:
+            segments.append(Segment(" " * (width - used), base))
+        return Strip(segments, width)
+
+    def _line_strip(self, line: str | Line, width: int) -> Strip:
         """One line as a strip of `width` cells: the tag, the separator and the body, styled.
 
         Built from segments directly (not through rich Text, which re-splits spans and
         re-measures): under a token storm in "all" mode every visible line is new at every
         repaint, so this runs for the whole pane several times a second.
         """
+        if not isinstance(line, str):
+            return self._segments_strip(line, width)
         base = self.base_style
         segments: list[Segment] = []
         start = 0
@@ -149,19 +186,14 @@ class TokenStream(ScrollView, can_focus=True):
             style = base
         if body:
             segments.append(Segment(body, style))
-        used = sum(cell_len(seg.text) for seg in segments)
-        if used > width:
-            segments = Segment.adjust_line_length(segments, width, base)
-        elif used < width:
-            segments.append(Segment(" " * (width - used), base))
-        return Strip(segments, width)
+        return self._fitted(segments, width)
 
     # --- the text ------------------------------------------------------------------------
 
     @property
     def lines(self) -> list[str]:
         """Every line held, the unfinished last one included (for tests and copying)."""
-        out = list(self._lines)
+        out = [x if isinstance(x, str) else line_text(x) for x in self._lines]
         if self._partial:
             out.append(self._partial)
         return out
@@ -319,6 +351,9 @@ class TokenStream(ScrollView, can_focus=True):
                     self.clear()
                     self._placeholder = False
                 out.append(self._line(f"── {self.agent} · tick {p.tick} ──"))
+                self.write("".join(out))
+                out.clear()
+                self._turn_at = self._first + len(self._lines)
             elif p.kind == "text":
                 out.append(self._wrapped(p.text))
             elif p.kind == "restart":
@@ -326,8 +361,33 @@ class TokenStream(ScrollView, can_focus=True):
             elif p.kind == "tool":
                 out.append(self._line(p.text))
             elif p.kind == "end":
+                rendered = None if self.raw or p.record is None else self._turn_lines(p.record)
+                if rendered is not None and self._turn_at is not None and self._turn_at >= self._first:
+                    out.clear()  # the raw tokens of this reply give way to the conversation
+                    self._replace_from(self._turn_at, rendered)
                 out.append(self._line(self.end_marker(p.record, p.text)))
+                self._turn_at = None
         return "".join(out)
+
+    def _turn_lines(self, rec: TurnRecord, width: int | None = None, indent: int = 0) -> list[Line] | None:
+        return turn_lines(rec, (width or self._wrap_width or self.wrap_width) - indent, self._palette())
+
+    def _replace_from(self, absolute: int, lines: list[Line]) -> None:
+        """Drop the lines from `absolute` on (the partial one too) and put `lines` there."""
+        follow = self.scroll_offset.y >= self.max_scroll_y - 1
+        keep = absolute - self._first
+        while len(self._lines) > keep:
+            self._lines.pop()
+        self._partial = ""
+        self._col = 0
+        for line in lines:
+            if len(self._lines) == self._lines.maxlen:
+                self._first += 1
+            self._lines.append(line)
+        self._cache = {k: v for k, v in self._cache.items() if k < absolute}
+        if follow and self.scroll_offset.y != self.max_scroll_y:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
 
     def _tagged_text(self, agent: str, pieces: list[StreamPiece]) -> str:
         tag = f"{agent[:16]:<10}{TAG_SEP}"
@@ -335,8 +395,8 @@ class TokenStream(ScrollView, can_focus=True):
         out: list[str] = []
         for p in pieces:
             if p.kind == "text":
-                if not p.text.strip():
-                    continue
+                if not self.raw or not p.text.strip():
+                    continue  # the conversation view shows each finished turn, not its tokens
                 out.append(self._newline() + tag)
                 self._col = indent
                 out.append(self._wrapped(p.text.strip("\n"), indent))
@@ -348,10 +408,28 @@ class TokenStream(ScrollView, can_focus=True):
                 elif p.kind == "tool":
                     body = p.text.strip()
                 else:
+                    rendered = None if self.raw or p.record is None else self._turn_lines(p.record, indent=indent)
+                    if rendered:
+                        self.write("".join(out) + self._newline())
+                        out.clear()
+                        self._append_tagged(tag, rendered)
                     body = self.end_marker(p.record, p.text)
                 out.append(self._line(tag + body))
         out.append(self._newline())
         return "".join(out)
+
+    def _append_tagged(self, tag: str, lines: list[Line]) -> None:
+        """Rendered lines, each behind the agent's tag (all mode)."""
+        follow = self.scroll_offset.y >= self.max_scroll_y - 1
+        head = (Segment(tag[: -len(TAG_SEP)], self._style("tag")), Segment(TAG_SEP, self._style("muted")))
+        for line in lines:
+            if len(self._lines) == self._lines.maxlen:
+                self._first += 1
+            self._lines.append(head + line)
+        self._cache.pop(self._first + len(self._lines), None)
+        if follow and self.scroll_offset.y != self.max_scroll_y:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.refresh()
 
     # --- switching -----------------------------------------------------------------------
 
@@ -371,9 +449,18 @@ class TokenStream(ScrollView, can_focus=True):
             self._placeholder = True
             return
         tick = a.stream_tick if a.stream_tick is not None else a.history[-1].tick
-        out = [self._line(f"── {name} · tick {tick} ──"), self._wrapped(a.stream_text)]
-        if a.thinking_tick is None and a.history and a.history[-1].tick == tick:
+        self.write(self._line(f"── {name} · tick {tick} ──"))
+        self._turn_at = self._first + len(self._lines)
+        finished = a.thinking_tick is None and a.history and a.history[-1].tick == tick
+        rendered = self._turn_lines(a.history[-1]) if finished and not self.raw else None
+        if rendered is not None:
+            self._replace_from(self._turn_at, rendered)
+            out = []
+        else:
+            out = [self._wrapped(a.stream_text)]
+        if finished:
             out.append(self._line(self.end_marker(a.history[-1])))
+            self._turn_at = None
         self.write("".join(out))
 
     def set_mode(self, mode: str) -> None:
@@ -384,6 +471,11 @@ class TokenStream(ScrollView, can_focus=True):
             self.show_agent(self.agent)
         else:
             self.write(self._line("── all agents, interleaved ──"))
+
+    def action_toggle_raw(self) -> None:
+        """Raw reply text or the conversation (the inspector always has the raw reply)."""
+        self.raw = not self.raw
+        self.set_mode(self.mode)
 
     def action_toggle_mode(self) -> None:
         self.set_mode("all" if self.mode == "selected" else "selected")
