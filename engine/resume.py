@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+from lemming.engine.mcp.config import SERVER_NAME_RE, McpServerSpec
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -218,6 +219,16 @@ class OrgSettings(BaseModel):
     inbox_new_limit: int = Field(default=50, ge=1, le=10_000)
     inbox_context: int = Field(default=5, ge=0, le=1_000)
     max_concurrency: int = Field(default=16, ge=1, le=10_000)
+    #: MCP servers agents may be granted tools of (`permissions.tools`: "<server>/<tool>").
+    mcp_servers: dict[str, McpServerSpec] = Field(default_factory=dict, max_length=100)
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _server_names(cls, v: dict[str, McpServerSpec]) -> dict[str, McpServerSpec]:
+        for name in v:
+            if not SERVER_NAME_RE.match(name):
+                raise ValueError(f"{shown_key(name)} is not a server name (letters, digits, _ . -)")
+        return v
 
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -17,6 +17,7 @@ REQUIRED = {
     "replay": {"open_ms", "step_ms_p95"},
     "startup": {"first_paint_ms"},
     "memory": {"rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"},
+    "mcp": {"calls", "start_s", "call_ms_p50", "call_ms_p95"},
 }
 
 

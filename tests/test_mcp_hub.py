@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lemming.engine.mcp import McpHub, McpServerSpec, ServerState, tool_granted
-from lemming.engine.mcp.config import expand_env_refs, validate_servers
+from lemming.engine.mcp.config import expand_env_refs, grant_problems
 
 SERVER = str(Path(__file__).parent / "support" / "mcp_server.py")
 
@@ -272,8 +272,11 @@ def test_grants_and_config_checks():
     assert not tool_granted(grants, "file", "read")
     assert expand_env_refs("Bearer ${env.T}", {"T": "x"}) == ("Bearer x", [])
     assert expand_env_refs("${env.A}${env.B}", {"A": "1"}) == ("1", ["B"])
-    assert validate_servers({"ok": {}, "bad name": {}}) == [
-        "mcp_servers: 'bad name' is not a server name (letters, digits, _ . -)"
+    servers = {"time": McpServerSpec(command="mcp-server-time")}
+    assert grant_problems("agents/a/resume.json", ["file_read", "time/*", "time/x"], servers) == []
+    assert grant_problems("agents/a/resume.json", ["git/*", "time/"], servers) == [
+        "agents/a/resume.json: permissions.tools: 'git/*' names MCP server 'git', which is not in org.json mcp_servers (time)",
+        "agents/a/resume.json: permissions.tools: 'time/': name a tool or use \"time/*\"",
     ]
     with pytest.raises(ValueError, match="either"):
         McpServerSpec()
@@ -281,3 +284,32 @@ def test_grants_and_config_checks():
         McpServerSpec(command="x", url="http://127.0.0.1/mcp")
     with pytest.raises(ValueError, match="http"):
         McpServerSpec(url="ftp://example/mcp")
+
+
+def test_validate_reports_mcp_configuration_problems(tmp_path):
+    from lemming.engine.org import OrgInvalid, load_org
+
+    agent = tmp_path / "agents" / "a"
+    agent.mkdir(parents=True)
+    (agent / "resume.json").write_text(
+        '{"name": "a", "model": "sim", "permissions": {"read_outboxes": [], "tools": ["git/*"]}}'
+    )
+    (tmp_path / "org.json").write_text('{"mcp_servers": {"time": {"command": "x", "url": "http://h/mcp"}}}')
+    with pytest.raises(OrgInvalid) as err:
+        load_org(tmp_path)
+    assert "org.json: mcp_servers.time: give either" in "\n".join(err.value.problems)
+    (tmp_path / "org.json").write_text('{"mcp_servers": {"bad name": {"command": "y"}}}')
+    with pytest.raises(OrgInvalid) as err:
+        load_org(tmp_path)
+    assert "'bad name' is not a server name" in "\n".join(err.value.problems)
+    (tmp_path / "org.json").write_text('{"mcp_servers": {"time": {"command": "mcp-server-time"}}}')
+    with pytest.raises(OrgInvalid) as err:
+        load_org(tmp_path)
+    assert err.value.problems == [
+        "agents/a/resume.json: permissions.tools: 'git/*' names MCP server 'git', which is not in org.json mcp_servers (time)"
+    ]
+    (agent / "resume.json").write_text(
+        '{"name": "a", "model": "sim", "permissions": {"read_outboxes": [], "tools": ["time/*"]}}'
+    )
+    org = load_org(tmp_path)
+    assert org.settings.mcp_servers["time"].command == "mcp-server-time"

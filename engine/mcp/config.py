@@ -71,13 +71,19 @@ class McpServerSpec(BaseModel):
         return str(self.url)
 
 
-def validate_servers(raw: Any) -> list[str]:
-    """Problems with org.json's `mcp_servers` (beyond each entry's own model): names."""
+def grant_problems(rel: str, tools: Iterable[str], servers: Mapping[str, McpServerSpec]) -> list[str]:
+    """`file: field: message` lines for MCP grants that name no configured server."""
     problems = []
-    if isinstance(raw, Mapping):
-        for name in raw:
-            if not SERVER_NAME_RE.match(str(name)):
-                problems.append(f"mcp_servers: {str(name)[:60]!r} is not a server name (letters, digits, _ . -)")
+    for grant in mcp_grants(tools):
+        server, tool = split_tool_name(grant)
+        if server not in servers:
+            have = ", ".join(sorted(servers)) or "none are configured"
+            problems.append(
+                f"{rel}: permissions.tools: {grant!r} names MCP server {server!r}, "
+                f"which is not in org.json mcp_servers ({have})"
+            )
+        elif not tool:
+            problems.append(f"{rel}: permissions.tools: {grant!r}: name a tool or use \"{server}/*\"")
     return problems
 
 

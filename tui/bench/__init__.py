@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "replay": ("opening a 10,000 × 100 run and moving the cursor", "step p95 < 50 ms"),
     "startup": ("`lemming` to its first full screen", "first paint < 1 s"),
     "memory": ("RSS at ticks 10k, 50k, 100k of a demo-shaped run that never goes broke", "growth < 10 MB from the first mark to the last"),
+    "mcp": ("one MCP tool call through the run's hub (mcp-server-time over stdio)", "call p50 a few ms; start-up once per run"),
 }
 
 FIGURE_KEYS = {
@@ -37,6 +38,7 @@ FIGURE_KEYS = {
     "replay": ["open_ms", "step_ms_p95", "step_back_ms_p95", "page_ms_p95", "jump_ms_p95"],
     "startup": ["first_paint_ms"],
     "memory": ["rss_mb_first", "rss_mb_middle", "rss_mb_last", "rss_growth_mb", "ticks_per_s"],
+    "mcp": ["call_ms_p50", "call_ms_p95", "start_s"],
 }
 
 
@@ -68,6 +70,10 @@ def _run_one(name: str, quick: bool, profile: str | None = None) -> list[dict[st
         from lemming.tui.bench.memory import bench_memory
 
         return [{"bench": "memory", **bench_memory(quick=quick)}]
+    if name == "mcp":
+        from lemming.tui.bench.mcp import bench_mcp
+
+        return [{"bench": "mcp", **bench_mcp(quick=quick)}]
     if name == "startup":
         return [{"bench": "startup", **bench_startup(profile=profile and os.path.join(profile, "startup"))}]
     raise ValueError(f"unknown benchmark {name!r}")
