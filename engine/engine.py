@@ -11,11 +11,13 @@ the next tick boundary; each becomes an event.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Protocol, Sequence
 
 from lemming.engine import schedule
@@ -65,6 +67,8 @@ from lemming.engine.providers.base import ChatMessage, CompletionRequest, Provid
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
 from lemming.engine.providers.structured import StructuredOutput
+from lemming.engine.mcp import McpHub, mcp_grants, split_tool_name
+from lemming.engine.mcp.hub import McpUnavailable
 from lemming.engine.providers import cli as cli_provider
 from lemming.engine.sim_mode import keep_simulated
 from lemming.engine.run_view import RunReadAPI
@@ -248,6 +252,8 @@ class Engine(RunReadAPI):
         self.thinking: set[str] = set()  # agents whose turn is in flight
         #: agent -> the tool it is running now (live; the state learns it at the commit)
         self.running_tools: dict[str, str] = {}
+        #: The run's MCP servers while it runs (None when the organisation has none).
+        self.mcp: McpHub | None = None
         #: A resumed run writes its last committed tick's files again (idempotent): a kill
         #: may have come between the tick's commit and their writing.
         self._reapply_files = state is not None and parent_run is None
@@ -370,6 +376,38 @@ class Engine(RunReadAPI):
 
     # --- the loop ----------------------------------------------------------------------
 
+    async def _start_mcp(self) -> None:
+        """Start the MCP servers the agents are granted tools of, so that their prompts can
+        list those tools (a server that fails is a recorded error of each call to it)."""
+        servers = self.org.settings.mcp_servers
+        if not servers:
+            return
+        self.mcp = McpHub(servers, root=self.org.root, log_dir=Path(self.org.root) / ".lemming" / "mcp")
+        wanted = {split_tool_name(g)[0] for a in self.org.agents.values() for g in mcp_grants(a.resume.permissions.tools)}
+        for server in sorted(wanted & servers.keys()):
+            try:
+                await self.mcp.tools(server)
+            except McpUnavailable:
+                pass  # the prompt says it has not listed its tools; calls say why
+
+    def _mcp_lines(self, granted: list[str]) -> dict[str, str] | None:
+        """The prompt's lines for an agent's MCP grants: each tool with its description and
+        argument schema, as its server listed them."""
+        if self.mcp is None:
+            return None
+        out: dict[str, str] = {}
+        for grant in mcp_grants(granted):
+            server, tool = split_tool_name(grant)
+            lines = [
+                f"- {t.full_name} {{{', '.join(t.input_schema.get('properties', {}))}}}: {t.description.splitlines()[0] if t.description else 'an MCP tool'}"
+                f"; args schema: {json.dumps(t.input_schema, sort_keys=True, separators=(',', ':'))[:600]}"
+                for t in self.mcp.known_tools(server)
+                if tool in ("*", t.name)
+            ]
+            if lines:
+                out[grant] = "\n".join(lines)
+        return out
+
     async def run(self, ticks: int | None = None, *, until_tick: int | None = None) -> str:
         """Run until `ticks` more ticks are committed (or `until_tick`), or until stopped.
 
@@ -406,6 +444,7 @@ class Engine(RunReadAPI):
                 await self._write_files(self.state.tick, last)
             self._build_adapters(a.resume.model.key for a in self.org.agents.values() if a.resume.calls_model)
             await self.registry.wait_ready()  # worker processes started before the first tick
+            await self._start_mcp()
             if self.freeze_gc:
                 # What is alive now (the program, the organisation, the state so far) lasts
                 # the run: out of the collector's full passes, it costs nothing (gcfreeze).
@@ -438,6 +477,9 @@ class Engine(RunReadAPI):
             raise
         finally:
             self.running = False
+            if self.mcp is not None:  # every MCP server stops with the run
+                await self.mcp.aclose()
+                self.mcp = None
             stopped = RunStopped(self.state.tick, reason, self.clock())
             try:
                 await self._commit([stopped])
@@ -803,6 +845,7 @@ class Engine(RunReadAPI):
         )
         tool_results: list[dict[str, Any]] = []  # results come back within the turn
         shell_allow = org.settings.shell_allow
+        mcp_tools = self._mcp_lines(a.resume.permissions.tools)
         try:
             spec = self.registry.spec(key)
         except ProviderError as e:
@@ -816,6 +859,7 @@ class Engine(RunReadAPI):
         messages = build_prompt(
             a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
             can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=wanted, shell_allow=shell_allow,
+            mcp_tools=mcp_tools,
         )
         max_tokens = wanted
         if spec is not None:
@@ -828,7 +872,7 @@ class Engine(RunReadAPI):
                 messages = build_prompt(
                     a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
                     can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=max_tokens,
-                    shell_allow=shell_allow,
+                    shell_allow=shell_allow, mcp_tools=mcp_tools,
                 )
         return {
             "name": name,
@@ -1054,7 +1098,7 @@ class Engine(RunReadAPI):
         name, t = plan["name"], plan["tick"]
         org = self.state.org
         max_rounds = org.settings.max_tool_rounds
-        runner = ToolRunner(org, name, t, plan["memory"], list(plan["tools"]))
+        runner = ToolRunner(org, name, t, plan["memory"], list(plan["tools"]), mcp=self.mcp)
         out_events: list[Event] = []
         replies: list[ParsedReply] = [reply]
         messages = list(plan["messages"])

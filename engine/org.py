@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from lemming.engine import plainjson
+from lemming.engine.mcp.config import grant_problems
 
 from lemming.engine.resume import (
     NO_MODEL_KEY,
@@ -401,7 +402,14 @@ def load_org(root: str | Path, *, strict: bool = True, last_good: Org | None = N
             if resume.name in kept:
                 agents[resume.name] = kept[resume.name]
             continue
-        agents[resume.name] = AgentDef(resume.name, resume, budget, _rel(root, folder / "resume.json"))
+        rel = _rel(root, folder / "resume.json")
+        grant_errors = grant_problems(rel, resume.permissions.tools, settings.mcp_servers)
+        if grant_errors:
+            problems.extend(grant_errors)
+            if resume.name in kept:
+                agents[resume.name] = kept[resume.name]
+            continue
+        agents[resume.name] = AgentDef(resume.name, resume, budget, rel)
     for name in credits:
         if name not in agents and not any(p.startswith(f"agents/{name}/") for p in problems):
             warnings.append(

@@ -167,10 +167,11 @@ def _view_json(e: OutboxEntry, cache: dict[str, str] | None) -> str:
     return text
 
 
-def _system_message(resume: Resume, shell_allow: list[str] | None = None) -> str:
+def _system_message(resume: Resume, shell_allow: list[str] | None = None, mcp_tools: dict[str, str] | None = None) -> str:
     tools = resume.permissions.tools
     allow = tuple(shell_allow) if shell_allow and "shell" in tools else ()
-    key = (resume.name, resume.title, resume.short_description, resume.instructions, resume.workflow_description, tuple(tools), allow)
+    mcp = tuple(sorted(mcp_tools.items())) if mcp_tools else ()
+    key = (resume.name, resume.title, resume.short_description, resume.instructions, resume.workflow_description, tuple(tools), allow, mcp)
     text = _SYSTEM_CACHE.get(key)
     if text is not None:
         return text
@@ -183,7 +184,7 @@ def _system_message(resume: Resume, shell_allow: list[str] | None = None) -> str
         system.append("## Workflow\n" + resume.workflow_description)
     if tools:
         system.append(
-            "## Tools you may call\n" + describe_tools(list(tools), shell_allow=list(allow) or None)
+            "## Tools you may call\n" + describe_tools(list(tools), shell_allow=list(allow) or None, mcp=mcp_tools)
             + "\nFile paths are relative to your workspace; shared/... is the organisation's shared folder."
         )
     system.append(
@@ -239,6 +240,7 @@ def build_prompt(
     balance: float,
     max_tokens: int | None,
     shell_allow: list[str] | None = None,
+    mcp_tools: dict[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """The exact messages the model is given for one turn (its first reply)."""
     # The context block is json.dumps(context, ensure_ascii=False, sort_keys=True) of
@@ -275,7 +277,7 @@ def build_prompt(
         )
     )
     user = f"Tick {tick}. Everything you know this turn:\n```json\n{context}\n```\nReply with the JSON object only."
-    return [{"role": "system", "content": _system_message(resume, shell_allow)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": _system_message(resume, shell_allow, mcp_tools)}, {"role": "user", "content": user}]
 
 
 def tool_round_messages(

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Annotated, Any, Literal
 
+from lemming.engine.mcp.config import SERVER_NAME_RE, McpServerSpec
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -254,6 +255,16 @@ class OrgSettings(BaseModel):
     provider_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = 0
     #: Sockets each adapter's HTTP client keeps; default: the model's concurrency.
     provider_connections: int | None = Field(default=None, ge=1, le=100_000)
+    #: MCP servers agents may be granted tools of (`permissions.tools`: "<server>/<tool>").
+    mcp_servers: dict[str, McpServerSpec] = Field(default_factory=dict, max_length=100)
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _server_names(cls, v: dict[str, McpServerSpec]) -> dict[str, McpServerSpec]:
+        for name in v:
+            if not SERVER_NAME_RE.match(name):
+                raise ValueError(f"{shown_key(name)} is not a server name (letters, digits, _ . -)")
+        return v
 
     @field_validator("shell_allow")
     @classmethod

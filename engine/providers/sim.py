@@ -58,7 +58,9 @@ NEXT = ["next I will", "I propose we", "can you", "please", "I suggest we", "let
 #: Commands the sim runs with `shell` (LeMMing's default allow-list has each program).
 SHELL_COMMANDS = ["ls", "ls notes | tail -n 3", "echo ready", "cat notes/*.md | head -n 2", "grep -c tick notes/*.md"]
 #: A tool's line in the system message ("- file_write {path, content}: ...").
-_TOOL_LINE_RE = re.compile(r"^- ([a-z_]+) \{", re.MULTILINE)
+_TOOL_LINE_RE = re.compile(r"^- ([a-z_]+(?:/[a-z_]+)?) \{", re.MULTILINE)
+#: Time zones the sim converts between with the demo's MCP time server (time/convert_time).
+ZONES = ["Europe/London", "America/New_York", "Asia/Tokyo", "Europe/Berlin", "Australia/Sydney"]
 ACTIONS = ["split the work", "confirm the scope", "ship a first cut", "add a test", "cut the cost", "measure it again", "write it up", "ask the operator"]
 
 
@@ -183,6 +185,10 @@ class SimProvider:
             calls.append({"tool": "list_agents", "args": {}})
         if "clock" in held and rng.random() < 0.1:
             calls.append({"tool": "clock", "args": {}})
+        if "time/convert_time" in held and rng.random() < 0.3:  # an MCP tool (docs/mcp.md)
+            src, dst = rng.sample(ZONES, 2)
+            calls.append({"tool": "time/convert_time",
+                          "args": {"source_timezone": src, "time": f"{9 + tick % 9:02d}:00", "target_timezone": dst}})
         return calls
 
     def _reply(

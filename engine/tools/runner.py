@@ -24,6 +24,7 @@ from lemming.engine.tools.files import PathRefused, TurnFiles, Workspace, MAX_LI
 from lemming.engine.tools.sandbox import INSTALL_HINT, Limits, SandboxPolicy, SandboxUnavailable, bwrap_path
 from lemming.engine.tools.shell import CommandRefused, check_command, run_shell
 from lemming.engine.tools.specs import SPECS
+from lemming.engine.mcp import McpHub, is_mcp_tool, split_tool_name, tool_granted
 
 #: A result the model is shown (and the record keeps) is cut at this many characters of JSON.
 MAX_RESULT_CHARS = 20_000
@@ -58,6 +59,8 @@ class ToolRunner:
     #: memory_write calls, in order: (key, value)
     memory_writes: list[tuple[str, Any]] = field(default_factory=list)
     created: list[dict[str, Any]] = field(default_factory=list)
+    #: The run's MCP servers (None: the organisation has none).
+    mcp: McpHub | None = None
 
     def __post_init__(self) -> None:
         self.memory = dict(self.memory)
@@ -86,6 +89,8 @@ class ToolRunner:
         return shown, record
 
     async def _dispatch(self, tool: str, args: Any) -> Any:
+        if is_mcp_tool(tool):
+            return await self._mcp(tool, args)
         spec = SPECS.get(tool)
         if tool not in self.granted:
             raise _ToolError(f"{tool!r} is not granted to you (permissions.tools: {', '.join(self.granted) or 'none'})")
@@ -140,6 +145,9 @@ class ToolRunner:
             return {"tick": self.tick}
         raise _ToolError(f"{tool!r} has no implementation")  # a spec without one: a bug
 
+    async def _mcp(self, tool: str, args: Any) -> Any:
+        return await _mcp_call(self, tool, args)
+
     async def _shell(self, command: str) -> dict[str, Any]:
         s = self.org.settings
         check_command(command, s.shell_allow)
@@ -174,3 +182,15 @@ class ToolRunner:
 
 class _ToolError(ValueError):
     pass
+
+
+async def _mcp_call(runner: ToolRunner, tool: str, args: Any) -> Any:
+    server, name = split_tool_name(tool)
+    if not tool_granted(runner.granted, server, name):
+        raise _ToolError(f"{tool!r} is not granted to you (permissions.tools: {', '.join(runner.granted) or 'none'})")
+    if runner.mcp is None:
+        raise _ToolError(f"{tool!r}: this run has no MCP servers (org.json mcp_servers)")
+    result = await runner.mcp.call(tool, args)
+    if not result.ok:
+        raise _ToolError(result.error or f"{tool}: failed")
+    return {"text": result.text, **({"cut": True} if result.truncated else {})}

@@ -99,10 +99,15 @@ SPECS: dict[str, ToolSpec] = {
 }
 
 
-def describe(tools: list[str], *, shell_allow: list[str] | None = None) -> str:
-    """The prompt's list of the tools an agent holds, one line each with its arguments."""
+def describe(tools: list[str], *, shell_allow: list[str] | None = None, mcp: dict[str, str] | None = None) -> str:
+    """The prompt's list of the tools an agent holds, one line each with its arguments;
+    an MCP grant (`<server>/<tool>`, `<server>/*`) is described by `mcp` (its tools'
+    lines, as the run's MCP hub listed them)."""
     lines = []
     for name in tools:
+        if "/" in name:
+            lines.append((mcp or {}).get(name) or f"- {name}: an MCP tool whose server has not listed its tools (calling it says why)")
+            continue
         spec = SPECS.get(name)
         if spec is None:
             lines.append(f"- {name}: not provided by this engine (calling it returns an error)")

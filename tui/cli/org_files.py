@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
 import json
 import os
 from pathlib import Path
@@ -11,7 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from lemming.engine.org import OrgInvalid, load_org
+from lemming.engine.mcp import McpHub, mcp_grants, split_tool_name
+from lemming.engine.mcp.hub import McpUnavailable
+from lemming.engine.org import Org, OrgInvalid, load_org
 from lemming.tui.cli.options import add_org_arg
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, err_console, fail, warn
 
@@ -29,7 +33,50 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for w in org.warnings:
         warn(w)
     console.print(f"[green]ok[/]: {len(org.agents)} agents, {len(org.models)} models in models.json")
+    if args.probe and org.settings.mcp_servers:
+        return probe_mcp(org, console)
     return EXIT_OK
+
+
+def probe_mcp(org: Org, console: Console) -> int:
+    """Start each MCP server, list its tools, and check every grant names a tool it has."""
+    problems = asyncio.run(_probe_mcp(org, console))
+    for p in problems:
+        console.print(escape(p), highlight=False, soft_wrap=True)
+    if problems:
+        err_console().print(f"[red]{len(problems)} problem(s)[/]")
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+async def _probe_mcp(org: Org, console: Console) -> list[str]:
+    hub = McpHub(org.settings.mcp_servers, root=org.root, log_dir=org.root / ".lemming" / "mcp")
+    problems: list[str] = []
+    try:
+        for name in hub.names:
+            started = time.perf_counter()
+            try:
+                tools = await hub.tools(name)
+            except McpUnavailable as exc:
+                problems.append(f"org.json: mcp_servers.{name}: {exc}")
+                continue
+            listed = ", ".join(t.name for t in tools) or "no tools"
+            console.print(
+                f"[green]ok[/]: MCP server {escape(name)} ({time.perf_counter() - started:.2f} s): {escape(listed)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            have = {t.name for t in tools}
+            for agent in org.agents.values():
+                for grant in mcp_grants(agent.resume.permissions.tools):
+                    server, tool = split_tool_name(grant)
+                    if server == name and tool != "*" and tool not in have:
+                        problems.append(
+                            f"{agent.path}: permissions.tools: {grant!r}: MCP server {name!r} has no tool {tool!r}"
+                        )
+    finally:
+        await hub.aclose()
+    return problems
 
 
 BOOTSTRAP_AGENTS = {
@@ -94,6 +141,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add `validate` and `bootstrap` to the `lemming` parser."""
     p = sub.add_parser("validate", help="check an organisation's files; exit 1 listing every problem")
     add_org_arg(p)
+    p.add_argument("--probe", action="store_true", help="also start each MCP server in org.json and list its tools")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("bootstrap", help="create a runnable organisation (idempotent; never overwrites)")
