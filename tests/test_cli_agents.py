@@ -571,7 +571,7 @@ def test_lemmings_published_layout_runs_20_ticks_with_sim_and_no_key(tmp_path: P
 
 def test_headless_output_piped_is_one_line_per_event_never_wrapped(tmp_path: Path) -> None:
     root = make_org(tmp_path / "o", {"a": {"model": "gpt"}, "b": {}}, models={"gpt": {"provider": "openai", "model_name": "gpt-4.1"}})
-    r = lemming("run", "--headless", "--org", root, "--ticks", 3, "--no-record", "--no-watch", env={"COLUMNS": "30", "OPENAI_API_KEY": ""})
+    r = lemming("run", "--headless", "--org", root, "--ticks", 3, "--no-record", "--no-watch", "--no-serve", env={"COLUMNS": "30", "OPENAI_API_KEY": ""})
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines.count("        a: config: OPENAI_API_KEY is not set; export it to run openai models") == 3

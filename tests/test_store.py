@@ -157,7 +157,7 @@ async def test_a_reader_store_and_a_replay_cursor_agree_with_the_live_run(tmp_pa
 
 def test_the_fold_may_skip_what_apply_ignores(tmp_path: Path) -> None:
     """The store's fold does not build the events in FOLD_SKIPS; `apply` must ignore them."""
-    from lemming.engine.events import AgentSkipped, CommandRejected, DefinitionRejected, TickAborted, TickStarted, TurnStarted
+    from lemming.engine.events import AgentSkipped, CommandRejected, DefinitionRejected, FilesNotWritten, TickAborted, TickStarted, TurnStarted
 
     samples = {
         TickStarted: TickStarted(3, ("alice",)),
@@ -166,6 +166,7 @@ def test_the_fold_may_skip_what_apply_ignores(tmp_path: Path) -> None:
         CommandRejected: CommandRejected(3, "top_up", "no"),
         DefinitionRejected: DefinitionRejected(3, "agents/a/resume.json", ("bad",)),
         TickAborted: TickAborted(3),
+        FilesNotWritten: FilesNotWritten(3, "alice", ("shared/a.md: disk full",)),
     }
     assert set(samples) == set(codec.FOLD_SKIPS)
     state = OrgState.initial(load_org(rich_org(tmp_path / "org")))

@@ -406,7 +406,7 @@ async def test_keys_help_and_palette_come_from_one_table(org_dir: Path, tmp_path
     from lemming.tui.screens.main import MainScreen
     from lemming.tui.screens.replay import ReplayScreen
 
-    shown_as = {"question_mark": "?", "plus": "+", "minus": "-", "left": "←", "right": "→", "pageup": "PgUp", "pagedown": "PgDn"}
+    shown_as = {"question_mark": "?", "plus": "+", "minus": "-", "left": "←", "right": "→", "pageup": "PgUp", "pagedown": "PgDn", "slash": "/"}
     for mode, screen in ((LIVE, MainScreen), (REPLAY, ReplayScreen)):
         assert [b.id for b in screen.BINDINGS] == [b.id for b in bindings(mode)]
         text = help_text(mode).plain

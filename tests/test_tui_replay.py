@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from lemming.engine.events import MemoryChanged
+from lemming.engine.events import FilesNotWritten, MemoryChanged
 from lemming.engine.store import RunStore
 from tests.conftest import make_org
 from lemming.tui.app import ControlRoom
@@ -352,7 +352,7 @@ async def test_definition_changes_show_where_they_happened(tmp_path: Path) -> No
 
 def test_view_skips_are_what_the_view_ignores() -> None:
     """Replay leaves VIEW_SKIPS out of the view's folds: RunView.apply must ignore them."""
-    assert VIEW_SKIPS == {MemoryChanged}
+    assert VIEW_SKIPS == {MemoryChanged, FilesNotWritten}
     view = RunView(["alice"])
     ch = view.apply([MemoryChanged(1, "alice", "set", "k", 1)])
     assert ch.empty and view.agents["alice"].last_tick is None and view.committed_tick == 0

@@ -132,7 +132,8 @@ def test_the_installed_control_room_opens_steps_and_quits(installed: tuple[Path,
         painted = len(seen)
         os.write(fd, b"n")
         # the step's tick (instant sim replies) repaints the panes; q then stops the run
-        assert read_until(lambda s: len(s) > painted + 2000, 30)
+        # the run starts its MCP servers (the demo's time server) before the first tick
+        assert read_until(lambda s: b"tick 1" in s[painted:], 90), bytes(seen[-2000:])
         time.sleep(1.0)
         os.write(fd, b"q")
         assert read_until(lambda s: b"ticks committed" in s, 30), bytes(seen[-2000:])

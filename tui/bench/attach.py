@@ -78,10 +78,11 @@ class StampedRemote(RemoteEngine):
 
 def _serve_storm(org: Path, tokens_per_s: float) -> None:
     """(Child process) the storm, served, its subscription timed; until SIGTERM."""
-    from lemming.tui.app import build_engine
+    from lemming.engine.recorded_run import CONTROL_ROOM, build_engine
 
     async def main() -> None:
-        engine: Engine = build_engine(org, seed=1, interval=0.0, sim_tokens_per_s=tokens_per_s, run_id="bench-attach")
+        settings = CONTROL_ROOM.replace(seed=1, interval=0.0, sim={"tokens_per_s": tokens_per_s})
+        engine: Engine = build_engine(org, settings, run_id="bench-attach")
         engine.subscribe = lambda tokens=True: _timed(engine)  # type: ignore[method-assign]
         async with ControlServer(engine, org):
             loop = asyncio.get_running_loop()

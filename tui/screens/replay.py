@@ -408,8 +408,8 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         from lemming.tui.screens.plots import PlotsScreen
         from lemming.tui.series import load_series
 
-        source, tick, agent = self.source, self.position.tick or 0, self.selected_agent
-        self.app.push_screen(PlotsScreen(lambda: load_series(source.store, source.run_id, tick, agent),
+        source, store, tick, agent = self.source, self.recorded.store, self.position.tick or 0, self.selected_agent
+        self.app.push_screen(PlotsScreen(lambda: load_series(store, source.run_id, tick, agent),
                                          where=f"run {source.run_id} · up to tick {tick}"))
 
     def action_search(self) -> None:
@@ -423,7 +423,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
                 self.select_agent(hit.agent)
 
         # A strictly read-only session (--no-fork) never writes the file, not even the index.
-        open_search(self.app, self.source.store, self.source.run_id, chosen, build=self.can_fork)
+        open_search(self.app, self.recorded.store, self.source.run_id, chosen, build=self.can_fork)
 
     def action_inspect_turn(self) -> None:
         agent = self.selected_agent
