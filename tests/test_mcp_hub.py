@@ -270,8 +270,7 @@ def test_grants_and_config_checks():
     assert tool_granted(grants, "calc", "add")
     assert not tool_granted(grants, "calc", "sub")
     assert not tool_granted(grants, "file", "read")
-    assert expand_env_refs("Bearer ${env.T}", {"T": "x"}) == ("Bearer x", [])
-    assert expand_env_refs("${env.A}${env.B}", {"A": "1"}) == ("1", ["B"])
+    assert expand_env_refs("Bearer ${env.T}", {"T": "x"}) == "Bearer x"
     servers = {"time": McpServerSpec(command="mcp-server-time")}
     assert grant_problems("agents/a/resume.json", ["file_read", "time/*", "time/x"], servers) == []
     assert grant_problems("agents/a/resume.json", ["git/*", "time/"], servers) == [

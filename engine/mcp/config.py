@@ -19,11 +19,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from lemming.engine.process_group import expand_env_refs  # noqa: F401 - LeMMing's ${env.NAME}, one rule for cli agents and MCP servers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: A server's name is the first half of a tool's name (`<server>/<tool>`).
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-_ENV_REF_RE = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class McpServerSpec(BaseModel):
@@ -85,20 +85,6 @@ def grant_problems(rel: str, tools: Iterable[str], servers: Mapping[str, McpServ
         elif not tool:
             problems.append(f"{rel}: permissions.tools: {grant!r}: name a tool or use \"{server}/*\"")
     return problems
-
-
-def expand_env_refs(value: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
-    """`${env.NAME}` references replaced from `environ`; also returns the names missing."""
-    missing: list[str] = []
-
-    def sub(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in environ:
-            missing.append(name)
-            return ""
-        return environ[name]
-
-    return _ENV_REF_RE.sub(sub, value), missing
 
 
 def is_mcp_tool(name: str) -> bool:

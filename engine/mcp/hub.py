@@ -22,7 +22,8 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-from lemming.engine.mcp.config import McpServerSpec, expand_env_refs, split_tool_name
+from lemming.engine.mcp.config import McpServerSpec, split_tool_name
+from lemming.engine.process_group import EnvReferenceError, expand_env_refs
 
 #: Seconds before the n-th restart of a crashed server (then the last, for every later one).
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -273,22 +274,15 @@ class McpHub:
 
     def _transport(self, srv: _Server, errlog: IO[str]) -> Any:
         spec = srv.spec
-        env: dict[str, str] = {}
-        for key, value in spec.env.items():
-            expanded, missing = expand_env_refs(value, self._environ)
-            if missing:
-                raise McpUnavailable(f"env.{key} names ${{env.{missing[0]}}}, which is not set")
-            env[key] = expanded
+        try:
+            env = {key: expand_env_refs(value, self._environ) for key, value in spec.env.items()}
+            headers = {key: expand_env_refs(value, self._environ) for key, value in spec.headers.items()}
+        except EnvReferenceError as exc:
+            raise McpUnavailable(str(exc)) from None
         if spec.url is not None:
             import httpx2
             from mcp.client.streamable_http import streamable_http_client
 
-            headers = {}
-            for key, value in spec.headers.items():
-                expanded, missing = expand_env_refs(value, self._environ)
-                if missing:
-                    raise McpUnavailable(f"headers.{key} names ${{env.{missing[0]}}}, which is not set")
-                headers[key] = expanded
             http = httpx2.AsyncClient(headers=headers, timeout=spec.timeout)
             return streamable_http_client(spec.url, http_client=http)
         from mcp import StdioServerParameters

@@ -152,7 +152,7 @@ async def _attached_storm(seconds: float, warmup: float, size: tuple[int, int]) 
                 app.call_after_refresh(painted)
 
             app = AttachRoom(remote, config_dir=Path(tmp) / "cfg", stream_mode="all", pump_observer=observe)
-            remote_sub: StampedSubscription = app.subscription  # type: ignore[assignment]
+            remote_sub: StampedSubscription = app.feed  # type: ignore[assignment]
             async with app.run_test(size=size) as pilot:
                 await asyncio.sleep(warmup)
                 remote_sub.arrival = arrival = [0] * 10_001
