@@ -97,9 +97,10 @@ class MessageGraph(AgentTable):
     def _layout(self, width: int, height: int) -> dict[str, tuple[float, float]]:
         """The nodes' places: recomputed when the agents or the permissions change (never
         for traffic, so that nodes stay where the operator saw them)."""
-        key = (tuple(self.view.order), frozenset(self._pairs), round(width / max(1, 2 * height), 1))
+        aspect = round(width / max(1, 2 * height), 1)  # the key's value, so one key is one picture
+        key = (tuple(self.view.order), frozenset(self._pairs), aspect)
         if key != self._layout_key:
-            self._positions = spring_layout(list(self.view.order), self._pairs, aspect=width / max(1, 2 * height))
+            self._positions = spring_layout(list(self.view.order), self._pairs, aspect=aspect)
             self._layout_key = key
         return self._positions
 

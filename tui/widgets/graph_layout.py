@@ -33,8 +33,10 @@ def spring_layout(nodes: list[str], edges: Iterable[tuple[str, str]], *, iterati
     if n == 1:
         return {nodes[0]: (0.5, 0.5)}
     index = {name: i for i, name in enumerate(nodes)}
-    links = {(min(index[a], index[b]), max(index[a], index[b])) for a, b in edges
-             if a in index and b in index and a != b}
+    # Sorted: a set's order would follow string hashing, which changes per process, and
+    # the sums below (so the whole picture) depend on the order they are added in.
+    links = sorted({(min(index[a], index[b]), max(index[a], index[b])) for a, b in edges
+                    if a in index and b in index and a != b})
     w, h = math.sqrt(aspect), 1 / math.sqrt(aspect)
     xs = [w / 2 + w * 0.4 * math.cos(2 * math.pi * i / n) for i in range(n)]
     ys = [h / 2 + h * 0.4 * math.sin(2 * math.pi * i / n) for i in range(n)]
