@@ -17,11 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 
+from lemming.engine.store.encoding import CompressionError, decompress
 from tests.support.servers import AnthropicServer, Behaviour, OllamaServer, OpenAIServer, closed_port
 from tests.conftest import REPO
 
@@ -125,8 +125,8 @@ def database_texts(db: Path) -> list[tuple[str, str]]:
                 for cell in row:
                     if isinstance(cell, bytes):
                         try:
-                            cell = zlib.decompress(cell)
-                        except zlib.error:
+                            cell = decompress(cell)
+                        except CompressionError:
                             pass
                         cell = cell.decode("utf-8", "replace")
                     out.append((f"table {t}", str(cell)))

@@ -11,12 +11,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import pytest
 
 from lemming.engine.store import RunStore
+from lemming.engine.store.encoding import CompressionError, decompress
 from lemming.engine.store.schema import APPLICATION_ID
 from tests.conftest import REPO, make_org
 
@@ -258,8 +258,8 @@ def test_secrets_never_reach_the_database(tmp_path: Path) -> None:
                 for v in row:
                     if isinstance(v, bytes):
                         try:
-                            haystacks.append(zlib.decompress(v))
-                        except zlib.error:
+                            haystacks.append(decompress(v))
+                        except CompressionError:
                             haystacks.append(v)
                     elif isinstance(v, str):
                         haystacks.append(v.encode())

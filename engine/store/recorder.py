@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from typing import TYPE_CHECKING, Any, Sequence
 
 from lemming.engine.events import Event, RunStarted, RunStopped, TickCompleted, TurnRecord
 from lemming.engine.state import OrgState
 from lemming.engine.store import queries, search, snapshots, writes
 from lemming.engine.store.boards import detached
-from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, dumps, pack, pack_blob
+from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, compress, dumps, pack, pack_blob
 from lemming.engine.store.errors import StoreError
 from lemming.engine.store.liveness import this_writer
 from lemming.engine.store.prompts import PromptHeads
@@ -62,6 +61,9 @@ class RunRecorder:
         self._since_snapshot_ticks = 0
         self._due: tuple[int, int] | None = None  # (batch, tick) to snapshot from the live state
         self._batches = 0
+        #: search rows of tick batches committed but not indexed yet: (batch id, rows)
+        self._unindexed: list[tuple[int, list[Any]]] = []
+        self._unindexed_rows = 0
         self._lock = asyncio.Lock()
 
     async def _init(self, first: Event) -> None:
@@ -97,8 +99,18 @@ class RunRecorder:
                 if live is not None and live.tick == tick:
                     await self._snapshot(live, batch)
             plan = self._plan(events)
-            plan.search_rows = search.rows_of(events)
+            rows = plan.search_rows = search.rows_of(events)
+            pending = self._unindexed
+            if (plan.kind != "tick" or len(pending) + 1 >= search.INDEX_EVERY_TICKS
+                    or self._unindexed_rows + len(rows) >= search.INDEX_EVERY_ROWS):
+                plan.search_chunk = pending
             await db.call(writes.write_tx, plan)
+            if plan.search_chunk is None:
+                pending.append((plan.batch_id, rows))
+                self._unindexed_rows += len(rows)
+            else:
+                self._unindexed = []
+                self._unindexed_rows = 0
             db.known_texts.update(plan.texts)
             if self._shadow is not None:
                 apply = self._shadow.apply
@@ -134,7 +146,7 @@ class RunRecorder:
             kind = "stop"
         tick = last.tick if kind == "tick" else max(getattr(e, "tick", 0) for e in events)  # type: ignore[attr-defined]
         # The event rows as JSON (one line: no newline inside), then the records, pickled.
-        body = zlib.compress(dumps(rows) + b"\n" + (pack(records) if records else b""), BODY_LEVEL)
+        body = compress(dumps(rows) + b"\n" + (pack(records) if records else b""), BODY_LEVEL)
         msgs = pack_blob(entries, BODY_LEVEL) if entries else None
         turns: list[tuple] = []
         texts: dict[str, bytes] = {}

@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import pickle
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
@@ -26,7 +25,7 @@ from lemming.engine.store import queries, schema, snapshots, writes
 from lemming.engine.store.boards import CountedBoard, MessageLog
 from lemming.engine.store.codec import Codec, LazyRecords
 from lemming.engine.store.database import Database
-from lemming.engine.store.encoding import loads, unpack_blob, unpickle
+from lemming.engine.store.encoding import CompressionError, decompress, loads, unpack_blob, unpickle
 from lemming.engine.store.errors import StoreError, UnknownLayout
 from lemming.engine.store.liveness import this_writer, writer_alive
 from lemming.engine.store.prompts import rebuild_prompt
@@ -180,21 +179,21 @@ class RunStore:
         """A compressed pickled column (messages, snapshots)."""
         try:
             return unpack_blob(blob)
-        except (zlib.error, ValueError, pickle.UnpicklingError, EOFError) as e:
+        except (*CompressionError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
 
     def _unpack_json(self, blob: bytes) -> Any:
         """A compressed JSON text (`texts`: definitions, prompt heads)."""
         try:
-            return loads(zlib.decompress(blob))
-        except (zlib.error, ValueError) as e:
+            return loads(decompress(blob))
+        except (*CompressionError, ValueError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored text does not decode ({e})") from None
 
     def _lines(self, blob: bytes) -> tuple[bytes, bytes, bytes]:
         """(events, separator, records) of a batch body."""
         try:
-            return zlib.decompress(blob).partition(b"\n")
-        except zlib.error as e:
+            return decompress(blob).partition(b"\n")
+        except CompressionError as e:
             raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
 
     def _decode_batch(self, body: bytes, msgs: bytes | list | None, skip: frozenset[type] = frozenset()) -> list[Event]:

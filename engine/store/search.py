@@ -10,11 +10,16 @@ belongs to:
     error     a turn that failed: its error (and the raw reply, when it did not parse)
 
 Two tables, created when a writer opens the file (`create`): ``search_text``, the
-FTS5 index (``unicode61`` tokens, diacritics folded), and ``search_upto``, how far
-each run is indexed (its last batch). The recorder indexes each batch in the batch's
-own transaction (`index_batch`) when the run's index is up to date; a run recorded
-by an older lemming, or one whose index fell behind, is caught up batch by batch by
-`RunStore`'s caller through `catch_up` before a search (see `SearchIndex`).
+FTS5 index (``unicode61`` tokens, diacritics folded; no column sizes: hits are given
+in order, never ranked), and ``search_upto``, how far each run is indexed (its last
+batch). The recorder keeps the rows of up to `INDEX_EVERY_TICKS` tick batches and
+indexes them in the transaction of the last (`index_chunk`), and at once with any
+other batch (a start, a stop, a boundary's commands): FTS5 pays per transaction for
+each segment it writes and merges, so a chunk of ticks costs half as much per row as
+one tick does. A crash leaves the chunk's committed batches unindexed and
+``search_upto`` behind them: a search catches up first. A run recorded by an older
+lemming, or one whose index fell behind, is caught up batch by batch by `RunStore`'s
+caller through `catch_up` before a search (see `SearchIndex`).
 
 The index is an accelerator, not a record: dropping both tables loses nothing that
 the batches do not hold, and the next search builds it again.
@@ -39,7 +44,7 @@ if TYPE_CHECKING:
 SEARCH_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5(
     text, agent, detail UNINDEXED, rid UNINDEXED, batch UNINDEXED, tick UNINDEXED, kind UNINDEXED,
-    tokenize = 'unicode61 remove_diacritics 2'
+    tokenize = 'unicode61 remove_diacritics 2', columnsize = 0
 );
 CREATE TABLE IF NOT EXISTS search_upto (rid INTEGER PRIMARY KEY, batch INTEGER NOT NULL);
 """
@@ -47,6 +52,9 @@ CREATE TABLE IF NOT EXISTS search_upto (rid INTEGER PRIMARY KEY, batch INTEGER N
 #: Around each hit in `Hit.line`: where the matching words start and end (snippet markers).
 MARK_START = "\x02"
 MARK_END = "\x03"
+#: Tick batches the recorder indexes together (and at most `INDEX_EVERY_ROWS` rows).
+INDEX_EVERY_TICKS = 16
+INDEX_EVERY_ROWS = 8192
 #: Batches decoded per catch-up transaction.
 CATCH_UP_CHUNK = 256
 #: Hits are counted up to this many (`SearchResult.total`; more is shown as "1000+").
@@ -155,20 +163,32 @@ def _has_index(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name='search_upto'").fetchone() is not None
 
 
-def index_batch(conn: sqlite3.Connection, rid: int, batch: int, rows: Sequence[Row]) -> None:
-    """Index a batch being written (inside its transaction), if the run's index is up to
-    date; otherwise leave it to `catch_up` (whose order keeps the index whole)."""
+def index_chunk(conn: sqlite3.Connection, rid: int, chunk: Sequence[tuple[int, Sequence[Row]]]) -> None:
+    """Index a run's batches (batch id, rows), oldest first, the last being written now
+    (inside its transaction), if the run's index reaches the batch before the chunk's
+    first; otherwise leave them to `catch_up` (whose order keeps the index whole). A
+    catch-up that indexed the chunk's first batches meanwhile is taken into account."""
+    if not chunk:
+        return
+    first = chunk[0][0]
     got = conn.execute("SELECT batch FROM search_upto WHERE rid=?", (rid,)).fetchone()
     prev = conn.execute(
-        "SELECT id FROM batches WHERE rid=? AND id<? ORDER BY tick DESC, id DESC LIMIT 1", (rid, batch)
+        "SELECT id FROM batches WHERE rid=? AND id<? ORDER BY tick DESC, id DESC LIMIT 1", (rid, first)
     ).fetchone()
     if got is None:
         if prev is not None:
             return  # recorded before the index existed: caught up at the next search
-    elif prev is None or got[0] != prev[0]:
-        return  # behind: caught up at the next search
-    _insert(conn, rid, batch, rows)
-    conn.execute("INSERT OR REPLACE INTO search_upto (rid, batch) VALUES (?,?)", (rid, batch))
+        start = 0
+    elif prev is not None and got[0] == prev[0] or prev is None and got[0] < first:
+        start = 0
+    else:
+        done = [i for i, (batch, _) in enumerate(chunk) if batch == got[0]]
+        if not done:
+            return  # behind: caught up at the next search
+        start = done[0] + 1  # a search caught up part of the chunk already
+    for batch, rows in chunk[start:]:
+        _insert(conn, rid, batch, rows)
+    conn.execute("INSERT OR REPLACE INTO search_upto (rid, batch) VALUES (?,?)", (rid, chunk[-1][0]))
 
 
 def pending(conn: sqlite3.Connection, rid: int) -> tuple[int, int]:
