@@ -50,7 +50,7 @@ class RunRecorder:
     `codec`, `create_run`, `state_at` and the snapshot spacing.
     """
 
-    def __init__(self, store: "RunStore", run_id: str, live: OrgState | None = None) -> None:
+    def __init__(self, store: "RunStore", run_id: str, live: OrgState | None = None, *, index: bool = True) -> None:
         self.store = store
         self.run_id = run_id
         self._rid: int | None = None
@@ -61,6 +61,9 @@ class RunRecorder:
         self._since_snapshot_ticks = 0
         self._due: tuple[int, int] | None = None  # (batch, tick) to snapshot from the live state
         self._batches = 0
+        #: whether batches are added to the search index as they are written (else the
+        #: first search catches up)
+        self.index = index
         #: search rows of tick batches committed but not indexed yet: (batch id, rows)
         self._unindexed: list[tuple[int, list[Any]]] = []
         self._unindexed_rows = 0
@@ -99,18 +102,19 @@ class RunRecorder:
                 if live is not None and live.tick == tick:
                     await self._snapshot(live, batch)
             plan = self._plan(events)
-            rows = plan.search_rows = search.rows_of(events)
-            pending = self._unindexed
-            if (plan.kind != "tick" or len(pending) + 1 >= search.INDEX_EVERY_TICKS
-                    or self._unindexed_rows + len(rows) >= search.INDEX_EVERY_ROWS):
-                plan.search_chunk = pending
+            if self.index:
+                rows = plan.search_rows = search.rows_of(events)
+                pending = self._unindexed
+                if (plan.kind != "tick" or len(pending) + 1 >= search.INDEX_EVERY_TICKS
+                        or self._unindexed_rows + len(rows) >= search.INDEX_EVERY_ROWS):
+                    plan.search_chunk = pending
             await db.call(writes.write_tx, plan)
-            if plan.search_chunk is None:
-                pending.append((plan.batch_id, rows))
-                self._unindexed_rows += len(rows)
-            else:
+            if plan.search_chunk is not None:
                 self._unindexed = []
                 self._unindexed_rows = 0
+            elif self.index:
+                pending.append((plan.batch_id, plan.search_rows))
+                self._unindexed_rows += len(plan.search_rows)
             db.known_texts.update(plan.texts)
             if self._shadow is not None:
                 apply = self._shadow.apply

@@ -258,14 +258,15 @@ class RunStore:
                "running", base_tick, now, now, this_writer())
         await self.db.call(writes.insert_run, self.path, row, snap)
 
-    def recorder(self, run_id: str, *, state: OrgState | None = None) -> RunRecorder:
+    def recorder(self, run_id: str, *, state: OrgState | None = None, index: bool = True) -> RunRecorder:
         """The engine's recorder for `run_id` (created with `create_run`, or being resumed).
 
         Pass the engine's live state (`state=engine.state`) and snapshots are taken from
         it; without it the recorder folds its own copy (about 10% more write time).
+        `index=False` leaves the search index to the run's first search (search.py).
         """
         self.db.check_writable()
-        return RunRecorder(self, run_id, state)
+        return RunRecorder(self, run_id, state, index=index)
 
     async def set_target(self, run_id: str, target_ticks: int | None) -> None:
         """Change the tick a run is meant to reach (`resume --ticks N`)."""
