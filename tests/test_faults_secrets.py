@@ -119,7 +119,8 @@ def database_texts(db: Path) -> list[tuple[str, str]]:
             out.append((f.name, f.read_bytes().decode("latin-1")))
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        # (not the contentless search index itself: it cannot be scanned, and holds no text; its shadow tables are)
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table' AND sql NOT LIKE 'CREATE VIRTUAL%'")]
         for t in tables:
             for row in con.execute(f'SELECT * FROM "{t}"'):
                 for cell in row:

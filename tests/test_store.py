@@ -17,7 +17,7 @@ from lemming.engine.prompt import prompt_hash
 from lemming.engine.replay import ReplayCursor, export_dicts, fork_state
 from lemming.engine.state import OrgState
 from lemming.engine.store import RunStore, StoreError, codec, schema, writes
-from lemming.engine.store.encoding import compress, decompress
+from lemming.engine.store.encoding import compress, decompress, unpickle_head
 from tests.conftest import make_org, write_resume
 
 
@@ -491,7 +491,7 @@ async def test_the_wal_stays_bounded_while_a_reader_keeps_reading(tmp_path: Path
 async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Path) -> None:
     """A newer engine added a field to TickCompleted and registered its layout after this
     reader opened the file: the reader reloads the layouts and maps fields by name. The
-    rewritten bodies are zlib streams, as an older lemming wrote them: read alike."""
+    rewritten bodies are JSON rows in zlib streams, as an older lemming wrote them: read alike."""
     import zlib
 
     db, run_id = await _small_db(tmp_path)
@@ -504,10 +504,11 @@ async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Pat
         code = con.execute("INSERT INTO codec (name, fields) VALUES ('tick_completed', ?)", (json.dumps(newer),)).lastrowid
         (old_code,) = con.execute("SELECT code FROM codec WHERE name='tick_completed' AND fields=?", (fields,)).fetchone()
         for bid, body in con.execute("SELECT id, body FROM batches WHERE kind='tick'").fetchall():
-            events, sep, records = decompress(body).partition(b"\n")
-            rows = [r + [1.5] if r[0] == old_code else r for r in json.loads(events)]
+            rows, records = unpickle_head(decompress(body))
+            rows = [r + [1.5] if r[0] == old_code else r for r in rows]
             rows = [[code, *r[1:]] if r[0] == old_code else r for r in rows]
-            con.execute("UPDATE batches SET body=? WHERE id=?", (zlib.compress(json.dumps(rows).encode() + sep + records), bid))
+            # as an older lemming wrote bodies: a line of JSON rows, the records, zlib
+            con.execute("UPDATE batches SET body=? WHERE id=?", (zlib.compress(json.dumps(rows).encode() + b"\n" + records), bid))
         con.commit()
         con.close()
         assert fp(await reader.state_at(run_id, 2, use_snapshots=False)) == before

@@ -15,7 +15,7 @@ from lemming.engine.events import Event, RunStarted, RunStopped, TickCompleted, 
 from lemming.engine.state import OrgState
 from lemming.engine.store import queries, search, snapshots, writes
 from lemming.engine.store.boards import detached
-from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, compress, dumps, pack, pack_blob
+from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, compress, pack, pack_blob
 from lemming.engine.store.errors import StoreError
 from lemming.engine.store.liveness import this_writer
 from lemming.engine.store.prompts import PromptHeads
@@ -149,8 +149,9 @@ class RunRecorder:
         elif type(last) is RunStopped:
             kind = "stop"
         tick = last.tick if kind == "tick" else max(getattr(e, "tick", 0) for e in events)  # type: ignore[attr-defined]
-        # The event rows as JSON (one line: no newline inside), then the records, pickled.
-        body = compress(dumps(rows) + b"\n" + (pack(records) if records else b""), BODY_LEVEL)
+        # The event rows, then the records, pickled one after the other (a reader unpickles
+        # the rows and leaves the records for when it needs one).
+        body = compress(pack(rows) + (pack(records) if records else b""), BODY_LEVEL)
         msgs = pack_blob(entries, BODY_LEVEL) if entries else None
         turns: list[tuple] = []
         texts: dict[str, bytes] = {}

@@ -476,7 +476,7 @@ class SearchIndex:
                 if place & TURN_BIT:
                     recs = records.get(batch)
                     if recs is None:
-                        lines = st._lines(body or b"")[2]
+                        lines = st._split(body or b"")[1]
                         recs = records[batch] = unpickle(lines) if lines else []
                     rec = codec.decode_nested(recs[(place & ~TURN_BIT) >> 1])
                     if place & 1:
