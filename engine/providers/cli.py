@@ -64,7 +64,7 @@ from typing import Any, AsyncIterator, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lemming.engine import process_group
-from lemming.engine.process_group import CappedText, EnvReferenceError, agent_workspace, child_env, env_refs
+from lemming.engine.process_group import CappedText, EnvReferenceError, child_env, env_refs
 from lemming.engine.providers.base import (
     CompletionRequest,
     ProbeResult,
@@ -74,6 +74,7 @@ from lemming.engine.providers.base import (
     TextDelta,
     Usage,
 )
+from lemming.engine.tools.files import Workspace
 
 CLI_OUTPUT_TAG = "cli_output"
 #: A wrapped message's text is cut to fit a message payload (the full stdout is in the record).
@@ -326,7 +327,7 @@ class CliProvider:
         if cfg.cwd:
             cwd = Path(cfg.cwd) if os.path.isabs(cfg.cwd) else root / cfg.cwd
         elif request.agent:
-            cwd = agent_workspace(root, request.agent)
+            cwd = Workspace.of(root, request.agent).root  # the folder its file tools see
             cwd.mkdir(parents=True, exist_ok=True)
         else:
             cwd = root
