@@ -272,6 +272,32 @@ async def test_each_line_is_a_token_delta_before_the_turn_commits(tmp_path: Path
     assert engine.state.last_turn["api"].provider == "sim"
 
 
+async def test_a_cli_agent_that_calls_a_tool_records_the_last_rounds_process(tmp_path: Path) -> None:
+    """LeMMing-shaped JSON with tool_calls runs the tools, then the program again with
+    their results: the record shows the process of the last round, and no report is left
+    behind in the provider."""
+    two_rounds = script(tmp_path, "two_rounds", """
+        import json, os, sys
+        if not os.path.exists("asked"):  # round 1: write a file through the tool
+            open("asked", "w").close()
+            print("round 1", file=sys.stderr)
+            print(json.dumps({"outbox_entries": [], "tool_calls": [{"tool": "file_write", "args": {"path": "notes.txt", "content": "hi"}}]}))
+        else:
+            print("round 2", file=sys.stderr)
+            print(json.dumps({"outbox_entries": [{"kind": "message", "payload": {"text": "wrote notes.txt"}}]}))
+    """)
+    root = make_org(tmp_path / "o", {"tool": {"model": "two", "tools": ["file_write"]}}, models={"two": cli_model([sys.executable, two_rounds])})
+    engine, events = await run_org(root, 1)
+    rec = turns(events, "tool")[0]
+    assert rec.status == "ok", rec.error
+    assert [c["tool"] for c in rec.tool_calls] == ["file_write"] and len(rec.rounds) == 2
+    assert (Workspace.of(root, "tool").root / "notes.txt").read_text() == "hi"
+    assert rec.process["exit_code"] == 0 and rec.process["stderr"].strip() == "round 2"
+    assert [m.payload["text"] for m in messages(events, "tool")] == ["wrote notes.txt"]
+    provider, _ = engine.registry.resolve("two")
+    assert provider.take_report(None) is None and not provider._reports
+
+
 async def test_a_slow_command_is_ended_at_its_timeout_and_the_run_goes_on(tmp_path: Path) -> None:
     marker = f"slow-marker-{os.getpid()}-{time.monotonic_ns()}"
     slow = script(tmp_path, "slow", f"""
