@@ -682,6 +682,46 @@ async def test_aborting_the_tick_ends_a_cli_turn_in_flight(tmp_path: Path) -> No
     await asyncio.wait_for(task, 10)
 
 
+async def test_aborting_a_stateful_turn_ends_its_process_and_the_next_turn_starts_it_again(tmp_path: Path) -> None:
+    import asyncio
+
+    marker = f"stateful-abort-{os.getpid()}-{time.monotonic_ns()}"
+    hangs = script(tmp_path, "hangs", """
+        import json, os, sys, time
+        for n, line in enumerate(sys.stdin, 1):
+            if n == 2 and not os.path.exists("hung"):  # the first process hangs in its 2nd turn
+                open("hung", "w").close()
+                print(json.dumps({"type": "delta", "text": "thinking..."}), flush=True)
+                time.sleep(120)
+            print(json.dumps({"type": "end", "text": f"pid {os.getpid()} turn {n}"}), flush=True)
+    """)
+    root = make_org(tmp_path / "o", {"tool": {"model": "m"}}, models={"m": cli_model([sys.executable, hangs, marker], mode="stateful")})
+    engine = Engine(load_org(root))
+    sub = engine.subscribe(tokens=False)
+    task = asyncio.create_task(engine.run(ticks=3))
+    deadline = time.monotonic() + 20
+    while not (Workspace.of(root, "tool").root / "hung").exists() or "tool" not in engine.thinking:
+        assert time.monotonic() < deadline, "the second turn did not start"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    first_pid = pids_with(marker)
+    assert len(first_pid) == 1
+    engine.abort_tick()  # the operator's abort: the turn's process is ended at once
+    while not engine.paused:
+        await asyncio.sleep(0.02)
+    assert engine.tick == 1
+    assert wait_gone(marker, 5) == []
+    engine.resume()
+    await asyncio.wait_for(task, 20)
+    sub.close()
+    recs = turns(sub.drain(), "tool")
+    # The aborted turn left nothing; the next turns run on a new process, and say so.
+    assert [r.status for r in recs] == ["ok", "ok", "ok"], [r.error for r in recs]
+    assert [r.process["restarted"] for r in recs] == [False, True, False]
+    assert recs[1].raw_output.split()[1] != recs[0].raw_output.split()[1] == str(first_pid[0])
+    assert wait_gone(marker, 5) == []
+
+
 def test_run_once_with_sim_runs_lemmings_layout_without_keys(tmp_path: Path) -> None:
     from tests.support.lemming_layout import write_lemming_org
 

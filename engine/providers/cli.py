@@ -266,6 +266,9 @@ class _Session:
     stderr: CappedText
     drain: asyncio.Future
     starts: int = 1
+    #: Its group was ended (a timeout, an aborted turn): the next turn starts a new one,
+    #: even before the child is reaped.
+    ended: bool = False
 
 
 class CliProvider:
@@ -481,7 +484,7 @@ class CliProvider:
         """The agent's live process, started (again) if it is not running."""
         key = request.agent or ""
         s = self._sessions.get(key)
-        if s is not None and s.proc.returncode is None:
+        if s is not None and s.proc.returncode is None and not s.ended:
             return s, False
         restarted = s is not None
         if s is not None:
@@ -494,6 +497,7 @@ class CliProvider:
         return new, restarted
 
     async def _end_session(self, s: _Session) -> None:
+        s.ended = True
         if s.proc.stdin is not None:
             try:
                 s.proc.stdin.close()  # a well-behaved program ends at the end of its input
@@ -581,6 +585,7 @@ class CliProvider:
                 finished = True
             finally:
                 if not finished:
+                    s.ended = True
                     process_group.kill_group_now(s.proc)
                     s.drain.cancel()
         await asyncio.sleep(0)  # let the stderr drain catch up with what the turn printed
