@@ -656,6 +656,17 @@ def test_headless_output_piped_is_one_line_per_event_never_wrapped(tmp_path: Pat
     assert len(lines) == 7  # 3 ticks, 3 errors, the stop line: nothing wrapped onto a line of its own
 
 
+async def abort_tick(engine: Engine, marker: str) -> None:
+    """The operator's abort: nothing of the tick is committed, the engine pauses, and no
+    process of the turn (`marker` in its command line) is left."""
+    import asyncio
+
+    engine.abort_tick()
+    while not engine.paused:
+        await asyncio.sleep(0.02)
+    assert wait_gone(marker, 5) == []
+
+
 async def test_aborting_the_tick_ends_a_cli_turn_in_flight(tmp_path: Path) -> None:
     import asyncio
 
@@ -673,11 +684,8 @@ async def test_aborting_the_tick_ends_a_cli_turn_in_flight(tmp_path: Path) -> No
     while len(pids_with(marker)) < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    engine.abort_tick()  # the operator's abort: nothing of the tick is committed; paused
-    while not engine.paused:
-        await asyncio.sleep(0.02)
+    await abort_tick(engine, marker)
     assert engine.tick == 0
-    assert wait_gone(marker, 5) == []
     engine.stop()
     await asyncio.wait_for(task, 10)
 
@@ -706,11 +714,8 @@ async def test_aborting_a_stateful_turn_ends_its_process_and_the_next_turn_start
     await asyncio.sleep(0.2)
     first_pid = pids_with(marker)
     assert len(first_pid) == 1
-    engine.abort_tick()  # the operator's abort: the turn's process is ended at once
-    while not engine.paused:
-        await asyncio.sleep(0.02)
+    await abort_tick(engine, marker)
     assert engine.tick == 1
-    assert wait_gone(marker, 5) == []
     engine.resume()
     await asyncio.wait_for(task, 20)
     sub.close()
