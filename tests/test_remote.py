@@ -25,6 +25,7 @@ from lemming.engine.remote import ControlClient, ControlServer, EndpointError, R
 from lemming.engine.remote import endpoint, protocol
 from lemming.engine.store import RunStore, default_db_path
 from tests.support.app_driver import sim_engine
+from tests.support.processes import alive
 
 LEMMING = [sys.executable, "-c", "import sys; from lemming.tui.cli import main; sys.exit(main())"]
 
@@ -418,26 +419,15 @@ def test_keep_runs_in_the_background_and_quitting_the_room_leaves_it(org_dir: Pa
         r = lemming("ctl", "stop", org=org_dir)
         assert r.returncode == 0, r.stderr
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _alive(background.pid):
+        while time.monotonic() < deadline and alive(background.pid):
             time.sleep(0.1)
-        assert not _alive(background.pid), "ctl stop left the background run going"
+        assert not alive(background.pid), "ctl stop left the background run going"
         assert served_runs(org_dir)[0] == []
     finally:
         if pid:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-        if background is not None and _alive(background.pid):
+        if background is not None and alive(background.pid):
             os.kill(background.pid, signal.SIGKILL)
         os.close(fd)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (the background run's parent, the room, is gone) is reaped by init.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
