@@ -40,6 +40,7 @@ import re
 import sqlite3
 import time
 import unicodedata
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -398,6 +399,17 @@ def query(
     return out, total
 
 
+#: Batches whose decoded entries (and records) a SearchIndex keeps for the next search.
+DECODED_BATCHES = 512
+
+
+def _remember(cache: "OrderedDict[int, list[Any]]", batch: int, value: list[Any]) -> list[Any]:
+    cache[batch] = value
+    if len(cache) > DECODED_BATCHES:
+        cache.popitem(last=False)
+    return value
+
+
 class SearchIndex:
     """Search the runs of a `RunStore`: `await SearchIndex(store).search(run_id, "words")`.
 
@@ -411,6 +423,10 @@ class SearchIndex:
         self.store = store
         #: whether a read-only store's missing index may be built through a writer
         self.build = build
+        #: batch → its outbox entries' rows / its turn records' rows, decoded for hits
+        #: (a refined search or the next page finds most of its hits in the same batches)
+        self._entries: OrderedDict[int, list[Any]] = OrderedDict()
+        self._records: OrderedDict[int, list[Any]] = OrderedDict()
 
     async def _lineage(self, run_id: str) -> list[tuple[int, int, int | None]]:
         run = await self.store._run_row(run_id)
@@ -465,8 +481,7 @@ class SearchIndex:
         """The hits `query` found, with their texts decoded from the batches."""
         st = self.store
         codec = st.codec
-        entries: dict[int, list[Any]] = {}
-        records: dict[int, list[Any]] = {}
+        entries, records = self._entries, self._records
         decode_entry = codec.entry_decoder()
         hits: list[Hit] = []
         for rowid, rid, body, msgs in found:
@@ -477,7 +492,7 @@ class SearchIndex:
                     recs = records.get(batch)
                     if recs is None:
                         lines = st._split(body or b"")[1]
-                        recs = records[batch] = unpickle(lines) if lines else []
+                        recs = _remember(records, batch, unpickle(lines) if lines else [])
                     rec = codec.decode_nested(recs[(place & ~TURN_BIT) >> 1])
                     if place & 1:
                         text, kind, detail = _error_of(rec) or "", "error", f"{rec.agent} · {rec.status}"
@@ -487,7 +502,7 @@ class SearchIndex:
                 else:
                     ents = entries.get(batch)
                     if ents is None:
-                        ents = entries[batch] = st._unpack(msgs) if msgs else []
+                        ents = _remember(entries, batch, st._unpack(msgs) if msgs else [])
                     e = decode_entry(ents[place])
                     hits.append(Hit(run, e.tick, e.agent, "message", describe(e), _highlight(_clip(e.text), terms)))
             except (IndexError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as err:
