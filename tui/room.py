@@ -572,6 +572,26 @@ class Room(App[int]):
         run_id, agent = source.run_id, self.selected_agent
         self.push_screen(PlotsScreen(lambda: load_series(store, run_id, source.tick, agent), where=f"run {run_id} · live"))
 
+    def action_mcp(self) -> None:
+        """The MCP servers (`M`): live, the run's hub; attached, the calls this window saw."""
+        from lemming.tui.screens.mcp import McpScreen, live_picture, recorded_picture
+
+        source, engine = self.source, self.engine
+        if source is None:
+            self.notify("No run is open.", severity="warning")
+            return
+        hub_missing = object()
+        if engine is not None and getattr(engine, "mcp", hub_missing) is not hub_missing:  # the run is in this process
+            self.push_screen(McpScreen(
+                lambda: live_picture(engine.org, engine.mcp.status() if engine.mcp is not None else None, running=engine.running),
+                live=True, wall_clock=self.wall_clock))
+            return
+        view = self.view
+        self.push_screen(McpScreen(lambda: recorded_picture(
+            source.org, [t for a in view.agents.values() for t in a.history], where=f"run {source.run_id}, attached",
+            note="its servers run in the run's process; these are the calls of the turns this window holds"),
+            live=True, wall_clock=self.wall_clock))
+
     def action_toggle_graph_mode(self) -> None:
         self.main.graph.action_toggle_matrix()
 

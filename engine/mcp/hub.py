@@ -92,6 +92,8 @@ class ServerStatus:
     tools_cached: bool = False
     log_path: str | None = None
     timeout_s: float = 0.0
+    #: tool -> (calls, failed calls) in this run, refused ones included
+    tool_calls: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def phase(self) -> str:
@@ -120,6 +122,7 @@ class _Server:
     calls: int = 0
     errors: int = 0
     last_latency_s: float | None = None
+    per_tool: dict[str, list[int]] = field(default_factory=dict)
     pid: int | None = None
     up_at: float | None = None
     was_up: bool = False
@@ -183,6 +186,7 @@ class McpHub:
                 tools_cached=not listed and bool(self._cached(s)),
                 log_path=str(s.log_path) if s.log_path else (str(self._log_dir / f"{s.name}.log") if self._log_dir else None),
                 timeout_s=s.spec.timeout,
+                tool_calls=tuple((name, n, bad) for name, (n, bad) in sorted(s.per_tool.items())),
             ))
         return out
 
@@ -235,6 +239,9 @@ class McpHub:
         if srv is not None:
             srv.last_latency_s = result.duration_s
             srv.errors += not result.ok
+            counts = srv.per_tool.setdefault(tool_name, [0, 0])
+            counts[0] += 1
+            counts[1] += not result.ok
         return result
 
     async def _call(self, server: str, tool_name: str, full_name: str, args: Any) -> McpCallResult:
