@@ -4,6 +4,7 @@ real MCP server (mcp-server-time), in replay from the record with no server star
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -206,3 +207,34 @@ async def test_workspace_browser_in_replay_says_the_files_are_todays(tmp_path: P
         title = shown(app.screen.query_one("#ws-title"))
         assert "files on disk now, not at tick 6" in title
         assert app.screen.changes is None  # nothing to follow in replay
+
+
+async def test_mcp_view_attached_asks_the_served_run(tmp_path: Path) -> None:
+    """Attached over the socket, the view shows the served run's hub (its process runs the
+    server), not a guess from this window's turns."""
+    from lemming.engine.remote import ControlServer, RemoteEngine
+    from lemming.tui.attach_app import AttachRoom
+    from tests.support.app_driver import sim_engine
+
+    root = demo_copy(tmp_path / "demo")
+    engine = sim_engine(root, interval=0.05)
+    async with ControlServer(engine, root) as server:
+        task = asyncio.create_task(engine.run())
+        try:
+            await asyncio.sleep(0.3)
+            remote = await RemoteEngine.attach(server.path)
+            app = AttachRoom(remote, wall_clock=False, cursor_blink=False, animations=False, config_dir=tmp_path / "cfg")
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(pilot, lambda: engine.mcp is not None and engine.mcp.status()[0].phase == "up", what="the server up")
+                await pilot.press("M")
+                await wait_for(pilot, lambda: isinstance(app.screen, McpScreen) and app.screen.picture is not None, what="the MCP view")
+                (row,) = app.screen.picture.rows
+                assert row.phase == "up" and row.pid == engine.mcp.status()[0].pid
+                assert {t.name for t in row.tools} == {"get_current_time", "convert_time"}
+                assert "attached" in app.screen.picture.where
+                await pilot.press("escape")
+                await pilot.press("ctrl+d")
+                await pilot.pause(0.2)
+        finally:
+            engine.stop()
+            await task

@@ -186,7 +186,7 @@ TABLE: tuple[KeyLine, ...] = (
         Act("app.plots", "s", "run.plots", "Plots", title="Plots: spend, tokens/s, latency, failures per tick"),
     )),
     KeyLine("Panes", "M", "MCP servers: state, pid, uptime, restarts, tools and who holds them, calls", (
-        Act("app.mcp", "M", "run.mcp", "MCP", title="MCP servers and their tools"),
+        Act("app.mcp", "M", "run.mcp", title="MCP servers and their tools"),
     )),
 )
 

@@ -95,6 +95,23 @@ class ServerStatus:
     #: tool -> (calls, failed calls) in this run, refused ones included
     tool_calls: tuple[tuple[str, int, int], ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """As plain JSON (the remote protocol's `mcp` answer)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        d["state"] = self.state.value
+        d["tools"] = [{"server": t.server, "name": t.name, "description": t.description, "input_schema": t.input_schema}
+                      for t in self.tools]
+        d["tool_calls"] = [list(c) for c in self.tool_calls]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ServerStatus:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["state"] = ServerState(known["state"])
+        known["tools"] = tuple(McpTool(**t) for t in known.get("tools", ()))
+        known["tool_calls"] = tuple((str(n), int(c), int(e)) for n, c, e in known.get("tool_calls", ()))
+        return cls(**known)
+
     @property
     def phase(self) -> str:
         """What a person reads: starting / up / restarting / failed / not started / stopped."""

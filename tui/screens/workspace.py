@@ -15,6 +15,7 @@ files): the title says so, and the inspected turn's recorded writes are listed.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
@@ -81,8 +82,13 @@ def list_folder(ws: Workspace, path: str) -> tuple[list[Entry], int]:
             out.append(Entry(child, name, "link" if link else "file", st.st_size, st.st_mtime))
         else:
             out.append(Entry(child, name, "other", mtime=st.st_mtime, why="not a regular file (devices, fifos and sockets are refused)"))
-    out.sort(key=lambda e: (not e.is_dir, e.name))
+    out.sort(key=lambda e: (not e.is_dir, _natural(e.name)))
     return out[:MAX_ENTRIES], max(0, len(out) - MAX_ENTRIES)
+
+
+def _natural(name: str) -> list[Any]:
+    """tick-5.md before tick-11.md."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
 
 
 def read_file(ws: Workspace, path: str) -> Text:
@@ -220,10 +226,11 @@ class WorkspaceScreen(Screen[None]):
             node = tree.root.add(Text(label, "bold"), data=Entry(path, path or "workspace", "folder", is_dir=True))
             self._fill(node, expanded)
             node.expand()
-        if cursor is not None:
-            found = self._find(tree.root, cursor)
-            if found is not None:
-                tree.move_cursor(found)
+        found = self._find(tree.root, cursor) if cursor is not None else None
+        if found is not None:
+            tree.move_cursor(found)
+        else:
+            tree.cursor_line = 0
 
     def _fill(self, node: TreeNode[Entry], expanded: set[str]) -> None:
         entry = node.data
