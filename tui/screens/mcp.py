@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable
 
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 from textual import work
@@ -120,7 +121,8 @@ def live_picture(org: Org, statuses: list[ServerStatus] | None, *, running: bool
         extra = [ToolRow(t, "(not a tool of this server)", holders(org, name, t), n, bad)
                  for t, (n, bad) in counts.items() if t not in {x.name for x in st.tools}]
         if not st.tools:
-            note = "its tools are listed once it has started; granted: " + (", ".join(_granted_tools(org, name)) or "none")
+            note = "its tools are listed once it has started; the grants:"
+            listed = [ToolRow(t, "", holders(org, name, t)) for t in _granted_tools(org, name)]
         elif st.tools_cached:
             note = "tools as it listed them in the last run (it has not listed them in this one yet)"
         else:
@@ -208,14 +210,16 @@ def render(picture: McpPicture, *, wall_clock: bool = True) -> list[Any]:
         last = "—" if row.last_ms is None or not wall_clock else f"{row.last_ms:.0f} ms"
         facts.append(f"last {last}")
         head.append("  ·  " + " · ".join(facts))
-        head.append("\n  " + printable(row.target), "dim")
-        if row.error:
-            head.append("\n  " + printable(row.error), "red")
-        if row.advice:
-            head.append("\n  " + printable(row.advice), "yellow")
-        if row.tools_note:
-            head.append("\n  " + printable(row.tools_note), "italic")
         out.append(head)
+        more = Text()
+        more.append(printable(row.target), "dim")
+        if row.error:
+            more.append("\n" + printable(row.error), "red")
+        if row.advice:
+            more.append("\n" + printable(row.advice), "yellow")
+        if row.tools_note:
+            more.append("\n" + printable(row.tools_note), "italic")
+        out.append(Padding(more, (0, 0, 0, 2)))
         if row.tools:
             table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, pad_edge=False)
             table.add_column("  tool", no_wrap=True, style="bold", overflow="ellipsis", max_width=28)
@@ -223,6 +227,8 @@ def render(picture: McpPicture, *, wall_clock: bool = True) -> list[Any]:
             table.add_column("calls", justify="right", no_wrap=True)
             table.add_column("description", ratio=2, overflow="fold")
             for t in row.tools:
+                if t.name == "*":
+                    t = ToolRow("* (every tool)", t.description, t.holders, t.calls, t.failed)
                 calls = f"{t.calls}" + (f" ({t.failed} failed)" if t.failed else "")
                 desc = t.description.splitlines()[0] if t.description else ""
                 table.add_row("  " + printable(t.name), printable(", ".join(t.holders) or "no agent"),

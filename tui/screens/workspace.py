@@ -128,6 +128,13 @@ def size_text(n: int) -> str:
     return f"{n / 1024 / 1024:.1f} MiB"
 
 
+def modified_text(mtime: float, now: float | None = None) -> str:
+    """A modified time, short: the time of day when it is today, else the date."""
+    here, today = time.localtime(mtime), time.localtime(now)
+    same_day = here[:3] == today[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M", here)
+
+
 class WorkspaceScreen(Screen[None]):
     """An agent's workspace and the org's shared/ folder, read-only; escape closes."""
 
@@ -211,7 +218,7 @@ class WorkspaceScreen(Screen[None]):
         if e.size is not None:
             facts.append(size_text(e.size))
         if e.mtime is not None and self.wall_clock:
-            facts.append(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.mtime)))
+            facts.append(modified_text(e.mtime))
         if e.why:
             facts.append(e.why)
         if facts:
@@ -226,6 +233,7 @@ class WorkspaceScreen(Screen[None]):
             node = tree.root.add(Text(label, "bold"), data=Entry(path, path or "workspace", "folder", is_dir=True))
             self._fill(node, expanded)
             node.expand()
+        tree.last_line  # noqa: B018 - places the new lines now, so that the cursor goes back at once (no key lands in between)
         found = self._find(tree.root, cursor) if cursor is not None else None
         if found is not None:
             tree.move_cursor(found)
