@@ -44,6 +44,25 @@ def shown(widget) -> str:  # noqa: ANN001
     return console.export_text()
 
 
+async def record_demo(tmp_path: Path, run_id: str, *, seed: int, ticks: int) -> tuple[Path, list[ToolCallFinished]]:
+    """A seeded run of a demo copy recorded to tmp_path/runs.db: (the db, its MCP calls)."""
+    from lemming.engine.recorded_run import RecordedRun
+
+    db = tmp_path / "runs.db"
+    engine = Engine(load_org(demo_copy(tmp_path / "demo")), seed=seed, run_id=run_id)
+    engine.mcp_wait = True  # the researcher's prompts list the time server's tools from the first tick
+    sub = engine.subscribe(tokens=False)
+    async with await RecordedRun.record(engine, db):
+        await engine.run(ticks=ticks)
+    return db, [e for e in sub.drain() if isinstance(e, ToolCallFinished) and e.tool.startswith("time/")]
+
+
+async def replay_at_end(pilot, app: ReplayRoom, tick: int) -> None:  # noqa: ANN001
+    await wait_for(pilot, lambda: isinstance(app.screen, ReplayScreen) and app.screen.is_mounted, what="the replay screen")
+    await pilot.press("end")
+    await wait_for(pilot, lambda: app.screen.position.tick == tick, what="the last tick")
+
+
 def test_the_key_is_in_the_table_for_live_and_replay() -> None:
     for mode in (LIVE, REPLAY):
         assert any(line.keys == "M" and "MCP servers" in line.what for line in help_lines(mode))
@@ -85,26 +104,11 @@ async def test_mcp_view_live_shows_the_server_its_tools_and_the_calls(tmp_path: 
 
 
 async def test_mcp_view_in_replay_shows_the_recorded_calls_and_starts_no_server(tmp_path: Path) -> None:
-    from lemming.engine.recorded_run import RecordedRun
-
-    root = demo_copy(tmp_path / "demo")
-    db = tmp_path / "runs.db"
-
-    async def record() -> list[ToolCallFinished]:
-        engine = Engine(load_org(root), seed=3, run_id="mcp-replay")
-        engine.mcp_wait = True
-        sub = engine.subscribe(tokens=False)
-        async with await RecordedRun.record(engine, db):
-            await engine.run(ticks=30)
-        return [e for e in sub.drain() if isinstance(e, ToolCallFinished) and e.tool.startswith("time/")]
-
-    made = await record()
+    db, made = await record_demo(tmp_path, "mcp-replay", seed=3, ticks=30)
     assert made, "the researcher never called the time server in 30 ticks"
     app = ReplayRoom(db, "mcp-replay", config_dir=tmp_path / "cfg", wall_clock=False, cursor_blink=False, animations=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ReplayScreen) and app.screen.is_mounted, what="the replay screen")
-        await pilot.press("end")
-        await wait_for(pilot, lambda: app.screen.position.tick == 30, what="the last tick")
+        await replay_at_end(pilot, app, 30)
         await pilot.press("M")
         await wait_for(pilot, lambda: isinstance(app.screen, McpScreen) and app.screen.picture is not None, what="the MCP view")
         (row,) = app.screen.picture.rows
@@ -184,22 +188,10 @@ async def test_workspace_browser_from_the_inspector_live(tmp_path: Path) -> None
 
 
 async def test_workspace_browser_in_replay_says_the_files_are_todays(tmp_path: Path) -> None:
-    from lemming.engine.recorded_run import RecordedRun
-
-    root = demo_copy(tmp_path / "demo")
-    db = tmp_path / "runs.db"
-
-    async def record() -> None:
-        engine = Engine(load_org(root), seed=7, run_id="ws-replay")
-        async with await RecordedRun.record(engine, db):
-            await engine.run(ticks=6)
-
-    await record()
+    db, _ = await record_demo(tmp_path, "ws-replay", seed=7, ticks=6)
     app = ReplayRoom(db, "ws-replay", config_dir=tmp_path / "cfg", wall_clock=False, cursor_blink=False, animations=False)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ReplayScreen) and app.screen.is_mounted, what="the replay screen")
-        await pilot.press("end")
-        await wait_for(pilot, lambda: app.screen.position.tick == 6, what="the last tick")
+        await replay_at_end(pilot, app, 6)
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, InspectorScreen), what="the inspector")
         await pilot.press("w")
