@@ -347,3 +347,24 @@ def test_status_shows_what_the_control_room_lists(tmp_path):
         assert cached.phase == "not started" and cached.tools_cached and cached.tools[0].name == "add"
 
     run(go())
+
+
+def test_a_run_that_ends_while_a_server_is_still_starting_leaves_nothing(tmp_path):
+    """Servers start in the background: a run may end first. The hub does not wait for the
+    start-up, and the half-started server's process is gone."""
+    pidfile = tmp_path / "logs" / "slow.pid"  # the launcher writes it before it execs the server
+
+    async def go():
+        hub = McpHub({"slow": stdio("--start-delay", "30")}, root=tmp_path, log_dir=tmp_path / "logs")
+        hub.start()
+        deadline = time.monotonic() + 20
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:  # there, not serving yet
+            await asyncio.sleep(0.05)
+        assert hub.status()[0].phase == "starting"
+        started = time.monotonic()
+        await hub.aclose()
+        return time.monotonic() - started
+
+    took = run(go())
+    assert took < 5  # not the 30 s start-up, nor the 5 s grace for a server that answers
+    assert wait_gone(int(pidfile.read_text().split()[0]))

@@ -317,6 +317,8 @@ class McpHub:
             if srv.watch is not None:
                 srv.watch.cancel()
             if srv.task is not None:
+                if srv.state is ServerState.STARTING:
+                    srv.task.cancel()  # still starting (in the background): no need to wait for it
                 tasks.append(srv.task)
             srv.state = ServerState.CLOSED
         for task in tasks:
