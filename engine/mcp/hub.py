@@ -388,6 +388,8 @@ class McpHub:
         srv.stop.set()
         where = f" its log: {srv.log_path}" if srv.log_path else ""
         self._crashed(srv, f"did not start within {srv.spec.start_timeout:g} s (is it an MCP server?{where})")
+        if srv.task is not None and srv.task is not asyncio.current_task():
+            srv.task.cancel()  # its process goes with it; the next call starts it again after the backoff
         srv.ready.set()
 
     async def _own(self, srv: _Server) -> None:
@@ -414,7 +416,7 @@ class McpHub:
         except asyncio.CancelledError:
             pass
         except BaseException as exc:  # noqa: BLE001 - a server that fails to start is a recorded state
-            if srv.state is not ServerState.CLOSED:
+            if srv.state not in (ServerState.CLOSED, ServerState.CRASHED):  # not already told why
                 self._crashed(srv, f"failed to start: {_one_line(exc)}{self._stderr_tail(srv)}")
         finally:
             srv.client = None
