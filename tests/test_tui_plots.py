@@ -6,8 +6,11 @@ from pathlib import Path
 
 from lemming.engine.events import CreditsCharged, TickCompleted, TurnFinished
 from lemming.engine.store import RunStore
+from textual.widgets import Label, Sparkline, Static
+
 from lemming.tui.screens.plots import PlotsScreen
 from lemming.tui.series import load_series, percentile
+from lemming.tui.widgets.plot import Plot, XAxis, figure, x_axis
 from lemming.tui.widgets.sparkline import per_tick, spark
 from tests.support.app_driver import wait_for
 from tests.test_tui_replay import RUN, SIZE, at_tick, db, go, recording, replay_app, replay_screen  # noqa: F401
@@ -54,8 +57,25 @@ async def test_replay_plots_cover_the_run_up_to_the_cursor(db: Path, tmp_path: P
         await wait_for(pilot, lambda: isinstance(app.screen, PlotsScreen) and app.screen.series is not None, what="plots")
         plots: PlotsScreen = app.screen  # type: ignore[assignment]
         assert plots.series.ticks == [1, 2, 3, 4, 5] and plots.series.agent == "bob"
-        assert plots.query_one("#plot-spend").data == want
-        assert "spend per tick, bob" in str(plots.query_one("#label-agent_spend").render())
+        spend = plots.query_one("#plot-spend", Plot)
+        assert spend.query_one(Sparkline).data == want
+        assert "spend per tick, bob" in str(plots.query_one("#plot-agent_spend .plot-label", Label).render())
+        # the axes: the y-axis labelled with the series' largest and smallest value and the
+        # unit, the x-axis with the tick range
+        y = str(spend.query_one(".plot-y", Static).render()).splitlines()
+        assert y[0] == f"{figure(max(want))} cr" and y[-1] == f"{figure(min(want))} cr"
+        axis = str(spend.query_one(XAxis).render())
+        assert axis.startswith("└tick 1") and axis.endswith("tick 5┘") and "tick 3" in axis
+        assert len(axis) == spend.query_one(XAxis).size.width
+        latency = plots.query_one("#plot-latency_p95", Plot)
+        assert str(latency.query_one(".plot-y", Static).render()).splitlines()[0].endswith(" ms")
         await pilot.press("escape")
         await pilot.press("q")
     assert not app.failures
+
+
+def test_the_x_axis_fits_its_width() -> None:
+    assert x_axis([1, 2, 3, 4, 5, 6], 30) == "└tick 1─────tick 3─────tick 6┘"
+    assert len(x_axis(list(range(100, 401)), 24)) == 24
+    assert x_axis(list(range(100, 401)), 24).startswith("└tick 100") or x_axis(list(range(100, 401)), 24).startswith("└100")
+    assert x_axis([], 5) == "└───┘" and x_axis([7], 12) == "└tick 7────┘"
