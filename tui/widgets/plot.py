@@ -25,9 +25,14 @@ from textual.widgets import Label, Sparkline, Static
 
 
 def figure(v: float) -> str:
-    """A value short: thousands separated, two decimals from 1, four below."""
+    """A value short (it labels an axis 12 cells wide): k and M from ten thousand,
+    thousands separated from 100, two decimals from 1, four below."""
     if v == 0:
         return "0"
+    if abs(v) >= 9_999.5:
+        for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(v) >= div * 0.9995:
+                return f"{v / div:.3g}{unit}"
     if abs(v) >= 100:
         return f"{v:,.0f}"
     if abs(v) >= 1:
