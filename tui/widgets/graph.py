@@ -18,7 +18,7 @@ Three views of the same graph (`m` cycles them):
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from rich.segment import Segment
 from rich.style import Style
@@ -37,6 +37,9 @@ from lemming.tui.widgets.line_table import AgentTable
 
 #: The views `m` cycles through, in order.
 MODES = ("graph", "matrix", "list")
+#: Drawings kept by what they show (size, selection, agents, permissions, traffic), so
+#: that stepping replay back to a tick already seen, or the traffic settling, draws nothing.
+DRAWINGS_KEPT = 32
 
 
 class MessageGraph(AgentTable):
@@ -58,6 +61,11 @@ class MessageGraph(AgentTable):
         self._drawing_key: tuple | None = None
         self._drawing: MapDrawing | None = None
         self._map_strips: dict[int, Strip] = {}
+        self._drawings: OrderedDict[tuple, MapDrawing | None] = OrderedDict()
+        self._content: tuple = ()
+        self._may_read: set[tuple[str, str]] = set()
+        self._may_read_key: frozenset[tuple[str, str]] = frozenset()
+        self._org_seen: object = None
         self._volumes: Counter[tuple[str, str]] = Counter()
         self._readers: dict[str, set[str]] = {}
         self._reads: dict[str, list[str]] = {}
@@ -139,9 +147,17 @@ class MessageGraph(AgentTable):
             if width < 8 or height < 3 or len(order) > min(cells, MAX_NODES):
                 self._drawing = None
             else:
-                may_read = {(r, snd) for snd, rs in self._readers.items() for r in rs}
-                self._drawing = draw_map(width, height, order, self._layout(width, height), may_read, self._volumes,
-                                         self._readers, self.selected)
+                positions = self._layout(width, height)
+                content = (width, height, self.selected, self._layout_key, self._content)
+                if content in self._drawings:
+                    self._drawings.move_to_end(content)
+                    self._drawing = self._drawings[content]
+                else:
+                    self._drawing = draw_map(width, height, order, positions, self._may_read, self._volumes,
+                                             self._readers, self.selected)
+                    self._drawings[content] = self._drawing
+                    while len(self._drawings) > DRAWINGS_KEPT:
+                        self._drawings.popitem(last=False)
             self._title()
         return self._drawing
 
@@ -219,15 +235,20 @@ class MessageGraph(AgentTable):
     def recompute(self) -> None:
         """Refresh permissions and recent volumes (once per tick, not per row)."""
         org = self.source.org
-        self._readers = {n: set(org.readers_of(n)) for n in org.agents}
-        self._reads = {n: org.readable_by(n) for n in org.agents}
+        if org is not self._org_seen or not self._readers:
+            # Permissions change only with the definitions (a new Org): not every tick.
+            self._org_seen = org
+            self._readers = {n: set(org.readers_of(n)) for n in org.agents}
+            self._reads = {n: org.readable_by(n) for n in org.agents}
+            self._pairs = {tuple(sorted((r, snd))) for snd, rs in self._readers.items() for r in rs if r != snd}  # type: ignore[misc]
+            self._may_read = {(r, snd) for snd, rs in self._readers.items() for r in rs}
+            self._may_read_key = frozenset(self._may_read)
         self._volumes = self.view.recent_volumes()
         # Per sender, so a row does not scan every pair (100 agents: a thousand pairs per row).
         sent: dict[str, list[tuple[str, int]]] = {}
         for (frm, to), c in self._volumes.items():
             sent.setdefault(frm, []).append((to, c))
         self._sent = sent
-        self._pairs = {tuple(sorted((r, snd))) for snd, rs in self._readers.items() for r in rs if r != snd}  # type: ignore[misc]
         cells: dict[str, dict[str, int]] = {}
         for frm, pairs in sent.items():
             row = cells.setdefault(frm, {})
@@ -239,6 +260,8 @@ class MessageGraph(AgentTable):
                 elif to != frm:
                     row[to] = row.get(to, 0) + c
         self._cells = cells
+        # What a drawing shows besides the size and the selection (its cache key).
+        self._content = (tuple(self.view.order), self._may_read_key, frozenset(self._volumes.items()))
         self._bounds = heat_bounds(max((c for row in cells.values() for c in row.values()), default=0))
         self._version += 1
 
