@@ -23,21 +23,7 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Label, Sparkline, Static
 
-
-def figure(v: float) -> str:
-    """A value short (it labels an axis 12 cells wide): k and M from ten thousand,
-    thousands separated from 100, two decimals from 1, four below."""
-    if v == 0:
-        return "0"
-    if abs(v) >= 9_999.5:
-        for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-            if abs(v) >= div * 0.9995:
-                return f"{v / div:.3g}{unit}"
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 1:
-        return f"{v:.2f}"
-    return f"{v:.4f}"
+from lemming.tui.widgets.credits import money
 
 
 def y_labels(values: Sequence[float], unit: str, height: int) -> list[str]:
@@ -45,8 +31,8 @@ def y_labels(values: Sequence[float], unit: str, height: int) -> list[str]:
     if not values:
         return [""] * height
     hi, lo = max(values), min(values)
-    top = f"{figure(hi)} {unit}".strip()
-    bottom = f"{figure(lo)} {unit}".strip()
+    top = f"{money(hi)} {unit}".strip()
+    bottom = f"{money(lo)} {unit}".strip()
     if height == 1:
         return [top]
     return [top] + [""] * (height - 2) + [bottom]
@@ -143,7 +129,7 @@ class Plot(Widget):
         data = self.values
         figures = ""
         if data:
-            figures = f" · last {figure(data[-1])} · peak {figure(max(data))} · mean {figure(sum(data) / len(data))}"
+            figures = f" · last {money(data[-1])} · peak {money(max(data))} · mean {money(sum(data) / len(data))}"
         self.query_one(".plot-label", Label).update(title + figures)
         ys = y_labels(data, self.unit, self.HEIGHT)
         self.query_one(".plot-y", Static).update("\n".join(s[: self.Y_WIDTH - 1] for s in ys))
