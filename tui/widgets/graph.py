@@ -89,8 +89,9 @@ class MessageGraph(AgentTable):
         return "matrix" if self.matrix else self.mode
 
     def _title(self) -> None:
-        """The subtitle: which view is shown and why (set only when it changes: each set
-        repaints the pane, and this is called while painting)."""
+        """The subtitle: which view is shown and why (set only when it changes: assigning a
+        border title or subtitle repaints the pane, even the same text, and this is called
+        while painting)."""
         nxt = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
         shown = self.shown
         what = shown
