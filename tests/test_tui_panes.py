@@ -230,3 +230,14 @@ async def test_mcp_view_attached_asks_the_served_run(tmp_path: Path) -> None:
         finally:
             engine.stop()
             await task
+
+
+def test_without_a_hub_the_view_says_whether_the_run_has_not_started_or_has_stopped() -> None:
+    from lemming.tui.screens.mcp import live_picture
+
+    org = load_org(demo_copy())
+    (before,) = live_picture(org, None, running=False).rows
+    assert before.phase == "not started" and "not started it yet" in before.tools_note
+    assert [(t.name, t.holders) for t in before.tools] == [("*", ("researcher",))]
+    (after,) = live_picture(org, None, running=False, stopped=True).rows
+    assert after.phase == "stopped" and "stopped" in after.tools_note

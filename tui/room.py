@@ -584,7 +584,8 @@ class Room(App[int]):
         hub_missing = object()
         if engine is not None and getattr(engine, "mcp", hub_missing) is not hub_missing:  # the run is in this process
             self.push_screen(McpScreen(
-                lambda: live_picture(engine.org, engine.mcp.status() if engine.mcp is not None else None, running=engine.running),
+                lambda: live_picture(engine.org, engine.mcp.status() if engine.mcp is not None else None,
+                                     running=engine.running, stopped=bool(engine.state.stopped)),
                 live=True, wall_clock=self.wall_clock))
             return
         ask = getattr(engine, "mcp_status", None)
@@ -597,7 +598,7 @@ class Room(App[int]):
                 except Exception as e:  # an older run's server, a lost connection: what this window saw
                     note = f"the run did not say ({e}); the calls of the turns this window holds"
                 else:
-                    picture = live_picture(source.org, statuses, running=running)
+                    picture = live_picture(source.org, statuses, running=running, stopped=bool(source.state.stopped))
                     return type(picture)(picture.rows, where)
             else:
                 note = "the calls of the turns this window holds"

@@ -103,18 +103,19 @@ def _advice(status: ServerStatus) -> str | None:
     return None
 
 
-def live_picture(org: Org, statuses: list[ServerStatus] | None, *, running: bool) -> McpPicture:
-    """The run's servers from its hub's status (None: the run has no hub now)."""
+def live_picture(org: Org, statuses: list[ServerStatus] | None, *, running: bool, stopped: bool = False) -> McpPicture:
+    """The run's servers from its hub's status (None: the run has no hub now: it has not
+    started yet, or it has `stopped`)."""
     specs = org.settings.mcp_servers
     rows = []
     by_name = {s.name: s for s in statuses or []}
     for name in sorted(specs):
         st = by_name.get(name)
         if st is None:
-            phase = "not started" if running else "stopped"
+            phase = "stopped" if stopped and not running else "not started"
+            note = "the run has stopped, and its servers with it" if phase == "stopped" else "the run has not started it yet"
             rows.append(ServerRow(name, specs[name].describe(), phase, tools=tuple(
-                ToolRow(t, "", holders(org, name, t)) for t in _granted_tools(org, name)),
-                tools_note="the run is not running: no server is" if not running else ""))
+                ToolRow(t, "", holders(org, name, t)) for t in _granted_tools(org, name)), tools_note=note))
             continue
         counts = {t: (n, bad) for t, n, bad in st.tool_calls}
         listed = [ToolRow(t.name, t.description, holders(org, name, t.name), *counts.get(t.name, (0, 0))) for t in st.tools]
@@ -133,7 +134,7 @@ def live_picture(org: Org, statuses: list[ServerStatus] | None, *, running: bool
             failed=st.errors, last_ms=None if st.last_latency_s is None else st.last_latency_s * 1000,
             tools=tuple(listed + extra), tools_note=note,
         ))
-    return McpPicture(tuple(rows), "this run" if running else "this run (stopped)")
+    return McpPicture(tuple(rows), "this run (stopped)" if stopped and not running else "this run")
 
 
 def recorded_picture(org: Org, turns: Iterable[TurnRecord], *, where: str, note: str) -> McpPicture:
