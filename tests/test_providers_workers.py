@@ -29,6 +29,7 @@ from lemming.engine.providers.retry import RetryPolicy, stream_with_retries
 from lemming.engine.providers.workers import PooledProvider, worker_env
 from lemming.engine.resume import ModelSpec, OrgSettings
 from tests.conftest import REPO
+from tests.support.processes import alive
 from tests.support.servers import DEFAULT_REPLY, SERVERS, AnthropicServer, OllamaServer, OpenAIServer
 
 KEY = "sk-test-4f9c2a7b1e"
@@ -61,15 +62,6 @@ async def call(provider, model: str, i: int = 0, attempts: int = 1):
         provider, request(model, i), lambda t, r: None,
         policy=RetryPolicy(max_attempts=attempts, base_delay=0.01, max_delay=0.02), rng=random.Random(i),
     )
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper that is not ours counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic", "ollama"])
