@@ -105,8 +105,8 @@ class RunRecorder:
             if self.index:
                 rows = plan.search_rows = search.rows_of(events)
                 pending = self._unindexed
-                if (plan.kind != "tick" or len(pending) + 1 >= search.INDEX_EVERY_TICKS
-                        or self._unindexed_rows + len(rows) >= search.INDEX_EVERY_ROWS):
+                if (len(pending) + 1 >= search.INDEX_EVERY_TICKS
+                        or self._unindexed_rows + len(rows) >= search.INDEX_EVERY_ROWS) and plan.kind == "tick":
                     plan.search_chunk = pending
             await db.call(writes.write_tx, plan)
             if plan.search_chunk is not None:
@@ -115,6 +115,16 @@ class RunRecorder:
             elif self.index:
                 pending.append((plan.batch_id, plan.search_rows))
                 self._unindexed_rows += len(plan.search_rows)
+                if plan.kind != "tick":
+                    # A start, a stop or a boundary's commands: the chunk is indexed right
+                    # after, in a transaction of its own, so that the batch (a run's stop
+                    # above all) commits as soon as it would without the index.
+                    self._unindexed = []
+                    self._unindexed_rows = 0
+                    try:
+                        await db.call(writes.index_tx, plan.rid, pending)
+                    except StoreError:
+                        pass  # an accelerator: the next search catches up
             db.known_texts.update(plan.texts)
             if self._shadow is not None:
                 apply = self._shadow.apply

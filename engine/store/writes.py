@@ -83,6 +83,12 @@ def write_tx(conn: sqlite3.Connection, p: WritePlan) -> None:
             search.index_chunk(conn, p.rid, [*p.search_chunk, (p.batch_id, p.search_rows)])
 
 
+def index_tx(conn: sqlite3.Connection, rid: int, chunk: list[tuple[int, list[tuple]]]) -> None:
+    """Committed batches' search rows, in a transaction of their own (search.index_chunk)."""
+    with transaction(conn):
+        search.index_chunk(conn, rid, chunk)
+
+
 def write_snapshot(conn: sqlite3.Connection, rid: int, batch: int, tick: int, body: bytes, defs_hash: str,
                    defs_blob: bytes) -> None:
     """A snapshot after `batch`, with the definitions it refers to."""
