@@ -83,6 +83,10 @@ async def _wait(awaitable: Awaitable[Any], deadline: float, step: Any) -> Any:
         return await awaitable
 
 
+def _prompt_estimate(request: CompletionRequest) -> int:
+    return sum(estimate_tokens(m.content) for m in request.messages)
+
+
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate (~4 characters a token) for providers that report no usage."""
     return max(1, (len(text) + 3) // 4) if text else 0
@@ -101,7 +105,7 @@ async def stream_with_retries(
     policy = policy or RetryPolicy()
     rng = rng or random.Random()
     result = CompletionResult()
-    prompt_estimate = sum(estimate_tokens(m.content) for m in request.messages)
+    prompt_estimate = -1  # worked out only for a call whose provider reports no usage
     cap = policy.reply_cap(request.max_tokens)
     refused: ProviderError | None = None
     attempt = 0  # counts against max_attempts; the retry without the schema does not
@@ -161,6 +165,7 @@ async def stream_with_retries(
         else:
             text = "".join(parts)
             if usage is None:
+                prompt_estimate = _prompt_estimate(request)
                 usage = Usage(prompt_estimate, estimate_tokens(text), estimated=True)
             result.text = text
             result.usage = usage
@@ -176,6 +181,8 @@ async def stream_with_retries(
         partial = "".join(parts)
         billed = err.partial_usage
         if billed is None and partial:
+            if prompt_estimate < 0:
+                prompt_estimate = _prompt_estimate(request)
             billed = Usage(prompt_estimate, estimate_tokens(partial), estimated=True)
         if billed is not None:
             result.billed.input_tokens += billed.input_tokens
