@@ -998,6 +998,8 @@ class Engine(RunReadAPI):
             result = await stream_with_retries(
                 provider, request, on_delta, policy=policy, rng=_RetryJitter(jitter)  # type: ignore[arg-type]
             )
+            if hasattr(provider, "take_report"):  # a cli agent's process: the record shows the last round's
+                plan["process"] = provider.take_report(request)
             # Calls may be waiting for this slot: let them start before this turn reads
             # its reply (twice: the first wakes them, the second lets them run).
             handover = global_sem.locked() or provider_sem.locked()
@@ -1031,9 +1033,7 @@ class Engine(RunReadAPI):
                 return await self._tool_rounds(plan, rec, provider, spec, parsed, first[3])
             r0 = time.monotonic()
             result = await self._call(plan, provider, spec, request, 1)
-            take_report = getattr(provider, "take_report", None)  # a cli agent's process report
-            if take_report is not None:
-                rec.process = take_report(request)
+            rec.process = plan.get("process")
             rec.raw_output = result.text
             rec.attempts = result.attempts
             rec.reply_schema = self.structured.record_value(plan["key"], result.reply_format_sent)
@@ -1180,6 +1180,7 @@ class Engine(RunReadAPI):
                 rec.status, rec.error = "contract", f"contract violation in reply {round_no}: {e}"
                 break
             replies.append(reply)
+        rec.process = plan.get("process", rec.process)
         rec.raw_output = rounds[-1]["raw_output"]
         rec.usage = total
         rec.rounds = rounds

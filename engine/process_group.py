@@ -13,7 +13,6 @@ ended as a group, and reaped even when the run is killed with SIGKILL.
   kernel's parent-death signal alone reaches only the direct child, not what it started.
 * :func:`child_env` builds an environment holding only ``PATH`` and what an entry names,
   with LeMMing's ``${env.NAME}`` references resolved from the run's environment.
-* :func:`agent_workspace` is an agent's working folder, ``ORG/agents/<name>/workspace``.
 * :class:`CappedText` keeps at most N bytes of a stream (the tail), and says if it cut.
 """
 
@@ -35,11 +34,6 @@ from typing import Mapping
 KILL_GRACE = 2.0
 _PR_SET_PDEATHSIG = 1
 _ENV_REF = re.compile(r"\$\{env\.([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def agent_workspace(org_root: str | Path, agent: str) -> Path:
-    """An agent's working folder: ``ORG/agents/<name>/workspace`` (not created here)."""
-    return Path(org_root) / "agents" / agent / "workspace"
 
 
 # --- environment ---------------------------------------------------------------------------
@@ -337,7 +331,6 @@ __all__ = [
     "CappedText",
     "EnvReferenceError",
     "Reaper",
-    "agent_workspace",
     "child_env",
     "end_group",
     "env_refs",

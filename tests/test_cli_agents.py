@@ -20,7 +20,8 @@ import pytest
 from lemming.engine.engine import Engine
 from lemming.engine.events import MessageCommitted, TokenDelta, TurnFinished, canonical
 from lemming.engine.org import load_org
-from lemming.engine.process_group import agent_workspace, child_env, expand_env_refs, reaper
+from lemming.engine.process_group import child_env, expand_env_refs, reaper
+from lemming.engine.tools.files import Workspace
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig, ProviderError, TextDelta
 from lemming.engine.providers.cli import CliProvider, reply_text
 from tests.conftest import REPO, make_org
@@ -132,7 +133,7 @@ async def test_lemmings_cli_echo_entry_answers_through_echo_as_a_cli_output_mess
     assert msg1.tags == ("cli_output",) and msg1.kind == "message"
     assert msg1.payload["text"].startswith("Tick 1.") and msg2.payload["text"].startswith("Tick 2.")
     # It ran in its workspace, which now exists.
-    assert agent_workspace(root, "echo_cli").is_dir()
+    assert Workspace.of(root, "echo_cli").root.is_dir()
 
 
 async def test_the_child_gets_only_path_and_what_the_entry_names(tmp_path: Path, monkeypatch) -> None:
@@ -153,7 +154,7 @@ async def test_the_child_gets_only_path_and_what_the_entry_names(tmp_path: Path,
     assert set(seen["env"]) <= {"PATH", "TOKEN", "MODE", "LC_CTYPE"}  # (Python may set LC_CTYPE itself)
     assert seen["env"]["TOKEN"] == "tok-123" and seen["env"]["MODE"] == "plain tok-123!"
     assert "sk-test-never-passed-on" not in rec.raw_output
-    assert Path(seen["cwd"]).resolve() == agent_workspace(root, "tool").resolve()
+    assert Path(seen["cwd"]).resolve() == Workspace.of(root, "tool").root.resolve()
     assert len(seen["argv"]) == 1 and seen["argv"][0] == rec.prompt[-1]["content"]
     # The JSON it printed is not LeMMing-shaped: it became one cli_output message.
     (msg,) = messages(events, "tool")
@@ -220,6 +221,81 @@ async def test_stdout_streams_into_the_token_stream_as_it_arrives(tmp_path: Path
     assert "".join(t for _, t in arrivals) == "part 0\npart 1\npart 2\n"
     # The first part arrived while the program was still running, not at its end.
     assert len(arrivals) >= 2 and arrivals[-1][0] - arrivals[0][0] > 0.3
+
+
+@pytest.mark.parametrize("sim_only", [False, True], ids=["as-defined", "sim-only"])
+async def test_each_line_is_a_token_delta_before_the_turn_commits(tmp_path: Path, sim_only: bool) -> None:
+    """A program that prints a line and then waits for the run to have streamed it: every
+    line reaches subscribers as its own TokenDelta while the program still runs, with an
+    API agent beside it (served by the sim under `--sim`), before the turn commits."""
+    import asyncio
+
+    from lemming.engine.recorded_run import RunSettings, build_engine
+
+    stepper = script(tmp_path, "stepper", """
+        import os, time
+        for i in range(3):
+            print(f"line {i}", flush=True)
+            deadline = time.monotonic() + 10  # the test acknowledges each line by a file
+            while not os.path.exists(f"ack{i}") and time.monotonic() < deadline:
+                time.sleep(0.01)
+    """)
+    root = make_org(
+        tmp_path / "o",
+        {"api": {"model": "gpt"}, "tool": {"model": "stepper", "reads": ["api"]}},
+        models={"stepper": cli_model([sys.executable, stepper]), "gpt": {"provider": "sim" if not sim_only else "openai", "model_name": "gpt-4.1"}},
+    )
+    engine = build_engine(root, RunSettings(sim_only=sim_only, seed=3))
+    workspace = Workspace.of(root, "tool").root
+    sub = engine.subscribe()
+    seen: list[Any] = []
+
+    async def watch() -> None:
+        async for ev in sub:
+            seen.append(ev)
+            if isinstance(ev, TokenDelta) and ev.agent == "tool":
+                done = "".join(e.text for e in seen if isinstance(e, TokenDelta) and e.agent == "tool").count("\n")
+                for i in range(done):
+                    (workspace / f"ack{i}").touch()
+
+    task = asyncio.create_task(watch())
+    await engine.run(ticks=1)
+    sub.close()
+    await task
+    deltas = [e for e in seen if isinstance(e, TokenDelta) and e.agent == "tool"]
+    finished = next(i for i, e in enumerate(seen) if isinstance(e, TurnFinished) and e.agent == "tool")
+    assert [d.text for d in deltas] == ["line 0\n", "line 1\n", "line 2\n"]
+    assert all(seen.index(d) < finished for d in deltas)
+    rec = engine.state.last_turn["tool"]
+    assert rec.status == "ok" and rec.raw_output == "line 0\nline 1\nline 2\n"
+    assert rec.process and rec.process["exit_code"] == 0
+    assert engine.state.last_turn["api"].provider == "sim"
+
+
+async def test_a_cli_agent_that_calls_a_tool_records_the_last_rounds_process(tmp_path: Path) -> None:
+    """LeMMing-shaped JSON with tool_calls runs the tools, then the program again with
+    their results: the record shows the process of the last round, and no report is left
+    behind in the provider."""
+    two_rounds = script(tmp_path, "two_rounds", """
+        import json, os, sys
+        if not os.path.exists("asked"):  # round 1: write a file through the tool
+            open("asked", "w").close()
+            print("round 1", file=sys.stderr)
+            print(json.dumps({"outbox_entries": [], "tool_calls": [{"tool": "file_write", "args": {"path": "notes.txt", "content": "hi"}}]}))
+        else:
+            print("round 2", file=sys.stderr)
+            print(json.dumps({"outbox_entries": [{"kind": "message", "payload": {"text": "wrote notes.txt"}}]}))
+    """)
+    root = make_org(tmp_path / "o", {"tool": {"model": "two", "tools": ["file_write"]}}, models={"two": cli_model([sys.executable, two_rounds])})
+    engine, events = await run_org(root, 1)
+    rec = turns(events, "tool")[0]
+    assert rec.status == "ok", rec.error
+    assert [c["tool"] for c in rec.tool_calls] == ["file_write"] and len(rec.rounds) == 2
+    assert (Workspace.of(root, "tool").root / "notes.txt").read_text() == "hi"
+    assert rec.process["exit_code"] == 0 and rec.process["stderr"].strip() == "round 2"
+    assert [m.payload["text"] for m in messages(events, "tool")] == ["wrote notes.txt"]
+    provider, _ = engine.registry.resolve("two")
+    assert provider.take_report(None) is None and not provider._reports
 
 
 async def test_a_slow_command_is_ended_at_its_timeout_and_the_run_goes_on(tmp_path: Path) -> None:
@@ -580,6 +656,17 @@ def test_headless_output_piped_is_one_line_per_event_never_wrapped(tmp_path: Pat
     assert len(lines) == 7  # 3 ticks, 3 errors, the stop line: nothing wrapped onto a line of its own
 
 
+async def abort_tick(engine: Engine, marker: str) -> None:
+    """The operator's abort: nothing of the tick is committed, the engine pauses, and no
+    process of the turn (`marker` in its command line) is left."""
+    import asyncio
+
+    engine.abort_tick()
+    while not engine.paused:
+        await asyncio.sleep(0.02)
+    assert wait_gone(marker, 5) == []
+
+
 async def test_aborting_the_tick_ends_a_cli_turn_in_flight(tmp_path: Path) -> None:
     import asyncio
 
@@ -597,13 +684,47 @@ async def test_aborting_the_tick_ends_a_cli_turn_in_flight(tmp_path: Path) -> No
     while len(pids_with(marker)) < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    engine.abort_tick()  # the operator's abort: nothing of the tick is committed; paused
-    while not engine.paused:
-        await asyncio.sleep(0.02)
+    await abort_tick(engine, marker)
     assert engine.tick == 0
-    assert wait_gone(marker, 5) == []
     engine.stop()
     await asyncio.wait_for(task, 10)
+
+
+async def test_aborting_a_stateful_turn_ends_its_process_and_the_next_turn_starts_it_again(tmp_path: Path) -> None:
+    import asyncio
+
+    marker = f"stateful-abort-{os.getpid()}-{time.monotonic_ns()}"
+    hangs = script(tmp_path, "hangs", """
+        import json, os, sys, time
+        for n, line in enumerate(sys.stdin, 1):
+            if n == 2 and not os.path.exists("hung"):  # the first process hangs in its 2nd turn
+                open("hung", "w").close()
+                print(json.dumps({"type": "delta", "text": "thinking..."}), flush=True)
+                time.sleep(120)
+            print(json.dumps({"type": "end", "text": f"pid {os.getpid()} turn {n}"}), flush=True)
+    """)
+    root = make_org(tmp_path / "o", {"tool": {"model": "m"}}, models={"m": cli_model([sys.executable, hangs, marker], mode="stateful")})
+    engine = Engine(load_org(root))
+    sub = engine.subscribe(tokens=False)
+    task = asyncio.create_task(engine.run(ticks=3))
+    deadline = time.monotonic() + 20
+    while not (Workspace.of(root, "tool").root / "hung").exists() or "tool" not in engine.thinking:
+        assert time.monotonic() < deadline, "the second turn did not start"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    first_pid = pids_with(marker)
+    assert len(first_pid) == 1
+    await abort_tick(engine, marker)
+    assert engine.tick == 1
+    engine.resume()
+    await asyncio.wait_for(task, 20)
+    sub.close()
+    recs = turns(sub.drain(), "tool")
+    # The aborted turn left nothing; the next turns run on a new process, and say so.
+    assert [r.status for r in recs] == ["ok", "ok", "ok"], [r.error for r in recs]
+    assert [r.process["restarted"] for r in recs] == [False, True, False]
+    assert recs[1].raw_output.split()[1] != recs[0].raw_output.split()[1] == str(first_pid[0])
+    assert wait_gone(marker, 5) == []
 
 
 def test_run_once_with_sim_runs_lemmings_layout_without_keys(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from lemming.engine.remote import ControlClient, ControlServer, EndpointError, R
 from lemming.engine.remote import endpoint, protocol
 from lemming.engine.store import RunStore, default_db_path
 from tests.support.app_driver import sim_engine
+from tests.support.processes import alive
 
 LEMMING = [sys.executable, "-c", "import sys; from lemming.tui.cli import main; sys.exit(main())"]
 
@@ -370,3 +371,63 @@ def test_serve_attach_sessions_are_read_only_unless_allowed(org_dir: Path) -> No
     assert session_command(args).endswith(f"attach --org {org_dir.resolve()} abc --read-only")
     args = build_parser().parse_args(["serve", "--org", str(org_dir), "--attach", "--allow-live"])
     assert session_command(args).endswith(f"attach --org {org_dir.resolve()}")
+
+
+def test_keep_runs_in_the_background_and_quitting_the_room_leaves_it(org_dir: Path) -> None:
+    """`lemming --keep`: the control room attached to a background run; n steps it, q
+    detaches (the run is still served, at the tick it was stepped to), ctl stop ends it."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [*LEMMING, "--keep", "--paused", "--org", str(org_dir), "--sim-tokens-per-s", "0"])
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    seen = bytearray()
+
+    def read_until(predicate, timeout: float) -> bool:  # noqa: ANN001
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate(bytes(seen)):
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen.extend(chunk)
+        return predicate(bytes(seen))
+
+    background = None
+    try:
+        assert read_until(lambda s: b"attached as" in s, 60), bytes(seen[-2000:])
+        (background,) = served_runs(org_dir)[0]
+        assert background.pid != pid  # the run is another process than the room
+        assert asyncio.run(status(background.socket))["tick"] == 0  # --paused reached the run
+        os.write(fd, b"n")
+        assert asyncio.run(wait_tick(background.socket, 0)) == 1
+        os.write(fd, b"q")
+        assert read_until(lambda s: b"the run goes on" in s, 30), bytes(seen[-2000:])
+        _, code = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(code) == 0
+        (still,) = served_runs(org_dir)[0]
+        assert still.pid == background.pid and asyncio.run(status(still.socket))["tick"] == 1
+        r = lemming("ctl", "stop", org=org_dir)
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and alive(background.pid):
+            time.sleep(0.1)
+        assert not alive(background.pid), "ctl stop left the background run going"
+        assert served_runs(org_dir)[0] == []
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        if background is not None and alive(background.pid):
+            os.kill(background.pid, signal.SIGKILL)
+        os.close(fd)
+

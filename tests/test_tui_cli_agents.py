@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from textual.widgets import Static
 
@@ -25,9 +24,13 @@ def org_with_builder(tmp_path: Path) -> Path:
     builder.write_text(
         textwrap.dedent(
             """
-            import sys, time
+            import os, sys, time
             print("step 1 of 2", flush=True)
-            time.sleep(0.8)
+            # Step 2 waits for the test's go-ahead: the first line must be on screen while
+            # the program provably still runs, however slowly the machine answers.
+            deadline = time.monotonic() + 30
+            while not os.path.exists("GO") and time.monotonic() < deadline:
+                time.sleep(0.02)
             print("warning: slow disk", file=sys.stderr, flush=True)
             print("step 2 of 2", flush=True)
             """
@@ -44,22 +47,23 @@ def org_with_builder(tmp_path: Path) -> Path:
     )
 
 
-@pytest.mark.xfail(reason="since the merge of tools, cli and providers the program's stdout reaches the stream as one delta "
-                   "at its end, not line by line (issue 14 note); the rest of this test holds", strict=True)
 async def test_cli_output_streams_live_and_the_inspector_shows_its_process(tmp_path: Path) -> None:
-    engine = build_engine(org_with_builder(tmp_path), RunSettings(sim_only=True, paused=True, seed=1))
+    org = org_with_builder(tmp_path)
+    engine = build_engine(org, RunSettings(sim_only=True, paused=True, seed=1))
     app = ControlRoom(engine, config_dir=tmp_path / "cfg", wall_clock=False, cursor_blink=False, animations=False, pump_interval=0.02)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert " SIM " in app.main.status.render().plain
         await pilot.press("n")  # one tick
-        # The first line is on screen while the program is still running (it sleeps 0.8 s).
+        # The first line is on screen while the program is still running (it waits for GO).
         await wait_for(
             pilot,
-            lambda: "step 1 of 2" in app.view.agents["aaa_builder"].stream_text and "aaa_builder" in engine.thinking,
-            what=f"the first line, streamed while the program runs",
+            lambda: "step 1 of 2" in app.view.agents["aaa_builder"].stream_text,
+            what="the first line, streamed while the program runs",
         )
+        assert "aaa_builder" in engine.thinking
         assert "step 2 of 2" not in app.view.agents["aaa_builder"].stream_text
+        (org / "agents" / "aaa_builder" / "workspace" / "GO").touch()  # its cwd: the agent's workspace
         await wait_for(pilot, lambda: engine.tick >= 1 and app.view.committed_tick >= 1, what="the tick")
         rec = engine.state.last_turn["aaa_builder"]
         assert rec.status == "ok" and rec.raw_output == "step 1 of 2\nstep 2 of 2\n"

@@ -64,7 +64,7 @@ from typing import Any, AsyncIterator, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lemming.engine import process_group
-from lemming.engine.process_group import CappedText, EnvReferenceError, agent_workspace, child_env, env_refs
+from lemming.engine.process_group import CappedText, EnvReferenceError, child_env, env_refs
 from lemming.engine.providers.base import (
     CompletionRequest,
     ProbeResult,
@@ -74,6 +74,7 @@ from lemming.engine.providers.base import (
     TextDelta,
     Usage,
 )
+from lemming.engine.tools.files import Workspace
 
 CLI_OUTPUT_TAG = "cli_output"
 #: A wrapped message's text is cut to fit a message payload (the full stdout is in the record).
@@ -265,6 +266,9 @@ class _Session:
     stderr: CappedText
     drain: asyncio.Future
     starts: int = 1
+    #: Its group was ended (a timeout, an aborted turn): the next turn starts a new one,
+    #: even before the child is reaped.
+    ended: bool = False
 
 
 class CliProvider:
@@ -326,7 +330,7 @@ class CliProvider:
         if cfg.cwd:
             cwd = Path(cfg.cwd) if os.path.isabs(cfg.cwd) else root / cfg.cwd
         elif request.agent:
-            cwd = agent_workspace(root, request.agent)
+            cwd = Workspace.of(root, request.agent).root  # the folder its file tools see
             cwd.mkdir(parents=True, exist_ok=True)
         else:
             cwd = root
@@ -480,7 +484,7 @@ class CliProvider:
         """The agent's live process, started (again) if it is not running."""
         key = request.agent or ""
         s = self._sessions.get(key)
-        if s is not None and s.proc.returncode is None:
+        if s is not None and s.proc.returncode is None and not s.ended:
             return s, False
         restarted = s is not None
         if s is not None:
@@ -493,6 +497,7 @@ class CliProvider:
         return new, restarted
 
     async def _end_session(self, s: _Session) -> None:
+        s.ended = True
         if s.proc.stdin is not None:
             try:
                 s.proc.stdin.close()  # a well-behaved program ends at the end of its input
@@ -580,6 +585,7 @@ class CliProvider:
                 finished = True
             finally:
                 if not finished:
+                    s.ended = True
                     process_group.kill_group_now(s.proc)
                     s.drain.cancel()
         await asyncio.sleep(0)  # let the stderr drain catch up with what the turn printed

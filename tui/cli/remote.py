@@ -56,14 +56,12 @@ async def serving(engine: Any, args: argparse.Namespace, console: Console, db: A
         await server.close()
 
 
-def detach_run(args: argparse.Namespace) -> int:
-    """`run --detach`: the same run headless in a new session, its output in a log file."""
+def start_in_background(org: Path, argv: list[str]) -> tuple[Any, Path] | str:
+    """Start `lemming <argv>` (a headless, served run) in a new session with its output in
+    a log under ORG/.lemming/logs; the served run and the log once it is served, or what
+    went wrong in one line."""
     from lemming.engine.remote.endpoint import private_dir, served_runs
 
-    org = Path(args.org).resolve()
-    argv = [a for a in sys.argv[1:] if a != "--detach"] if sys.argv[1:2] == ["run"] else ["run", "--org", str(org)]
-    if "--headless" not in argv:
-        argv.append("--headless")
     logs = private_dir(org / ".lemming" / "logs")
     log = logs / time.strftime("run-%Y%m%d-%H%M%S.log")
     with open(log, "ab") as out:
@@ -76,15 +74,51 @@ def detach_run(args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            return fail(f"the run exited at once (code {child.returncode}): " + " | ".join(tail) + f" (log: {log})")
+            return f"the run exited at once (code {child.returncode}): " + " | ".join(tail) + f" (log: {log})"
         for s in served_runs(org, clean=False)[0]:
             if s.pid == child.pid:
-                print(f"run {s.run_id} started in the background (pid {child.pid}), served on {s.socket}")
-                print(f"  lemming attach {s.run_id}     the control room on it (ctrl+d detaches)")
-                print(f"  lemming ctl stop              stops it; log: {log}")
-                return EXIT_OK
+                return s, log
         time.sleep(0.1)
-    return fail(f"the run (pid {child.pid}) is not served after {DETACH_WAIT:g} s; see {log}")
+    return f"the run (pid {child.pid}) is not served after {DETACH_WAIT:g} s; see {log}"
+
+
+def detach_run(args: argparse.Namespace) -> int:
+    """`run --detach`: the same run headless in a new session, its output in a log file."""
+    org = Path(args.org).resolve()
+    argv = [a for a in sys.argv[1:] if a != "--detach"] if sys.argv[1:2] == ["run"] else ["run", "--org", str(org)]
+    if "--headless" not in argv:
+        argv.append("--headless")
+    started = start_in_background(org, argv)
+    if isinstance(started, str):
+        return fail(started)
+    s, log = started
+    print(f"run {s.run_id} started in the background (pid {s.pid}), served on {s.socket}")
+    print(f"  lemming attach {s.run_id}     the control room on it (ctrl+d detaches)")
+    print(f"  lemming ctl stop              stops it; log: {log}")
+    return EXIT_OK
+
+
+def keep_and_attach(args: argparse.Namespace) -> int:
+    """`lemming --keep`: the run in the background (headless, served), and the control
+    room attached to it, so that quitting leaves the run going; X stops it."""
+    org = Path(args.org).resolve()
+    interval = args.interval if args.interval is not None else 1.0  # the control room's default
+    argv = ["run", "--headless", "--org", str(org), "--seed", str(args.seed), "--interval", str(interval)]
+    for flag in ("paused", "no_record", "no_watch", "sim"):
+        if getattr(args, flag, False):
+            argv.append("--" + flag.replace("_", "-"))
+    if getattr(args, "db", None):
+        argv += ["--db", str(Path(args.db).resolve())]
+    for attr in ("sim_tokens_per_s", "sim_latency_ms", "sim_malformed_rate"):
+        if getattr(args, attr, None) is not None:
+            argv += ["--" + attr.replace("_", "-"), str(getattr(args, attr))]
+    started = start_in_background(org, argv)
+    if isinstance(started, str):
+        return fail(started)
+    s, log = started
+    print(f"run {s.run_id} started in the background (pid {s.pid}); log: {log}", file=sys.stderr)
+    return cmd_attach(argparse.Namespace(org=org, run=s.run_id, read_only=False,
+                                         theme=getattr(args, "theme", None), no_mouse=getattr(args, "no_mouse", False)))
 
 
 async def _connect(args: argparse.Namespace, client: str, *, read_only: bool = False) -> ControlClient:

@@ -35,6 +35,9 @@ def add_tui_args(p: argparse.ArgumentParser) -> None:
     _add_screen_args(p)
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
     p.add_argument("--no-watch", action="store_true", help="do not hot-reload agent files")
+    p.add_argument("--keep", action="store_true",
+                   help="run in the background, served, with the control room attached: quitting (q, ctrl+d) leaves the run going, "
+                        "lemming attach comes back, X stops it")
     add_sim_flag(p)
     add_sim_args(p)
 
@@ -49,6 +52,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
     from lemming.engine.recorded_run import CONTROL_ROOM, build_engine
     from lemming.tui.app import ControlRoom
 
+    if getattr(args, "keep", False):
+        from lemming.tui.cli.remote import keep_and_attach
+
+        return keep_and_attach(args)
     org_path = Path(getattr(args, "org", None) or ".")
     try:
         engine = build_engine(org_path, run_settings(args, CONTROL_ROOM))

@@ -213,6 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_org_arg(p)
     add_db_arg(p)
     p.add_argument("--headless", action="store_true", help="run without a UI, printing a line per tick")
+    p.add_argument("--paused", action="store_true", help="start paused (the control room's space, or lemming ctl resume / step)")
     p.add_argument("--ticks", type=int, default=None, metavar="N", help="stop after N ticks (default: run until Ctrl-C)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the sim provider (default 0)")
     p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="wait between ticks (default 0 headless, 1 in the control room)")

@@ -71,7 +71,11 @@ class MessageGraph(AgentTable):
         return "matrix" if self.matrix else self.mode
 
     def _title(self) -> None:
-        self.border_title = "Messages"
+        # Assigning a border title repaints the widget, even the same title: render_line
+        # calls this, so an unconditional assignment repainted the pane every frame.
+        if not getattr(self, "_titled", False):
+            self.border_title = "Messages"
+            self._titled = True
         nxt = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
         shown = self.shown
         what = shown
