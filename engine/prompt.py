@@ -473,6 +473,9 @@ def _str_list(v: Any, limit: int) -> list[str] | None:
     return list(v)
 
 
+_NAME_LISTS = (("tags", 20), ("recipients", 1000))  # (ReplyEntry's max_length of each)
+
+
 def _fast_entry(item: Any) -> ReplyEntry | None:
     if type(item) is not dict:
         return None
@@ -485,18 +488,14 @@ def _fast_entry(item: Any) -> ReplyEntry | None:
         if type(kind) is not str or not 1 <= len(kind) <= 64:
             return None
         given.add("kind")
-    tags: list[str] | None = []
-    if "tags" in item:
-        tags = _str_list(item["tags"], 20)
-        if tags is None:
-            return None
-        given.add("tags")
-    recipients: list[str] | None = []
-    if "recipients" in item:
-        recipients = _str_list(item["recipients"], 1000)
-        if recipients is None:
-            return None
-        given.add("recipients")
+    names: dict[str, list[str]] = {"tags": [], "recipients": []}
+    for name, limit in _NAME_LISTS:
+        if name in item:
+            got = _str_list(item[name], limit)
+            if got is None:
+                return None
+            names[name] = got
+            given.add(name)
     t = type(payload)
     if t is not str and t is not dict and t is not list:
         return None
@@ -505,7 +504,7 @@ def _fast_entry(item: Any) -> ReplyEntry | None:
             return None
     except (TypeError, ValueError, RecursionError):
         return None
-    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": tags, "recipients": recipients}, given)  # type: ignore[return-value]
+    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": names["tags"], "recipients": names["recipients"]}, given)  # type: ignore[return-value]
 
 
 _OPS = frozenset(("set", "append", "merge", "delete"))
