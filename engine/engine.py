@@ -68,7 +68,6 @@ from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy, estimate_tokens, stream_with_retries
 from lemming.engine.providers.structured import StructuredOutput
 from lemming.engine.mcp import McpHub, mcp_grants, split_tool_name
-from lemming.engine.mcp.hub import McpUnavailable
 from lemming.engine.providers import cli as cli_provider
 from lemming.engine.sim_mode import keep_simulated
 from lemming.engine.run_view import RunReadAPI
@@ -254,6 +253,10 @@ class Engine(RunReadAPI):
         self.running_tools: dict[str, str] = {}
         #: The run's MCP servers while it runs (None when the organisation has none).
         self.mcp: McpHub | None = None
+        #: Wait for the MCP servers to list their tools before the first tick (the prompts
+        #: are then the same whenever the servers come up: seeded tests); False starts them
+        #: in the background.
+        self.mcp_wait = False
         #: A resumed run writes its last committed tick's files again (idempotent): a kill
         #: may have come between the tick's commit and their writing.
         self._reapply_files = state is not None and parent_run is None
@@ -377,18 +380,19 @@ class Engine(RunReadAPI):
     # --- the loop ----------------------------------------------------------------------
 
     async def _start_mcp(self) -> None:
-        """Start the MCP servers the agents are granted tools of, so that their prompts can
-        list those tools (a server that fails is a recorded error of each call to it)."""
+        """Start the MCP servers the agents are granted tools of, in the background: ticks go
+        on meanwhile; a call waits for its server (up to the call's timeout) and the prompts
+        list a server's tools once known (before that, those it listed in the last run, or
+        the grant alone: docs/mcp.md). `mcp_wait` waits for them here instead."""
         servers = self.org.settings.mcp_servers
         if not servers:
             return
         self.mcp = McpHub(servers, root=self.org.root, log_dir=Path(self.org.root) / ".lemming" / "mcp")
-        wanted = {split_tool_name(g)[0] for a in self.org.agents.values() for g in mcp_grants(a.resume.permissions.tools)}
-        for server in sorted(wanted & servers.keys()):
-            try:
-                await self.mcp.tools(server)
-            except McpUnavailable:
-                pass  # the prompt says it has not listed its tools; calls say why
+        wanted = sorted({split_tool_name(g)[0] for a in self.org.agents.values() for g in mcp_grants(a.resume.permissions.tools)} & servers.keys())
+        for server in wanted:
+            self.mcp.start(server)
+        if self.mcp_wait:
+            await self.mcp.wait_started(wanted)
 
     def _mcp_lines(self, granted: list[str]) -> dict[str, str] | None:
         """The prompt's lines for an agent's MCP grants: each tool with its description and

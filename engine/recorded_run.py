@@ -48,6 +48,10 @@ class RunSettings:
     #: `--sim`: every API model is served by the sim (cli models run as they are), so an
     #: organisation runs without keys. The recorded definitions say so (see `simulated`).
     sim_only: bool = False
+    #: Wait for the granted MCP servers before the first tick (prompts list their tools
+    #: from tick 1, so a seeded run's record does not depend on how long a server takes to
+    #: start). Off in the control room, whose first tick should not wait on a slow server.
+    mcp_wait: bool = True
 
     def replace(self, **changes: Any) -> "RunSettings":
         """These settings with `changes` (None values are ignored: the default stays)."""
@@ -58,7 +62,7 @@ class RunSettings:
 HEADLESS = RunSettings()
 #: The control room: a tick a second and the sim streaming at a readable pace, so a
 #: newcomer sees replies arrive.
-CONTROL_ROOM = RunSettings(interval=1.0, sim={"tokens_per_s": 40.0})
+CONTROL_ROOM = RunSettings(interval=1.0, sim={"tokens_per_s": 40.0}, mcp_wait=False)
 
 
 def build_engine(
@@ -75,7 +79,7 @@ def build_engine(
     if settings.sim_only:
         loaded = simulated(loaded)
     registry = ProviderRegistry(loaded.models, overrides={"sim": dict(settings.sim)} if settings.sim else None)
-    return Engine(
+    engine = Engine(
         loaded,
         seed=settings.seed,
         concurrency=settings.concurrency,
@@ -87,6 +91,8 @@ def build_engine(
         parent_run=parent_run,
         fork_tick=fork_tick,
     )
+    engine.mcp_wait = settings.mcp_wait
+    return engine
 
 
 class RecordedRun:

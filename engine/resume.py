@@ -251,8 +251,8 @@ class OrgSettings(BaseModel):
     #: Whether a sandboxed command may use the network (never by default).
     shell_network: bool = False
     #: SDK clients in N worker processes (0: in the engine's process; "auto": one per core
-    #: beyond the first). See docs/scaling.md.
-    provider_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = 0
+    #: for a model that 64 or more calls can be in flight to). See docs/scaling.md.
+    provider_workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
     #: Sockets each adapter's HTTP client keeps; default: the model's concurrency.
     provider_connections: int | None = Field(default=None, ge=1, le=100_000)
     #: MCP servers agents may be granted tools of (`permissions.tools`: "<server>/<tool>").

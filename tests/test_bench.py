@@ -27,7 +27,7 @@ REQUIRED = {
     "structured": {"turns", "contract_rate_off", "contract_rate_on", "repaired_rate_off", "repaired_rate_on",
                    "schema_sent_rate_on", "us_per_turn_off", "us_per_turn_on"},
     "cli": {"agents", "per_turn_tick_ms", "per_turn_turn_ms", "stateful_tick_ms", "stateful_turn_ms"},
-    "mcp": {"calls", "start_s", "call_ms_p50", "call_ms_p95"},
+    "mcp": {"calls", "start_s", "call_ms_p50", "call_ms_p95", "first_tick_s", "first_tick_wait_s"},
 }
 
 

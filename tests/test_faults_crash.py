@@ -114,8 +114,12 @@ def export(db: Path, run: str) -> list[str]:
 
 
 def reference(base: Path, root: Path, ticks: int) -> list[str]:
+    """The uninterrupted run's export, run on a copy of `root`: the demo's tools write
+    files, and the run under test must start from the same files as this one did."""
     db = base / "reference.db"
-    r = lemming("run", "--headless", "--org", root, "--ticks", ticks, "--seed", SEED, "--db", db, "--no-watch")
+    copy = base / "reference-org"
+    shutil.copytree(root, copy)
+    r = lemming("run", "--headless", "--org", copy, "--ticks", ticks, "--seed", SEED, "--db", db, "--no-watch")
     assert r.returncode == 0, r.stderr
     ((run, n),) = db_runs(db)
     assert n == ticks

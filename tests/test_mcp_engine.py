@@ -39,6 +39,7 @@ def test_granted_mcp_calls_answer_within_the_turn_and_the_rest_are_refused(tmp_p
 
     async def go():
         engine = Engine(load_org(root), seed=1)
+        engine.mcp_wait = True  # the first prompt lists the tools (else: once the server is up)
         sub = engine.subscribe(tokens=False)
         await engine.run(ticks=1)
         assert engine.mcp is None  # the servers stopped with the run
@@ -93,6 +94,7 @@ def test_the_demo_sim_calls_mcp_server_time(tmp_path: Path) -> None:
 
     async def go():
         engine = Engine(load_org(root), seed=3)
+        engine.mcp_wait = True  # 30 sim ticks take less than the server's start-up
         sub = engine.subscribe(tokens=False)
         await engine.run(ticks=30)
         return sub.drain()
@@ -101,3 +103,46 @@ def test_the_demo_sim_calls_mcp_server_time(tmp_path: Path) -> None:
     calls = [e for e in events if isinstance(e, ToolCallFinished) and e.tool.startswith("time/")]
     assert calls, "the researcher never called the time server in 30 ticks"
     assert all(c.ok for c in calls), [c for c in calls if not c.ok]
+
+
+def _slow_org(root: Path, *, delay: float, timeout: float) -> Path:
+    make_org(root, {"ann": {"model": "scripted", "tools": ["calc/add"]}}, models=sp.SCRIPTED_MODELS)
+    entry = {"command": sys.executable, "args": [SERVER, "--start-delay", str(delay)], "timeout": timeout}
+    (root / "org.json").write_text(json.dumps({"mcp_servers": {"calc": entry}}))
+    return root
+
+
+def _turns(root: Path, ticks: int, status=None) -> list:
+    async def go():
+        engine = Engine(load_org(root), seed=1)
+        sub = engine.subscribe(tokens=False)
+        await engine.run(ticks=ticks)
+        return [e.record for e in sub.drain() if isinstance(e, TurnFinished)]
+
+    return asyncio.run(go())
+
+
+def test_servers_start_in_the_background_and_a_call_waits_for_its_server(tmp_path: Path, monkeypatch) -> None:
+    """The first tick does not wait for a slow server: its prompt gives the grant alone,
+    and the call in it waits for the server (within the call's timeout) and answers. The
+    next run's first prompt lists the tools the server listed in this one."""
+    sp.install(monkeypatch)
+    root = _slow_org(tmp_path / "org", delay=2.0, timeout=20.0)
+    sp.REPLIES["ann"] = {"outbox_entries": [], "tool_calls": [{"tool": "calc/add", "args": {"a": 1, "b": 2}}]}
+    (rec,) = _turns(root, 1)
+    system = rec.prompt[0]["content"]
+    assert "- calc/add: an MCP tool whose server has not listed its tools yet" in system
+    assert rec.tool_calls[0]["ok"] and rec.tool_calls[0]["result"] == {"text": "3"}
+    (again,) = _turns(root, 1)
+    assert "- calc/add {a, b}: Add two integers." in again.prompt[0]["content"]  # from the last run's listing
+    assert again.tool_calls[0]["ok"]
+
+
+def test_a_call_to_a_server_still_starting_is_a_recorded_error_after_the_call_timeout(tmp_path: Path, monkeypatch) -> None:
+    sp.install(monkeypatch)
+    root = _slow_org(tmp_path / "org", delay=4.0, timeout=0.5)
+    sp.REPLIES["ann"] = {"outbox_entries": [], "tool_calls": [{"tool": "calc/add", "args": {"a": 1, "b": 2}}]}
+    (rec,) = _turns(root, 1)
+    call = rec.tool_calls[0]
+    assert not call["ok"] and "is still starting (waited 0.5 s); call it again later" in call["error"]
+    assert rec.status == "ok"  # the turn (and the run) went on

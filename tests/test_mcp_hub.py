@@ -84,6 +84,8 @@ def test_results_are_capped_and_slow_calls_time_out(tmp_path):
     async def go():
         hub = McpHub({"t": stdio(timeout=1.0, max_result_chars=500)}, root=tmp_path)
         try:
+            hub.start()  # a call waits for a starting server only as long as a call may take (1 s)
+            await hub.wait_started()
             big = await hub.call("t/big", {"n": 5000})
             assert big.ok and big.truncated
             assert big.text.startswith("x" * 500) and "[cut: 4500 more characters]" in big.text
@@ -312,3 +314,57 @@ def test_validate_reports_mcp_configuration_problems(tmp_path):
     )
     org = load_org(tmp_path)
     assert org.settings.mcp_servers["time"].command == "mcp-server-time"
+
+
+def test_status_shows_what_the_control_room_lists(tmp_path):
+    """Background start, then per server: phase, pid (the server's own process), uptime,
+    calls, errors and last latency; a server that never came up is "failed" with its log."""
+
+    async def go():
+        hub = McpHub({"t": stdio(), "dead": stdio("--crash-at-start")}, root=tmp_path, log_dir=tmp_path / "logs")
+        try:
+            hub.start()
+            assert {s.name: s.phase for s in hub.status()} == {"t": "starting", "dead": "starting"}
+            await hub.wait_started()
+            t, dead = hub.status()
+            assert t.phase == "up" and t.pid is not None and alive(t.pid) and t.uptime_s is not None
+            assert "mcp_server.py" in Path(f"/proc/{t.pid}/cmdline").read_text()
+            assert [tool.name for tool in t.tools][:2] == ["add", "echo"] and not t.tools_cached
+            assert dead.phase == "failed" and "refusing to start" in (dead.error or "")
+            assert dead.log_path == str(tmp_path / "logs" / "dead.log") and dead.retry_in_s is not None
+            assert (await hub.call("t/add", {"a": 1, "b": 2})).ok
+            assert not (await hub.call("t/add", {"a": "x", "b": 2})).ok
+            t = hub.status()[0]
+            assert (t.calls, t.errors) == (1, 1) and t.last_latency_s is not None and t.last_latency_s < 5
+            await hub.call("t/crash", {})
+            assert hub.status()[0].phase == "restarting" and hub.status()[0].pid is None
+        finally:
+            await hub.aclose()
+        assert {s.phase for s in hub.status()} == {"stopped"}
+        # The next hub (the next run) knows the tools before its server starts.
+        later = McpHub({"t": stdio()}, root=tmp_path, log_dir=tmp_path / "logs")
+        cached = later.status()[0]
+        assert cached.phase == "not started" and cached.tools_cached and cached.tools[0].name == "add"
+
+    run(go())
+
+
+def test_a_run_that_ends_while_a_server_is_still_starting_leaves_nothing(tmp_path):
+    """Servers start in the background: a run may end first. The hub does not wait for the
+    start-up, and the half-started server's process is gone."""
+    pidfile = tmp_path / "logs" / "slow.pid"  # the launcher writes it before it execs the server
+
+    async def go():
+        hub = McpHub({"slow": stdio("--start-delay", "30")}, root=tmp_path, log_dir=tmp_path / "logs")
+        hub.start()
+        deadline = time.monotonic() + 20
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:  # there, not serving yet
+            await asyncio.sleep(0.05)
+        assert hub.status()[0].phase == "starting"
+        started = time.monotonic()
+        await hub.aclose()
+        return time.monotonic() - started
+
+    took = run(go())
+    assert took < 5  # not the 30 s start-up, nor the 5 s grace for a server that answers
+    assert wait_gone(int(pidfile.read_text().split()[0]))

@@ -114,32 +114,6 @@ def test_lemming_model_entry_loads_as_is():
     assert provider.base_url == "http://localhost:11434/v1"
 
 
-# --- SSE decoding (the OpenAI adapter's fast path) ------------------------------------------
-
-
-async def _lines(*lines: str):
-    for line in lines:
-        yield line
-
-
-async def test_sse_decoder_events_comments_multiline_and_unterminated_tail():
-    from lemming.engine.providers.sse import iter_sse
-
-    lines = _lines(
-        ": keep-alive comment", "",
-        "event: message_start", 'data: {"a": 1}', "",
-        "data: line one", "data:line two", "",
-        "data: [DONE]", "",
-        'data: {"cut": ',  # no blank line: never dispatched
-    )
-    events = [e async for e in iter_sse(lines)]
-    assert [(e.event, e.data) for e in events] == [
-        ("message_start", '{"a": 1}'),
-        (None, "line one\nline two"),
-        (None, "[DONE]"),
-    ]
-
-
 async def test_documented_example_models_load_and_resolve():
     from pathlib import Path
 

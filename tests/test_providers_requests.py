@@ -102,7 +102,7 @@ async def test_openai_options_max_completion_tokens_extra_body_and_no_usage_requ
 
 def test_openai_official_api_defaults_to_max_completion_tokens():
     p = OpenAIProvider(ProviderConfig("openai", None, KEY))
-    assert "max_completion_tokens" in p._params(request())
+    assert "max_completion_tokens" in p._body(request())
     assert KEY not in repr(p)
 
 

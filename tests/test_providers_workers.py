@@ -29,6 +29,7 @@ from lemming.engine.providers.retry import RetryPolicy, stream_with_retries
 from lemming.engine.providers.workers import PooledProvider, worker_env
 from lemming.engine.resume import ModelSpec, OrgSettings
 from tests.conftest import REPO
+from tests.support.processes import alive
 from tests.support.servers import DEFAULT_REPLY, SERVERS, AnthropicServer, OllamaServer, OpenAIServer
 
 KEY = "sk-test-4f9c2a7b1e"
@@ -61,15 +62,6 @@ async def call(provider, model: str, i: int = 0, attempts: int = 1):
         provider, request(model, i), lambda t, r: None,
         policy=RetryPolicy(max_attempts=attempts, base_delay=0.01, max_delay=0.02), rng=random.Random(i),
     )
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper that is not ours counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("protocol", ["openai", "anthropic", "ollama"])
@@ -275,3 +267,84 @@ def test_provider_workers_in_org_json_is_checked():
         with pytest.raises(Exception) as e:
             OrgSettings.model_validate({"provider_workers": bad})
         assert "provider_workers" in str(e.value)
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The provider workers `pid` started (their command line names the worker module)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and b"lemming.engine.providers.worker" in cmd:
+            found.append(int(entry))
+    return found
+
+
+def test_kill_9_of_lemming_run_mid_tick_leaves_no_worker_behind(tmp_path):
+    """The whole command, as an operator runs it: `lemming run --headless` with its calls in
+    two workers, SIGKILLed while every agent's call is in flight; no worker survives it."""
+    from lemming.tui.bench.providers import KEY_ENV, write_org
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lemming.tui.bench.loopback", "openai", "--latency-ms", "3000"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    run = None
+    try:
+        assert server.stdout is not None
+        base_url = server.stdout.readline().strip()
+        write_org(tmp_path, "openai", base_url, 6, 2)
+        env = {**os.environ, KEY_ENV: "bench-key", "PYTHONPATH": str(REPO)}
+        run = subprocess.Popen(
+            [sys.executable, "-m", "lemming.tui.cli", "run", "--headless", "--org", str(tmp_path), "--ticks", "20",
+             "--db", str(tmp_path / "runs.db"), "--no-watch"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 60
+        pids: list[int] = []
+        while len(pids) < 2 and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.1)
+            pids = _workers_of(run.pid)
+        assert len(pids) == 2, f"the run did not start its two workers (exit {run.poll()})"
+        time.sleep(1.0)  # the first tick's calls are now in flight (the server answers after 3 s)
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        deadline = time.monotonic() + 10
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(p) for p in pids)
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+            run.wait()
+        server.terminate()
+        server.wait()
+
+
+def test_auto_spreads_a_model_over_one_worker_per_core_only_when_many_calls_are_in_flight(monkeypatch):
+    from lemming.engine.providers import workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert workers.default_workers() == 2
+    assert OrgSettings().provider_workers == "auto"  # the default
+
+    def chosen(concurrency: int, max_concurrency: int) -> int:
+        reg = ProviderRegistry({"m": spec("openai", "http://127.0.0.1:9/v1", concurrency=concurrency)}, env={})
+        reg.use_settings(OrgSettings(max_concurrency=max_concurrency))
+        return reg._workers_for(reg.spec("m"))
+
+    assert chosen(100, 100) == 2  # a hundred calls at once to one server: both cores
+    assert chosen(100, 16) == 0  # the organisation lets 16 run at once: one loop keeps up
+    assert chosen(8, 256) == 0  # the model takes 8 at once
+    reg = ProviderRegistry({"m": spec("openai", "http://127.0.0.1:9/v1", concurrency=100)}, env={})
+    reg.use_settings(OrgSettings(max_concurrency=100, provider_workers=0))
+    assert reg._workers_for(reg.spec("m")) == 0  # an explicit 0 is kept
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert workers.default_workers() == 0  # one core: no workers

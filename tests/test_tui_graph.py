@@ -123,3 +123,66 @@ async def test_forty_agents_fit_a_small_pane_and_seventy_show_the_matrix(tmp_pat
             else:
                 assert "too many agents for a graph" in graph.border_subtitle
             await pilot.press("q")
+
+
+def test_heat_levels_scale_to_the_busiest_cell() -> None:
+    from lemming.tui.widgets.graph_matrix import heat_bounds, heat_level, heat_scale, matrix_layout
+
+    bounds = heat_bounds(12)
+    assert bounds == [3, 6, 9, 12]
+    assert [heat_level(n, bounds) for n in (1, 3, 4, 9, 12)] == [1, 1, 2, 3, 4]
+    assert heat_scale(bounds) == [(1, "1–3"), (2, "4–6"), (3, "7–9"), (4, "10–12")]
+    # a quiet window: few levels, the top ones (one message is not the faintest colour)
+    assert heat_bounds(2) == [1, 2] and heat_level(1, [1, 2]) == 3 and heat_level(2, [1, 2]) == 4
+    # forty agents in a 70-cell pane: one cell a reader, numbers written downwards
+    layout = matrix_layout(70, [f"agent{i:03}" for i in range(40)])
+    assert layout.width <= 70 and layout.cell == 1 and layout.digit_rows == 2
+    # the demo's eight agents at 80×24: counts in three-cell columns, numbers across
+    demo = matrix_layout(78, ["analyst", "ceo", "engineer", "human", "manager", "planner", "qa", "researcher"])
+    assert demo.cell == 3 and demo.across
+
+
+async def test_the_matrix_is_a_heat_map_with_the_selected_agent_marked(org_dir: Path, tmp_path: Path) -> None:
+    app = make_app(org_dir, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(pilot, app, 3)
+        graph = app.main.graph
+        await pilot.press("5", "m")
+        await pilot.pause()
+        assert graph.shown == "matrix" and "heat-map" in graph.border_subtitle
+        width = graph.size.width
+        layout = graph.matrix_layout()
+        assert layout.width <= width  # every reader's column fits: no sideways scrolling
+        header = graph.render_header(width)
+        assert len(header) == graph.header_height
+        assert all(t.cell_len <= width for t in header)
+        cells = graph._cells
+        order = app.view.order
+        assert any(cells.values()), "the run sent messages"
+        # each count sits in its reader's column, in the style of its level
+        heat = graph._heat()
+        for i, sender in enumerate(order):
+            row = graph.render_row(i, width)
+            for j, reader in enumerate(order):
+                x = layout.frozen + j * layout.cell
+                chunk = row.plain[x:x + layout.cell]
+                n = cells.get(sender, {}).get(reader, 0)
+                if n and reader != sender:
+                    assert chunk.strip() == (str(min(n, 99)) if layout.cell == 3 else chunk.strip())
+                    styles = {s.style for s in row.spans if s.start <= x + layout.cell - 1 < s.end}
+                    level = graph._cell(n, heat, layout.cell)[1]
+                    assert level in styles
+        # the selected agent's column carries the cursor's background in every row
+        selected = graph.selected
+        col = order.index(selected)
+        marked = graph._marked()
+        for i, sender in enumerate(order):
+            if sender == selected:
+                continue
+            row = graph.render_row(i, width)
+            x = layout.frozen + col * layout.cell
+            if cells.get(sender, {}).get(selected):
+                continue  # a count keeps its heat colour
+            assert any(s.start <= x < s.end and marked.bgcolor == (s.style.bgcolor if hasattr(s.style, "bgcolor") else None)
+                       for s in row.spans), (sender, row.spans)
+        await pilot.press("q")

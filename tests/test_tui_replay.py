@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from lemming.engine.events import FilesNotWritten, MemoryChanged
+from lemming.engine.remote import ControlClient, find_run
 from lemming.engine.store import RunStore
 from tests.conftest import make_org
 from lemming.tui.app import ControlRoom

@@ -32,6 +32,14 @@ def test_graph(snap_compare, app_factory, theme: str, size: tuple[int, int]) -> 
                         run_before=lambda p: _stepped(p, "1", "down", "down", "down", "down", "5"))
 
 
+@pytest.mark.parametrize("theme", THEMES)
+@pytest.mark.parametrize("size", SIZES, ids=["80x24", "160x50"])
+def test_graph_matrix(snap_compare, app_factory, theme: str, size: tuple[int, int]) -> None:  # noqa: F811
+    """The messages pane's heat-map matrix, manager selected (its row and column marked)."""
+    assert snap_compare(app_factory(theme=theme), terminal_size=size,
+                        run_before=lambda p: _stepped(p, "1", "down", "down", "down", "down", "5", "m"))
+
+
 def test_graph_forty_agents(snap_compare, tmp_path: Path) -> None:
     """Forty agents at 160×50: every node placed, the busiest links drawn."""
     from lemming.tui.bench.ui import make_storm_org

@@ -185,6 +185,9 @@ TABLE: tuple[KeyLine, ...] = (
     KeyLine("Panes", "s", "plots: spend, tokens/s, latency p50/p95, failures per tick", (
         Act("app.plots", "s", "run.plots", "Plots", title="Plots: spend, tokens/s, latency, failures per tick"),
     )),
+    KeyLine("Panes", "M", "MCP servers: state, process, tools and who holds them, calls", (
+        Act("app.mcp", "M", "run.mcp", title="MCP servers and their tools"),
+    )),
 )
 
 

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Sequence, overload
 
 from lemming.engine.events import Event, MessageCommitted, TurnFinished, TurnRecord
 from lemming.engine.messages import MessageBoard
-from lemming.engine.org import Org
+from lemming.engine.run_view import RecordedRunAt
 from lemming.engine.state import OrgState
 from lemming.engine.store import RunInfo, RunStore, StoreError
 
@@ -92,33 +92,6 @@ def fold_tick_row(tick: int, events: Iterable[Event]) -> TickRow:
     v.apply(events)
     row = v.row(tick)
     return row if row is not None else TickRow(tick, status="done")
-
-
-class RecordedRunAt:
-    """A recorded run at the cursor, as the panes read it: a RunSource (tui/run_source.py).
-
-    `state` is the organisation's state at the end of the cursor's tick (a light copy:
-    no message board, no memory); a move of the cursor replaces it. Nothing runs here,
-    so `running` is False and no agent is ever thinking.
-    """
-
-    running = False
-
-    def __init__(self, run_id: str = "", seed: int = 0, state: OrgState | None = None) -> None:
-        self.run_id = run_id
-        self.seed = seed
-        self.state = state if state is not None else OrgState(org=Org(root=Path("."), agents={}, models={}))
-
-    @property
-    def org(self) -> Org:
-        return self.state.org
-
-    @property
-    def tick(self) -> int:
-        return self.state.tick
-
-    def agent_status(self, name: str) -> str:
-        return self.state.agent_status(name)
 
 
 class TickIndex(Sequence[TickRow]):

@@ -262,6 +262,13 @@ class ReplayRoom(Room):
         else:
             super().action_plots()
 
+    def action_mcp(self) -> None:
+        screen = self.replay_screen
+        if self.mode == "replay" and screen is not None:
+            screen.action_mcp()
+        else:
+            super().action_mcp()
+
     def action_search(self) -> None:
         screen = self.replay_screen
         if self.mode == "replay" and screen is not None:

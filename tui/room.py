@@ -572,6 +572,40 @@ class Room(App[int]):
         run_id, agent = source.run_id, self.selected_agent
         self.push_screen(PlotsScreen(lambda: load_series(store, run_id, source.tick, agent), where=f"run {run_id} · live"))
 
+    def action_mcp(self) -> None:
+        """The MCP servers (`M`): live, the run's hub; attached, the served run's (asked over
+        its socket), else the calls of the turns this window holds."""
+        from lemming.tui.screens.mcp import McpScreen, live_picture, recorded_picture
+
+        source, engine, view = self.source, self.engine, self.view
+        if source is None:
+            self.notify("No run is open.", severity="warning")
+            return
+        hub_missing = object()
+        if engine is not None and getattr(engine, "mcp", hub_missing) is not hub_missing:  # the run is in this process
+            self.push_screen(McpScreen(
+                lambda: live_picture(engine.org, engine.mcp.status() if engine.mcp is not None else None,
+                                     running=engine.running, stopped=bool(engine.state.stopped)),
+                live=True, wall_clock=self.wall_clock))
+            return
+        ask = getattr(engine, "mcp_status", None)
+        where = f"run {source.run_id}, attached"
+
+        async def load() -> Any:
+            if ask is not None:
+                try:
+                    running, statuses = await ask()
+                except Exception as e:  # an older run's server, a lost connection: what this window saw
+                    note = f"the run did not say ({e}); the calls of the turns this window holds"
+                else:
+                    picture = live_picture(source.org, statuses, running=running, stopped=bool(source.state.stopped))
+                    return type(picture)(picture.rows, where)
+            else:
+                note = "the calls of the turns this window holds"
+            return recorded_picture(source.org, [t for a in view.agents.values() for t in a.history], where=where, note=note)
+
+        self.push_screen(McpScreen(load, live=True, wall_clock=self.wall_clock))
+
     def action_toggle_graph_mode(self) -> None:
         self.main.graph.action_toggle_matrix()
 

@@ -6,7 +6,7 @@ replay's, so the panes are written once:
 * :class:`RunSource` — the organisation's state at the tick on screen (tick,
   credits, spend, interval, paused, stopped, the org's definitions, each agent's
   status). The live :class:`~lemming.engine.engine.Engine` is one; replay's
-  :class:`~lemming.tui.replay.RecordedRunAt` (the state at the cursor) is another.
+  :class:`~lemming.engine.run_view.RecordedRunAt` (the state at the cursor) is another.
 * :class:`RunControl` — the operator's commands, applied at the next tick boundary.
   The live engine is one; a replayed run has none (it is read-only).
 * :class:`EventFeed` — the batches of events the pump folds into the view. The

@@ -1,4 +1,5 @@
-"""The run's MCP servers: started when first needed, called with a timeout, restarted with backoff.
+"""The run's MCP servers: started in the background at run start (or when first needed),
+called with a timeout, restarted with backoff.
 
 One `McpHub` per run, on the run's event loop. Each server has an owner task that holds
 the SDK's `Client` open (anyio wants a client entered and left in one task); calls go
@@ -29,6 +30,9 @@ from lemming.engine.process_group import EnvReferenceError, expand_env_refs
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 #: Characters of a server's stderr kept to explain why it stopped.
 _STDERR_TAIL = 400
+#: The tools each server listed when it last started (under the hub's log_dir), so that a
+#: later run's prompts can list them before its servers are up (docs/mcp.md).
+TOOLS_CACHE = "tools.json"
 
 
 class ServerState(str, Enum):
@@ -64,7 +68,12 @@ class McpCallResult:
 
 @dataclass(frozen=True)
 class ServerStatus:
-    """One server as the control room and `lemming validate --probe` show it."""
+    """One server as the control room and `lemming validate --probe` show it.
+
+    `tools` are those it listed in this run, else (`tools_cached`) those it listed when it
+    last started in an earlier run of the organisation. Times are seconds; `up_since` and
+    `retry_in` are relative to when the status was taken.
+    """
 
     name: str
     transport: str
@@ -74,6 +83,45 @@ class ServerStatus:
     error: str | None
     restarts: int
     calls: int
+    errors: int = 0
+    last_latency_s: float | None = None
+    pid: int | None = None
+    uptime_s: float | None = None
+    retry_in_s: float | None = None
+    was_up: bool = False
+    tools_cached: bool = False
+    log_path: str | None = None
+    timeout_s: float = 0.0
+    #: tool -> (calls, failed calls) in this run, refused ones included
+    tool_calls: tuple[tuple[str, int, int], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain JSON (the remote protocol's `mcp` answer)."""
+        d = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        d["state"] = self.state.value
+        d["tools"] = [{"server": t.server, "name": t.name, "description": t.description, "input_schema": t.input_schema}
+                      for t in self.tools]
+        d["tool_calls"] = [list(c) for c in self.tool_calls]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ServerStatus:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["state"] = ServerState(known["state"])
+        known["tools"] = tuple(McpTool(**t) for t in known.get("tools", ()))
+        known["tool_calls"] = tuple((str(n), int(c), int(e)) for n, c, e in known.get("tool_calls", ()))
+        return cls(**known)
+
+    @property
+    def phase(self) -> str:
+        """What a person reads: starting / up / restarting / failed / not started / stopped."""
+        if self.state is ServerState.READY:
+            return "up"
+        if self.state is ServerState.STARTING:
+            return "restarting" if self.restarts else "starting"
+        if self.state is ServerState.CRASHED:
+            return "restarting" if self.was_up else "failed"
+        return "stopped" if self.state is ServerState.CLOSED else "not started"
 
 
 class McpUnavailable(Exception):
@@ -89,9 +137,17 @@ class _Server:
     error: str | None = None
     restarts: int = 0
     calls: int = 0
+    errors: int = 0
+    last_latency_s: float | None = None
+    per_tool: dict[str, list[int]] = field(default_factory=dict)
+    pid: int | None = None
+    up_at: float | None = None
+    was_up: bool = False
     retry_at: float = 0.0
+    start_deadline: float = 0.0
     client: Any = None
     task: asyncio.Task[None] | None = None
+    watch: asyncio.Task[None] | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     log_path: Path | None = None
@@ -113,6 +169,7 @@ class McpHub:
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._servers = {name: _Server(name, spec) for name, spec in servers.items()}
         self._closed = False
+        self._cache = _read_cache(self._log_dir)
         _quiet_sdk_logging(self._log_dir)
 
     # -- reading -------------------------------------------------------------------
@@ -122,19 +179,51 @@ class McpHub:
         return list(self._servers)
 
     def status(self) -> list[ServerStatus]:
-        return [
-            ServerStatus(
+        """Every server now: state, pid, uptime, restarts, tools, calls, errors, last latency.
+        Cheap and synchronous: the control room polls it."""
+        now = time.monotonic()
+        out = []
+        for s in self._servers.values():
+            listed = bool(s.tools)
+            out.append(ServerStatus(
                 name=s.name,
                 transport=s.spec.transport,
                 target=s.spec.describe(),
                 state=s.state,
-                tools=tuple(s.tools.values()),
+                tools=tuple(s.tools.values()) if listed else tuple(self._cached(s)),
                 error=s.error,
                 restarts=s.restarts,
                 calls=s.calls,
-            )
-            for s in self._servers.values()
-        ]
+                errors=s.errors,
+                last_latency_s=s.last_latency_s,
+                pid=s.pid if s.state is ServerState.READY else None,
+                uptime_s=now - s.up_at if s.up_at is not None and s.state is ServerState.READY else None,
+                retry_in_s=max(0.0, s.retry_at - now) if s.state is ServerState.CRASHED else None,
+                was_up=s.was_up,
+                tools_cached=not listed and bool(self._cached(s)),
+                log_path=str(s.log_path) if s.log_path else (str(self._log_dir / f"{s.name}.log") if self._log_dir else None),
+                timeout_s=s.spec.timeout,
+                tool_calls=tuple((name, n, bad) for name, (n, bad) in sorted(s.per_tool.items())),
+            ))
+        return out
+
+    def start(self, server: str | None = None) -> None:
+        """Start `server` (default: every server) in the background: returns at once; a call
+        meanwhile waits for it (up to the call's timeout)."""
+        if self._closed:
+            return
+        for srv in ([self._server(server)] if server is not None else self._servers.values()):
+            if srv.state in (ServerState.STOPPED, ServerState.CRASHED) and (srv.task is None or srv.task.done()):
+                if srv.state is ServerState.CRASHED and srv.retry_at > time.monotonic():
+                    continue
+                self._launch(srv)
+
+    async def wait_started(self, servers: list[str] | None = None) -> None:
+        """Wait until each of `servers` (default: all) is up or has failed to start."""
+        for name in servers if servers is not None else list(self._servers):
+            srv = self._server(name)
+            if srv.state is ServerState.STARTING:
+                await srv.ready.wait()
 
     async def tools(self, server: str) -> list[McpTool]:
         """The server's tools (starting it if it is not running). Raises McpUnavailable."""
@@ -143,23 +232,45 @@ class McpHub:
         return list(srv.tools.values())
 
     def known_tools(self, server: str) -> list[McpTool]:
-        """The tools a server listed when it last started, without starting it."""
+        """The tools a server listed when it started in this run, else those it listed when it
+        last started in an earlier run of the organisation (same entry), without starting it."""
         srv = self._servers.get(server)
-        return list(srv.tools.values()) if srv else []
+        if srv is None:
+            return []
+        return list(srv.tools.values()) if srv.tools else self._cached(srv)
+
+    def _cached(self, srv: _Server) -> list[McpTool]:
+        entry = self._cache.get(srv.name)
+        if not isinstance(entry, dict) or entry.get("spec") != _spec_key(srv.spec):
+            return []
+        return [McpTool(srv.name, t["name"], t.get("description", ""), t.get("input_schema") or {})
+                for t in entry.get("tools", []) if isinstance(t, dict) and isinstance(t.get("name"), str)]
 
     # -- calling ---------------------------------------------------------------------
 
     async def call(self, full_name: str, args: Any) -> McpCallResult:
         """Call `<server>/<tool>` with `args`; never raises for the server's or the caller's faults."""
+        server, tool_name = split_tool_name(full_name)
+        result = await self._call(server, tool_name, full_name, args)
+        srv = self._servers.get(server)
+        if srv is not None:
+            srv.last_latency_s = result.duration_s
+            srv.errors += not result.ok
+            counts = srv.per_tool.setdefault(tool_name, [0, 0])
+            counts[0] += 1
+            counts[1] += not result.ok
+        return result
+
+    async def _call(self, server: str, tool_name: str, full_name: str, args: Any) -> McpCallResult:
         started = time.perf_counter()
 
         def failed(message: str) -> McpCallResult:
             return McpCallResult(ok=False, error=message, duration_s=time.perf_counter() - started)
 
-        server, tool_name = split_tool_name(full_name)
         try:
             srv = self._server(server)
-            await self._ensure(srv)
+            # A server still starting is waited for as long as a call may take.
+            await self._ensure(srv, wait=srv.spec.timeout)
         except McpUnavailable as exc:
             return failed(str(exc))
         tool = srv.tools.get(tool_name)
@@ -203,7 +314,11 @@ class McpHub:
         tasks = []
         for srv in self._servers.values():
             srv.stop.set()
+            if srv.watch is not None:
+                srv.watch.cancel()
             if srv.task is not None:
+                if srv.state is ServerState.STARTING:
+                    srv.task.cancel()  # still starting (in the background): no need to wait for it
                 tasks.append(srv.task)
             srv.state = ServerState.CLOSED
         for task in tasks:
@@ -223,7 +338,9 @@ class McpHub:
             raise McpUnavailable(f"no MCP server {name!r} in org.json mcp_servers ({have})")
         return srv
 
-    async def _ensure(self, srv: _Server) -> None:
+    async def _ensure(self, srv: _Server, wait: float | None = None) -> None:
+        """Have `srv` up: start it if it is not running, then wait for it (up to `wait`
+        seconds, default its start timeout). Raises McpUnavailable saying why not."""
         if self._closed:
             raise McpUnavailable(f"MCP server {srv.name!r}: the run is ending")
         if srv.state is ServerState.READY and not self._lost(srv):
@@ -231,22 +348,49 @@ class McpHub:
         if srv.state is ServerState.READY:
             self._crashed(srv, "stopped")
         if srv.state is ServerState.CRASHED:
-            wait = srv.retry_at - time.monotonic()
-            if wait > 0:
-                raise McpUnavailable(f"MCP server {srv.name!r} {srv.error}; restarting in {wait:.1f} s")
+            later = srv.retry_at - time.monotonic()
+            if later > 0:
+                raise McpUnavailable(f"MCP server {srv.name!r} {srv.error}; restarting in {later:.1f} s")
         if srv.task is None or srv.task.done():
-            srv.ready = asyncio.Event()
-            srv.stop = asyncio.Event()
-            srv.state = ServerState.STARTING
-            srv.task = asyncio.get_running_loop().create_task(self._own(srv), name=f"mcp:{srv.name}")
+            self._launch(srv)
+        left = srv.start_deadline - time.monotonic()
+        patience = left if wait is None else min(wait, left)
+        try:
+            await asyncio.wait_for(asyncio.shield(srv.ready.wait()), max(patience, 0.0))
+        except (TimeoutError, asyncio.TimeoutError):
+            if srv.state is ServerState.STARTING and time.monotonic() < srv.start_deadline:
+                raise McpUnavailable(
+                    f"MCP server {srv.name!r} is still starting (waited {patience:.3g} s); call it again later"
+                ) from None
+            self._start_timed_out(srv)
+        if srv.state is not ServerState.READY:
+            raise McpUnavailable(f"MCP server {srv.name!r} {srv.error}")
+
+    def _launch(self, srv: _Server) -> None:
+        """Start the server's owner task and a watch that fails it after its start timeout."""
+        srv.ready = asyncio.Event()
+        srv.stop = asyncio.Event()
+        srv.state = ServerState.STARTING
+        srv.start_deadline = time.monotonic() + srv.spec.start_timeout
+        loop = asyncio.get_running_loop()
+        srv.task = loop.create_task(self._own(srv), name=f"mcp:{srv.name}")
+        srv.watch = loop.create_task(self._watch_start(srv), name=f"mcp-start:{srv.name}")
+
+    async def _watch_start(self, srv: _Server) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(srv.ready.wait()), srv.spec.start_timeout)
         except (TimeoutError, asyncio.TimeoutError):
-            srv.stop.set()
-            where = f" its log: {srv.log_path}" if srv.log_path else ""
-            self._crashed(srv, f"did not start within {srv.spec.start_timeout:g} s (is it an MCP server?{where})")
-        if srv.state is not ServerState.READY:
-            raise McpUnavailable(f"MCP server {srv.name!r} {srv.error}")
+            self._start_timed_out(srv)
+
+    def _start_timed_out(self, srv: _Server) -> None:
+        if srv.state is not ServerState.STARTING:
+            return
+        srv.stop.set()
+        where = f" its log: {srv.log_path}" if srv.log_path else ""
+        self._crashed(srv, f"did not start within {srv.spec.start_timeout:g} s (is it an MCP server?{where})")
+        if srv.task is not None and srv.task is not asyncio.current_task():
+            srv.task.cancel()  # its process goes with it; the next call starts it again after the backoff
+        srv.ready.set()
 
     async def _own(self, srv: _Server) -> None:
         """Hold the server's client open until the run stops it, or it stops on its own."""
@@ -254,25 +398,58 @@ class McpHub:
         try:
             from mcp import Client  # the SDK loads only when a run needs a server
 
-            transport = self._transport(srv, errlog)
+            pidfile = self._pidfile(srv)
+            transport = self._transport(srv, errlog, pidfile)
             async with Client(transport, read_timeout_seconds=srv.spec.timeout) as client:
                 srv.tools = {t.name: t for t in await _list_tools(srv.name, client)}
+                if srv.state is not ServerState.STARTING:  # it gave up waiting meanwhile
+                    return
                 srv.client = client
                 srv.state = ServerState.READY
                 srv.error = None
+                srv.up_at = time.monotonic()
+                srv.was_up = True
+                srv.pid = _read_pid(pidfile)
+                self._remember(srv)
                 srv.ready.set()
                 await srv.stop.wait()
         except asyncio.CancelledError:
             pass
         except BaseException as exc:  # noqa: BLE001 - a server that fails to start is a recorded state
-            if srv.state is not ServerState.CLOSED:
+            if srv.state not in (ServerState.CLOSED, ServerState.CRASHED):  # not already told why
                 self._crashed(srv, f"failed to start: {_one_line(exc)}{self._stderr_tail(srv)}")
         finally:
             srv.client = None
+            srv.pid = None
             srv.ready.set()
             errlog.close()
 
-    def _transport(self, srv: _Server, errlog: IO[str]) -> Any:
+    def _pidfile(self, srv: _Server) -> Path | None:
+        if self._log_dir is None or srv.spec.url is not None:
+            return None
+        path = self._log_dir / f"{srv.name}.pid"
+        path.unlink(missing_ok=True)
+        return path
+
+    def _remember(self, srv: _Server) -> None:
+        """Keep the tools the server listed for the next run's prompts (TOOLS_CACHE)."""
+        if self._log_dir is None:
+            return
+        entry = {"spec": _spec_key(srv.spec), "tools": [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in srv.tools.values()
+        ]}
+        if self._cache.get(srv.name) == entry:
+            return
+        self._cache[srv.name] = entry
+        path = self._log_dir / TOOLS_CACHE
+        try:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._cache, sort_keys=True, indent=1), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # only a cache: the next run lists the tools again
+
+    def _transport(self, srv: _Server, errlog: IO[str], pidfile: Path | None = None) -> Any:
         spec = srv.spec
         try:
             env = {key: expand_env_refs(value, self._environ) for key, value in spec.env.items()}
@@ -292,7 +469,7 @@ class McpHub:
         cwd = self._root / spec.cwd if spec.cwd else self._root
         params = StdioServerParameters(
             command=sys.executable,
-            args=["-m", "lemming.engine.mcp.launch", command, *spec.args],
+            args=["-m", "lemming.engine.mcp.launch", *(["--pidfile", str(pidfile)] if pidfile else []), command, *spec.args],
             env=env,
             cwd=str(cwd),
         )
@@ -339,6 +516,30 @@ async def _list_tools(server: str, client: Any) -> list[McpTool]:
         cursor = page.next_cursor
         if not cursor:
             return tools
+
+
+def _spec_key(spec: McpServerSpec) -> str:
+    """What a cached tool list is valid for: the server's entry as org.json gives it."""
+    return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+
+
+def _read_cache(log_dir: Path | None) -> dict[str, Any]:
+    if log_dir is None:
+        return {}
+    try:
+        data = json.loads((log_dir / TOOLS_CACHE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_pid(pidfile: Path | None) -> int | None:
+    if pidfile is None:
+        return None
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_command(command: str) -> str:

@@ -74,15 +74,6 @@ class ProviderRegistry:
         adapters built from now on follow them. Called by the engine before a run."""
         self.settings = ProviderSettings.from_org(settings)
 
-    @property
-    def workers(self) -> int:
-        """How many worker processes provider calls are spread over (0: in this process)."""
-        if self.settings.workers is None:
-            from lemming.engine.providers.workers import default_workers
-
-            return default_workers()
-        return self.settings.workers
-
     async def wait_ready(self) -> None:
         """Start the worker processes and open the adapters built so far in each, so that
         neither a process start nor an SDK import lands in a tick. A no-op without workers;
@@ -149,7 +140,7 @@ class ProviderRegistry:
         options.pop("base_url", None)
         options.pop("api_key_env", None)
         connections = pool_size(self.settings.connections, self._limit(spec))
-        workers = self.workers if spec.provider in POOLABLE else 0
+        workers = self._workers_for(spec) if spec.provider in POOLABLE else 0
         if workers:
             from lemming.engine.providers.workers import PooledProvider, WorkerPool
 
@@ -160,6 +151,18 @@ class ProviderRegistry:
         module_name, class_name = ADAPTERS[spec.provider]
         cls = getattr(importlib.import_module(module_name), class_name)
         return cls(ProviderConfig(spec.provider, base_url, api_key, options, connections))
+
+    def _workers_for(self, spec: ModelSpec) -> int:
+        """Workers for one model's calls: what org.json says; with "auto", one per core
+        once enough calls can be in flight to that model for one loop to be the limit."""
+        if self.settings.workers is not None:
+            return self.settings.workers
+        from lemming.engine.providers.workers import SPREAD_AT, default_workers
+
+        in_flight = self._limit(spec)
+        if self.settings.max_concurrency:
+            in_flight = min(in_flight, self.settings.max_concurrency)
+        return default_workers() if in_flight >= SPREAD_AT else 0
 
     def _limit(self, spec: ModelSpec) -> int:
         return spec.concurrency or DEFAULT_CONCURRENCY.get(spec.provider, 8)

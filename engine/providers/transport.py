@@ -30,21 +30,29 @@ class ProviderSettings:
     """What org.json says about provider calls (see docs/scaling.md).
 
     ``workers``: 0 runs every SDK client in the engine's own process and event loop;
-    N > 0 spreads calls over N worker processes; None means one per core beyond the
-    first (0 on a machine with one or two cores).
+    N > 0 spreads calls over N worker processes; None ("auto") spreads the calls to a
+    model over one worker per core when many can be in flight to it at once (see
+    workers.SPREAD_AT) and the machine has more than one core.
     ``connections``: the connection pool of each adapter; None sizes it to the
     model's concurrency.
+    ``max_concurrency``: the organisation's turns in flight at once (org.json), which
+    bounds the calls in flight to any one model.
     """
 
     workers: int | None = 0
     connections: int | None = None
+    max_concurrency: int | None = None
 
     @classmethod
     def from_org(cls, settings: Any) -> "ProviderSettings":
         workers = getattr(settings, "provider_workers", 0)
         if workers == "auto":
             workers = None
-        return cls(workers=workers, connections=getattr(settings, "provider_connections", None))
+        return cls(
+            workers=workers,
+            connections=getattr(settings, "provider_connections", None),
+            max_concurrency=getattr(settings, "max_concurrency", None),
+        )
 
 
 def sdk_http_client(sdk: Any, transport: str, connections: int, timeout: float) -> Any:

@@ -53,10 +53,22 @@ def worker_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return {k: v for k, v in source.items() if k in ENV_ALLOWED or k.startswith("LC_")}
 
 
+#: `provider_workers: "auto"` spreads a model's calls over workers only when this many
+#: can be in flight to its server at once: below it, one loop keeps up and a pipe is a cost.
+SPREAD_AT = 64
+#: ... and over at most this many workers (each holds its own SDK imports, ~60 MB).
+MAX_AUTO_WORKERS = 16
+
+
 def default_workers() -> int:
-    """`provider_workers: "auto"`: one per core beyond the first, which the engine keeps."""
+    """`provider_workers: "auto"`: one per core, none on a single core.
+
+    With its calls in workers the engine's own process spends about a tenth of the
+    SDK's CPU per call, so it shares a core with a worker rather than keeping one to
+    itself: on two cores, two workers give a tick of 100 calls both cores (measured in
+    docs/scaling.md), where one left the second core to the engine's small share."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, cores - 1)
+    return 0 if cores < 2 else min(cores, MAX_AUTO_WORKERS)
 
 
 class _Call:

@@ -29,6 +29,7 @@ from lemming.engine.events import (
     TurnStarted,
     event_from_dict,
 )
+from lemming.engine.mcp.hub import ServerStatus
 from lemming.engine.run_view import RunReadAPI
 from lemming.engine.remote import protocol
 from lemming.engine.remote.endpoint import EndpointError
@@ -302,6 +303,12 @@ class RemoteEngine(RunReadAPI):
                 self._publish([CommandRejected(self.tick, op, str(error))])
 
         fut.add_done_callback(answered)
+
+    async def mcp_status(self) -> tuple[bool, list[ServerStatus] | None]:
+        """The served run's MCP servers now: (running, their status; None: no hub)."""
+        got = await self.client.request("mcp", timeout=5)
+        servers = got.get("servers")
+        return bool(got.get("running")), None if servers is None else [ServerStatus.from_dict(d) for d in servers]
 
     def pause(self) -> None:
         self._command("pause")

@@ -25,6 +25,8 @@ records that name with every command it sends.
 * `status` — tick, paused, and each agent's state and credits.
 * `turn {agent, tick}` — one turn record whole, with its prompt (events carry records
   without their prompts: they are most of a run's bytes).
+* `mcp` — the run's MCP servers now (`McpHub.status()`, each `ServerStatus.to_dict()`;
+  `servers` is null while the run has no hub).
 
 Events are `Event.to_dict()`; `event_from_dict` reads them back.
 """
@@ -47,7 +49,7 @@ HELLO_TIMEOUT = 5.0
 HISTORY_TICKS = 32
 #: Operator commands (what `ctl` and the attached control room send).
 COMMAND_OPS = frozenset({"pause", "resume", "step", "inject", "top_up", "enable", "disable", "interval", "abort", "stop"})
-READ_OPS = frozenset({"subscribe", "inbox", "status", "turn", "bye"})
+READ_OPS = frozenset({"subscribe", "inbox", "status", "turn", "mcp", "bye"})
 #: Events a subscriber's history holds at most (a big organisation's ticks are long).
 HISTORY_EVENTS = 5_000
 OPS = COMMAND_OPS | READ_OPS

@@ -480,6 +480,11 @@ class ControlServer:
         if op == "turn":
             client.respond(rid, **await self._turn(frame))
             return None
+        if op == "mcp":
+            hub = self.engine.mcp
+            client.respond(rid, running=self.engine.running,
+                           servers=None if hub is None else [s.to_dict() for s in hub.status()])
+            return None
         if client.read_only:
             raise ProtocolError(f"{op}: this connection is read-only")
         self._command(client, op, frame, rid)

@@ -106,7 +106,7 @@ def describe(tools: list[str], *, shell_allow: list[str] | None = None, mcp: dic
     lines = []
     for name in tools:
         if "/" in name:
-            lines.append((mcp or {}).get(name) or f"- {name}: an MCP tool whose server has not listed its tools (calling it says why)")
+            lines.append((mcp or {}).get(name) or f"- {name}: an MCP tool whose server has not listed its tools yet (a call waits for the server, or says why not)")
             continue
         spec = SPECS.get(name)
         if spec is None:

@@ -36,6 +36,7 @@ def sim_engine(
     settings = CONTROL_ROOM.replace(seed=seed, paused=paused, interval=interval, sim={"tokens_per_s": tokens_per_s})
     engine = build_engine(org, settings, run_id=run_id)
     engine.recorder = recorder
+    engine.mcp_wait = True  # prompts list the MCP tools from the first tick, whatever the start-up takes
     return engine
 
 

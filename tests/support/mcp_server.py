@@ -1,6 +1,6 @@
 """A real MCP server for the tests, written with the official SDK.
 
-    python tests/support/mcp_server.py [--http PORT] [--pidfile PATH] [--crash-at-start]
+    python tests/support/mcp_server.py [--http PORT] [--pidfile PATH] [--crash-at-start] [--start-delay SECONDS]
 
 Tools: add(a, b), echo(text), env(name) (what the server's environment holds), big(n),
 slow(seconds), crash() (the process exits mid-call).
@@ -62,7 +62,9 @@ def main() -> None:
     parser.add_argument("--http", type=int, default=None)
     parser.add_argument("--pidfile", default=None)
     parser.add_argument("--crash-at-start", action="store_true")
+    parser.add_argument("--start-delay", type=float, default=0.0)
     args = parser.parse_args()
+    time.sleep(args.start_delay)  # a server slow to start (the run must not wait for it)
     if args.pidfile:
         with open(args.pidfile, "a") as f:
             f.write(f"{os.getpid()}\n")

@@ -19,7 +19,9 @@ it, for N agents:
 
 Each line gives the wall time per tick (per batch, for the SDK alone) against the ideal
 (the server's latency: every call overlaps), and CPU per call in this process and in the
-workers. A tick's first run is a warm-up (worker start, connections, imports) and is not
+workers; the time our processes waited for a CPU per tick (Linux schedstat: on a
+shared machine, what other jobs took from the wall), and the loopback server's CPU per
+request, which must stay small. A tick's first run is a warm-up (worker start, connections, imports) and is not
 counted. A benchmark measures; it asserts nothing.
 
 Run: ``lemming bench providers`` or ``python -m lemming.tui.bench.providers --agents 100``.
@@ -52,6 +54,22 @@ MESSAGES = [
 def _cpu() -> float:
     """CPU seconds of this process (all threads)."""
     return time.process_time()
+
+
+def _waited(pid: int | str = "self") -> float:
+    """Seconds the threads of a process have spent runnable but waiting for a CPU (Linux
+    schedstat): on a shared machine, the part of a wall time that other jobs took."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    except OSError:
+        return 0.0
+    return total / 1e9
 
 
 def _proc_cpu(pid: int) -> float:
@@ -154,22 +172,35 @@ def _sdk_call(protocol: str, base_url: str, n: int, transport: str) -> tuple[Any
     return oclient, call
 
 
-async def sdk_alone(protocol: str, base_url: str, agents: int, latency: float, batches: int, transport: str = "aiohttp") -> dict[str, Any]:
+async def sdk_alone(protocol: str, base_url: str, agents: int, latency: float, batches: int, transport: str = "aiohttp", server_pid: int | None = None) -> dict[str, Any]:
     """N concurrent streams through the bare SDK, `batches` times after a warm-up batch."""
     client, call = _sdk_call(protocol, base_url, agents, transport)
     try:
         await asyncio.gather(*(call() for _ in range(agents)))  # warm-up: imports, the pool's sockets
         walls = []
-        cpu0 = _cpu()
+        cpu0, wait0, srv0 = _cpu(), _waited(), _proc_cpu(server_pid) if server_pid else 0.0
         for _ in range(batches):
             t0 = time.perf_counter()
             await asyncio.gather(*(call() for _ in range(agents)))
             walls.append(time.perf_counter() - t0)
-        cpu = _cpu() - cpu0
+        cpu, waited = _cpu() - cpu0, _waited() - wait0
+        server = _proc_cpu(server_pid) - srv0 if server_pid else None
     finally:
         close = getattr(client, "close", None)
         await (close() if close is not None else client._client.aclose())
-    return _line(protocol, "sdk" if transport == "aiohttp" else f"sdk-{transport}", agents, latency, walls, cpu, 0.0, agents * batches, 0, None)
+    line = _line(protocol, "sdk" if transport == "aiohttp" else f"sdk-{transport}", agents, latency, walls, cpu, 0.0, agents * batches, 0, None)
+    return _extra(line, agents * batches, len(walls), waited, 0.0, server)
+
+
+def _extra(line: dict[str, Any], calls: int, ticks: int, waited: float, workers_waited: float, server_cpu: float | None) -> dict[str, Any]:
+    """The shared machine's share: time our processes waited for a CPU per tick, and the
+    loopback server's CPU per request (it must stay small: it is not what is measured)."""
+    line["waited_s_per_tick"] = round(waited / max(1, ticks), 3)
+    if "worker_cpu_ms_per_call" in line:
+        line["workers_waited_s_per_tick"] = round(workers_waited / max(1, ticks), 3)
+    if server_cpu is not None:
+        line["server_cpu_ms_per_request"] = round(server_cpu / max(1, calls) * 1000, 3)
+    return line
 
 
 # --- the engine ------------------------------------------------------------------------
@@ -214,7 +245,7 @@ def write_org(root: Path, protocol: str, base_url: str, agents: int, workers: in
         )
 
 
-async def engine_run(protocol: str, base_url: str, agents: int, latency: float, ticks: int, workers: int) -> dict[str, Any]:
+async def engine_run(protocol: str, base_url: str, agents: int, latency: float, ticks: int, workers: int, server_pid: int | None = None) -> dict[str, Any]:
     """`lemming run --headless` on an organisation of `agents` agents: 1 warm-up tick, then `ticks`."""
     from lemming.engine.events import TickCompleted, TurnFinished
     from lemming.engine.recorded_run import RecordedRun, build_engine
@@ -226,13 +257,17 @@ async def engine_run(protocol: str, base_url: str, agents: int, latency: float, 
         run = await RecordedRun.record(engine, root / "runs.db", target_ticks=ticks + 1)
         sub = engine.subscribe()
         tick_s: list[float] = []
-        marks: list[tuple[float, float, int]] = []  # (our CPU, workers' CPU, turns) at each tick's end
+        marks: list[tuple[float, float, int, float, float, float]] = []  # (our CPU, workers' CPU, turns, our wait, workers' wait, server CPU) at each tick's end
         seen = {"turns": 0, "failed": 0}
         first_error: list[str] = []
 
         def workers_cpu() -> float:
             pool = getattr(engine.registry, "_pool", None)
             return sum(_proc_cpu(pid) for pid in pool.pids()) if pool is not None else 0.0
+
+        def workers_waited() -> float:
+            pool = getattr(engine.registry, "_pool", None)
+            return sum(_waited(pid) for pid in pool.pids()) if pool is not None else 0.0
 
         async def pump() -> None:
             while True:
@@ -246,7 +281,10 @@ async def engine_run(protocol: str, base_url: str, agents: int, latency: float, 
                                 first_error.append(str(getattr(ev.record, "error", ev.record.status)))
                     elif type(ev) is TickCompleted:
                         tick_s.append(ev.duration_ms / 1000)
-                        marks.append((_cpu(), workers_cpu(), seen["turns"]))
+                        marks.append((
+                            _cpu(), workers_cpu(), seen["turns"], _waited(), workers_waited(),
+                            _proc_cpu(server_pid) if server_pid else 0.0,
+                        ))
 
         consumer = asyncio.create_task(pump())
         try:
@@ -257,13 +295,14 @@ async def engine_run(protocol: str, base_url: str, agents: int, latency: float, 
             consumer.cancel()
     if len(marks) < 2:
         return {**_line(protocol, "engine" + ("+workers" if workers else ""), agents, latency, [], 0.0, 0.0, 0, seen["failed"], None), "error": "fewer than two ticks completed"}
-    (c0, w0, n0), (c1, w1, n1) = marks[0], marks[-1]
+    (c0, w0, n0, q0, wq0, s0), (c1, w1, n1, q1, wq1, s1) = marks[0], marks[-1]
     line = _line(
         protocol, "engine" + ("+workers" if workers else ""), agents, latency, tick_s[1:], c1 - c0, w1 - w0, n1 - n0,
         seen["failed"], first_error[0] if first_error else None,
     )
     line["workers"] = workers
-    return line
+    # The workers' wait is per worker (they run side by side).
+    return _extra(line, n1 - n0, len(marks) - 1, q1 - q0, (wq1 - wq0) / max(1, workers), s1 - s0 if server_pid else None)
 
 
 def _line(protocol: str, path: str, agents: int, latency: float, walls: list[float], cpu: float, worker_cpu: float, calls: int, failed: int, first_error: str | None) -> dict[str, Any]:
@@ -308,15 +347,16 @@ async def bench_providers_async(
     for protocol in protocols:
         async with ServerProcess(protocol, latency_ms) as srv:
             for n in agents:
+                pid = srv.proc.pid if srv.proc is not None else None
                 if "sdk" in paths:
-                    lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks))
+                    lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks, server_pid=pid))
                 if "sdk-httpx" in paths:
                     # The SDK on httpx, its default: what the adapters used before.
-                    lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks, transport="httpx"))
+                    lines.append(await sdk_alone(protocol, srv.base_url, n, latency, ticks, transport="httpx", server_pid=pid))
                 if "engine" in paths:
-                    lines.append(await engine_run(protocol, srv.base_url, n, latency, ticks, 0))
+                    lines.append(await engine_run(protocol, srv.base_url, n, latency, ticks, 0, server_pid=pid))
                 if "engine+workers" in paths:
-                    lines.append(await engine_run(protocol, srv.base_url, n, latency, ticks, nworkers))
+                    lines.append(await engine_run(protocol, srv.base_url, n, latency, ticks, nworkers, server_pid=pid))
     return lines
 
 
@@ -338,10 +378,14 @@ def _raise_fd_limit() -> None:
 
 def format_line(r: dict[str, Any]) -> str:
     workers = f", workers {r['worker_cpu_ms_per_call']:.2f} ms/call ({r['workers']} processes)" if "worker_cpu_ms_per_call" in r else ""
+    waited = f"; waited for a CPU {r['waited_s_per_tick']:.3f} s/tick" if "waited_s_per_tick" in r else ""
+    if "workers_waited_s_per_tick" in r:
+        waited += f" (each worker {r['workers_waited_s_per_tick']:.3f})"
+    server = f"; server {r['server_cpu_ms_per_request']:.2f} ms/request" if "server_cpu_ms_per_request" in r else ""
     err = f"  first error: {r['first_error']}" if r.get("first_error") else ""
     return (
         f"{r['label']:<32} wall/tick {r['wall_per_tick_s']:.3f} s vs ideal {r['ideal_s']:.3f} s "
-        f"(efficiency {r['efficiency']:.2f}); CPU here {r['cpu_ms_per_call']:.2f} ms/call{workers}; failed {r['failed']}{err}"
+        f"(efficiency {r['efficiency']:.2f}); CPU here {r['cpu_ms_per_call']:.2f} ms/call{workers}{waited}{server}; failed {r['failed']}{err}"
     )
 
 
@@ -353,7 +397,7 @@ def main() -> None:
     p.add_argument("--protocol", choices=PROTOCOLS, nargs="+", default=list(PROTOCOLS))
     p.add_argument("--latency-ms", type=float, default=250)
     p.add_argument("--ticks", type=int, default=3, help="measured ticks (batches), after one warm-up")
-    p.add_argument("--workers", type=int, default=None, help="provider_workers for engine+workers (default: one per core beyond the first, at least 1)")
+    p.add_argument("--workers", type=int, default=None, help="provider_workers for engine+workers (default: what \"auto\" gives, one per core, at least 1)")
     every = ["sdk", "sdk-httpx", "engine", "engine+workers"]
     p.add_argument("--path", choices=every, nargs="+", default=every)
     p.add_argument("--json", action="store_true")

@@ -2,14 +2,14 @@
 
 Opened with enter on an agent (its last turn) or on a timeline row (that tick's
 turn). `[` and `]` step to the agent's previous / next kept turn, 1-4 switch
-sections, escape or q closes. Model output is shown as plain text, never as
+sections, `w` browses the agent's workspace and shared/ (read-only), escape or q closes. Model output is shown as plain text, never as
 markup.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Callable
+from typing import Any, Callable
 
 from rich.text import Text
 from textual import on
@@ -171,6 +171,7 @@ class InspectorScreen(Screen[None]):
         Binding("escape,q", "close", "Close", id="inspector.close"),
         Binding("left_square_bracket", "turn(-1)", "Older turn", key_display="[", id="inspector.older"),
         Binding("right_square_bracket", "turn(1)", "Newer turn", key_display="]", id="inspector.newer"),
+        Binding("w", "workspace", "Files", id="inspector.workspace"),
         Binding("1", "section('summary')", "Summary", show=False, id="inspector.summary"),
         Binding("2", "section('prompt')", "Prompt", show=False, id="inspector.prompt"),
         Binding("3", "section('reply')", "Reply", show=False, id="inspector.reply"),
@@ -242,6 +243,25 @@ class InspectorScreen(Screen[None]):
     def action_section(self, section: str) -> None:
         self.query_one(TabbedContent).active = section
         self._focus_section(section)
+
+    def action_workspace(self) -> None:
+        """The turn's agent's workspace and shared/, read-only (tui/screens/workspace.py)."""
+        from lemming.tui.screens.workspace import WorkspaceScreen, files_changed_key
+
+        app: Any = self.app
+        source = getattr(app, "source", None)
+        if source is None:
+            self.notify("No run is open: its organisation's folder is not known.", severity="warning")
+            return
+        rec = self.record
+        live = getattr(app, "mode", "live") == "live"
+        self.app.push_screen(WorkspaceScreen(
+            source.org.root, rec.agent,
+            replay_tick=None if live else source.tick,
+            turn_files=None if live else list(rec.files_changed or []),
+            changes=(lambda: files_changed_key(source.state)) if live else None,
+            wall_clock=self.wall_clock,
+        ))
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -1,7 +1,8 @@
 """The plots (`s`): spend, tokens per second, latency and failures per tick.
 
-Drawn with Textual's own `Sparkline` (no plotting dependency: a sparkline per series
-reads at 80×24 where axes would not fit), each with its last, peak and mean value.
+Each series is a `Plot` (tui/widgets/plot.py): Textual's own `Sparkline` with a y-axis
+(the smallest and largest value, with the unit) and an x-axis (the tick range), under
+a line with its last, peak and mean value.
 The series come from the run store (tui/series.py): live, the ticks up to the last
 committed one; in replay, the ticks up to the cursor. `r` reads them again.
 """
@@ -15,23 +16,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Label, Sparkline, Static
+from textual.widgets import Label, Static
 
 from lemming.engine.store.errors import StoreError
 from lemming.tui.series import RunSeries
+from lemming.tui.widgets.plot import Plot
 
 #: What the screen calls for its data.
 Loader = Callable[[], Awaitable[RunSeries]]
-
-
-def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 100:
-        return f"{v:,.0f}"
-    if abs(v) >= 1:
-        return f"{v:.2f}"
-    return f"{v:.4f}"
 
 
 class PlotsScreen(ModalScreen[None]):
@@ -45,10 +37,6 @@ class PlotsScreen(ModalScreen[None]):
     }
     PlotsScreen .dialog-title { text-style: bold; color: $primary; }
     PlotsScreen #plots-status { color: $text-muted; }
-    PlotsScreen .plot-label { color: $text-muted; margin-top: 1; }
-    PlotsScreen Sparkline { height: 2; }
-    PlotsScreen Sparkline > .sparkline--max-color { color: $accent; }
-    PlotsScreen Sparkline > .sparkline--min-color { color: $primary 50%; }
     PlotsScreen #plots-scroll { height: auto; max-height: 100%; }
     """
 
@@ -57,14 +45,14 @@ class PlotsScreen(ModalScreen[None]):
         Binding("r", "reload", "Reload", id="plots.reload"),
     ]
 
-    #: (series attribute, label) in screen order
+    #: (series attribute, label, unit of the y-axis) in screen order
     SERIES = (
-        ("spend", "spend per tick, all agents"),
-        ("agent_spend", "spend per tick, {agent}"),
-        ("tokens_per_s", "output tokens per second"),
-        ("latency_p50", "turn latency p50, ms"),
-        ("latency_p95", "turn latency p95, ms"),
-        ("failures", "failed turns per tick"),
+        ("spend", "spend per tick, all agents", "cr"),
+        ("agent_spend", "spend per tick, {agent}", "cr"),
+        ("tokens_per_s", "output tokens per second", "tok/s"),
+        ("latency_p50", "turn latency p50", "ms"),
+        ("latency_p95", "turn latency p95", "ms"),
+        ("failures", "failed turns per tick", "turns"),
     )
 
     def __init__(self, loader: Loader, *, where: str) -> None:
@@ -78,9 +66,8 @@ class PlotsScreen(ModalScreen[None]):
             yield Label(f"Plots · {self.where}", classes="dialog-title")
             yield Static("reading the run…", id="plots-status")
             with VerticalScroll(id="plots-scroll"):
-                for attr, _ in self.SERIES:
-                    yield Label("", id=f"label-{attr}", classes="plot-label")
-                    yield Sparkline([], id=f"plot-{attr}", summary_function=max)
+                for attr, label, unit in self.SERIES:
+                    yield Plot(label, unit, id=f"plot-{attr}")
 
     def on_mount(self) -> None:
         self.load()
@@ -103,14 +90,9 @@ class PlotsScreen(ModalScreen[None]):
         else:
             status.update(f"ticks {series.ticks[0]}–{series.ticks[-1]} · one column per tick (the peak when"
                           " they are more than the width) · r reloads · esc closes")
-        for attr, label in self.SERIES:
-            data = [float(v) for v in getattr(series, attr)]
+        for attr, label, _ in self.SERIES:
             name = label.format(agent=series.agent or "no agent selected")
-            figures = ""
-            if data:
-                figures = f" · last {_fmt(data[-1])} · peak {_fmt(max(data))} · mean {_fmt(sum(data) / len(data))}"
-            self.query_one(f"#label-{attr}", Label).update(name + figures)
-            self.query_one(f"#plot-{attr}", Sparkline).data = data
+            self.query_one(f"#plot-{attr}", Plot).show(name, series.ticks, getattr(series, attr))
 
     def action_reload(self) -> None:
         self.load()

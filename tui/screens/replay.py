@@ -412,6 +412,15 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         self.app.push_screen(PlotsScreen(lambda: load_series(store, source.run_id, tick, agent),
                                          where=f"run {source.run_id} · up to tick {tick}"))
 
+    def action_mcp(self) -> None:
+        """The MCP servers of the run's definitions and the calls recorded up to the cursor
+        (`M`): replay never starts a server."""
+        from lemming.tui.screens.mcp import McpScreen, recorded_turns_picture
+
+        source, store, tick = self.source, self.recorded.store, self.position.tick or 0
+        self.app.push_screen(McpScreen(lambda: recorded_turns_picture(store, source, tick),
+                                       wall_clock=getattr(self.app, "wall_clock", True)))
+
     def action_search(self) -> None:
         """Find in the run (`/`): enter on a hit moves the cursor to its tick and selects its agent."""
         from lemming.tui.screens.search import open_search

@@ -81,7 +81,11 @@ class CreditsPane(AgentTable):
             cols.append(f"{'/tick':>8}", self.style("header"))
         n = self._spark_w(width)
         if n:
-            cols.append(f"  {'last ' + str(n) + ' ticks':<{n}}", self.style("header"))
+            cols.append(f"  spend, last {n} ticks", self.style("header"))
+            # The sparklines' one scale, and what a dot means.
+            peak = self._spark_top(n)
+            if peak > 0:
+                top.append(f"   sparklines: █ {money(peak)}/tick · none", self.style("muted"))
         return [top, cols]
 
     def _spark_w(self, width: int) -> int:
@@ -99,6 +103,26 @@ class CreditsPane(AgentTable):
             self._top_key = key
             self._top = max((max(self._spark_series(a, n), default=0.0) for a in self.view.order), default=0.0)
         return self._top
+
+    def _spark(self, t: Text, name: str, n: int) -> None:
+        """The agent's spend over the last `n` ticks: a bar a tick on the shared scale, a
+        muted dot for a tick it spent nothing in (so the time axis reads even when quiet),
+        blank before the run's first tick."""
+        bars = spark(self._spark_series(name, n), self._spark_top(n))
+        first = self.view.committed_tick - n + 1
+        accent, muted = self.style("accent"), self.style("muted")
+        run, quiet = "", False
+        for i, ch in enumerate(bars):
+            before = first + i < 1
+            is_quiet = ch == " " and not before
+            ch = "·" if is_quiet else ch
+            if run and is_quiet != quiet:
+                t.append(run, muted if quiet else accent)
+                run = ""
+            run += ch
+            quiet = is_quiet
+        if run:
+            t.append(run, muted if quiet else accent)
 
     def _bar_w(self, width: int) -> int:
         # Room for a sparkline of 12 ticks first: history says more than a longer bar.
@@ -136,7 +160,8 @@ class CreditsPane(AgentTable):
             t.append(f"{money(rate):>8}", self.style("muted"))
             n = self._spark_w(width)
             if n:
-                t.append("  " + spark(self._spark_series(name, n), self._spark_top(n)), self.style("accent"))
+                t.append("  ")
+                self._spark(t, name, n)
         if left <= 0 and agent is not None and agent.resume.calls_model:
             t.append("  broke", self.style("error"))
         elif name in s.soft_warned:

@@ -9,14 +9,16 @@ Three views of the same graph (`m` cycles them):
 
 * list — one row per agent: the outboxes it reads (←) and where its messages went
   in the last ticks with counts (→ qa 3 · all 2); readable with 6 agents or 40.
-* matrix — senders down, readers across: `·` the reader may read the sender's
-  outbox, a number is how many of the sender's recent messages reached it (a
-  broadcast counts for every reader), blank means no permission.
+* matrix — a heat-map, senders down, readers across (graph_matrix.py): a cell's
+  colour says how many of the sender's recent messages reached the reader (a
+  broadcast counts for every reader; the count is written when the columns are
+  wide enough), `·` the reader may read the sender's outbox, blank means no
+  permission; the selected agent's row and column are marked.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from rich.segment import Segment
 from rich.style import Style
@@ -29,10 +31,15 @@ from lemming.tui.run_source import RunSource
 from lemming.tui.model import BROADCAST, RECENT_TICKS, RunView
 from lemming.tui.widgets.graph_layout import spring_layout
 from lemming.tui.widgets.graph_map import MAX_NODES, MapDrawing, draw_map, style_map
+from lemming.tui.widgets.graph_matrix import (GLYPHS, MatrixLayout, abbreviations, column_labels, glyph_styles,
+                                              heat_bounds, heat_level, heat_scale, heat_styles, matrix_layout)
 from lemming.tui.widgets.line_table import AgentTable
 
 #: The views `m` cycles through, in order.
 MODES = ("graph", "matrix", "list")
+#: Drawings kept by what they show (size, selection, agents, permissions, traffic), so
+#: that stepping replay back to a tick already seen, or the traffic settling, draws nothing.
+DRAWINGS_KEPT = 32
 
 
 class MessageGraph(AgentTable):
@@ -54,10 +61,21 @@ class MessageGraph(AgentTable):
         self._drawing_key: tuple | None = None
         self._drawing: MapDrawing | None = None
         self._map_strips: dict[int, Strip] = {}
+        self._drawings: OrderedDict[tuple, MapDrawing | None] = OrderedDict()
+        self._content: tuple = ()
+        self._may_read: set[tuple[str, str]] = set()
+        self._may_read_key: frozenset[tuple[str, str]] = frozenset()
+        self._org_seen: object = None
         self._volumes: Counter[tuple[str, str]] = Counter()
         self._readers: dict[str, set[str]] = {}
         self._reads: dict[str, list[str]] = {}
         self._sent: dict[str, list[tuple[str, int]]] = {}
+        self._cells: dict[str, dict[str, int]] = {}  # sender → reader → messages (broadcasts counted per reader)
+        self._bounds: list[int] = []
+        self._matrix_key: tuple | None = None
+        self._matrix_layout: MatrixLayout | None = None
+        self._subtitle = ""
+        self.border_title = "Messages"  # once: setting a border title repaints the pane
         self._title()
 
     @property
@@ -71,30 +89,35 @@ class MessageGraph(AgentTable):
         return "matrix" if self.matrix else self.mode
 
     def _title(self) -> None:
-        # Assigning a border title repaints the widget, even the same title: render_line
-        # calls this, so an unconditional assignment repainted the pane every frame.
-        if not getattr(self, "_titled", False):
-            self.border_title = "Messages"
-            self._titled = True
+        """The subtitle: which view is shown and why (set only when it changes: assigning a
+        border title or subtitle repaints the pane, even the same text, and this is called
+        while painting)."""
         nxt = MODES[(MODES.index(self.mode) + 1) % len(MODES)]
         shown = self.shown
         what = shown
         if self.mode == "graph" and shown == "matrix":
             what = "matrix: too many agents for a graph at this size"
-        elif shown == "graph" and self._drawing is not None:
+        elif shown == "matrix":
+            what = "matrix · heat-map"
+        if shown == "graph" and self._drawing is not None:
             d = self._drawing
             if d.numbered:
                 what += " · numbers: roster order"
             if d.links > d.edges:
                 what += f" · busiest {d.edges} of {d.links} links"
-        hint = " · ←→ scroll" if shown == "matrix" else ""
+        hint = " · ←→ scroll" if shown == "matrix" and self.matrix_layout().width > self.size.width else ""
         subtitle = f"{what} · last {RECENT_TICKS} ticks · m: {nxt}{hint}"
-        if subtitle != self.border_subtitle:
+        if subtitle != self._subtitle:
+            self._subtitle = subtitle
             self.border_subtitle = subtitle
 
     @property
     def header_height(self) -> int:  # type: ignore[override]
-        return 2 if self.matrix and self._legend() else 1
+        if not self.matrix:
+            return 1
+        layout = self.matrix_layout()
+        legend = layout.cell == 3 and abbreviations(self.view.order) is not None
+        return 1 + layout.digit_rows + (1 if legend else 0)
 
     # --- graph view ----------------------------------------------------------------------
 
@@ -125,9 +148,18 @@ class MessageGraph(AgentTable):
             if width < 8 or height < 3 or len(order) > min(cells, MAX_NODES):
                 self._drawing = None
             else:
-                may_read = {(r, snd) for snd, rs in self._readers.items() for r in rs}
-                self._drawing = draw_map(width, height, order, self._layout(width, height), may_read, self._volumes,
-                                         self._readers, self.selected)
+                positions = self._layout(width, height)
+                content = (width, height, self.selected, self._layout_key, self._content)
+                if content in self._drawings:
+                    self._drawings.move_to_end(content)
+                    self._drawing = self._drawings[content]
+                else:
+                    self._drawing = draw_map(width, height, order, positions, self._may_read, self._volumes,
+                                             self._readers, self.selected)
+                    self._drawings[content] = self._drawing
+                    while len(self._drawings) > DRAWINGS_KEPT:
+                        self._drawings.popitem(last=False)
+            self._title()
         return self._drawing
 
     def _map_line(self, y: int, width: int) -> Strip:
@@ -145,7 +177,6 @@ class MessageGraph(AgentTable):
     def render_line(self, y: int) -> Strip:
         if self.mode == "graph":
             drawn = self.drawing() is not None
-            self._title()
             if drawn and y >= 1:
                 return self._map_line(y - 1, self.size.width)
         return super().render_line(y)
@@ -157,9 +188,11 @@ class MessageGraph(AgentTable):
 
     def watch_cursor_row(self, old: int, new: int) -> None:
         super().watch_cursor_row(old, new)
-        if self.mode == "graph":
+        if self.mode == "graph" and not self.matrix:
             self._header_cache = None
             self.refresh()  # the selected agent's neighbourhood moves with it
+        elif self.matrix:
+            self.invalidate(None, header=True)  # the selected agent's column is marked in every row
 
     def on_resize(self, event) -> None:  # noqa: ANN001
         super().on_resize(event)
@@ -169,21 +202,21 @@ class MessageGraph(AgentTable):
 
     @property
     def frozen_columns(self) -> int:  # type: ignore[override]
-        return self._name_w() + 4 if self.matrix else 0
+        return self.matrix_layout().frozen if self.matrix else 0
 
     def content_width(self, width: int) -> int:
         if not self.matrix:
             return width
-        return self._name_w() + 4 + 3 * len(self.view.order)
+        return self.matrix_layout().width
 
-    def _legend(self) -> list[str] | None:
-        """Two-letter column labels if they tell the agents apart, else None (numbers only)."""
-        names = self.view.order
-        for pick in (lambda n: n[:2], lambda n: n[-2:]):
-            labels = [pick(n) for n in names]
-            if len(set(labels)) == len(labels):
-                return labels
-        return None
+    def matrix_layout(self) -> MatrixLayout:
+        """The matrix's columns at the pane's width (cached until the width or the agents change)."""
+        order = self.view.order
+        key = (self.size.width, len(order), order[0] if order else None, order[-1] if order else None)
+        if key != self._matrix_key or self._matrix_layout is None:
+            self._matrix_key = key
+            self._matrix_layout = matrix_layout(self.size.width, order)
+        return self._matrix_layout
 
     def action_toggle_matrix(self) -> None:
         """The next view: graph → matrix → list."""
@@ -191,6 +224,7 @@ class MessageGraph(AgentTable):
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode if mode in MODES else "graph"
+        self._matrix_layout = None
         # Only the matrix is wider than the pane; the list never scrolls sideways.
         self.styles.overflow_x = "auto" if self.matrix else "hidden"
         self._title()
@@ -202,20 +236,40 @@ class MessageGraph(AgentTable):
     def recompute(self) -> None:
         """Refresh permissions and recent volumes (once per tick, not per row)."""
         org = self.source.org
-        self._readers = {n: set(org.readers_of(n)) for n in org.agents}
-        self._reads = {n: org.readable_by(n) for n in org.agents}
+        if org is not self._org_seen or not self._readers:
+            # Permissions change only with the definitions (a new Org): not every tick.
+            self._org_seen = org
+            self._readers = {n: set(org.readers_of(n)) for n in org.agents}
+            self._reads = {n: org.readable_by(n) for n in org.agents}
+            self._pairs = {tuple(sorted((r, snd))) for snd, rs in self._readers.items() for r in rs if r != snd}  # type: ignore[misc]
+            self._may_read = {(r, snd) for snd, rs in self._readers.items() for r in rs}
+            self._may_read_key = frozenset(self._may_read)
         self._volumes = self.view.recent_volumes()
         # Per sender, so a row does not scan every pair (100 agents: a thousand pairs per row).
         sent: dict[str, list[tuple[str, int]]] = {}
         for (frm, to), c in self._volumes.items():
             sent.setdefault(frm, []).append((to, c))
         self._sent = sent
-        self._pairs = {tuple(sorted((r, snd))) for snd, rs in self._readers.items() for r in rs if r != snd}  # type: ignore[misc]
+        cells: dict[str, dict[str, int]] = {}
+        for frm, pairs in sent.items():
+            row = cells.setdefault(frm, {})
+            for to, c in pairs:
+                if to == BROADCAST:
+                    for r in self._readers.get(frm, ()):
+                        if r != frm:
+                            row[r] = row.get(r, 0) + c
+                elif to != frm:
+                    row[to] = row.get(to, 0) + c
+        self._cells = cells
+        # What a drawing shows besides the size and the selection (its cache key).
+        self._content = (tuple(self.view.order), self._may_read_key, frozenset(self._volumes.items()))
+        self._bounds = heat_bounds(max((c for row in cells.values() for c in row.values()), default=0))
         self._version += 1
 
     def refresh_graph(self) -> None:
         self.recompute()
         self.invalidate(None, header=True)
+        self._title()
 
     # --- list view -----------------------------------------------------------------------
 
@@ -235,17 +289,7 @@ class MessageGraph(AgentTable):
         if not self.matrix:
             half = max(10, (width - name_w - 2) // 2)
             return [Text(f"{'agent':<{name_w}} {'reads ←':<{half}}sent →", self.style("header"))]
-        names = self.view.order
-        cols = Text(f"{'sender ↓  reader →':<{name_w + 4}}", self.style("header"))
-        for i, _ in enumerate(names, 1):
-            cols.append(f"{i:>3}", self.style("header"))
-        labels = self._legend()
-        if labels is None:
-            return [cols]
-        legend = Text(f"{'':<{name_w + 4}}", self.style("muted"))
-        for label in labels:
-            legend.append(f"{label:>3}", self.style("muted"))
-        return [cols, legend]
+        return self._matrix_header()
 
     def render_row(self, index: int, width: int) -> Text:
         if not self._readers and self.source.org.agents:
@@ -289,22 +333,82 @@ class MessageGraph(AgentTable):
 
     # --- matrix view ---------------------------------------------------------------------
 
-    def _matrix_row(self, index: int, name: str) -> Text:
-        name_w = self._name_w()
-        t = Text(f"{index + 1:>3} ", self.style("header"))
-        shown = name if len(name) <= name_w else name[: name_w - 1] + "…"
-        t.append(f"{shown:<{name_w}}", self.style("primary"))
-        readers = self._readers.get(name, set())
-        broadcast = self._volumes.get((name, BROADCAST), 0)
-        for other in self.view.order:
-            if other == name:
-                t.append("  ╲", self.style("muted"))
-                continue
-            n = self._volumes.get((name, other), 0) + (broadcast if other in readers else 0)
-            if n:
-                t.append(f"{min(n, 99):>3}", self.style("accent"))
-            elif other in readers:
-                t.append("  ·", self.style("muted"))
+    def _heat(self) -> list[Style]:
+        layout = self.matrix_layout()
+        if layout.cell == 3:
+            return heat_styles(self.style("accent"), self.base_style)
+        return glyph_styles(self.style("accent"))
+
+    def _marked(self) -> Style:
+        """The selected agent's column: the cursor row's background, down the matrix."""
+        return Style(bgcolor=self.get_component_rich_style("line-table--cursor").bgcolor)
+
+    def _cell(self, n: int, heat: list[Style], cell: int) -> tuple[str, Style]:
+        level = heat_level(n, self._bounds)
+        if cell == 3:
+            return f"{min(n, 99):>2}", heat[level - 1]
+        return GLYPHS[level - 1], heat[level - 1]
+
+    def _matrix_header(self) -> list[Text]:
+        layout = self.matrix_layout()
+        names = self.view.order
+        heat = self._heat()
+        head, muted = self.style("header"), self.style("muted")
+        # The key: which counts each colour (or glyph) holds.
+        key = Text(f"{'messages':<{layout.frozen}}", head)
+        for level, span in heat_scale(self._bounds):
+            key.append(" ")
+            if layout.cell == 3:  # the range in its own colour
+                key.append(f" {span} ", heat[level - 1])
             else:
-                t.append("   ")
+                key.append(GLYPHS[level - 1], heat[level - 1])
+                key.append(f" {span}", muted)
+        key.append("  · may read" if self._bounds else " none yet · may read", muted)
+        sel = self.view.positions.get(self.selected) if self.selected else None
+        marked = self._marked() + Style(bold=True)
+        lines = [key]
+        labels = column_labels(layout)
+        corner = ("from ↓  to →", "") if len(labels) == 1 else ("from ↓", "to →")
+        for i, row in enumerate(labels):
+            left = corner[i] if i < len(corner) else ""
+            t = Text(f"{left:<{layout.frozen}}"[: layout.frozen], head)
+            for j, label in enumerate(row):
+                t.append(label, marked if j == sel else head)
+            lines.append(t)
+        abbrev = abbreviations(names) if layout.cell == 3 else None
+        if abbrev is not None:
+            t = Text(" " * layout.frozen, muted)
+            for j, label in enumerate(abbrev):
+                t.append(f"{label:>3}", marked if j == sel else muted)
+            lines.append(t)
+        return lines
+
+    def _matrix_row(self, index: int, name: str) -> Text:
+        layout = self.matrix_layout()
+        cell = layout.cell
+        t = Text(f"{index + 1:>{layout.num_w}} ", self.style("header"))
+        w = layout.name_w
+        shown = name if len(name) <= w else name[: w - 1] + "…"
+        t.append(f"{shown:<{w}} ", self.style("primary"))
+        readers = self._readers.get(name, set())
+        row = self._cells.get(name, {})
+        heat = self._heat()
+        sel = self.selected
+        marked = self._marked()
+        muted = self.style("muted")
+        pad = " " * (cell - 1)
+        for other in self.view.order:
+            column = marked if other == sel else None
+            if other == name:
+                t.append(pad + "╲", muted + column if column else muted)
+                continue
+            n = row.get(other, 0)
+            if n:
+                text, style = self._cell(n, heat, cell)
+                t.append(" " * (cell - len(text)), column)
+                t.append(text, style)
+            elif other in readers:
+                t.append(pad + "·", muted + column if column else muted)
+            else:
+                t.append(" " * cell, column)
         return t

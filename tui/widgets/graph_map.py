@@ -23,7 +23,7 @@ Returns None when the pane has fewer label cells than agents, or there are more 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -44,6 +44,23 @@ FLOWS_PER_NODE = 1.5
 
 #: one row of the drawing: (text, style name) runs
 Row = list[tuple[str, str]]
+
+#: Recent placements on the grid, by (order, positions, grid): a placement depends on
+#: neither the traffic nor the selection, and it is the dearest part of a drawing.
+_PLACED: "OrderedDict[tuple, dict[str, tuple[int, int]] | None]" = OrderedDict()
+PLACED_KEPT = 16
+
+
+def _placed(positions: Mapping[str, Point], order: list[str], cols: int, rows: int) -> dict[str, tuple[int, int]] | None:
+    key = (tuple(order), tuple(positions.get(n) for n in order), cols, rows)
+    if key in _PLACED:
+        _PLACED.move_to_end(key)
+        return _PLACED[key]
+    placed = place_on_grid(dict(positions), order, cols, rows)
+    _PLACED[key] = placed
+    while len(_PLACED) > PLACED_KEPT:
+        _PLACED.popitem(last=False)
+    return placed
 
 
 @dataclass
@@ -114,7 +131,7 @@ def draw_map(
     for numbered, label_w in ((False, min(longest, 14) + 1), (True, len(str(len(order))) + 1)):
         cw = label_w + 2  # a label and room for edges between labels
         cols, rows = width // cw, max(1, (height + 1) // 2)
-        placed = place_on_grid(dict(positions), order, cols, rows)
+        placed = _placed(positions, order, cols, rows)
         if placed is not None:
             break
     if placed is None:
