@@ -50,7 +50,7 @@ from lemming.engine.events import (
     TurnRecord,
     TurnStarted,
 )
-from lemming.engine import gcfreeze, plainjson
+from lemming.engine import eager, gcfreeze, plainjson
 from lemming.engine.memory import apply_update
 from lemming.engine.messages import OPERATOR, OutboxEntry
 from lemming.engine.org import Org, definitions_hash, load_org
@@ -751,13 +751,19 @@ class Engine(RunReadAPI):
                 if publish_one is not None:
                     publish_one(ev)
                 outcome = self._turn_now(plan)
+                if outcome is None:
+                    # The turn runs here until it first has to wait (a provider with the reply
+                    # ready never does): only then does it go on in a task of its own.
+                    turn = self._turn(plan)
+                    outcome, waiting = eager.start(turn)
+                    if outcome is eager.PENDING:
+                        task = loop.create_task(eager.as_task(turn, waiting))
+                        tasks.append(task)
+                        slots.append(task)
+                        new_calls = True
+                        outcome = None
                 if outcome is not None:
                     slots.append(outcome)
-                else:
-                    task = loop.create_task(self._turn(plan))
-                    tasks.append(task)
-                    slots.append(task)
-                    new_calls = True
                 # Every couple of milliseconds, let the new calls start and the calls that
                 # finished hand over their slots (not after every new task: each trip round
                 # the event loop would delay the calls still to be planned); and without

@@ -19,21 +19,39 @@ import gc
 from typing import Iterator
 
 _holders = 0
+_thresholds: tuple[int, int, int] | None = None
+
+#: The youngest generation's threshold while held. A tick's objects (prompts, records,
+#: events) live until the tick commits; at CPython's 700 the collector ran every few turns
+#: and moved them into older generations, whose passes then walked them again: 12% of a
+#: fixed-reply turn at 1,000 agents (docs/performance.md). At 50,000 they are mostly
+#: freed before a pass, which comes every few ticks (and holds at most a few MB).
+YOUNG_THRESHOLD = 50_000
+MIDDLE_THRESHOLD = 20
 
 
 def hold() -> None:
-    """Freeze what is alive now (until the matching `release`)."""
-    global _holders
+    """Freeze what is alive now (until the matching `release`), and collect the young
+    generation less often meanwhile."""
+    global _holders, _thresholds
     gc.freeze()
+    if _holders == 0:
+        _thresholds = gc.get_threshold()
+        t0, t1, t2 = _thresholds
+        if t0:  # (0: the program switched collection off; leave it so)
+            gc.set_threshold(max(t0, YOUNG_THRESHOLD), max(t1, MIDDLE_THRESHOLD), t2)
     _holders += 1
 
 
 def release() -> None:
-    """Let go of one `hold`; the last one unfreezes."""
-    global _holders
+    """Let go of one `hold`; the last one unfreezes (and restores the thresholds)."""
+    global _holders, _thresholds
     _holders = max(0, _holders - 1)
     if _holders == 0:
         gc.unfreeze()
+        if _thresholds is not None:
+            gc.set_threshold(*_thresholds)
+            _thresholds = None
 
 
 @contextlib.contextmanager

@@ -421,7 +421,13 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
         violations.append(f"{key}: {len(raw)} items; only the first {limit} are kept")
         raw = raw[:limit]
     out = []
+    fast = _FAST.get(model) if _FAST_OK else None
     for i, item in enumerate(raw):
+        if fast is not None:
+            made = fast(item)
+            if made is not None:
+                out.append(made)
+                continue
         try:
             out.append(model.model_validate(item))
         except ValidationError as e:
@@ -432,6 +438,118 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
         except RecursionError:
             violations.append(f"{key}[{i}]: nested too deeply")
     return out
+
+
+# --- the usual shapes of reply items, read without pydantic ---------------------------------
+#
+# A reply's items are validated one by one. An item of the usual shape (the fields of the
+# schema, of their plain JSON types, within their limits) is checked here by hand and built
+# as pydantic builds it; anything else (a missing payload, LeMMing's older {"to",
+# "content"} shape, a wrong type, a value past a limit) goes to the pydantic model, which
+# accepts or rejects it with its message. `_fast_checked` holds the two to the same
+# results on a sample at import time; if they ever differ (another pydantic), every item
+# goes to pydantic.
+
+_new_object = object.__new__
+_set = object.__setattr__
+
+
+def _built(cls: type[BaseModel], values: dict[str, Any], given: set[str]) -> BaseModel:
+    """An instance of `cls` holding `values` (already valid), as validation would build it."""
+    m = _new_object(cls)
+    _set(m, "__dict__", values)
+    _set(m, "__pydantic_fields_set__", given)
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
+def _str_list(v: Any, limit: int) -> list[str] | None:
+    if type(v) is not list or len(v) > limit:
+        return None
+    for x in v:
+        if type(x) is not str:
+            return None
+    return list(v)
+
+
+_NAME_LISTS = (("tags", 20), ("recipients", 1000))  # (ReplyEntry's max_length of each)
+
+
+def _fast_entry(item: Any) -> ReplyEntry | None:
+    if type(item) is not dict:
+        return None
+    payload = item.get("payload")
+    if payload is None:
+        return None  # (no payload: the older shape, or the error pydantic words)
+    given = {"payload"}
+    kind = item.get("kind", "message")
+    if "kind" in item:
+        if type(kind) is not str or not 1 <= len(kind) <= 64:
+            return None
+        given.add("kind")
+    names: dict[str, list[str]] = {"tags": [], "recipients": []}
+    for name, limit in _NAME_LISTS:
+        if name in item:
+            got = _str_list(item[name], limit)
+            if got is None:
+                return None
+            names[name] = got
+            given.add(name)
+    t = type(payload)
+    if t is not str and t is not dict and t is not list:
+        return None
+    try:
+        if len(dumps_plain(payload)) > MAX_PAYLOAD_CHARS:
+            return None
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": names["tags"], "recipients": names["recipients"]}, given)  # type: ignore[return-value]
+
+
+_OPS = frozenset(("set", "append", "merge", "delete"))
+
+
+def _fast_memory(item: Any) -> MemoryUpdate | None:
+    if type(item) is not dict:
+        return None
+    key = item.get("key")
+    if type(key) is not str:
+        return None
+    given = {"key"}
+    op = "set"
+    if "op" in item:
+        op = item["op"]
+        if type(op) is not str or op not in _OPS:
+            return None
+        given.add("op")
+    if "value" in item:
+        given.add("value")
+    return _built(MemoryUpdate, {"op": op, "key": key, "value": item.get("value")}, given)  # type: ignore[return-value]
+
+
+_FAST: dict[type, Any] = {ReplyEntry: _fast_entry, MemoryUpdate: _fast_memory}
+
+
+def _fast_checked() -> bool:
+    samples: list[tuple[type[BaseModel], Any]] = [
+        (ReplyEntry, {"kind": "message", "payload": {"text": "hi"}, "tags": ["a"], "recipients": ["b"]}),
+        (ReplyEntry, {"payload": "plain", "extra": 1}),
+        (ReplyEntry, {"kind": "note", "payload": [1, 2.5, None, True]}),
+        (MemoryUpdate, {"op": "append", "key": "k", "value": [1]}),
+        (MemoryUpdate, {"key": "k"}),
+    ]
+    try:
+        for model, item in samples:
+            fast, slow = _FAST[model](item), model.model_validate(item)
+            if fast is None or fast != slow or fast.model_fields_set != slow.model_fields_set or fast.model_dump() != slow.model_dump():
+                return False
+    except Exception:
+        return False
+    return True
+
+
+_FAST_OK = _fast_checked()
 
 
 def parse_reply(raw: str) -> ParsedReply:

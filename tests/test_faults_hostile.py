@@ -326,6 +326,18 @@ def test_hostile_models_json_key_is_shown_on_one_line(tmp_path: Path) -> None:
     assert any(p.startswith("models.json: 'evil\\nkey'.provider:") for p in e.value.problems), e.value.problems
 
 
+def test_a_huge_unknown_provider_name_is_shown_bounded(tmp_path: Path) -> None:
+    """The generator's find: a 20,000-character provider name made a 20,000-character problem."""
+    (tmp_path / "agents" / "a").mkdir(parents=True)
+    (tmp_path / "agents" / "a" / "resume.json").write_text(json.dumps({"name": "a", "model": "m"}))
+    (tmp_path / "models.json").write_text(json.dumps({"m": {"provider": "p" * 20_000, "model_name": "x"}}))
+    with pytest.raises(OrgInvalid) as e:
+        load_org(tmp_path)
+    for p in e.value.problems:
+        check_problem(p, tmp_path)
+    assert any("unknown provider 'ppp" in p and "...; known:" in p for p in e.value.problems), e.value.problems
+
+
 def test_bad_sim_options_are_a_config_error_not_an_internal_one(tmp_path: Path) -> None:
     (tmp_path / "agents" / "a").mkdir(parents=True)
     (tmp_path / "agents" / "a" / "resume.json").write_text(json.dumps({"name": "a", "model": "odd"}))

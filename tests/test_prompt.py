@@ -175,3 +175,61 @@ def test_a_parsed_reply_dict_is_what_model_dump_gives(data) -> None:
         "tool_calls": [t.model_dump(mode="json") for t in reply.tool_calls],
         "notes": reply.notes,
     }
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=70))
+_values = st.recursive(_scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=8)
+_maybe_names = st.one_of(st.lists(st.text(max_size=8), max_size=25), st.lists(_scalars, max_size=3), _scalars)
+_entry_items = st.fixed_dictionaries(
+    {},
+    optional={
+        "kind": st.one_of(st.text(max_size=70), _scalars),
+        "payload": _values,
+        "tags": _maybe_names,
+        "recipients": _maybe_names,
+        "to": st.one_of(st.text(max_size=5), st.lists(st.text(max_size=5), max_size=2)),
+        "content": st.text(max_size=10),
+        "extra": _scalars,
+    },
+)
+_memory_items = st.fixed_dictionaries(
+    {},
+    optional={
+        "op": st.one_of(st.sampled_from(["set", "append", "merge", "delete", "pop", "SET"]), _scalars),
+        "key": st.one_of(st.text(max_size=10), _scalars),
+        "value": _values,
+        "extra": _scalars,
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(entries=st.lists(st.one_of(_entry_items, _scalars), max_size=3), updates=st.lists(st.one_of(_memory_items, _scalars), max_size=3))
+def test_the_fast_item_path_reads_replies_as_pydantic_does(entries, updates) -> None:
+    """Items of the usual shape are read without pydantic: the parsed reply (items, fields
+    given, violations) is the one the pydantic models alone give, for any item."""
+    from lemming.engine import prompt
+
+    assert prompt._FAST_OK
+    text = json.dumps({"outbox_entries": entries, "memory_updates": updates})
+    fast = parse_reply(text)
+    prompt._FAST_OK = False
+    try:
+        slow = parse_reply(text)
+    finally:
+        prompt._FAST_OK = True
+    assert fast.violations == slow.violations
+    assert fast.to_dict() == slow.to_dict()
+    for a, b in zip(fast.entries + fast.memory_updates, slow.entries + slow.memory_updates, strict=True):
+        assert type(a) is type(b) and a == b and a.model_fields_set == b.model_fields_set
+
+
+def test_the_usual_reply_items_take_the_fast_path() -> None:
+    from lemming.engine import prompt
+
+    assert prompt._fast_entry({"kind": "message", "payload": {"text": "hi"}, "tags": [], "recipients": ["b"]}) is not None
+    assert prompt._fast_memory({"op": "set", "key": "k", "value": 1}) is not None
+    # what only pydantic words: the older shape, a missing payload, a kind too long
+    assert prompt._fast_entry({"to": "b", "content": "hi"}) is None
+    assert prompt._fast_entry({"kind": "message"}) is None
+    assert prompt._fast_entry({"kind": "k" * 65, "payload": "x"}) is None

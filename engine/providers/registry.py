@@ -48,6 +48,12 @@ DEFAULT_CONCURRENCY = {"sim": 1_000, "openai": 32, "anthropic": 16, "ollama": 4,
 POOLABLE = frozenset({"openai", "anthropic", "ollama"})
 
 
+
+def unknown_provider(name: str) -> str:
+    """The one line for a provider name no adapter has (a made-up name is quoted and bounded)."""
+    shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
+    return f"unknown provider {shown}; known: {', '.join(sorted(ADAPTERS))}"
+
 class ProviderRegistry:
     """Resolves model keys to ready adapters and per-provider concurrency limits."""
 
@@ -121,7 +127,7 @@ class ProviderRegistry:
         if spec.provider not in ADAPTERS:
             raise ProviderError(
                 "config",
-                f"unknown provider {spec.provider!r}; known: {', '.join(sorted(ADAPTERS))}",
+                unknown_provider(spec.provider),
             )
         env_name = self.key_env(spec)
         api_key = None
@@ -192,7 +198,7 @@ def check_spec(spec: ModelSpec, env: Mapping[str, str] | None = None) -> list[tu
     """What makes a models.json entry unusable, as (field, message): an unknown provider;
     for a cli entry a missing command, a program not on PATH, an unset `${env.NAME}`."""
     if spec.provider not in ADAPTERS:
-        return [("provider", f"unknown provider {spec.provider!r}; known: {', '.join(sorted(ADAPTERS))}")]
+        return [("provider", unknown_provider(spec.provider))]
     if spec.provider == "cli":
         from lemming.engine.providers.cli import check_config
 

@@ -7,10 +7,12 @@ that retries never stack: this loop is the only one.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
-from contextlib import aclosing
 from dataclasses import dataclass, field, replace
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
+
+from lemming.engine import eager
 
 from lemming.engine.providers.base import CompletionRequest, Provider, ProviderError, TextDelta, Usage
 
@@ -63,6 +65,28 @@ class CompletionResult:
     reply_format_refused: str | None = None
 
 
+async def _wait(awaitable: Awaitable[Any], deadline: float, step: Any) -> Any:
+    """Await a step of the stream that has to wait, within the call's deadline. The call
+    may have been run eagerly so far (engine/eager.py): it first lets the loop run once,
+    so that the timeout is armed in the task the call goes on in. `step` (the started
+    step, or None) is told if the call is cancelled in between."""
+    try:
+        await eager.hop()
+    except BaseException as e:
+        if step is not None:
+            try:
+                step.throw(e)
+            except BaseException:
+                pass
+        raise
+    async with asyncio.timeout_at(deadline if deadline != math.inf else None):
+        return await awaitable
+
+
+def _prompt_estimate(request: CompletionRequest) -> int:
+    return sum(estimate_tokens(m.content) for m in request.messages)
+
+
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate (~4 characters a token) for providers that report no usage."""
     return max(1, (len(text) + 3) // 4) if text else 0
@@ -81,21 +105,38 @@ async def stream_with_retries(
     policy = policy or RetryPolicy()
     rng = rng or random.Random()
     result = CompletionResult()
-    prompt_estimate = sum(estimate_tokens(m.content) for m in request.messages)
+    prompt_estimate = -1  # worked out only for a call whose provider reports no usage
     cap = policy.reply_cap(request.max_tokens)
     refused: ProviderError | None = None
     attempt = 0  # counts against max_attempts; the retry without the schema does not
+    loop = asyncio.get_running_loop()
     while attempt < policy.max_attempts:
         attempt += 1
         result.attempts += 1
         result.reply_format_sent = request.reply_format is not None
         parts: list[str] = []
         size = 0
+        # The attempt's deadline, counted from now; a timer is armed only for a step that waits.
+        deadline = loop.time() + request.timeout if request.timeout is not None else math.inf
         usage: Usage | None = None
         try:
-            # aclosing: a reply cut off here closes the provider's stream (and its HTTP response).
-            async with asyncio.timeout(request.timeout), aclosing(provider.stream(request)) as stream:
-                async for item in stream:
+            # The stream is stepped by hand: what the provider has ready is taken at once,
+            # and only a step that has to wait is awaited (in the turn's task, within the
+            # call's deadline). An instant provider's call arms no timer and needs no task.
+            stream = provider.stream(request)
+            try:
+                it = stream.__aiter__()
+                while True:
+                    step = it.__anext__()
+                    try:
+                        if hasattr(step, "send"):
+                            item, waiting = eager.start(step)
+                            if item is eager.PENDING:
+                                item = await _wait(eager.resume(step, waiting), deadline, step)
+                        else:
+                            item = await _wait(step, deadline, None)
+                    except StopAsyncIteration:
+                        break
                     if isinstance(item, TextDelta):
                         if item.text:
                             size += len(item.text)
@@ -110,6 +151,13 @@ async def stream_with_retries(
                             on_delta(item.text, False)
                     else:
                         usage = item
+            finally:
+                # (aclosing's part: a reply cut off here closes the provider's stream and
+                # its HTTP response.)
+                closing = stream.aclose()
+                done, waiting = eager.start(closing)
+                if done is eager.PENDING:
+                    await _wait(eager.resume(closing, waiting), deadline, closing)
         except ProviderError as e:
             err = e
         except TimeoutError:
@@ -117,6 +165,7 @@ async def stream_with_retries(
         else:
             text = "".join(parts)
             if usage is None:
+                prompt_estimate = _prompt_estimate(request)
                 usage = Usage(prompt_estimate, estimate_tokens(text), estimated=True)
             result.text = text
             result.usage = usage
@@ -132,6 +181,8 @@ async def stream_with_retries(
         partial = "".join(parts)
         billed = err.partial_usage
         if billed is None and partial:
+            if prompt_estimate < 0:
+                prompt_estimate = _prompt_estimate(request)
             billed = Usage(prompt_estimate, estimate_tokens(partial), estimated=True)
         if billed is not None:
             result.billed.input_tokens += billed.input_tokens

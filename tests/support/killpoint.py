@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         every = args.snapshot_every
 
         async def open_(cls, path, **kw):  # type: ignore[no-untyped-def]
-            kw.setdefault("snapshot_every", every)
+            kw["snapshot_every"] = every  # over the run's own setting (RunSettings.snapshot_every)
             return await orig_open(cls, path, **kw)
 
         store.RunStore.open = classmethod(open_)  # type: ignore[method-assign]

@@ -7,9 +7,11 @@ runs each in a fresh process, repeats and prints medians.
 Two measures of the engine's own cost per agent-turn, each labelled with its `path`:
 
 * `fixed-reply` — an instant model that streams the same LeMMing-style reply every
-  time (no model work at all), through the path every remote provider takes: a task
-  per call, the concurrency limits, the retry loop, the stream. This is the figure
-  the engine answers for (issue 17: <= 50 us/turn persisted at 100 and 1,000 agents).
+  time (no model work at all), through the path every remote provider takes: the
+  concurrency limits, the retry loop, the stream (a turn runs eagerly and gets a task
+  and a timeout only when its provider has to wait, which this one never does). This is
+  the figure the engine answers for (issue 17: <= 50 us/turn persisted at 100 and 1,000
+  agents).
 * `sim-inline` — the sim at full speed, which composes a reply from its prompt (model
   work, a third of the time) and is answered inline (`complete_now`), a path no
   remote provider takes.
@@ -81,7 +83,8 @@ FIXED_REPLY = json.dumps(
 class FixedReplyModel:
     """An instant model for measuring the engine: streams FIXED_REPLY in one delta and
     bills the prompt's estimated tokens, with nothing awaited in between. It has no
-    `complete_now`, so its turns take the path of every remote provider."""
+    `complete_now`, so its turns take the path of every remote provider (stream, retry
+    loop, concurrency limits); as it never waits, they need no task (engine/eager.py)."""
 
     name = "fixed-reply"
 
