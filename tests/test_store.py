@@ -17,6 +17,7 @@ from lemming.engine.prompt import prompt_hash
 from lemming.engine.replay import ReplayCursor, export_dicts, fork_state
 from lemming.engine.state import OrgState
 from lemming.engine.store import RunStore, StoreError, codec, schema, writes
+from lemming.engine.store.encoding import compress, decompress, unpickle_head
 from tests.conftest import make_org, write_resume
 
 
@@ -440,11 +441,9 @@ async def test_a_damaged_prompt_is_detected(tmp_path: Path) -> None:
     db, run_id = await _small_db(tmp_path)
     con = sqlite3.connect(db)
     agent, tick, batch = con.execute("SELECT agent, tick, batch FROM turns LIMIT 1").fetchone()
-    import zlib
-
     (blob,) = con.execute("SELECT body FROM prompts WHERE batch=?", (batch,)).fetchone()
-    text = zlib.decompress(blob).replace(b"Tick", b"Tock")
-    con.execute("UPDATE prompts SET body=? WHERE batch=?", (zlib.compress(text), batch))
+    text = decompress(blob).replace(b"Tick", b"Tock")
+    con.execute("UPDATE prompts SET body=? WHERE batch=?", (compress(text), batch))
     con.commit()
     con.close()
     store = await RunStore.open(db, readonly=True)
@@ -491,7 +490,8 @@ async def test_the_wal_stays_bounded_while_a_reader_keeps_reading(tmp_path: Path
 
 async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Path) -> None:
     """A newer engine added a field to TickCompleted and registered its layout after this
-    reader opened the file: the reader reloads the layouts and maps fields by name."""
+    reader opened the file: the reader reloads the layouts and maps fields by name. The
+    rewritten bodies are JSON rows in zlib streams, as an older lemming wrote them: read alike."""
     import zlib
 
     db, run_id = await _small_db(tmp_path)
@@ -504,10 +504,11 @@ async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Pat
         code = con.execute("INSERT INTO codec (name, fields) VALUES ('tick_completed', ?)", (json.dumps(newer),)).lastrowid
         (old_code,) = con.execute("SELECT code FROM codec WHERE name='tick_completed' AND fields=?", (fields,)).fetchone()
         for bid, body in con.execute("SELECT id, body FROM batches WHERE kind='tick'").fetchall():
-            events, sep, records = zlib.decompress(body).partition(b"\n")
-            rows = [r + [1.5] if r[0] == old_code else r for r in json.loads(events)]
+            rows, records = unpickle_head(decompress(body))
+            rows = [r + [1.5] if r[0] == old_code else r for r in rows]
             rows = [[code, *r[1:]] if r[0] == old_code else r for r in rows]
-            con.execute("UPDATE batches SET body=? WHERE id=?", (zlib.compress(json.dumps(rows).encode() + sep + records), bid))
+            # as an older lemming wrote bodies: a line of JSON rows, the records, zlib
+            con.execute("UPDATE batches SET body=? WHERE id=?", (zlib.compress(json.dumps(rows).encode() + b"\n" + records), bid))
         con.commit()
         con.close()
         assert fp(await reader.state_at(run_id, 2, use_snapshots=False)) == before
@@ -571,3 +572,19 @@ async def test_concurrent_reads_of_one_store_agree(tmp_path: Path) -> None:
         assert len(ids) == len(set(ids))
     finally:
         await reader.close()
+
+
+def test_blobs_are_zstd_and_older_zlib_blobs_still_read() -> None:
+    import zlib
+
+    from lemming.engine.store.encoding import CompressionError, pack, pack_blob, unpack_blob
+
+    value = {"text": "the quick brown fox " * 50, "n": [1, 2.5, None]}
+    blob = pack_blob(value, 1)
+    assert blob[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+    assert unpack_blob(blob) == value
+    assert unpack_blob(zlib.compress(pack(value), 1)) == value  # a file from before the switch
+    assert decompress(compress(b"abc")) == b"abc"
+    for damaged in (blob[:-3], b"\x78\x01garbage"):
+        with pytest.raises(CompressionError):
+            decompress(damaged)

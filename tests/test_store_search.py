@@ -89,7 +89,7 @@ async def test_a_run_recorded_without_the_index_is_indexed_at_its_first_search(t
     await store.close()
     # what an older lemming leaves: no index at all
     with sqlite3.connect(db) as c:
-        c.execute("DROP TABLE search_text")
+        c.execute("DROP TABLE search_fts")
         c.execute("DROP TABLE search_upto")
     # a replay session's read-only store: the search builds the index through a writer
     ro = await RunStore.open(db, readonly=True)
@@ -100,11 +100,16 @@ async def test_a_run_recorded_without_the_index_is_indexed_at_its_first_search(t
         assert [(h.tick, h.agent, h.kind, h.line) for h in res.hits] == before
     finally:
         await ro.close()
+    # the index of an earlier version (a copy of every text): dropped, and built anew
     with sqlite3.connect(db) as c:
-        c.execute("DELETE FROM search_text")
+        c.execute("DROP TABLE search_fts")
         c.execute("DELETE FROM search_upto")
+        c.execute("CREATE VIRTUAL TABLE search_text USING fts5(text, agent, detail UNINDEXED)")
+        c.execute("INSERT INTO search_upto VALUES (1, 9999)")
     store = await RunStore.open(db)
     try:
+        with sqlite3.connect(db) as c:
+            assert not c.execute("SELECT 1 FROM sqlite_master WHERE name='search_text'").fetchone()
         res = await SearchIndex(store).search(run_id, "quartz")
         assert res.indexed_now > 12
         assert [(h.tick, h.agent, h.kind, h.line) for h in res.hits] == before
@@ -156,3 +161,77 @@ def test_lemming_search_prints_tick_agent_and_line(tmp_path: Path, capsys: pytes
     assert "no match" in capsys.readouterr().out
     assert main(["search", "x", "--db", str(tmp_path / "none.db")]) == 1
     assert "does not exist" in " ".join(capsys.readouterr().err.split())
+
+
+async def test_ticks_are_indexed_in_chunks_and_a_search_meanwhile_catches_up(tmp_path: Path) -> None:
+    """The recorder indexes INDEX_EVERY_TICKS tick batches at a time: a search between
+    chunks (here through a second writer, as a replay session's would) indexes the rest
+    first, the recorder's next chunk adds only what is still missing, and a recorder that
+    dies with a chunk pending leaves nothing a search does not find."""
+    from lemming.engine.engine import Engine
+    from lemming.engine.org import load_org
+    from lemming.engine.store import search
+
+    class Keep:
+        def __init__(self) -> None:
+            self.batches: list = []
+
+        async def write(self, events) -> None:  # noqa: ANN001
+            self.batches.append(list(events))
+
+    org = load_org(rich_org(tmp_path / "org"))
+    engine = Engine(org, seed=5, recorder=(kept := Keep()))
+    await engine.run(ticks=40)
+    batches = kept.batches
+    db = tmp_path / "runs.db"
+    store = await RunStore.open(db)
+    run_id = engine.run_id
+    await store.create_run(run_id=run_id, org_root=org.root, seed=5, definitions_hash=None, target_ticks=40)
+    rec = store.recorder(run_id)
+
+    def n_rows() -> int:
+        with sqlite3.connect(db) as c:
+            return search.indexed_rows(c)
+
+    def upto() -> int:
+        with sqlite3.connect(db) as c:
+            got = c.execute("SELECT batch FROM search_upto").fetchone()
+            return got[0] if got else 0
+
+    expected = [len(search.rows_of(b)) for b in batches]
+    try:
+        await rec.write(batches[0])  # the start: indexed at once
+        assert n_rows() == expected[0] and upto() == 1
+        for b in batches[1:6]:
+            await rec.write(b)
+        assert n_rows() == expected[0]  # five ticks wait for their chunk
+        reader = await RunStore.open(db, readonly=True)
+        try:
+            idx = SearchIndex(reader)
+            assert await idx.unindexed(run_id) == 5
+            word = next(e.entry.text.split()[0] for b in batches[1:6] for e in b if type(e) is MessageCommitted)
+            assert (await idx.search(run_id, word)).indexed_now == 5  # caught up through a writer
+            assert n_rows() == sum(expected[:6])
+        finally:
+            await reader.close()
+        for b in batches[6:search.INDEX_EVERY_TICKS + 1]:
+            await rec.write(b)  # the chunk: only the ticks the search did not index
+        assert n_rows() == sum(expected[:search.INDEX_EVERY_TICKS + 1])
+        assert upto() == search.INDEX_EVERY_TICKS + 1
+        for b in batches[search.INDEX_EVERY_TICKS + 1:30]:
+            await rec.write(b)
+    finally:
+        await store.close()  # the recorder "dies" with ticks unindexed
+    assert n_rows() < sum(expected[:30])
+    store = await RunStore.open(db)
+    try:
+        idx = SearchIndex(store)
+        assert await idx.unindexed(run_id) == 30 - search.INDEX_EVERY_TICKS - 1
+        await idx.catch_up(run_id)
+        assert n_rows() == sum(expected[:30])
+        rec = store.recorder(run_id)
+        for b in batches[30:]:
+            await rec.write(b)  # the last is the run's stop: everything indexed, once
+        assert n_rows() == sum(expected) and await idx.unindexed(run_id) == 0
+    finally:
+        await store.close()

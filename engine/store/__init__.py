@@ -10,7 +10,7 @@ modules, one job each:
     snapshots.py  the folded state of a tick, stored and restored
     prompts.py    a turn's prompt as stored (head by hash, last message) and rebuilt
     codec.py      events as compact rows, by the layouts the file registers
-    encoding.py   plain values as bytes: restricted pickle, compact JSON, zlib
+    encoding.py   plain values as bytes: restricted pickle, compact JSON, zstd
     schema.py     the tables, the schema version, what opening a file checks
     writes.py     what changes the file (run on the database thread)
     queries.py    what reads the file (run on the database thread)

@@ -1,7 +1,8 @@
 """The event codec: batches of events as compact rows, and back.
 
-A batch's events are stored as JSON arrays, one per event: a layout code, then the
-event's fields in the order of that layout. The `codec` table maps each code to an
+A batch's events are stored as rows (lists, pickled; JSON arrays in files written
+before), one per event: a layout code, then the event's fields in the order of that
+layout. The `codec` table maps each code to an
 event type (or TurnRecord / OutboxEntry / TokenUsage) and its field names, so a
 newer engine whose events have other fields still reads old rows, by name. Turn
 records and outbox entries are kept apart from their event rows (the batch body's
@@ -156,14 +157,14 @@ class Codec:
         for ev in events:
             got = plain.get(ev.__class__)
             if got is not None:
-                append((got[0], *got[1](ev)))
+                append([got[0], *got[1](ev)])
                 continue
             lay = self.by_name.get(ev.type)
             if lay is None:
                 raise StoreError(f"event type {ev.type!r} has no layout in this database; reopen it read-write")
             if lay.record_idx is None and lay.entry_idx is None:
                 plain[ev.__class__] = (lay.code, lay.getter)
-                append((lay.code, *lay.getter(ev)))  # type: ignore[misc]
+                append([lay.code, *lay.getter(ev)])  # type: ignore[misc]
                 continue
             vals = lay.values(ev)
             if lay.record_idx is not None:

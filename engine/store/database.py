@@ -20,12 +20,12 @@ import contextlib
 import pickle
 import sqlite3
 import threading
-import zlib
 from functools import partial
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Callable, Iterator, Sequence
 
+from lemming.engine.store.encoding import CompressionError
 from lemming.engine.store.errors import StoreError, sqlite_error
 
 #: put on the job queue: the thread ends
@@ -113,7 +113,7 @@ class Database:
     """One open run database: its sqlite3 connection and the thread that uses it.
 
     Open with `await Database.open(...)`, close with `await close()`. `call` runs a
-    function on the thread and turns what SQLite, zlib and the unpickler raise into
+    function on the thread and turns what SQLite, the decompressor and the unpickler raise into
     one-line `StoreError`s naming the file.
     """
 
@@ -176,7 +176,7 @@ class Database:
                 raise
             except sqlite3.Error as e:
                 raise sqlite_error(self.path, e) from None
-            except zlib.error as e:
+            except CompressionError as e:
                 raise StoreError(f"{self.path} is corrupt: a compressed record does not decompress ({e})") from None
             except (pickle.UnpicklingError, EOFError) as e:
                 raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None

@@ -10,12 +10,11 @@ the messages the agents read). A rebuilt prompt is checked against the turn reco
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, Callable
 
 from lemming.engine.events import TurnRecord
 from lemming.engine.prompt import prompt_hash
-from lemming.engine.store.encoding import PROMPT_LEVEL, dumps, loads, text_hash
+from lemming.engine.store.encoding import PROMPT_LEVEL, compress, dumps, loads, text_hash
 from lemming.engine.store.errors import StoreError
 
 
@@ -48,7 +47,7 @@ class PromptHeads:
                         heads.clear()
                     heads[key] = hh
                 if hh not in known:
-                    texts[hh] = zlib.compress(head, PROMPT_LEVEL)
+                    texts[hh] = compress(head, PROMPT_LEVEL)
         return [hh, prompt[-1]] if prompt else None
 
 

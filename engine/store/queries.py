@@ -6,10 +6,9 @@ and their head texts looked up there too).
 from __future__ import annotations
 
 import sqlite3
-import zlib
 from typing import Any, Iterable
 
-from lemming.engine.store.encoding import unpack_blob
+from lemming.engine.store.encoding import decompress, unpack_blob
 from lemming.engine.store.errors import StoreError
 
 
@@ -96,7 +95,7 @@ def _text(conn: sqlite3.Connection, h: str) -> bytes:
         row = conn.execute("SELECT body FROM texts WHERE hash=?", (h,)).fetchone()
         if row is None:
             raise StoreError(f"a prompt's head text {h} is missing (corrupt database?)")
-        b = zlib.decompress(row[0])
+        b = decompress(row[0])
         if len(_TEXT_CACHE) > 4096:
             _TEXT_CACHE.clear()
         _TEXT_CACHE[h] = b

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import zlib
 from typing import TYPE_CHECKING, Any, Sequence
 
 from lemming.engine.events import Event, RunStarted, RunStopped, TickCompleted, TurnRecord
 from lemming.engine.state import OrgState
 from lemming.engine.store import queries, search, snapshots, writes
 from lemming.engine.store.boards import detached
-from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, dumps, pack, pack_blob
+from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, compress, pack, pack_blob
 from lemming.engine.store.errors import StoreError
 from lemming.engine.store.liveness import this_writer
 from lemming.engine.store.prompts import PromptHeads
@@ -51,7 +50,7 @@ class RunRecorder:
     `codec`, `create_run`, `state_at` and the snapshot spacing.
     """
 
-    def __init__(self, store: "RunStore", run_id: str, live: OrgState | None = None) -> None:
+    def __init__(self, store: "RunStore", run_id: str, live: OrgState | None = None, *, index: bool = True) -> None:
         self.store = store
         self.run_id = run_id
         self._rid: int | None = None
@@ -62,6 +61,12 @@ class RunRecorder:
         self._since_snapshot_ticks = 0
         self._due: tuple[int, int] | None = None  # (batch, tick) to snapshot from the live state
         self._batches = 0
+        #: whether batches are added to the search index as they are written (else the
+        #: first search catches up)
+        self.index = index
+        #: search rows of tick batches committed but not indexed yet: (batch id, rows)
+        self._unindexed: list[tuple[int, list[Any]]] = []
+        self._unindexed_rows = 0
         self._lock = asyncio.Lock()
 
     async def _init(self, first: Event) -> None:
@@ -97,8 +102,29 @@ class RunRecorder:
                 if live is not None and live.tick == tick:
                     await self._snapshot(live, batch)
             plan = self._plan(events)
-            plan.search_rows = search.rows_of(events)
+            if self.index:
+                rows = plan.search_rows = search.rows_of(events)
+                pending = self._unindexed
+                if (len(pending) + 1 >= search.INDEX_EVERY_TICKS
+                        or self._unindexed_rows + len(rows) >= search.INDEX_EVERY_ROWS) and plan.kind == "tick":
+                    plan.search_chunk = pending
             await db.call(writes.write_tx, plan)
+            if plan.search_chunk is not None:
+                self._unindexed = []
+                self._unindexed_rows = 0
+            elif self.index:
+                pending.append((plan.batch_id, plan.search_rows))
+                self._unindexed_rows += len(plan.search_rows)
+                if plan.kind != "tick":
+                    # A start, a stop or a boundary's commands: the chunk is indexed right
+                    # after, in a transaction of its own, so that the batch (a run's stop
+                    # above all) commits as soon as it would without the index.
+                    self._unindexed = []
+                    self._unindexed_rows = 0
+                    try:
+                        await db.call(writes.index_tx, plan.rid, pending)
+                    except StoreError:
+                        pass  # an accelerator: the next search catches up
             db.known_texts.update(plan.texts)
             if self._shadow is not None:
                 apply = self._shadow.apply
@@ -133,8 +159,9 @@ class RunRecorder:
         elif type(last) is RunStopped:
             kind = "stop"
         tick = last.tick if kind == "tick" else max(getattr(e, "tick", 0) for e in events)  # type: ignore[attr-defined]
-        # The event rows as JSON (one line: no newline inside), then the records, pickled.
-        body = zlib.compress(dumps(rows) + b"\n" + (pack(records) if records else b""), BODY_LEVEL)
+        # The event rows, then the records, pickled one after the other (a reader unpickles
+        # the rows and leaves the records for when it needs one).
+        body = compress(pack(rows) + (pack(records) if records else b""), BODY_LEVEL)
         msgs = pack_blob(entries, BODY_LEVEL) if entries else None
         turns: list[tuple] = []
         texts: dict[str, bytes] = {}

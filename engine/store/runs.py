@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import pickle
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
@@ -26,7 +25,7 @@ from lemming.engine.store import queries, schema, snapshots, writes
 from lemming.engine.store.boards import CountedBoard, MessageLog
 from lemming.engine.store.codec import Codec, LazyRecords
 from lemming.engine.store.database import Database
-from lemming.engine.store.encoding import loads, unpack_blob, unpickle
+from lemming.engine.store.encoding import PICKLE_START, CompressionError, decompress, loads, unpack_blob, unpickle, unpickle_head
 from lemming.engine.store.errors import StoreError, UnknownLayout
 from lemming.engine.store.liveness import this_writer, writer_alive
 from lemming.engine.store.prompts import rebuild_prompt
@@ -180,31 +179,36 @@ class RunStore:
         """A compressed pickled column (messages, snapshots)."""
         try:
             return unpack_blob(blob)
-        except (zlib.error, ValueError, pickle.UnpicklingError, EOFError) as e:
+        except (*CompressionError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
 
     def _unpack_json(self, blob: bytes) -> Any:
         """A compressed JSON text (`texts`: definitions, prompt heads)."""
         try:
-            return loads(zlib.decompress(blob))
-        except (zlib.error, ValueError) as e:
+            return loads(decompress(blob))
+        except (*CompressionError, ValueError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored text does not decode ({e})") from None
 
-    def _lines(self, blob: bytes) -> tuple[bytes, bytes, bytes]:
-        """(events, separator, records) of a batch body."""
+    def _split(self, blob: bytes) -> tuple[list[Any], bytes]:
+        """(event rows, the turn records still pickled) of a batch body: the rows pickled
+        and the records after them, or (written before that) a line of JSON rows."""
         try:
-            return zlib.decompress(blob).partition(b"\n")
-        except zlib.error as e:
+            data = decompress(blob)
+            if data[:1] == PICKLE_START:
+                return unpickle_head(data)
+            events, _, records = data.partition(b"\n")
+            return loads(events), records
+        except (*CompressionError, ValueError, pickle.UnpicklingError, EOFError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
 
     def _decode_batch(self, body: bytes, msgs: bytes | list | None, skip: frozenset[type] = frozenset()) -> list[Event]:
         """A batch's events, whole (turn records included, their prompts left empty), but
         those of the types in `skip`."""
         codec = self.codec
-        events, _, records = self._lines(body)
+        rows, records = self._split(body)
         entries = msgs if isinstance(msgs, list) else (self._unpack(msgs) if msgs else [])
         try:
-            return codec.decode(loads(events), entries, unpickle(records) if records else [], skip)
+            return codec.decode(rows, entries, unpickle(records) if records else [], skip)
         except StoreError:
             raise
         except (TypeError, IndexError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as e:
@@ -259,14 +263,15 @@ class RunStore:
                "running", base_tick, now, now, this_writer())
         await self.db.call(writes.insert_run, self.path, row, snap)
 
-    def recorder(self, run_id: str, *, state: OrgState | None = None) -> RunRecorder:
+    def recorder(self, run_id: str, *, state: OrgState | None = None, index: bool = True) -> RunRecorder:
         """The engine's recorder for `run_id` (created with `create_run`, or being resumed).
 
         Pass the engine's live state (`state=engine.state`) and snapshots are taken from
         it; without it the recorder folds its own copy (about 10% more write time).
+        `index=False` leaves the search index to the run's first search (search.py).
         """
         self.db.check_writable()
-        return RunRecorder(self, run_id, state)
+        return RunRecorder(self, run_id, state, index=index)
 
     async def set_target(self, run_id: str, target_ticks: int | None) -> None:
         """Change the tick a run is meant to reach (`resume --ticks N`)."""
@@ -412,9 +417,9 @@ class RunStore:
         try:
             with gcfreeze.paused():
                 for batch, body, *msgs in raw:
-                    events, _, records = self._lines(body)
+                    rows, records = self._split(body)
                     entries = by_batch.get(batch, ()) if log is not None else (self._unpack(msgs[0]) if msgs[0] else ())
-                    codec.fold(state, loads(events), entries, LazyRecords(records), batch, last)
+                    codec.fold(state, rows, entries, LazyRecords(records), batch, last)
                 codec.apply_last_turns(state, last)
         except StoreError:
             raise
@@ -603,7 +608,7 @@ class RunStore:
         if got is None:
             return None
         body, msgs, idx, line = got
-        _, _, records = self._lines(body)
+        _, records = self._split(body)
         try:
             rec: TurnRecord = self.codec.decode_nested(unpickle(records)[idx - 1])
         except (IndexError, TypeError, ValueError, KeyError, pickle.UnpicklingError, EOFError) as e:

@@ -6,10 +6,10 @@ What is in the file (schema version `SCHEMA_VERSION`, in ``PRAGMA user_version``
                fork tick, status, last committed tick, spend, writer (host:pid:start)
     batches    one row per engine write = one transaction: a whole tick (TickStarted ...
                TickCompleted), the run's start or stop, or the commands applied at a
-               tick boundary. `body` is zlib-compressed: a line of the events as compact
-               JSON arrays (layouts in `codec`), then the turn records, pickled (see
-               encoding.py), so a fold can leave alone the records a later turn
-               supersedes. Append-only.
+               tick boundary. `body` is compressed (zstd): the events as compact
+               rows (layouts in `codec`), pickled, then the turn records, pickled
+               apart (see encoding.py), so a fold can leave alone the records a later
+               turn supersedes (older files: a line of JSON rows, zlib). Append-only.
     messages   the outbox entries committed by a batch (the MessageCommitted events'
                payloads, pickled), kept apart so that the message board of any tick
                loads without decoding every other event

@@ -9,12 +9,23 @@ belongs to:
     note      a turn's notes for the operator
     error     a turn that failed: its error (and the raw reply, when it did not parse)
 
-Two tables, created when a writer opens the file (`create`): ``search_text``, the
-FTS5 index (``unicode61`` tokens, diacritics folded), and ``search_upto``, how far
-each run is indexed (its last batch). The recorder indexes each batch in the batch's
-own transaction (`index_batch`) when the run's index is up to date; a run recorded
-by an older lemming, or one whose index fell behind, is caught up batch by batch by
-`RunStore`'s caller through `catch_up` before a search (see `SearchIndex`).
+Two tables, created when a writer opens the file (`create`): ``search_fts``, the
+FTS5 index (``unicode61`` tokens, diacritics folded), and ``search_upto``, how far each
+run is indexed (its last batch). The index is contentless: it holds the words, not the
+texts, which the batches already hold (a copy of them was a quarter of the file). A
+row's rowid says where its text is: the batch (``rowid >> 20``), then a message's place
+among the batch's outbox entries, or (bit 19 set) a turn record's place among its
+records, twice, plus one for its error. A search decodes the entries and records of
+the hits it shows, and marks the matching words itself (`_highlight`). Hits come in
+order, never ranked, so no column sizes are kept either. ``agent`` holds one token per
+agent (`agent_token`), so that a search for one agent's words is exact in the index. The recorder keeps the rows of up to `INDEX_EVERY_TICKS` tick batches and
+indexes them in the transaction of the last (`index_chunk`), and at once with any
+other batch (a start, a stop, a boundary's commands): FTS5 pays per transaction for
+each segment it writes and merges, so a chunk of ticks costs half as much per row as
+one tick does. A crash leaves the chunk's committed batches unindexed and
+``search_upto`` behind them: a search catches up first. A run recorded by an older
+lemming, or one whose index fell behind, is caught up batch by batch by `RunStore`'s
+caller through `catch_up` before a search (see `SearchIndex`).
 
 The index is an accelerator, not a record: dropping both tables loses nothing that
 the batches do not hold, and the next search builds it again.
@@ -22,24 +33,28 @@ the batches do not hold, and the next search builds it again.
 
 from __future__ import annotations
 
+import functools
 import json
+import pickle
 import re
 import sqlite3
 import time
+import unicodedata
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from lemming.engine.events import Event, MessageCommitted, TurnFinished
 from lemming.engine.store.database import transaction
+from lemming.engine.store.encoding import unpickle
 from lemming.engine.store.errors import StoreError, UnknownLayout
 
 if TYPE_CHECKING:
     from lemming.engine.store.runs import RunStore
 
 SEARCH_SCHEMA = """
-CREATE VIRTUAL TABLE IF NOT EXISTS search_text USING fts5(
-    text, agent, detail UNINDEXED, rid UNINDEXED, batch UNINDEXED, tick UNINDEXED, kind UNINDEXED,
-    tokenize = 'unicode61 remove_diacritics 2'
+CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(
+    text, agent, content = '', columnsize = 0, tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE TABLE IF NOT EXISTS search_upto (rid INTEGER PRIMARY KEY, batch INTEGER NOT NULL);
 """
@@ -47,6 +62,9 @@ CREATE TABLE IF NOT EXISTS search_upto (rid INTEGER PRIMARY KEY, batch INTEGER N
 #: Around each hit in `Hit.line`: where the matching words start and end (snippet markers).
 MARK_START = "\x02"
 MARK_END = "\x03"
+#: Tick batches the recorder indexes together (and at most `INDEX_EVERY_ROWS` rows).
+INDEX_EVERY_TICKS = 16
+INDEX_EVERY_ROWS = 8192
 #: Batches decoded per catch-up transaction.
 CATCH_UP_CHUNK = 256
 #: Hits are counted up to this many (`SearchResult.total`; more is shown as "1000+").
@@ -55,8 +73,13 @@ COUNT_CAP = 1_000
 #: by its beginning without bloating the file).
 MAX_TEXT = 20_000
 
-#: (text, detail, tick, agent, kind) of one indexed piece
-Row = tuple[str, str, int, str, str]
+#: (place in the batch, text, agent token) of one indexed piece (see the module's doc)
+Row = tuple[int, str, str]
+#: rowid = batch << BATCH_SHIFT | place; a turn record's place has TURN_BIT set
+BATCH_SHIFT = 20
+TURN_BIT = 1 << 19
+#: Words of context a hit's line keeps around its first match (as FTS5's snippet()).
+SNIPPET_TOKENS = 24
 
 
 @dataclass(slots=True)
@@ -98,7 +121,12 @@ class SearchResult:
 
 
 def create(conn: sqlite3.Connection) -> None:
-    """The index's tables (a writer's opening, inside its schema transaction)."""
+    """The index's tables (a writer's opening, inside its schema transaction). The index
+    an earlier version kept (``search_text``, with a copy of every text) is dropped: the
+    next search of each run builds the new one."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name='search_text'").fetchone():
+        conn.execute("DROP TABLE search_text")
+        conn.execute("DROP TABLE IF EXISTS search_upto")
     for stmt in SEARCH_SCHEMA.split(";"):
         if stmt.strip():
             conn.execute(stmt)
@@ -118,57 +146,101 @@ def describe(entry: Any) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def agent_token(agent: str) -> str:
+    """An agent's name as one index token (whatever its characters)."""
+    return "a" + agent.encode("utf-8", "surrogatepass").hex()
+
+
+def _note_of(rec: Any) -> str | None:
+    parsed = rec.parsed
+    if isinstance(parsed, dict):
+        notes = parsed.get("notes")
+        if isinstance(notes, str) and notes.strip():
+            return _clip(notes)
+    return None
+
+
+def _error_of(rec: Any) -> str | None:
+    if rec.status == "ok":
+        return None
+    parts = [f"{rec.status}: {rec.error or ''}"]
+    if rec.parsed is None and rec.raw_output:
+        parts.append(rec.raw_output)
+    return _clip("\n".join(parts))
+
+
 def rows_of(events: Iterable[Event]) -> list[Row]:
     """The pieces of text a batch of events adds to the index."""
     rows: list[Row] = []
+    entry = record = 0
     for ev in events:
         t = type(ev)
         if t is MessageCommitted:
             e = ev.entry  # type: ignore[attr-defined]
             text = e.text
             if text:
-                rows.append((_clip(text), describe(e), e.tick, e.agent, "message"))
+                rows.append((entry, _clip(text), agent_token(e.agent)))
+            entry += 1
         elif t is TurnFinished:
             rec = ev.record  # type: ignore[attr-defined]
-            parsed = rec.parsed
-            if isinstance(parsed, dict):
-                notes = parsed.get("notes")
-                if isinstance(notes, str) and notes.strip():
-                    rows.append((_clip(notes), f"{rec.agent} · notes", rec.tick, rec.agent, "note"))
-            if rec.status != "ok":
-                parts = [f"{rec.status}: {rec.error or ''}"]
-                if parsed is None and rec.raw_output:
-                    parts.append(rec.raw_output)
-                rows.append((_clip("\n".join(parts)), f"{rec.agent} · {rec.status}", rec.tick, rec.agent, "error"))
+            note = _note_of(rec)
+            if note is not None:
+                rows.append((TURN_BIT | record << 1, note, agent_token(rec.agent)))
+            error = _error_of(rec)
+            if error is not None:
+                rows.append((TURN_BIT | record << 1 | 1, error, agent_token(rec.agent)))
+            record += 1
     return rows
 
 
 def _insert(conn: sqlite3.Connection, rid: int, batch: int, rows: Sequence[Row]) -> None:
     if rows:
+        base = batch << BATCH_SHIFT
+        # In rowid order: FTS5 writes out what it holds in memory each time a rowid is not
+        # above the last one (five times the cost, in many small segments).
         conn.executemany(
-            "INSERT INTO search_text (text, detail, rid, batch, tick, agent, kind) VALUES (?,?,?,?,?,?,?)",
-            [(text, detail, rid, batch, tick, agent, kind) for (text, detail, tick, agent, kind) in rows],
+            "INSERT INTO search_fts (rowid, text, agent) VALUES (?,?,?)",
+            sorted((base | place, text, agent) for (place, text, agent) in rows),
         )
 
 
+def indexed_rows(conn: sqlite3.Connection) -> int:
+    """How many pieces of text the index holds (a contentless table cannot be scanned:
+    every row has an agent token, and they all start with "a")."""
+    return conn.execute("SELECT count(*) FROM search_fts WHERE search_fts MATCH 'agent : a*'").fetchone()[0]
+
+
 def _has_index(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE name='search_upto'").fetchone() is not None
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name='search_fts'").fetchone() is not None
 
 
-def index_batch(conn: sqlite3.Connection, rid: int, batch: int, rows: Sequence[Row]) -> None:
-    """Index a batch being written (inside its transaction), if the run's index is up to
-    date; otherwise leave it to `catch_up` (whose order keeps the index whole)."""
+def index_chunk(conn: sqlite3.Connection, rid: int, chunk: Sequence[tuple[int, Sequence[Row]]]) -> None:
+    """Index a run's batches (batch id, rows), oldest first, the last being written now
+    (inside its transaction), if the run's index reaches the batch before the chunk's
+    first; otherwise leave them to `catch_up` (whose order keeps the index whole). A
+    catch-up that indexed the chunk's first batches meanwhile is taken into account."""
+    if not chunk:
+        return
+    first = chunk[0][0]
     got = conn.execute("SELECT batch FROM search_upto WHERE rid=?", (rid,)).fetchone()
     prev = conn.execute(
-        "SELECT id FROM batches WHERE rid=? AND id<? ORDER BY tick DESC, id DESC LIMIT 1", (rid, batch)
+        "SELECT id FROM batches WHERE rid=? AND id<? ORDER BY tick DESC, id DESC LIMIT 1", (rid, first)
     ).fetchone()
     if got is None:
         if prev is not None:
             return  # recorded before the index existed: caught up at the next search
-    elif prev is None or got[0] != prev[0]:
-        return  # behind: caught up at the next search
-    _insert(conn, rid, batch, rows)
-    conn.execute("INSERT OR REPLACE INTO search_upto (rid, batch) VALUES (?,?)", (rid, batch))
+        start = 0
+    elif prev is not None and got[0] == prev[0] or prev is None and got[0] < first:
+        start = 0
+    else:
+        done = [i for i, (batch, _) in enumerate(chunk) if batch == got[0]]
+        if not done:
+            return  # behind: caught up at the next search
+        start = done[0] + 1  # a search caught up part of the chunk already
+    for batch, rows in chunk[start:]:
+        _insert(conn, rid, batch, rows)
+    conn.execute("INSERT OR REPLACE INTO search_upto (rid, batch) VALUES (?,?)", (rid, chunk[-1][0]))
 
 
 def pending(conn: sqlite3.Connection, rid: int) -> tuple[int, int]:
@@ -227,54 +299,115 @@ def _quoted(word: str) -> str:
     return '"' + word.replace('"', '""') + '"'
 
 
-def _line_of(snippet: str) -> str:
-    """The line of a snippet that holds its first match."""
-    i = snippet.find(MARK_START)
-    if i < 0:
-        return snippet.split("\n", 1)[0]
-    start = snippet.rfind("\n", 0, i) + 1
-    end = snippet.find("\n", i)
-    return snippet[start: end if end >= 0 else len(snippet)].strip()
+_TOKEN = re.compile(r"[^\W_]+")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _fold(token: str) -> str:
+    """A token as the index keeps it: lower case, diacritics removed (unicode61)."""
+    if token.isascii():
+        return token.lower()
+    return "".join(c for c in unicodedata.normalize("NFKD", token.lower()) if not unicodedata.combining(c))
+
+
+def terms_of(text: str) -> list[tuple[str, bool]]:
+    """The folded words a search for `text` matches (word, whether as a prefix)."""
+    out: list[tuple[str, bool]] = []
+    for m in re.finditer(r'"([^"]+)"|(\S+)', text):
+        phrase, word = m.group(1), m.group(2)
+        prefix = phrase is None and word.endswith("*") and len(word) > 1
+        tokens = [_fold(t) for t in _TOKEN.findall(phrase if phrase is not None else word.rstrip("*") if prefix else word)]
+        out.extend((t, prefix and i == len(tokens) - 1) for i, t in enumerate(tokens))
+    return out
+
+
+def _highlight(text: str, terms: Sequence[tuple[str, bool]]) -> str:
+    """The line of `text` that holds the first word matching `terms`, at most
+    SNIPPET_TOKENS words of it around that word ('…' where cut), matching words between
+    MARK_START and MARK_END."""
+    exact = {t for t, p in terms if not p}
+    prefixes = tuple(t for t, p in terms if p)
+
+    def hit(tok: str) -> bool:
+        f = _fold(tok)
+        return f in exact or (bool(prefixes) and f.startswith(prefixes))
+
+    words = _TOKEN.finditer(text)
+    first = next((m for m in words if hit(m.group())), None)
+    at = first.start() if first is not None else 0
+    start = text.rfind("\n", 0, at) + 1
+    end = text.find("\n", at)
+    line = text[start: end if end >= 0 else len(text)]
+    tokens = list(_TOKEN.finditer(line))
+    lo, hi = 0, len(tokens)
+    if hi > SNIPPET_TOKENS:
+        i = next((k for k, m in enumerate(tokens) if first is not None and m.start() + start == at), 0)
+        lo = max(0, min(i - 4, hi - SNIPPET_TOKENS))
+        hi = lo + SNIPPET_TOKENS
+    out: list[str] = []
+    pos = tokens[lo].start() if lo > 0 else 0
+    if lo > 0:
+        out.append("…")
+    for m in tokens[lo:hi]:
+        out.append(line[pos: m.start()])
+        out.append(MARK_START + m.group() + MARK_END if hit(m.group()) else m.group())
+        pos = m.end()
+    if hi < len(tokens):
+        out.append("…")
+    else:
+        out.append(line[pos:])
+    return "".join(out).strip()
 
 
 def query(
-    conn: sqlite3.Connection, match: str, segments: list[tuple[int, int | None]], run_of: dict[int, str],
-    agent: str | None, limit: int, offset: int,
-) -> tuple[list[Hit], int]:
-    """Hits in the given (rid, last batch) segments, oldest first, and their total count."""
-    where = " OR ".join("(rid=?" + (" AND batch<=?)" if hi is not None else ")") for _, hi in segments)
-    params: list[Any] = [match]
+    conn: sqlite3.Connection, match: str, segments: list[tuple[int, int | None]], agent: str | None, limit: int,
+    offset: int,
+) -> tuple[list[tuple[int, int, bytes | None, bytes | None]], int]:
+    """The hits in the given (rid, last batch) segments, oldest first — (rowid, rid,
+    the batch's body if the hit is a turn's, its messages if a message's) — and their
+    total count."""
+    where = " OR ".join("(b.rid=?" + (" AND b.id<=?)" if hi is not None else ")") for _, hi in segments)
+    params: list[Any] = [f"text : ({match})" + (f" AND agent : {_quoted(agent_token(agent))}" if agent else "")]
     for rid, hi in segments:
         params.append(rid)
         if hi is not None:
             params.append(hi)
-    # `agent` is indexed too, so that one agent's words are found through the index (the
-    # query names the column it searches; the exact name is checked after).
-    params[0] = f"text : ({match})"
-    if agent is not None:
-        params[0] += " AND agent : (" + _quoted(agent) + ")"
-    cond = f"search_text MATCH ? AND ({where})"
-    if agent is not None:
-        cond += " AND agent=?"
-        params.append(agent)
+    src = f"search_fts f JOIN batches b ON b.id = (f.rowid >> {BATCH_SHIFT}) WHERE search_fts MATCH ? AND ({where})"
     try:
         # Counting every hit of a word said a million times is most of a search's time: past
         # COUNT_CAP the total is given as "at least".
-        total = conn.execute(
-            f"SELECT count(*) FROM (SELECT 1 FROM search_text WHERE {cond} LIMIT {COUNT_CAP + 1})", params
-        ).fetchone()[0]
+        total = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {src} LIMIT {COUNT_CAP + 1})", params).fetchone()[0]
         rows = conn.execute(
-            f"SELECT rid, tick, agent, kind, detail, snippet(search_text, 0, char(2), char(3), '…', 24)"
-            f" FROM search_text WHERE {cond} ORDER BY rowid LIMIT ? OFFSET ?",
-            (*params, limit, offset),
+            f"SELECT f.rowid, b.rid FROM {src} ORDER BY f.rowid LIMIT ? OFFSET ?", (*params, limit, offset)
         ).fetchall()
     except sqlite3.OperationalError as e:
         if "fts5" in str(e) or "syntax" in str(e):
             raise StoreError(f"cannot search for {match!r}: {e}") from None
         raise
-    hits = [Hit(run_of.get(rid, str(rid)), tick, agent_, kind, detail, _line_of(snip))
-            for rid, tick, agent_, kind, detail, snip in rows]
-    return hits, total
+    bodies: dict[int, bytes] = {}
+    msgs: dict[int, bytes] = {}
+    out = []
+    for rowid, rid in rows:
+        batch = rowid >> BATCH_SHIFT
+        if rowid & TURN_BIT:
+            if batch not in bodies:
+                bodies[batch] = conn.execute("SELECT body FROM batches WHERE id=?", (batch,)).fetchone()[0]
+        elif batch not in msgs:
+            got = conn.execute("SELECT body FROM messages WHERE batch=?", (batch,)).fetchone()
+            msgs[batch] = got[0] if got else b""
+        out.append((rowid, rid, bodies.get(batch), msgs.get(batch)))
+    return out, total
+
+
+#: Batches whose decoded entries (and records) a SearchIndex keeps for the next search.
+DECODED_BATCHES = 512
+
+
+def _remember(cache: "OrderedDict[int, list[Any]]", batch: int, value: list[Any]) -> list[Any]:
+    cache[batch] = value
+    if len(cache) > DECODED_BATCHES:
+        cache.popitem(last=False)
+    return value
 
 
 class SearchIndex:
@@ -290,6 +423,10 @@ class SearchIndex:
         self.store = store
         #: whether a read-only store's missing index may be built through a writer
         self.build = build
+        #: batch → its outbox entries' rows / its turn records' rows, decoded for hits
+        #: (a refined search or the next page finds most of its hits in the same batches)
+        self._entries: OrderedDict[int, list[Any]] = OrderedDict()
+        self._records: OrderedDict[int, list[Any]] = OrderedDict()
 
     async def _lineage(self, run_id: str) -> list[tuple[int, int, int | None]]:
         run = await self.store._run_row(run_id)
@@ -339,6 +476,40 @@ class SearchIndex:
                     done += len(raw)
         return done
 
+    def _hits(self, found: list[tuple[int, int, bytes | None, bytes | None]], run_of: dict[int, str],
+              terms: list[tuple[str, bool]]) -> list[Hit]:
+        """The hits `query` found, with their texts decoded from the batches."""
+        st = self.store
+        codec = st.codec
+        entries, records = self._entries, self._records
+        decode_entry = codec.entry_decoder()
+        hits: list[Hit] = []
+        for rowid, rid, body, msgs in found:
+            batch, place = rowid >> BATCH_SHIFT, rowid & ((1 << BATCH_SHIFT) - 1)
+            run = run_of.get(rid, str(rid))
+            try:
+                if place & TURN_BIT:
+                    recs = records.get(batch)
+                    if recs is None:
+                        lines = st._split(body or b"")[1]
+                        recs = _remember(records, batch, unpickle(lines) if lines else [])
+                    rec = codec.decode_nested(recs[(place & ~TURN_BIT) >> 1])
+                    if place & 1:
+                        text, kind, detail = _error_of(rec) or "", "error", f"{rec.agent} · {rec.status}"
+                    else:
+                        text, kind, detail = _note_of(rec) or "", "note", f"{rec.agent} · notes"
+                    hits.append(Hit(run, rec.tick, rec.agent, kind, detail, _highlight(text, terms)))
+                else:
+                    ents = entries.get(batch)
+                    if ents is None:
+                        ents = _remember(entries, batch, st._unpack(msgs) if msgs else [])
+                    e = decode_entry(ents[place])
+                    hits.append(Hit(run, e.tick, e.agent, "message", describe(e), _highlight(_clip(e.text), terms)))
+            except (IndexError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as err:
+                raise StoreError(f"{st.path}: the search index points at a text batch {batch} does not hold ({err});"
+                                 " the index is damaged") from None
+        return hits
+
     async def unindexed(self, run_id: str) -> int:
         """Batches of the run (and the ancestors it shares) that a search would not see."""
         if not await self.store.db.call(_has_index):
@@ -366,7 +537,12 @@ class SearchIndex:
         for rid, _, _ in lineage:
             row = await st.db.one("SELECT id FROM runs WHERE rid=?", (rid,))
             run_of[rid] = row[0] if row else str(rid)
-        hits, total = await st.db.call(query, match, segments, run_of, agent, limit, offset)
+        found, total = await st.db.call(query, match, segments, agent, limit, offset)
+        try:
+            hits = self._hits(found, run_of, terms_of(text))
+        except UnknownLayout:  # written by a newer engine since this store opened
+            await st._reload_codec()
+            hits = self._hits(found, run_of, terms_of(text))
         # A fork's hits from its parent are part of the fork's own history.
         own = run_of[lineage[0][0]]
         for h in hits:

@@ -8,7 +8,6 @@ turns' records are in the codec's compact layout.
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 from lemming.engine import gcfreeze
@@ -17,7 +16,7 @@ from lemming.engine.org import Org
 from lemming.engine.state import OrgState
 from lemming.engine.store.boards import CountedBoard, MessageLog
 from lemming.engine.store.codec import Codec
-from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, dumps, pack_blob, text_hash
+from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, compress, dumps, pack_blob, text_hash
 from lemming.engine.store.errors import StoreError
 
 
@@ -34,7 +33,7 @@ class _DefinitionsOnce:
         self.defs = org.definitions()
         self.blob = dumps(self.defs)
         self.hash = text_hash(self.blob)
-        self.packed = zlib.compress(self.blob, PROMPT_LEVEL)
+        self.packed = compress(self.blob, PROMPT_LEVEL)
 
     def definitions(self) -> dict[str, Any]:
         return self.defs

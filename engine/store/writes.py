@@ -35,6 +35,8 @@ class WritePlan:
     run_update: dict[str, Any]  # runs columns to set
     batch_id: int = 0  # set by the transaction
     search_rows: list[tuple] = field(default_factory=list)  # what the batch adds to the search index (search.py)
+    #: earlier batches' (id, search rows) to index with this one; None: this one's rows wait
+    search_chunk: list[tuple[int, list[tuple]]] | None = None
 
 
 def insert_batch(conn: sqlite3.Connection, p: WritePlan) -> None:
@@ -77,7 +79,14 @@ def write_tx(conn: sqlite3.Connection, p: WritePlan) -> None:
         insert_batch(conn, p)
         insert_turns(conn, p)
         update_run(conn, p)
-        search.index_batch(conn, p.rid, p.batch_id, p.search_rows)
+        if p.search_chunk is not None:
+            search.index_chunk(conn, p.rid, [*p.search_chunk, (p.batch_id, p.search_rows)])
+
+
+def index_tx(conn: sqlite3.Connection, rid: int, chunk: list[tuple[int, list[tuple]]]) -> None:
+    """Committed batches' search rows, in a transaction of their own (search.index_chunk)."""
+    with transaction(conn):
+        search.index_chunk(conn, rid, chunk)
 
 
 def write_snapshot(conn: sqlite3.Connection, rid: int, batch: int, tick: int, body: bytes, defs_hash: str,

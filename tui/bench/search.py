@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lemming.engine.store import RunStore
-from lemming.engine.store.search import SearchIndex
+from lemming.engine.store.search import SearchIndex, indexed_rows
 from lemming.tui.bench.store import _long_run, _p
 
 QUERIES = ("spec", "measure spec", "summ*", '"the test run"', "nothingsaidlikethis")
@@ -57,8 +57,8 @@ async def _searches(db: Path, run_id: str, quick: bool) -> dict[str, Any]:
                 res = await idx.search(run_id, q, agent=agent)
                 times.append((time.perf_counter() - t0) * 1000)
                 totals[q if agent is None else f"{q} @{agent}"] = res.total
-        messages = await store.db.one("SELECT count(*) FROM search_text")
-        pages = await store.db.all("SELECT name, sum(pgsize) FROM dbstat WHERE name LIKE 'search_text%' GROUP BY name") \
+        indexed = await store.db.call(indexed_rows)
+        pages = await store.db.all("SELECT name, sum(pgsize) FROM dbstat WHERE name LIKE 'search_fts%' GROUP BY name") \
             if await _has_dbstat(store) else []
     finally:
         await store.close()
@@ -67,7 +67,7 @@ async def _searches(db: Path, run_id: str, quick: bool) -> dict[str, Any]:
         "search_ms_p50": round(_p(times, 0.5), 1),
         "search_ms_p95": round(_p(times, 0.95), 1),
         "searches": len(times),
-        "indexed_rows": messages[0] if messages else 0,
+        "indexed_rows": indexed,
         "index_mb": round(sum(b for _, b in pages) / 1e6, 1) if pages else None,
         "hits_total_spec": totals.get("spec"),
     }
@@ -83,7 +83,7 @@ async def _has_dbstat(store: RunStore) -> bool:
 
 async def _catch_up(db: Path, run_id: str) -> dict[str, Any]:
     with sqlite3.connect(db) as c:
-        c.execute("DELETE FROM search_text")
+        c.execute("DROP TABLE search_fts")  # contentless: rebuilt by the writer's opening, below
         c.execute("DELETE FROM search_upto")
     store = await RunStore.open(db)
     try:

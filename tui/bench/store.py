@@ -5,7 +5,10 @@ calls `bench_store()`.
 
 * events_per_s — the store's write rate: the events of a real 100-agent sim run
   (recorded in memory first) written through a RunRecorder, one transaction per
-  tick, into a fresh file.
+  tick, into a fresh file, the search index filled as a run fills it (wall clock;
+  events_per_s_cpu: per second of the process's CPU time, steadier on a busy machine).
+  events_per_s_no_search / events_per_s_cpu_no_search: the same with the recorder's
+  indexing off (`recorder(..., index=False)`), what the index costs.
 * bytes_per_turn — the file's size per agent-turn for that run, and the same
   without the reply text (bytes_per_turn_besides_reply).
 * events_per_s_1000_agents — events recorded per second of wall time during a
@@ -82,8 +85,8 @@ async def _write_rate(tmp: Path, quick: bool) -> dict[str, Any]:
     engine, batches = await _record_in_memory(root, ticks)
     n = sum(len(b) for b in batches)
     turns = _turns(batches)
-    rates: dict[bool, list[float]] = {True: [], False: []}
-    cpu_rates: list[float] = []
+    rates: dict[str, list[float]] = {"live": [], "own": [], "bare": []}
+    cpu_rates: dict[str, list[float]] = {"live": [], "own": [], "bare": []}
     # The recorded batches are this benchmark's fixture, alive all along: out of the
     # collector's full passes, as what is alive when a run starts is in the engine
     # (gcfreeze), so that collections do not walk them at every write.
@@ -94,10 +97,12 @@ async def _write_rate(tmp: Path, quick: bool) -> dict[str, Any]:
         gcfreeze.release()
     reply = sum(len(r.raw_output.encode()) for r in turns)
     return {
-        "events_per_s": round(statistics.median(rates[True])),
+        "events_per_s": round(statistics.median(rates["live"])),
         # CPU time of the process (its SQLite thread included): steadier on a busy machine
-        "events_per_s_cpu": round(statistics.median(cpu_rates)),
-        "events_per_s_own_fold": round(statistics.median(rates[False])),
+        "events_per_s_cpu": round(statistics.median(cpu_rates["live"])),
+        "events_per_s_no_search": round(statistics.median(rates["bare"])),
+        "events_per_s_cpu_no_search": round(statistics.median(cpu_rates["bare"])),
+        "events_per_s_own_fold": round(statistics.median(rates["own"])),
         "write_agents": agents,
         "write_events": n,
         "bytes_per_turn": round(size / len(turns)),
@@ -107,19 +112,21 @@ async def _write_rate(tmp: Path, quick: bool) -> dict[str, Any]:
 
 
 async def _write_each(tmp: Path, root: Path, engine: Engine, batches: list[list[Event]], ticks: int, quick: bool,
-                      rates: dict[bool, list[float]], cpu_rates: list[float], n: int) -> int:
-    """Write the batches into fresh files (with the engine's live state, and with the
-    recorder's own fold), repeatedly, noting the rates; returns the last file's size."""
+                      rates: dict[str, list[float]], cpu_rates: dict[str, list[float]], n: int) -> int:
+    """Write the batches into fresh files (with the engine's live state; the same without
+    search indexing; with the recorder's own fold), repeatedly, noting the rates; returns
+    the size of the last file written as a run writes it."""
     size = 0
     for i in range(2 if quick else 3):
-        for live in (True, False):
-            db = tmp / f"write{i}-{live}.db"
+        for variant in ("live", "bare", "own"):
+            live = variant != "own"
+            db = tmp / f"write{i}-{variant}.db"
             store = await RunStore.open(db)
             await store.create_run(run_id=engine.run_id, org_root=root, seed=1, definitions_hash=None, target_ticks=ticks)
             # As the engine records: it applies each batch to its own state after the
             # write (its work, not the store's); the recorder snapshots that state.
             state = OrgState(org=Org(root=root, agents={}, models={}), bounded=True) if live else None
-            rec = store.recorder(engine.run_id, state=state)
+            rec = store.recorder(engine.run_id, state=state, index=variant != "bare")
             spent = cpu = 0.0
             for b in batches:
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -129,10 +136,10 @@ async def _write_each(tmp: Path, root: Path, engine: Engine, batches: list[list[
                 if state is not None:
                     for ev in b:
                         state.apply(ev)
-            rates[live].append(n / spent)
-            if live:
-                cpu_rates.append(n / cpu)
-            size = (await store.stats())["bytes"]
+            rates[variant].append(n / spent)
+            cpu_rates[variant].append(n / cpu)
+            if variant == "live":
+                size = (await store.stats())["bytes"]
             await store.close()
     return size
 
