@@ -98,9 +98,13 @@ def build_engine(
 class RecordedRun:
     """An engine whose run is recorded in a run store (see the module docstring)."""
 
-    def __init__(self, engine: Engine, store: RunStore, *, target_ticks: int | None, resumed_from: int | None = None) -> None:
+    def __init__(self, engine: Engine, store: RunStore, *, target_ticks: int | None, resumed_from: int | None = None,
+                 stop_recorded: bool = True) -> None:
         self.engine = engine
         self.store = store
+        #: False for a resumed run whose record has no stop (killed after its last tick
+        #: committed): running it records the stop an uninterrupted run would have.
+        self.stop_recorded = stop_recorded
         #: The tick the run is meant to reach (None: until stopped).
         self.target_ticks = target_ticks
         #: For a resumed run, the tick it continues from.
@@ -244,12 +248,14 @@ class RecordedRun:
         except BaseException:
             await store.close()
             raise
-        return cls(engine, store, target_ticks=target, resumed_from=start)
+        return cls(engine, store, target_ticks=target, resumed_from=start,
+                   stop_recorded=info.status not in ("running", "interrupted"))
 
     @property
     def complete(self) -> bool:
-        """The run has reached its target tick: nothing is left to run."""
-        return self.target_ticks is not None and self.engine.tick >= self.target_ticks
+        """The run has reached its target tick and its record says it stopped: nothing is
+        left to run."""
+        return self.target_ticks is not None and self.engine.tick >= self.target_ticks and self.stop_recorded
 
 
 def _on_disk_at(state: OrgState, info: RunInfo) -> Org:

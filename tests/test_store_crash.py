@@ -151,6 +151,33 @@ def test_sigkill_at_several_points_then_resume_equals_an_uninterrupted_run(tmp_p
     assert run_ids(db)[0]["ticks"] == n + 2
 
 
+def test_a_run_killed_between_its_last_tick_and_its_stop_is_stopped_by_resume(tmp_path: Path) -> None:
+    """Every tick committed, the stop not: resume records the stop (the run is not yet
+    complete), and the record is the uninterrupted run's."""
+    root = org(tmp_path)
+    n, seed = 4, 3
+    ref_db = tmp_path / "ref.db"
+    r = lemming("run", "--headless", "--org", root, "--ticks", n, "--seed", seed, "--db", ref_db, "--no-watch")
+    assert r.returncode == 0, r.stderr
+    reference = canonical_export(ref_db, run_ids(ref_db)[0]["id"])
+
+    db = tmp_path / "killed.db"
+    r = subprocess.run([sys.executable, "-m", "tests.support.killpoint", "--kill", "stop-begun:1", "--",
+                        "run", "--headless", "--org", str(root), "--ticks", str(n), "--seed", str(seed), "--db", str(db), "--no-watch"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120, env=_env())
+    assert r.returncode == -9, r.stderr
+    (info,) = run_ids(db)
+    assert info["status"] == "interrupted" and info["ticks"] == n
+    r = lemming("resume", info["id"], "--db", db, "--org", root)
+    assert r.returncode == 0, r.stderr
+    assert "is complete" not in r.stdout
+    (info,) = run_ids(db)
+    assert (info["status"], info["ticks"]) == ("completed", n)
+    assert canonical_export(db, info["id"]) == reference
+    r = lemming("resume", info["id"], "--db", db, "--org", root)
+    assert r.returncode == 0 and "is complete" in r.stdout
+
+
 def test_a_run_killed_before_its_first_tick_resumes_from_the_start(tmp_path: Path) -> None:
     root = org(tmp_path)
     db = tmp_path / "early.db"

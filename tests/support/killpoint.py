@@ -9,6 +9,7 @@ SIGKILL, nothing is cleaned up — the K-th time it reaches POINT:
 
     tx-begun      inside a tick's transaction: the batch rows are inserted, COMMIT is not
     tx-committed  right after COMMIT, before the engine applies and publishes the tick
+    stop-begun    inside the run's stop transaction (every tick committed, the stop not)
     snapshot-tx   inside a snapshot's transaction, before its COMMIT
     snapshot-build while the snapshot is being encoded (no transaction yet)
     wal-reset     while the WAL is being checked for a reset
@@ -49,6 +50,15 @@ def _arm(point: str, k: int) -> None:
                 _die()
 
         writes.update_run = update_run
+    elif point == "stop-begun":
+        orig_stop = writes.update_run
+
+        def update_run_stop(conn, p):  # type: ignore[no-untyped-def]
+            orig_stop(conn, p)
+            if p.kind == "stop" and hit():
+                _die()
+
+        writes.update_run = update_run_stop
     elif point == "tx-committed":
         orig_tx = writes.write_tx
 
