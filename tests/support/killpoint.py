@@ -41,24 +41,16 @@ def _arm(point: str, k: int) -> None:
         seen["n"] += 1
         return seen["n"] >= k
 
-    if point == "tx-begun":
+    if point in ("tx-begun", "stop-begun"):
+        kind = "tick" if point == "tx-begun" else "stop"
         orig = writes.update_run
 
         def update_run(conn, p):  # type: ignore[no-untyped-def]
             orig(conn, p)
-            if p.kind == "tick" and hit():
+            if p.kind == kind and hit():
                 _die()
 
         writes.update_run = update_run
-    elif point == "stop-begun":
-        orig_stop = writes.update_run
-
-        def update_run_stop(conn, p):  # type: ignore[no-untyped-def]
-            orig_stop(conn, p)
-            if p.kind == "stop" and hit():
-                _die()
-
-        writes.update_run = update_run_stop
     elif point == "tx-committed":
         orig_tx = writes.write_tx
 
