@@ -51,13 +51,13 @@ def test_graph_forty_agents(snap_compare, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("size", SIZES, ids=["80x24", "160x50"])
 def test_search_dialog(snap_compare, app_factory, tmp_path: Path, size: tuple[int, int]) -> None:  # noqa: F811
-    """`/` on a recorded run: the hits of "spec" with the word highlighted."""
+    """`/` on a recorded run: the hits of "budget" with the word highlighted."""
 
     async def run_before(pilot) -> None:  # noqa: ANN001
         from tests.support.app_driver import wait_for
 
         await _stepped(pilot, "slash")
-        await pilot.press(*"spec")
+        await pilot.press(*"budget")
         dialog = pilot.app.screen
         await wait_for(pilot, lambda: getattr(dialog, "result", None) is not None, what="the hits")
         await pilot.pause(0.05)
