@@ -226,6 +226,7 @@ class Engine(RunReadAPI):
         fork_tick: int | None = None,
         paused: bool = False,
         retry_policy: RetryPolicy | None = None,
+        mcp_wait: bool = True,
         clock=time.time,
     ) -> None:
         self.seed = seed
@@ -254,9 +255,9 @@ class Engine(RunReadAPI):
         #: The run's MCP servers while it runs (None when the organisation has none).
         self.mcp: McpHub | None = None
         #: Wait for the MCP servers to list their tools before the first tick (the prompts
-        #: are then the same whenever the servers come up: seeded tests); False starts them
-        #: in the background.
-        self.mcp_wait = False
+        #: are then the same whenever the servers come up: a seeded run's record does not
+        #: depend on their start-up); False starts them in the background (the control room).
+        self.mcp_wait = mcp_wait
         #: A resumed run writes its last committed tick's files again (idempotent): a kill
         #: may have come between the tick's commit and their writing.
         self._reapply_files = state is not None and parent_run is None

@@ -79,7 +79,7 @@ def build_engine(
     if settings.sim_only:
         loaded = simulated(loaded)
     registry = ProviderRegistry(loaded.models, overrides={"sim": dict(settings.sim)} if settings.sim else None)
-    engine = Engine(
+    return Engine(
         loaded,
         seed=settings.seed,
         concurrency=settings.concurrency,
@@ -90,9 +90,8 @@ def build_engine(
         run_id=run_id,
         parent_run=parent_run,
         fork_tick=fork_tick,
+        mcp_wait=settings.mcp_wait,
     )
-    engine.mcp_wait = settings.mcp_wait
-    return engine
 
 
 class RecordedRun:

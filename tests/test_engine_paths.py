@@ -59,7 +59,6 @@ class _WaitingRegistry(ProviderRegistry):
 async def _run(registry_cls: type[ProviderRegistry], ticks: int) -> tuple[list[str], int]:
     org = load_org(demo_copy())  # the demo's tools write files: each run starts from the same ones
     engine = Engine(org, seed=11, registry=registry_cls(org.models))
-    engine.mcp_wait = True  # the researcher's prompts list the time server's tools from the first tick, on both paths
     sub = engine.subscribe(tokens=False)
     await engine.run(ticks=ticks)
     events = [e for e in sub.drain() if e.persistent]

@@ -39,7 +39,6 @@ def test_granted_mcp_calls_answer_within_the_turn_and_the_rest_are_refused(tmp_p
 
     async def go():
         engine = Engine(load_org(root), seed=1)
-        engine.mcp_wait = True  # the first prompt lists the tools (else: once the server is up)
         sub = engine.subscribe(tokens=False)
         await engine.run(ticks=1)
         assert engine.mcp is None  # the servers stopped with the run
@@ -94,7 +93,6 @@ def test_the_demo_sim_calls_mcp_server_time(tmp_path: Path) -> None:
 
     async def go():
         engine = Engine(load_org(root), seed=3)
-        engine.mcp_wait = True  # 30 sim ticks take less than the server's start-up
         sub = engine.subscribe(tokens=False)
         await engine.run(ticks=30)
         return sub.drain()
@@ -114,7 +112,7 @@ def _slow_org(root: Path, *, delay: float, timeout: float) -> Path:
 
 def _turns(root: Path, ticks: int, status=None) -> list:
     async def go():
-        engine = Engine(load_org(root), seed=1)
+        engine = Engine(load_org(root), seed=1, mcp_wait=False)  # the servers start in the background
         sub = engine.subscribe(tokens=False)
         await engine.run(ticks=ticks)
         return [e.record for e in sub.drain() if isinstance(e, TurnFinished)]

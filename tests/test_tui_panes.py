@@ -50,7 +50,6 @@ async def record_demo(tmp_path: Path, run_id: str, *, seed: int, ticks: int) -> 
 
     db = tmp_path / "runs.db"
     engine = Engine(load_org(demo_copy(tmp_path / "demo")), seed=seed, run_id=run_id)
-    engine.mcp_wait = True  # the researcher's prompts list the time server's tools from the first tick
     sub = engine.subscribe(tokens=False)
     async with await RecordedRun.record(engine, db):
         await engine.run(ticks=ticks)

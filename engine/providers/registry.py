@@ -48,11 +48,11 @@ DEFAULT_CONCURRENCY = {"sim": 1_000, "openai": 32, "anthropic": 16, "ollama": 4,
 POOLABLE = frozenset({"openai", "anthropic", "ollama"})
 
 
-
 def unknown_provider(name: str) -> str:
     """The one line for a provider name no adapter has (a made-up name is quoted and bounded)."""
     shown = repr(name) if len(name) <= 60 else repr(name[:57]) + "..."
     return f"unknown provider {shown}; known: {', '.join(sorted(ADAPTERS))}"
+
 
 class ProviderRegistry:
     """Resolves model keys to ready adapters and per-provider concurrency limits."""

@@ -33,10 +33,10 @@ def sim_engine(
 ) -> Engine:
     """An engine on `org` with the control room's settings, but `interval` between ticks
     and the sim streaming `tokens_per_s` (0: each reply at once)."""
-    settings = CONTROL_ROOM.replace(seed=seed, paused=paused, interval=interval, sim={"tokens_per_s": tokens_per_s})
+    # mcp_wait: prompts list the MCP tools from the first tick, whatever the start-up takes.
+    settings = CONTROL_ROOM.replace(seed=seed, paused=paused, interval=interval, sim={"tokens_per_s": tokens_per_s}, mcp_wait=True)
     engine = build_engine(org, settings, run_id=run_id)
     engine.recorder = recorder
-    engine.mcp_wait = True  # prompts list the MCP tools from the first tick, whatever the start-up takes
     return engine
 
 

@@ -68,8 +68,7 @@ async def _first_tick(wait: bool) -> float:
             (d / "resume.json").write_text(json.dumps({"name": f"a{i}", "model": "sim", "permissions": {"tools": tools}}))
         (org / "models.json").write_text(json.dumps({"sim": {"provider": "sim", "model_name": "sim-1", "provider_config": {"tokens_per_s": 0}}}))
         (org / "org.json").write_text(json.dumps({"mcp_servers": {"time": {"command": "mcp-server-time", "args": ["--local-timezone", "UTC"]}}}))
-        engine = Engine(load_org(org), seed=1)
-        engine.mcp_wait = wait
+        engine = Engine(load_org(org), seed=1, mcp_wait=wait)
         engine.freeze_gc = False
         sub = engine.subscribe(tokens=False)
         started = time.perf_counter()
