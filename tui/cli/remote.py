@@ -101,17 +101,24 @@ def detach_run(args: argparse.Namespace) -> int:
 def keep_and_attach(args: argparse.Namespace) -> int:
     """`lemming --keep`: the run in the background (headless, served), and the control
     room attached to it, so that quitting leaves the run going; X stops it."""
+    from lemming.engine.recorded_run import CONTROL_ROOM
+
     org = Path(args.org).resolve()
-    interval = args.interval if args.interval is not None else 1.0  # the control room's default
+    # The control room's pace (a tick a second, the sim at a readable rate) unless told otherwise.
+    interval = args.interval if args.interval is not None else CONTROL_ROOM.interval
     argv = ["run", "--headless", "--org", str(org), "--seed", str(args.seed), "--interval", str(interval)]
     for flag in ("paused", "no_record", "no_watch", "sim"):
         if getattr(args, flag, False):
             argv.append("--" + flag.replace("_", "-"))
     if getattr(args, "db", None):
         argv += ["--db", str(Path(args.db).resolve())]
+    sim = {"sim_tokens_per_s": CONTROL_ROOM.sim.get("tokens_per_s")}
     for attr in ("sim_tokens_per_s", "sim_latency_ms", "sim_malformed_rate"):
-        if getattr(args, attr, None) is not None:
-            argv += ["--" + attr.replace("_", "-"), str(getattr(args, attr))]
+        value = getattr(args, attr, None)
+        if value is None:
+            value = sim.get(attr)
+        if value is not None:
+            argv += ["--" + attr.replace("_", "-"), str(value)]
     started = start_in_background(org, argv)
     if isinstance(started, str):
         return fail(started)
