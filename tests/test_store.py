@@ -374,6 +374,7 @@ async def test_a_newer_schema_is_refused_and_an_older_one_migrated(tmp_path: Pat
 
     monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
     monkeypatch.setitem(schema.MIGRATIONS, schema.SCHEMA_VERSION - 1, migrate)
+    monkeypatch.setattr(schema, "READ_AS_IS", frozenset({schema.SCHEMA_VERSION}))  # the old one needs the step
     with pytest.raises(StoreError, match="older store schema"):
         await RunStore.open(db, readonly=True)  # a reader never migrates
     store = await RunStore.open(db)
@@ -488,6 +489,82 @@ async def test_the_wal_stays_bounded_while_a_reader_keeps_reading(tmp_path: Path
     assert max(sizes) < 2 * 1024 * 1024 and grown > 2 * max(sizes), (max(sizes), grown, written)
 
 
+def _as_schema_2(con: sqlite3.Connection, body: bytes) -> tuple[list[list[Any]], bytes]:
+    """A batch body of now (codec.py) in the form store schema 2 wrote: the rows as
+    ``[code, *fields]`` lists with None where the record or entry was, then the records
+    pickled as ``[code, *fields]`` lists (prompt None, usage ``(code, *fields)``)."""
+    from lemming.engine.store.encoding import pack, unpickle
+
+    layouts = {code: (name, json.loads(f)) for code, name, f in con.execute("SELECT code, name, fields FROM codec")}
+    (codes, rows), records = unpickle_head(decompress(body))
+    old_rows = []
+    for code, row in zip(codes, rows):
+        name, fields = layouts[code]
+        vals = list(row)
+        nested = {"turn_finished": "record", "message_committed": "entry"}.get(name)
+        if nested:
+            vals.insert(fields.index(nested), None)
+        old_rows.append([code, *vals])
+    if not records:
+        return old_rows, b""
+    rcode, ucode, rrows = unpickle(records)
+    rfields, ufields = layouts[rcode][1], layouts[ucode][1]
+    p, u = rfields.index("prompt"), rfields.index("usage") - 1
+    k = len(ufields)
+    old_recs = []
+    for r in rrows:
+        vals = list(r)
+        vals[u:u + k] = [(ucode, *vals[u:u + k])]
+        vals.insert(p, None)
+        old_recs.append([rcode, *vals])
+    return old_rows, pack(old_recs)
+
+
+async def _everything(store: RunStore, run_id: str) -> tuple[Any, ...]:
+    """What a reader makes of a run: its events, states (with and without snapshots),
+    every turn whole, a search (whose hits are decoded from the bodies)."""
+    from lemming.engine.store.search import SearchIndex
+
+    events = [e.to_dict() for e in await store.events(run_id)]
+    states = [fp(await store.state_at(run_id, t, use_snapshots=snaps)) for t in (1, 2, 3) for snaps in (True, False)]
+    turns = [(t, a) for t, a, _, _ in await store.turns(run_id)]
+    whole = [(await store.turn(run_id, t, a)).to_dict() for t, a in turns]  # type: ignore[union-attr]
+    found = [h.to_dict() for h in (await SearchIndex(store).search(run_id, "the")).hits]
+    return events, states, whole, found
+
+
+async def test_bodies_of_store_schema_2_are_read_as_they_are(tmp_path: Path) -> None:
+    """A file an older lemming wrote (schema 2: rows and records as lists) opens read-only
+    without a migration and reads as the same run; a writer marks it schema 3 and adds
+    batches of now beside the old ones."""
+    from lemming.engine.store.encoding import pack
+
+    db, run_id = await _small_db(tmp_path)
+    store = await RunStore.open(db, readonly=True)
+    try:
+        before = await _everything(store, run_id)
+    finally:
+        await store.close()
+    assert before[2] and before[3]  # turns, and search hits
+    con = sqlite3.connect(db)
+    for bid, body in con.execute("SELECT id, body FROM batches").fetchall():
+        rows, records = _as_schema_2(con, body)
+        con.execute("UPDATE batches SET body=? WHERE id=?", (compress(pack(rows) + records), bid))
+    con.execute("PRAGMA user_version = 2")
+    con.commit()
+    con.close()
+    store = await RunStore.open(db, readonly=True)
+    try:
+        assert await _everything(store, run_id) == before
+    finally:
+        await store.close()
+    store = await RunStore.open(db)
+    await store.close()
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+    con.close()
+
+
 async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Path) -> None:
     """A newer engine added a field to TickCompleted and registered its layout after this
     reader opened the file: the reader reloads the layouts and maps fields by name. The
@@ -504,7 +581,7 @@ async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Pat
         code = con.execute("INSERT INTO codec (name, fields) VALUES ('tick_completed', ?)", (json.dumps(newer),)).lastrowid
         (old_code,) = con.execute("SELECT code FROM codec WHERE name='tick_completed' AND fields=?", (fields,)).fetchone()
         for bid, body in con.execute("SELECT id, body FROM batches WHERE kind='tick'").fetchall():
-            rows, records = unpickle_head(decompress(body))
+            rows, records = _as_schema_2(con, body)
             rows = [r + [1.5] if r[0] == old_code else r for r in rows]
             rows = [[code, *r[1:]] if r[0] == old_code else r for r in rows]
             # as an older lemming wrote bodies: a line of JSON rows, the records, zlib
@@ -515,6 +592,48 @@ async def test_events_written_with_another_layout_are_read_by_name(tmp_path: Pat
         assert [e.tick for e in await reader.events(run_id) if type(e) is TickCompleted] == [1, 2, 3]
     finally:
         await reader.close()
+
+
+async def test_records_written_with_another_layout_are_read_by_name(tmp_path: Path) -> None:
+    """Turn records of now written by an engine whose TurnRecord had another field (and
+    lacked one of this one's) read by name: the known fields kept, the missing one its default."""
+    from lemming.engine.store.encoding import pack, unpickle
+
+    db, run_id = await _small_db(tmp_path)
+    store = await RunStore.open(db, readonly=True)
+    try:
+        turns = [(t, a) for t, a, _, _ in await store.turns(run_id)]
+        before = [await store.turn(run_id, t, a) for t, a in turns]
+    finally:
+        await store.close()
+    con = sqlite3.connect(db)
+    (fields,) = con.execute("SELECT fields FROM codec WHERE name='TurnRecord'").fetchone()
+    (old_code,) = con.execute("SELECT code FROM codec WHERE name='TurnRecord' AND fields=?", (fields,)).fetchone()
+    names = json.loads(fields)
+    gone = names.index("latency_ms")
+    other = [n for n in names if n != "latency_ms"] + ["mood"]
+    code = con.execute("INSERT INTO codec (name, fields) VALUES ('TurnRecord', ?)", (json.dumps(other),)).lastrowid
+    p, u = names.index("prompt"), names.index("usage")
+    gone_at = gone - (p < gone) + (2 if u < gone else 0)  # in a row: no prompt, usage's 3 fields
+    for bid, body in con.execute("SELECT id, body FROM batches").fetchall():
+        rows, records = unpickle_head(decompress(body))
+        if not records:
+            continue
+        rcode, ucode, rrows = unpickle(records)
+        assert rcode == old_code
+        rrows = [(*r[:gone_at], *r[gone_at + 1:], "calm") for r in rrows]
+        con.execute("UPDATE batches SET body=? WHERE id=?", (compress(pack(rows) + pack((code, ucode, rrows))), bid))
+    con.commit()
+    con.close()
+    store = await RunStore.open(db, readonly=True)
+    try:
+        after = [await store.turn(run_id, t, a) for t, a in turns]
+    finally:
+        await store.close()
+    assert [r.latency_ms for r in after] == [0.0] * len(after)
+    for a, b in zip(after, before):
+        a.latency_ms = b.latency_ms
+    assert [r.to_dict() for r in after] == [r.to_dict() for r in before]
 
 
 async def test_a_shared_board_reads_like_a_plain_one(tmp_path: Path) -> None:

@@ -1,12 +1,23 @@
 """The event codec: batches of events as compact rows, and back.
 
-A batch's events are stored as rows (lists, pickled; JSON arrays in files written
-before), one per event: a layout code, then the event's fields in the order of that
-layout. The `codec` table maps each code to an
-event type (or TurnRecord / OutboxEntry / TokenUsage) and its field names, so a
-newer engine whose events have other fields still reads old rows, by name. Turn
-records and outbox entries are kept apart from their event rows (the batch body's
-second line, and the `messages` table), so a fold builds only what it keeps.
+A batch's events are stored as rows, one per event, each in the field order of its
+event type's layout. The `codec` table maps each layout code to an event type (or
+TurnRecord / OutboxEntry / TokenUsage) and its field names, so a newer engine whose
+events have other fields still reads old rows, by name. Turn records and outbox
+entries are kept apart from their event rows (the batch body's second pickle, and the
+`messages` table), so a fold builds only what it keeps.
+
+What a batch body holds, by the version of lemming that wrote it:
+
+* now (`Codec.encode`): ``(codes, rows)``, the layout code of each event and, apart,
+  its fields as a tuple, the nested record or entry left out; then the turn records
+  as ``(record code, usage code, rows)``, each row a TurnRecord's fields without the
+  prompt (kept in `prompts`) and with the TokenUsage's fields in place of `usage`.
+  Tuples straight from `operator.attrgetter`, built in C: the writer's loop over the
+  events never runs in Python.
+* before: a list of ``[code, *fields]`` lists with None in the nested slot, then the
+  records as ``[code, *fields]`` lists (usage as ``(code, *fields)``); pickled, or
+  (older still) a line of JSON rows. Read alike.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
+from itertools import compress, repeat
 from typing import Any, Callable, Iterable, Sequence
 
 from lemming.engine.events import (
@@ -29,6 +41,11 @@ from lemming.engine.state import FOLD_SKIPS, OrgState
 from lemming.engine.store.encoding import unpickle
 from lemming.engine.store.errors import StoreError, UnknownLayout
 
+_call = operator.call
+_is = operator.is_
+_record_of = operator.attrgetter("record")
+_entry_of = operator.attrgetter("entry")
+
 
 def _is_tuple_field(f: dataclasses.Field) -> bool:
     return "tuple" in str(f.type)
@@ -37,7 +54,8 @@ def _is_tuple_field(f: dataclasses.Field) -> bool:
 class _Layout:
     """How one event type (or TurnRecord / OutboxEntry / TokenUsage) is laid out in a row."""
 
-    __slots__ = ("code", "name", "fields", "cls", "current", "tuple_idx", "getter", "index", "record_idx", "entry_idx")
+    __slots__ = ("code", "name", "fields", "cls", "current", "tuple_idx", "getter", "index", "record_idx", "entry_idx",
+                 "nested", "agent_pos", "plain")
 
     def __init__(self, code: int, name: str, fields: tuple[str, ...], cls: type | None) -> None:
         self.code = code
@@ -53,13 +71,32 @@ class _Layout:
         self.index = {n: i for i, n in enumerate(fields)}
         self.record_idx = self.index.get("record") if name == TurnFinished.type else None
         self.entry_idx = self.index.get("entry") if name == MessageCommitted.type else None
+        #: where the record or entry was among the fields (a row of now leaves it out)
+        self.nested = self.record_idx if self.record_idx is not None else self.entry_idx
+        agent = self.index.get("agent")
+        self.agent_pos = agent - 1 if agent is not None and self.nested is not None and self.nested < agent else agent
+        #: a row of now is the class's arguments as they are
+        self.plain = self.current and not self.tuple_idx and self.nested is None
 
-    def values(self, obj: Any) -> list[Any]:
-        g = self.getter
-        if g is None:
-            return []
-        v = g(obj)
-        return list(v) if len(self.fields) > 1 else [v]
+    def row_getter(self) -> Callable[[Any], tuple]:
+        """The fields of an event of this (current) layout as a row of now: a tuple, the
+        record or entry left out."""
+        names = [n for i, n in enumerate(self.fields) if i != self.nested]
+        if len(names) == 1:
+            one = operator.attrgetter(names[0])
+            return lambda ev: (one(ev),)
+        if not names:
+            return lambda ev: ()
+        return operator.attrgetter(*names)
+
+    def build_row(self, row: Sequence[Any], nested: Any = None) -> Any:
+        """The event of a row of now (`Codec.encode`), with its record or entry."""
+        if self.plain:
+            return self.cls(*row)  # type: ignore[misc]
+        vals = list(row)
+        if self.nested is not None:
+            vals.insert(self.nested, nested)
+        return self.build(vals)
 
     def build(self, vals: list[Any]) -> Any:
         cls = self.cls
@@ -107,11 +144,14 @@ class Codec:
     def __init__(self, rows: Iterable[tuple[int, str, str]]) -> None:
         self.by_code: dict[int, _Layout] = {}
         self.by_name: dict[str, _Layout] = {}  # current layouts only
-        #: event class → (code, getter) for the events without a nested record or entry
-        self._plain_rows: dict[type, tuple[int, Callable[[Any], Any]]] = {}
         self._record_enc: tuple | None = None
         self._entry_enc: tuple | None = None
         self._entry_dec: Callable[[Any], OutboxEntry] | None = None
+        #: event class → its layout code, and the getter of its row (Codec.encode)
+        self._codes: dict[type, int] = {}
+        self._getters: dict[type, Callable[[Any], tuple]] = {}
+        self._records_enc: tuple[int, int, Callable[[Any], tuple]] | None = None
+        self._records_dec: dict[tuple[int, int], Callable[[Sequence[Any]], TurnRecord]] = {}
         for code, name, fields in rows:
             cls = EVENT_TYPES.get(name) or _NESTED.get(name)
             lay = _Layout(code, name, tuple(json.loads(fields)), cls)
@@ -145,38 +185,60 @@ class Codec:
             enc = self._entry_enc = (lay.code, lay.getter)
         return (enc[0], *enc[1](e))
 
-    def encode(self, events: Sequence[Event], turns: list[TurnRecord] | None = None) -> tuple[list[Any], list[Any], list[Any]]:
-        """(rows, message entries, turn records) for one batch; a row's entry or
-        record is None in the row and comes next from its own list. The batch's
-        TurnRecords are appended to `turns`, if given."""
-        rows: list[Any] = []
-        entries: list[Any] = []
-        records: list[Any] = []
-        plain = self._plain_rows
-        append = rows.append
-        for ev in events:
-            got = plain.get(ev.__class__)
-            if got is not None:
-                append([got[0], *got[1](ev)])
-                continue
-            lay = self.by_name.get(ev.type)
-            if lay is None:
-                raise StoreError(f"event type {ev.type!r} has no layout in this database; reopen it read-write")
-            if lay.record_idx is None and lay.entry_idx is None:
-                plain[ev.__class__] = (lay.code, lay.getter)
-                append([lay.code, *lay.getter(ev)])  # type: ignore[misc]
-                continue
-            vals = lay.values(ev)
-            if lay.record_idx is not None:
-                if turns is not None:
-                    turns.append(vals[lay.record_idx])
-                records.append(self.encode_record(vals[lay.record_idx]))
-                vals[lay.record_idx] = None
-            else:
-                entries.append(self.encode_entry(vals[lay.entry_idx]))  # type: ignore[index]
-                vals[lay.entry_idx] = None  # type: ignore[index]
-            rows.append([lay.code, *vals])
-        return rows, entries, records
+    def _register(self, cls: type) -> None:
+        lay = self.by_name.get(getattr(cls, "type", None))  # type: ignore[arg-type]
+        if lay is None or lay.cls is not cls:
+            raise StoreError(f"event type {getattr(cls, 'type', cls.__name__)!r} has no layout in this database; reopen it read-write")
+        self._getters[cls] = lay.row_getter()
+        self._codes[cls] = lay.code
+
+    def _record_rows(self) -> tuple[int, int, Callable[[Any], tuple]]:
+        enc = self._records_enc
+        if enc is None:
+            lay, ul = self._nested("TurnRecord"), self._nested("TokenUsage")
+            names: list[str] = []
+            for n in lay.fields:
+                if n == "usage":
+                    names.extend(f"usage.{u}" for u in ul.fields)
+                elif n != "prompt":  # kept in `prompts`, compressed
+                    names.append(n)
+            enc = self._records_enc = (lay.code, ul.code, operator.attrgetter(*names))
+        return enc
+
+    def encode(self, events: Sequence[Event], turns: list[TurnRecord] | None = None,
+               entries: list[OutboxEntry] | None = None) -> tuple[tuple[list[int], list[tuple]], list[Any], Any]:
+        """(events, message entries, turn records) of one batch, as stored (see the
+        module's doc): ``(codes, rows)``; the entries' rows; the records as ``(record
+        code, usage code, rows)``, or None without any. The batch's TurnRecords are
+        appended to `turns` and its OutboxEntries to `entries`, if given."""
+        types = list(map(type, events))
+        codes_of = self._codes
+        try:
+            codes = list(map(codes_of.__getitem__, types))
+        except KeyError:
+            for t in set(types) - codes_of.keys():
+                self._register(t)
+            codes = list(map(codes_of.__getitem__, types))
+        rows = list(map(_call, map(self._getters.__getitem__, types), events))
+        recs = list(map(_record_of, compress(events, map(_is, types, repeat(TurnFinished)))))
+        ents = list(map(_entry_of, compress(events, map(_is, types, repeat(MessageCommitted)))))
+        records = None
+        if recs:
+            rcode, ucode, getter = self._record_rows()
+            records = (rcode, ucode, list(map(getter, recs)))
+            if turns is not None:
+                turns.extend(recs)
+        entry_rows: list[Any] = []
+        if ents:
+            enc = self._entry_enc
+            if enc is None:
+                lay = self._nested("OutboxEntry")
+                enc = self._entry_enc = (lay.code, lay.getter)
+            code, getter = enc
+            entry_rows = [(code, *getter(e)) for e in ents]
+            if entries is not None:
+                entries.extend(ents)
+        return (codes, rows), entry_rows, records
 
     # -- decoding (readers) -------------------------------------------------------------
 
@@ -203,6 +265,39 @@ class Codec:
             dec = self._entry_dec = self.entry_decoder()
         return dec
 
+    def _records_decoder(self, rcode: int, ucode: int) -> Callable[[Sequence[Any]], TurnRecord]:
+        dec = self._records_dec.get((rcode, ucode))
+        if dec is not None:
+            return dec
+        lay, ul = self.by_code.get(rcode), self.by_code.get(ucode)
+        if lay is None or ul is None:
+            raise UnknownLayout(f"unknown layout code {rcode if lay is None else ucode} in the database (corrupt?)")
+        p = lay.index.get("prompt")
+        u = lay.index.get("usage")
+        k = len(ul.fields) if u is not None else 0
+        if u is not None and p is not None and p < u:
+            u -= 1  # where usage's fields start in a row (the prompt is left out)
+        build, ubuild = lay.build, ul.build
+
+        def dec(row: Sequence[Any]) -> TurnRecord:
+            vals = list(row)
+            if u is not None:
+                vals[u:u + k] = (ubuild(vals[u:u + k]),)
+            if p is not None:
+                vals.insert(p, [])
+            return build(vals)
+
+        self._records_dec[(rcode, ucode)] = dec
+        return dec
+
+    def record_at(self, records: Any, i: int) -> TurnRecord:
+        """The `i`-th turn record of a batch's decoded records (either form, see the
+        module's doc), its prompt left empty."""
+        if type(records) is tuple:
+            rcode, ucode, rows = records
+            return self._records_decoder(rcode, ucode)(rows[i])
+        return self.decode_nested(records[i])
+
     def decode_nested(self, row: list[Any]) -> Any:
         lay = self.by_code.get(row[0])
         if lay is None:
@@ -217,13 +312,37 @@ class Codec:
                 vals[j] = []
         return lay.build(vals)
 
-    def decode(self, rows: list[Any], entries: Sequence[Any], records: Sequence[Any], skip: frozenset[type] = frozenset()) -> list[Event]:
-        """Events from a batch's rows, but those of the types in `skip`; `entries` are
-        decoded entries (OutboxEntry) or rows, `records` the record rows."""
+    def decode(self, rows: Any, entries: Sequence[Any], records: Any, skip: frozenset[type] = frozenset()) -> list[Event]:
+        """Events from a batch's rows (either form, see the module's doc), but those of
+        the types in `skip`; `entries` are decoded entries (OutboxEntry) or rows,
+        `records` the decoded turn records' pickle (or [] without any)."""
         out: list[Event] = []
         by_code = self.by_code
         entry = self._entry_decoder()
+        record_at = self.record_at
         ei = ri = 0
+        if type(rows) is tuple:
+            codes, vals = rows
+            append = out.append
+            for code, row in zip(codes, vals):
+                lay = by_code.get(code) or _unknown_event(code)
+                if lay.plain:
+                    if lay.cls not in skip:
+                        append(lay.cls(*row))  # type: ignore[misc]
+                    continue
+                nested = None
+                if lay.record_idx is not None:
+                    if lay.cls not in skip:
+                        nested = record_at(records, ri)
+                    ri += 1
+                elif lay.entry_idx is not None:
+                    e = entries[ei]
+                    ei += 1
+                    if lay.cls not in skip:
+                        nested = e if type(e) is OutboxEntry else entry(e)
+                if lay.cls not in skip:
+                    append(lay.build_row(row, nested))
+            return out
         for row in rows:
             lay = by_code.get(row[0]) or _unknown_event(row[0])
             if lay.cls in skip:
@@ -234,7 +353,7 @@ class Codec:
                 continue
             vals = row[1:]
             if lay.record_idx is not None:
-                vals[lay.record_idx] = self.decode_nested(records[ri])
+                vals[lay.record_idx] = record_at(records, ri)
                 ri += 1
             elif lay.entry_idx is not None:
                 e = entries[ei]
@@ -243,7 +362,7 @@ class Codec:
             out.append(lay.build(vals))
         return out
 
-    def fold(self, state: OrgState, rows: list[Any], entries: Sequence[Any], records: "LazyRecords", batch: int,
+    def fold(self, state: OrgState, rows: Any, entries: Sequence[Any], records: "LazyRecords", batch: int,
              last: dict[str, tuple[int, "LazyRecords", int]]) -> None:
         """Apply a batch's events to `state`, except what `OrgState.apply` ignores
         (FOLD_SKIPS) and the turn records: those are noted in `last` (agent → where
@@ -253,6 +372,24 @@ class Codec:
         apply = state.apply
         entry = self._entry_decoder()
         ei = ri = 0
+        if type(rows) is tuple:
+            codes, vals = rows
+            for code, row in zip(codes, vals):
+                lay = by_code.get(code) or _unknown_event(code)
+                if lay.plain:
+                    if lay.cls not in FOLD_SKIPS:
+                        apply(lay.cls(*row))  # type: ignore[misc]
+                elif lay.record_idx is not None:
+                    last[row[lay.agent_pos]] = (batch, records, ri)  # type: ignore[index]
+                    ri += 1
+                elif lay.entry_idx is not None:
+                    e = entries[ei]
+                    ei += 1
+                    if lay.cls not in FOLD_SKIPS:
+                        apply(lay.build_row(row, e if type(e) is OutboxEntry else entry(e)))
+                elif lay.cls not in FOLD_SKIPS:
+                    apply(lay.build_row(row))
+            return
         for row in rows:
             lay = by_code.get(row[0]) or _unknown_event(row[0])
             if lay.record_idx is not None:
@@ -272,7 +409,7 @@ class Codec:
         """Apply each agent's latest turn record noted by `fold`."""
         apply = state.apply
         for agent, (_, records, ri) in last.items():
-            rec = self.decode_nested(records.get()[ri])
+            rec = self.record_at(records.get(), ri)
             apply(TurnFinished(rec.tick, agent, rec))
 
 

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 from lemming.engine.events import Event, RunStarted, RunStopped, TickCompleted, TurnRecord
+from lemming.engine.messages import OutboxEntry
 from lemming.engine.state import OrgState
 from lemming.engine.store import queries, search, snapshots, writes
 from lemming.engine.store.boards import detached
@@ -103,7 +104,7 @@ class RunRecorder:
                     await self._snapshot(live, batch)
             plan = self._plan(events)
             if self.index:
-                rows = plan.search_rows = search.rows_of(events)
+                rows = plan.search_rows
                 pending = self._unindexed
                 if (len(pending) + 1 >= search.INDEX_EVERY_TICKS
                         or self._unindexed_rows + len(rows) >= search.INDEX_EVERY_ROWS) and plan.kind == "tick":
@@ -148,7 +149,8 @@ class RunRecorder:
 
     def _plan(self, events: Sequence[Event]) -> writes.WritePlan:
         recs: list[TurnRecord] = []
-        rows, entries, records = self.store.codec.encode(events, recs)
+        ents: list[OutboxEntry] = []
+        rows, entries, records = self.store.codec.encode(events, recs, ents)
         last = events[-1]
         first = events[0]
         kind = "boundary"
@@ -161,7 +163,7 @@ class RunRecorder:
         tick = last.tick if kind == "tick" else max(getattr(e, "tick", 0) for e in events)  # type: ignore[attr-defined]
         # The event rows, then the records, pickled one after the other (a reader unpickles
         # the rows and leaves the records for when it needs one).
-        body = compress(pack(rows) + (pack(records) if records else b""), BODY_LEVEL)
+        body = compress(pack(rows) + (pack(records) if records is not None else b""), BODY_LEVEL)
         msgs = pack_blob(entries, BODY_LEVEL) if entries else None
         turns: list[tuple] = []
         texts: dict[str, bytes] = {}
@@ -191,7 +193,10 @@ class RunRecorder:
                 run_update["reason"] = ev.reason  # type: ignore[attr-defined]
                 run_update["ended_at"] = ev.at or time.time()  # type: ignore[attr-defined]
                 run_update["writer"] = None
-        return writes.WritePlan(self._rid, kind, tick, len(events), body, msgs, prompts, turns, texts, run_update)  # type: ignore[arg-type]
+        plan = writes.WritePlan(self._rid, kind, tick, len(events), body, msgs, prompts, turns, texts, run_update)  # type: ignore[arg-type]
+        if self.index:
+            plan.search_rows = search.rows_of_parts(ents, recs)
+        return plan
 
     async def _snapshot(self, state: OrgState, batch_id: int) -> None:
         db = self.store.db

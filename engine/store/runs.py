@@ -189,9 +189,10 @@ class RunStore:
         except (*CompressionError, ValueError) as e:
             raise StoreError(f"{self.path} is corrupt: a stored text does not decode ({e})") from None
 
-    def _split(self, blob: bytes) -> tuple[list[Any], bytes]:
+    def _split(self, blob: bytes) -> tuple[Any, bytes]:
         """(event rows, the turn records still pickled) of a batch body: the rows pickled
-        and the records after them, or (written before that) a line of JSON rows."""
+        and the records after them, or (written before that) a line of JSON rows (see
+        codec.py for the forms)."""
         try:
             data = decompress(blob)
             if data[:1] == PICKLE_START:
@@ -610,7 +611,7 @@ class RunStore:
         body, msgs, idx, line = got
         _, records = self._split(body)
         try:
-            rec: TurnRecord = self.codec.decode_nested(unpickle(records)[idx - 1])
+            rec: TurnRecord = self.codec.record_at(unpickle(records), idx - 1)
         except (IndexError, TypeError, ValueError, KeyError, pickle.UnpicklingError, EOFError) as e:
             raise StoreError(f"{self.path} is corrupt: turn {agent}@{tick} does not decode ({e})") from None
         if rec.agent != agent or rec.tick != tick:

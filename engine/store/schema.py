@@ -49,7 +49,12 @@ from lemming.engine.store.search import create as create_search_index
 
 #: 1: records, entries, prompts and snapshots as JSON; 2: pickled (see encoding.py), no
 #: prompt hash in `turns`. A schema-1 file is refused (no migration: record anew).
-SCHEMA_VERSION = 2
+#: 3: batch bodies of codes and tuple rows (codec.py); the tables are those of 2, and
+#: bodies of 2 still read, so a reader opens a file of 2 as it is and a writer's
+#: migration only marks the file (a lemming of 2 would take the new bodies for corrupt).
+SCHEMA_VERSION = 3
+#: The schemas a reader opens without a migration (what they hold, this lemming reads).
+READ_AS_IS = frozenset({2, 3})
 #: "LeMm" — marks the file as a LeMMing run store (``PRAGMA application_id``).
 APPLICATION_ID = 0x4C654D6D
 #: The WAL is truncated when it has grown past this (see writes.maybe_truncate_wal).
@@ -123,8 +128,12 @@ CREATE TABLE IF NOT EXISTS codec (
 );
 """
 
+def _mark_3(conn: sqlite3.Connection) -> None:
+    """2 → 3: nothing to convert (the new bodies are told apart from the old ones)."""
+
+
 #: version → function(conn) that upgrades a database from `version` to `version + 1`.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _mark_3}
 
 
 def prepare(conn: sqlite3.Connection, path: Path, readonly: bool, durable: bool, timeout: float) -> None:
@@ -160,7 +169,7 @@ def prepare(conn: sqlite3.Connection, path: Path, readonly: bool, durable: bool,
     if readonly:
         if version == 0:
             raise StoreError(f"{path} holds no runs yet")
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and version not in READ_AS_IS:
             raise StoreError(
                 f"{path} uses the older store schema {version}; open it once read-write (e.g. `lemming runs --db {path}`)"
                 " to upgrade it"

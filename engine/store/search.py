@@ -146,10 +146,17 @@ def describe(entry: Any) -> str:
     return out
 
 
-@functools.lru_cache(maxsize=1 << 14)
+_TOKENS: dict[str, str] = {}
+
+
 def agent_token(agent: str) -> str:
     """An agent's name as one index token (whatever its characters)."""
-    return "a" + agent.encode("utf-8", "surrogatepass").hex()
+    tok = _TOKENS.get(agent)
+    if tok is None:
+        if len(_TOKENS) > 1 << 14:
+            _TOKENS.clear()
+        tok = _TOKENS[agent] = "a" + agent.encode("utf-8", "surrogatepass").hex()
+    return tok
 
 
 def _note_of(rec: Any) -> str | None:
@@ -170,28 +177,49 @@ def _error_of(rec: Any) -> str | None:
     return _clip("\n".join(parts))
 
 
+def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
+    """The pieces of text a batch adds to the index, from its outbox entries and its turn
+    records (each in the batch's order), in rowid order."""
+    rows: list[Row] = []
+    append = rows.append
+    token = _TOKENS.get
+    for i, e in enumerate(entries):
+        p = e.payload
+        text = p["text"] if type(p) is dict and type(p.get("text")) is str else e.text
+        if text:
+            text = text.strip()
+            append((i, text if len(text) <= MAX_TEXT else text[:MAX_TEXT], token(e.agent) or agent_token(e.agent)))
+    for j, rec in enumerate(records):
+        parsed = rec.parsed
+        if type(parsed) is dict:
+            notes = parsed.get("notes")
+            if type(notes) is str and notes:
+                notes = notes.strip()
+                if notes:
+                    append((TURN_BIT | j << 1, notes if len(notes) <= MAX_TEXT else notes[:MAX_TEXT],
+                            token(rec.agent) or agent_token(rec.agent)))
+        elif parsed is not None:
+            note = _note_of(rec)  # a dict subclass
+            if note is not None:
+                append((TURN_BIT | j << 1, note, agent_token(rec.agent)))
+        if rec.status != "ok":
+            error = _error_of(rec)
+            if error is not None:
+                append((TURN_BIT | j << 1 | 1, error, agent_token(rec.agent)))
+    return rows
+
+
 def rows_of(events: Iterable[Event]) -> list[Row]:
     """The pieces of text a batch of events adds to the index."""
-    rows: list[Row] = []
-    entry = record = 0
+    entries: list[Any] = []
+    records: list[Any] = []
     for ev in events:
         t = type(ev)
         if t is MessageCommitted:
-            e = ev.entry  # type: ignore[attr-defined]
-            text = e.text
-            if text:
-                rows.append((entry, _clip(text), agent_token(e.agent)))
-            entry += 1
+            entries.append(ev.entry)  # type: ignore[attr-defined]
         elif t is TurnFinished:
-            rec = ev.record  # type: ignore[attr-defined]
-            note = _note_of(rec)
-            if note is not None:
-                rows.append((TURN_BIT | record << 1, note, agent_token(rec.agent)))
-            error = _error_of(rec)
-            if error is not None:
-                rows.append((TURN_BIT | record << 1 | 1, error, agent_token(rec.agent)))
-            record += 1
-    return rows
+            records.append(ev.record)  # type: ignore[attr-defined]
+    return rows_of_parts(entries, records)
 
 
 def _insert(conn: sqlite3.Connection, rid: int, batch: int, rows: Sequence[Row]) -> None:
@@ -493,7 +521,7 @@ class SearchIndex:
                     if recs is None:
                         lines = st._split(body or b"")[1]
                         recs = _remember(records, batch, unpickle(lines) if lines else [])
-                    rec = codec.decode_nested(recs[(place & ~TURN_BIT) >> 1])
+                    rec = codec.record_at(recs, (place & ~TURN_BIT) >> 1)
                     if place & 1:
                         text, kind, detail = _error_of(rec) or "", "error", f"{rec.agent} · {rec.status}"
                     else:
