@@ -21,6 +21,7 @@ import pickle
 import sqlite3
 import threading
 from functools import partial
+from itertools import chain
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Any, Callable, Iterator, Sequence
@@ -107,6 +108,31 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+#: Rows per INSERT statement in `insert_rows`, largest first (few distinct statements,
+#: so the connection's statement cache keeps them all).
+_ROWS_PER_STATEMENT = (256, 64, 16, 4, 1)
+_INSERTS: dict[tuple[str, str, int, str], str] = {}
+
+
+def insert_rows(conn: sqlite3.Connection, head: str, values: str, rows: Sequence[Sequence[Any]],
+                first: Sequence[Any] = (), tail: str = "") -> None:
+    """``head VALUES values, values, ... tail``, for `rows`, in order: a few
+    statements of many rows each rather than one per row (`executemany`), which pays
+    a statement step, a bind of the constant columns and a GIL hand-over per row.
+    `first` are bound before each statement's rows (``?1`` ... in `head`)."""
+    i, n = 0, len(rows)
+    for size in _ROWS_PER_STATEMENT:
+        if n - i < size:
+            continue
+        key = (head, values, size, tail)
+        sql = _INSERTS.get(key)
+        if sql is None:
+            sql = _INSERTS[key] = f"{head} VALUES {','.join([values] * size)}{tail}"
+        while n - i >= size:
+            conn.execute(sql, list(chain(first, *rows[i:i + size])))
+            i += size
 
 
 class Database:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lemming.engine.store import schema, search
-from lemming.engine.store.database import transaction
+from lemming.engine.store.database import insert_rows, transaction
 from lemming.engine.store.errors import StoreError
 
 
@@ -55,9 +55,9 @@ def insert_turns(conn: sqlite3.Connection, p: WritePlan) -> None:
         b = p.batch_id
         rid = p.rid
         conn.execute("INSERT INTO prompts (batch, body) VALUES (?,?)", (b, p.prompts))
-        conn.executemany(
-            "INSERT INTO turns (rid, agent, tick, batch, idx, status, cost) VALUES (?,?,?,?,?,?,?)",
-            [(rid, a, t, b, i, s, c) for (a, t, i, s, c) in p.turns],
+        insert_rows(
+            conn, "INSERT INTO turns (rid, batch, agent, tick, idx, status, cost)"
+            " SELECT ?1, ?2, column1, column2, column3, column4, column5 FROM (", "(?,?,?,?,?)", p.turns, (rid, b), ")",
         )
 
 
