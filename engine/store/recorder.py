@@ -16,7 +16,7 @@ from lemming.engine.messages import OutboxEntry
 from lemming.engine.state import OrgState
 from lemming.engine.store import queries, search, snapshots, writes
 from lemming.engine.store.boards import detached
-from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, compress, pack, pack_blob
+from lemming.engine.store.encoding import BODY_LEVEL, PROMPT_LEVEL, Compressor, pack
 from lemming.engine.store.errors import StoreError
 from lemming.engine.store.liveness import this_writer
 from lemming.engine.store.prompts import PromptHeads
@@ -58,6 +58,8 @@ class RunRecorder:
         self._live = live
         self._shadow: OrgState | None = None
         self._heads = PromptHeads()
+        self._body_z = Compressor(BODY_LEVEL)
+        self._prompt_z = self._body_z if PROMPT_LEVEL == BODY_LEVEL else Compressor(PROMPT_LEVEL)
         self._since_snapshot_events = 0
         self._since_snapshot_ticks = 0
         self._due: tuple[int, int] | None = None  # (batch, tick) to snapshot from the live state
@@ -163,8 +165,9 @@ class RunRecorder:
         tick = last.tick if kind == "tick" else max(getattr(e, "tick", 0) for e in events)  # type: ignore[attr-defined]
         # The event rows, then the records, pickled one after the other (a reader unpickles
         # the rows and leaves the records for when it needs one).
-        body = compress(pack(rows) + (pack(records) if records is not None else b""), BODY_LEVEL)
-        msgs = pack_blob(entries, BODY_LEVEL) if entries else None
+        z = self._body_z
+        body = z(pack(rows) + (pack(records) if records is not None else b""))
+        msgs = z(pack(entries)) if entries else None
         turns: list[tuple] = []
         texts: dict[str, bytes] = {}
         known = self.store.db.known_texts
@@ -173,7 +176,7 @@ class RunRecorder:
         for rec in recs:
             pitems.append(item(rec.prompt, known, texts))
             turns.append((rec.agent, rec.tick, len(pitems), rec.status, rec.cost))
-        prompts = pack_blob(pitems, PROMPT_LEVEL) if pitems else None
+        prompts = self._prompt_z(pack(pitems)) if pitems else None
         run_update: dict[str, Any] = {"events": len(events), "updated_at": time.time()}
         # A tick's batch says what the run row needs in its last event; others (and a tick
         # batch holding a start or a stop, should there be one) are looked through.
