@@ -134,6 +134,41 @@ async def test_fold_at_every_tick_equals_the_live_state(tmp_path: Path, live: bo
         await store.close()
 
 
+async def test_snapshots_refer_to_the_turn_records_batches_hold(tmp_path: Path) -> None:
+    """A writer's snapshot names the batch and place of each last turn record instead of
+    holding a copy; a reference that no longer decodes is a clear error, not a wrong state."""
+    from lemming.engine.store.encoding import pack_blob, unpack_blob
+
+    org_dir = rich_org(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    store, engine, cap = await record_run(org_dir, db, 9, seed=3, snapshot_every=3)
+    await store.close()
+    con = sqlite3.connect(db)
+    snaps = con.execute("SELECT batch, tick, body FROM snapshots ORDER BY batch").fetchall()
+    assert len(snaps) >= 2
+    decoded = [unpack_blob(body) for _, _, body in snaps]
+    assert all(d["last_turn_at"] and not d["last_turn"] for d in decoded)
+    reader = await RunStore.open(db, readonly=True)
+    try:
+        for (_, tick, _), d in zip(snaps, decoded):
+            assert fp(await reader.state_at(engine.run_id, tick)) == cap.live[tick]
+    finally:
+        await reader.close()
+    batch, tick, _ = snaps[-1]
+    d = decoded[-1]
+    agent = next(iter(d["last_turn_at"]))
+    d["last_turn_at"][agent] = (d["last_turn_at"][agent][0], 999)
+    con.execute("UPDATE snapshots SET body=? WHERE batch=?", (pack_blob(d, 1), batch))
+    con.commit()
+    con.close()
+    reader = await RunStore.open(db, readonly=True)
+    try:
+        with pytest.raises(StoreError, match="refers to a turn record"):
+            await reader.state_at(engine.run_id, tick)
+    finally:
+        await reader.close()
+
+
 async def test_a_reader_store_and_a_replay_cursor_agree_with_the_live_run(tmp_path: Path) -> None:
     org_dir = rich_org(tmp_path / "org")
     db = tmp_path / "runs.db"

@@ -46,6 +46,11 @@ def fetch_bodies(conn: sqlite3.Connection, rid: int, since: int, upto: int, mess
     ).fetchall()
 
 
+def fetch_bodies_by_id(conn: sqlite3.Connection, ids: list[int]) -> list[tuple]:
+    """(batch, body) of the batches `ids`."""
+    return conn.execute(f"SELECT id, body FROM batches WHERE id IN ({','.join('?' * len(ids))})", ids).fetchall()
+
+
 def fetch_batch_range(conn, rid, after, since_tick, until_tick, limit, prompts) -> list[tuple]:
     """Up to `limit` of the run's batches after batch `after` within the tick range:
     (batch, tick, kind, body, messages' body, (prompt items, head texts) or None)."""

@@ -58,6 +58,9 @@ class RunRecorder:
         self._live = live
         self._shadow: OrgState | None = None
         self._heads = PromptHeads()
+        #: agent → (its latest turn record written, the batch, its place among the batch's
+        #: records): a snapshot refers to these instead of holding a copy
+        self._written: dict[str, tuple[TurnRecord, int, int]] = {}
         self._body_z = Compressor(BODY_LEVEL)
         self._prompt_z = self._body_z if PROMPT_LEVEL == BODY_LEVEL else Compressor(PROMPT_LEVEL)
         self._since_snapshot_events = 0
@@ -112,6 +115,9 @@ class RunRecorder:
                         or self._unindexed_rows + len(rows) >= search.INDEX_EVERY_ROWS) and plan.kind == "tick":
                     plan.search_chunk = pending
             await db.call(writes.write_tx, plan)
+            if plan.records:
+                b = plan.batch_id
+                self._written.update((rec.agent, (rec, b, i)) for i, rec in enumerate(plan.records))
             if plan.search_chunk is not None:
                 self._unindexed = []
                 self._unindexed_rows = 0
@@ -197,6 +203,7 @@ class RunRecorder:
                 run_update["ended_at"] = ev.at or time.time()  # type: ignore[attr-defined]
                 run_update["writer"] = None
         plan = writes.WritePlan(self._rid, kind, tick, len(events), body, msgs, prompts, turns, texts, run_update)  # type: ignore[arg-type]
+        plan.records = recs
         if self.index:
             plan.search_rows = search.rows_of_parts(ents, recs)
         return plan
@@ -204,7 +211,7 @@ class RunRecorder:
     async def _snapshot(self, state: OrgState, batch_id: int) -> None:
         db = self.store.db
         assert self._rid is not None
-        body, defs_hash, defs_blob = snapshots.snapshot_body(state, self.store.codec)
+        body, defs_hash, defs_blob = snapshots.snapshot_body(state, self.store.codec, self._written)
         try:
             await db.call(writes.write_snapshot, self._rid, batch_id, state.tick, body, defs_hash, defs_blob)
         except StoreError:

@@ -433,7 +433,16 @@ class RunStore:
     async def _snapshot_state(self, run: _RunRow, snap_batch: int, body: bytes, log: MessageLog | None) -> OrgState:
         d = self._unpack(body)
         org = await self._org(d["state"]["org_root"], d["definitions"])
-        return snapshots.restore(d, org, self.codec, log, snap_batch, run.id)
+        records: dict[int, Any] = {}
+        wanted = snapshots.records_wanted(d)
+        if wanted:
+            for b, rbody in await self.db.call(queries.fetch_bodies_by_id, sorted(wanted)):
+                lines = self._split(rbody)[1]
+                try:
+                    records[b] = unpickle(lines) if lines else []
+                except (pickle.UnpicklingError, EOFError, ValueError) as e:
+                    raise StoreError(f"{self.path} is corrupt: a stored record does not decode ({e})") from None
+        return snapshots.restore(d, org, self.codec, log, snap_batch, run.id, records)
 
     async def _fill_prompts(self, run: _RunRow, state: OrgState) -> None:
         want: list[tuple[str, int]] = [(a, r.tick) for a, r in state.last_turn.items() if not r.prompt]

@@ -51,12 +51,16 @@ def _definitions_of(org: Org) -> _DefinitionsOnce:
     return got
 
 
-def snapshot_body(state: OrgState, codec: Codec) -> tuple[bytes, str, bytes]:
+def snapshot_body(state: OrgState, codec: Codec,
+                  written: dict[str, tuple[Any, int, int]] | None = None) -> tuple[bytes, str, bytes]:
     """(snapshot body, definitions' hash, definitions' compressed text) of `state`.
 
     The body is `OrgState.to_dict()` without the message board (the `messages` table
-    holds it), the definitions (in `texts`) and the last turns' prompts (in `prompts`);
-    the last turns' records in the codec's compact layout."""
+    holds it), the definitions (in `texts`) and the last turns' prompts (in `prompts`).
+    The last turns' records: where a batch holds one (`written`: agent → (the record,
+    batch id, its place among the batch's records), from the recorder), where it is
+    (``last_turn_at``); others in the codec's compact layout (``last_turn``). Most of a
+    snapshot's size and cost was the records a batch already held."""
     board, last_turn, org = state.board, state.last_turn, state.org
     once = _definitions_of(org)
     state.board, state.last_turn, state.org = MessageBoard(), {}, once  # type: ignore[assignment]
@@ -68,15 +72,31 @@ def snapshot_body(state: OrgState, codec: Codec) -> tuple[bytes, str, bytes]:
     defs_hash = once.hash
     d["definitions"] = None
     d["messages"] = []
-    records = {agent: codec.encode_record(rec) for agent, rec in last_turn.items()}
-    body = pack_blob({"state": d, "definitions": defs_hash, "messages": board.count, "last_turn": records}, BODY_LEVEL)
-    return body, defs_hash, once.packed
+    records: dict[str, Any] = {}
+    at: dict[str, tuple[int, int]] = {}
+    for agent, rec in last_turn.items():
+        got = written.get(agent) if written else None
+        if got is not None and got[0] is rec:
+            at[agent] = (got[1], got[2])
+        else:
+            records[agent] = codec.encode_record(rec)
+    snap = {"state": d, "definitions": defs_hash, "messages": board.count, "last_turn": records}
+    if at:
+        snap["last_turn_at"] = at
+    return pack_blob(snap, BODY_LEVEL), defs_hash, once.packed
 
 
-def restore(d: dict[str, Any], org: Org, codec: Codec, log: MessageLog | None, batch: int, run_id: str) -> OrgState:
+def records_wanted(d: dict[str, Any]) -> set[int]:
+    """The batches whose records a decoded snapshot `d` refers to (see `snapshot_body`)."""
+    return {batch for batch, _ in d.get("last_turn_at", {}).values()}
+
+
+def restore(d: dict[str, Any], org: Org, codec: Codec, log: MessageLog | None, batch: int, run_id: str,
+            records: dict[int, Any] | None = None) -> OrgState:
     """The state a decoded snapshot `d` (taken after `batch`) holds, with `org` (its
     definitions, loaded by hash) and the board of `log` at `batch`; without a log, a
-    `CountedBoard`."""
+    `CountedBoard`. `records`: batch id → its decoded records, for the batches
+    `records_wanted` names."""
     sd = d["state"]
     sd["definitions"] = {"agents": {}}
     memory = sd["memory"]
@@ -85,7 +105,18 @@ def restore(d: dict[str, Any], org: Org, codec: Codec, log: MessageLog | None, b
         state = OrgState.from_dict(sd)
         state.memory = memory
         state.org = org
-        state.last_turn = {agent: codec.decode_nested(row) for agent, row in d["last_turn"].items()}
+        last = {agent: codec.decode_nested(row) for agent, row in d["last_turn"].items()}
+        for agent, (b, i) in d.get("last_turn_at", {}).items():
+            try:
+                rec = codec.record_at((records or {})[b], i)
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                raise StoreError(f"run {run_id}: the snapshot after batch {batch} refers to a turn record"
+                                 f" of batch {b} that does not decode ({type(e).__name__}: {e})") from None
+            if rec.agent != agent:
+                raise StoreError(f"run {run_id}: the snapshot after batch {batch} refers to {rec.agent}'s turn"
+                                 f" for {agent} (corrupt database?)")
+            last[agent] = rec
+        state.last_turn = last
         if log is None:
             state.board = CountedBoard(d["messages"])
             return state

@@ -34,6 +34,7 @@ class WritePlan:
     texts: dict[str, bytes]  # new prompt heads: hash → compressed text
     run_update: dict[str, Any]  # runs columns to set
     batch_id: int = 0  # set by the transaction
+    records: list[Any] = field(default_factory=list)  # the batch's TurnRecords (the recorder's, not written)
     search_rows: list[tuple] = field(default_factory=list)  # what the batch adds to the search index (search.py)
     #: earlier batches' (id, search rows) to index with this one; None: this one's rows wait
     search_chunk: list[tuple[int, list[tuple]]] | None = None

@@ -75,8 +75,8 @@ def _arm(point: str, k: int) -> None:
     elif point == "snapshot-build":
         orig_body = snapshots.snapshot_body
 
-        def snapshot_body(state, codec):  # type: ignore[no-untyped-def]
-            out = orig_body(state, codec)
+        def snapshot_body(state, codec, *more):  # type: ignore[no-untyped-def]
+            out = orig_body(state, codec, *more)
             if hit():
                 _die()
             return out
