@@ -24,31 +24,51 @@ class PromptHeads:
 
     def __init__(self) -> None:
         self._hashes: dict[tuple, str] = {}  # prompt head (as tuples) → its text hash
+        #: id of a lone system message's text → (the text, its role, the head's hash). The
+        #: engine reuses one text object per agent turn after turn: found by identity, the
+        #: head is neither rebuilt as tuples nor hashed nor compared (most of this cost).
+        self._by_text: dict[int, tuple[str, Any, str]] = {}
 
     def item(self, prompt: list[dict[str, Any]], known: set[str], texts: dict[str, bytes]) -> list[Any] | None:
         """The stored item of `prompt`. A head whose hash is new here and not in `known`
         (the texts already in the file) is added to `texts`: hash → compressed text."""
-        hh = None
+        if len(prompt) == 2:
+            m = prompt[0]
+            if type(m) is dict and len(m) == 2:
+                text, role = m.get("content"), m.get("role")
+                got = self._by_text.get(id(text))
+                if got is not None and got[0] is text and got[1] == role and role is not None:
+                    return [got[2], prompt[1]]
+                hh = self._hash(prompt, known, texts)
+                if type(text) is str and role is not None:
+                    if len(self._by_text) > 4096:
+                        self._by_text.clear()
+                    self._by_text[id(text)] = (text, role, hh)  # type: ignore[assignment]
+                return [hh, prompt[1]]
         if len(prompt) > 1:
-            # The head (the system message) rarely changes: look it up by content.
-            heads = self._hashes
-            try:
-                key: tuple | None = (
-                    (tuple(prompt[0].items()),) if len(prompt) == 2 else tuple(tuple(m.items()) for m in prompt[:-1])
-                )
-                hh = heads.get(key)  # type: ignore[arg-type]
-            except (TypeError, AttributeError):
-                key = None
-            if hh is None:
-                head = dumps(prompt[:-1])
-                hh = text_hash(head)
-                if key is not None:
-                    if len(heads) > 4096:
-                        heads.clear()
-                    heads[key] = hh
-                if hh not in known:
-                    texts[hh] = compress(head, PROMPT_LEVEL)
-        return [hh, prompt[-1]] if prompt else None
+            return [self._hash(prompt, known, texts), prompt[-1]]
+        return [None, prompt[-1]] if prompt else None
+
+    def _hash(self, prompt: list[dict[str, Any]], known: set[str], texts: dict[str, bytes]) -> str:
+        # The head (the system message) rarely changes: look it up by content.
+        heads = self._hashes
+        try:
+            key: tuple | None = (
+                (tuple(prompt[0].items()),) if len(prompt) == 2 else tuple(tuple(m.items()) for m in prompt[:-1])
+            )
+            hh = heads.get(key)  # type: ignore[arg-type]
+        except (TypeError, AttributeError):
+            key, hh = None, None
+        if hh is None:
+            head = dumps(prompt[:-1])
+            hh = text_hash(head)
+            if key is not None:
+                if len(heads) > 4096:
+                    heads.clear()
+                heads[key] = hh
+            if hh not in known:
+                texts[hh] = compress(head, PROMPT_LEVEL)
+        return hh
 
 
 def _join(item: Any, head: Callable[[str], bytes]) -> list[dict[str, Any]]:
