@@ -8,8 +8,8 @@ What is in the file (schema version `SCHEMA_VERSION`, in ``PRAGMA user_version``
                TickCompleted), the run's start or stop, or the commands applied at a
                tick boundary. `body` is compressed (zstd): the events as compact
                rows (layouts in `codec`), pickled, then the turn records, pickled
-               apart (see encoding.py), so a fold can leave alone the records a later
-               turn supersedes (older files: a line of JSON rows, zlib). Append-only.
+               apart (see codec.py for the forms), so a fold can leave alone the records
+               a later turn supersedes (older files: a line of JSON rows, zlib). Append-only.
     messages   the outbox entries committed by a batch (the MessageCommitted events'
                payloads, pickled), kept apart so that the message board of any tick
                loads without decoding every other event
@@ -21,7 +21,8 @@ What is in the file (schema version `SCHEMA_VERSION`, in ``PRAGMA user_version``
                the timeline and the inspector's index. Keyed by tick first, so a
                tick's rows append.
     snapshots  the folded state (without the message board, which `messages` holds) at
-               the end of a tick, every few ticks, so any tick opens fast (pickled)
+               the end of a tick, every few ticks, so any tick opens fast (pickled); the
+               last turn records as the batch and place that hold them (snapshots.py)
     texts      content-addressed compressed texts: prompt heads, definitions
     codec      event type → field layout used in `batches.body` (a newer engine with
                other fields still reads old rows by name)
