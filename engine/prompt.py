@@ -420,9 +420,17 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
     if len(raw) > limit:
         violations.append(f"{key}: {len(raw)} items; only the first {limit} are kept")
         raw = raw[:limit]
-    out = []
+    out: list = []
     fast = _FAST.get(model) if _FAST_OK else None
-    for i, item in enumerate(raw):
+    if fast is not None:  # the items of the usual shape up to the first that is not
+        for item in raw:
+            made = fast(item)
+            if made is None:
+                break
+            out.append(made)
+        else:
+            return out
+    for i, item in enumerate(raw[len(out):] if out else raw, len(out)):
         if fast is not None:
             made = fast(item)
             if made is not None:
@@ -451,16 +459,30 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
 # goes to pydantic.
 
 _new_object = object.__new__
-_set = object.__setattr__
+
+
+def _slot_setter(name: str) -> Any:
+    """The setter of BaseModel's slot `name`, through its descriptor (object.__setattr__
+    looks the slot up by name on every call)."""
+    setter = getattr(BaseModel.__dict__.get(name), "__set__", None)
+    if setter is None:  # another pydantic's layout (`_fast_checked` then tells)
+        return lambda m, v: object.__setattr__(m, name, v)
+    return setter
+
+
+_set_dict = _slot_setter("__dict__")
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
 
 
 def _built(cls: type[BaseModel], values: dict[str, Any], given: set[str]) -> BaseModel:
     """An instance of `cls` holding `values` (already valid), as validation would build it."""
     m = _new_object(cls)
-    _set(m, "__dict__", values)
-    _set(m, "__pydantic_fields_set__", given)
-    _set(m, "__pydantic_extra__", None)
-    _set(m, "__pydantic_private__", None)
+    _set_dict(m, values)
+    _set_fields_set(m, given)
+    _set_extra(m, None)
+    _set_private(m, None)
     return m
 
 
@@ -473,41 +495,70 @@ def _str_list(v: Any, limit: int) -> list[str] | None:
     return list(v)
 
 
-_NAME_LISTS = (("tags", 20), ("recipients", 1000))  # (ReplyEntry's max_length of each)
+_ENTRY_FIELDS = frozenset(("kind", "payload", "tags", "recipients"))
+
+
+def _payload_fits(payload: Any) -> bool:
+    """Whether the payload's JSON is surely within MAX_PAYLOAD_CHARS without writing it:
+    true for a string, or an object of strings, whose characters escaped as JSON's longest
+    escape ("\\u001f", 6) fit. Otherwise the JSON is written and measured."""
+    t = type(payload)
+    if t is str:
+        return len(payload) * 6 + 2 <= MAX_PAYLOAD_CHARS
+    if t is dict and len(payload) <= 16:
+        n = 2
+        for k, v in payload.items():
+            if type(v) is not str:  # (keys of parsed JSON are strings)
+                return False
+            n += 6 * (len(k) + len(v)) + 8  # "k": "v", and the separator
+        return n <= MAX_PAYLOAD_CHARS
+    return False
 
 
 def _fast_entry(item: Any) -> ReplyEntry | None:
     if type(item) is not dict:
         return None
     payload = item.get("payload")
-    if payload is None:
-        return None  # (no payload: the older shape, or the error pydantic words)
-    given = {"payload"}
-    kind = item.get("kind", "message")
-    if "kind" in item:
-        if type(kind) is not str or not 1 <= len(kind) <= 64:
-            return None
-        given.add("kind")
-    names: dict[str, list[str]] = {"tags": [], "recipients": []}
-    for name, limit in _NAME_LISTS:
-        if name in item:
-            got = _str_list(item[name], limit)
-            if got is None:
-                return None
-            names[name] = got
-            given.add(name)
     t = type(payload)
-    if t is not str and t is not dict and t is not list:
-        return None
-    try:
-        if len(dumps_plain(payload)) > MAX_PAYLOAD_CHARS:
+    if t is not dict and t is not str and t is not list:
+        return None  # (no payload, the older shape, or what pydantic words)
+    kind = item.get("kind")
+    if kind is None:
+        if "kind" in item:
             return None
-    except (TypeError, ValueError, RecursionError):
+        kind = "message"
+    elif type(kind) is not str or not 1 <= len(kind) <= 64:
         return None
-    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": names["tags"], "recipients": names["recipients"]}, given)  # type: ignore[return-value]
+    tags = item.get("tags")
+    if tags is None:
+        if "tags" in item:
+            return None
+        tags = []
+    else:
+        tags = _str_list(tags, 20)  # (ReplyEntry's max_length)
+        if tags is None:
+            return None
+    recipients = item.get("recipients")
+    if recipients is None:
+        if "recipients" in item:
+            return None
+        recipients = []
+    else:
+        recipients = _str_list(recipients, 1000)
+        if recipients is None:
+            return None
+    if not _payload_fits(payload):
+        try:
+            if len(dumps_plain(payload)) > MAX_PAYLOAD_CHARS:
+                return None
+        except (TypeError, ValueError, RecursionError):
+            return None
+    given = item.keys() & _ENTRY_FIELDS  # (a set, as pydantic keeps it)
+    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": tags, "recipients": recipients}, given)  # type: ignore[return-value]
 
 
 _OPS = frozenset(("set", "append", "merge", "delete"))
+_MEMORY_FIELDS = frozenset(("op", "key", "value"))
 
 
 def _fast_memory(item: Any) -> MemoryUpdate | None:
@@ -516,16 +567,14 @@ def _fast_memory(item: Any) -> MemoryUpdate | None:
     key = item.get("key")
     if type(key) is not str:
         return None
-    given = {"key"}
-    op = "set"
-    if "op" in item:
-        op = item["op"]
-        if type(op) is not str or op not in _OPS:
+    op = item.get("op")
+    if op is None:
+        if "op" in item:
             return None
-        given.add("op")
-    if "value" in item:
-        given.add("value")
-    return _built(MemoryUpdate, {"op": op, "key": key, "value": item.get("value")}, given)  # type: ignore[return-value]
+        op = "set"
+    elif type(op) is not str or op not in _OPS:
+        return None
+    return _built(MemoryUpdate, {"op": op, "key": key, "value": item.get("value")}, item.keys() & _MEMORY_FIELDS)  # type: ignore[return-value]
 
 
 _FAST: dict[type, Any] = {ReplyEntry: _fast_entry, MemoryUpdate: _fast_memory}
@@ -552,6 +601,9 @@ def _fast_checked() -> bool:
 _FAST_OK = _fast_checked()
 
 
+_REPLY_KEYS = frozenset(("outbox_entries", "memory_updates", "tool_calls", "notes"))
+
+
 def parse_reply(raw: str) -> ParsedReply:
     """Parse a model's reply. Raises ContractViolation if no reply object can be read."""
     raw = plainjson.fix_unicode(raw)
@@ -562,8 +614,7 @@ def parse_reply(raw: str) -> ParsedReply:
         repaired = (repaired + "; " if repaired else "") + "replaced unpaired surrogates with U+FFFD"
     if "messages" in data and "outbox_entries" not in data:  # LeMMing's older reply shape
         data = {**data, "outbox_entries": data["messages"]}
-    known = {"outbox_entries", "memory_updates", "tool_calls", "notes"}
-    if not known & data.keys():
+    if data.keys().isdisjoint(_REPLY_KEYS):
         raise ContractViolation(
             "the reply object has none of outbox_entries, memory_updates, tool_calls, notes"
         )
