@@ -156,15 +156,25 @@ _SYSTEM_CACHE: dict[tuple, str] = {}
 _SYSTEM_CACHE_MAX = 10_000
 
 
-def _view_json(e: OutboxEntry, cache: dict[str, str] | None) -> str:
-    """The entry's view as sorted JSON. An entry is shown to every agent that reads its
-    outbox, as new and then as context: the board's cache keeps the text."""
+def _escaped(text: str) -> str:
+    """`text` as it appears inside a JSON string (json.dumps(text)[1:-1], ensure_ascii=False).
+    Escaping is character by character: the escaped parts of a text, joined, are the
+    escaped text."""
+    return _encode_str(text)[1:-1]
+
+
+def _view_json(e: OutboxEntry, cache: dict[str, tuple[str, str]] | None) -> tuple[str, str]:
+    """The entry's view as sorted JSON, and that JSON escaped (for `prompt_hash`). An entry is
+    shown to every agent that reads its outbox, as new and then as context: the board's
+    cache keeps the texts."""
     if cache is None:
-        return dumps_sorted(_entry_view(e))
-    text = cache.get(e.id)
-    if text is None:
-        text = cache[e.id] = dumps_sorted(_entry_view(e))
-    return text
+        text = dumps_sorted(_entry_view(e))
+        return text, _escaped(text)
+    got = cache.get(e.id)
+    if got is None:
+        text = dumps_sorted(_entry_view(e))
+        got = cache[e.id] = (text, _escaped(text))
+    return got
 
 
 def _system_message(resume: Resume, shell_allow: list[str] | None = None, mcp_tools: dict[str, str] | None = None) -> str:
@@ -205,16 +215,30 @@ def _scalar_json(v: Any) -> str:
     """json.dumps(v) for the small values of the context, without an encoder for each."""
     t = type(v)
     if t is int:
-        return int.__repr__(v)
+        return repr(v)  # (exactly an int or a float: its own repr, what json writes)
     if t is str:
         return _encode_str(v)
     if v is None:
         return "null"
     if t is float and -_INF < v < _INF:
-        return float.__repr__(v)
+        return repr(v)
     if (t is list or t is dict) and not v:
         return "[]" if t is list else "{}"
     return dumps_sorted(v)
+
+
+def _rounded_json(v: Any) -> str:
+    """_scalar_json(round(v, 6)), for the credits left: a float is written with one
+    correctly rounded formatting ("%.6f" rounds as round(v, 6) does) instead of rounding it
+    and then finding its shortest repr. The formatted digits, trailing zeros dropped, are
+    that repr when there are at most 15 of them (a double tells every such decimal apart,
+    so none shorter gives it back) and the value is not under 1e-4 (written with an
+    exponent); otherwise it is worked out as before."""
+    if type(v) is float and -_INF < v < _INF:
+        short = ("%.6f" % v).rstrip("0")
+        if len(short) <= 16 and not short.startswith(("0.0000", "-0.0000")):
+            return short + "0" if short[-1] == "." else short
+    return _scalar_json(round(v, 6))
 
 
 def _names_json(names: list[str]) -> str:
@@ -225,7 +249,56 @@ def _names_json(names: list[str]) -> str:
         return dumps_sorted(names)
 
 
+#: Agent names and lists of them (the same each turn of an agent) -> (JSON, escaped JSON).
+_NAMES_JSON: dict[Any, tuple[str, str]] = {}
+_NAMES_JSON_MAX = 20_000
+
+
+def _names_pair(names: Any) -> tuple[str, str]:
+    """(_names_json(names), escaped) of a list of names, or (_scalar_json, escaped) of one name."""
+    key = names if type(names) is str else tuple(names)
+    got = _NAMES_JSON.get(key)
+    if got is None:
+        text = _scalar_json(names) if type(names) is str else _names_json(names)
+        got = (text, _escaped(text))
+        if len(_NAMES_JSON) >= _NAMES_JSON_MAX:
+            _NAMES_JSON.clear()
+        try:
+            _NAMES_JSON[key] = got
+        except TypeError:  # (a name that is not a string)
+            pass
+    return got
+
+
 _INF = float("inf")
+
+
+def _number_escaped(text: str, v: Any) -> str:
+    """`text` (the JSON of `v`) escaped: as it is for a number or null."""
+    t = type(v)
+    return text if t is int or t is float or v is None else _escaped(text)
+
+
+#: user message text (by id, with the text itself: the id stays its own) -> the text escaped
+#: as JSON, built with it by `build_prompt` for `prompt_hash`, which takes it.
+_USER_ESCAPED: dict[int, tuple[str, str]] = {}
+_USER_ESCAPED_MAX = 64
+
+_P_INBOX = ', "inbox": {"earlier": ['
+_P_NEW = '], "new": ['
+_P_NOT_SHOWN = '], "not_shown": '
+_P_MAX = '}, "max_reply_tokens": '
+_P_MEMORY = ', "memory": '
+_P_TICK = ', "tick": '
+_P_TOOLS = ', "tool_results": '
+_P_YOU = ', "you": '
+_P_READS = ', "you_read_outboxes_of": '
+_P_READERS = ', "your_outbox_is_read_by": '
+_P_HEAD = "Everything you know this turn:\n```json\n{\"credits_left\": "
+_P_TAIL = "}\n```\nReply with the JSON object only."
+_E_INBOX, _E_NEW, _E_NOT_SHOWN, _E_MAX, _E_MEMORY, _E_TICK, _E_TOOLS, _E_YOU, _E_READS, _E_READERS, _E_HEAD, _E_TAIL = map(
+    _escaped, (_P_INBOX, _P_NEW, _P_NOT_SHOWN, _P_MAX, _P_MEMORY, _P_TICK, _P_TOOLS, _P_YOU, _P_READS, _P_READERS, _P_HEAD, _P_TAIL)
+)
 
 
 def build_prompt(
@@ -247,36 +320,48 @@ def build_prompt(
     #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
     #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
     # written key by key in sorted order, so that each inbox entry is encoded once, not once
-    # per reader and turn (tests/test_prompt.py holds it to json.dumps).
+    # per reader and turn (tests/test_prompt.py holds it to json.dumps). The user message is
+    # written twice over, as itself and escaped as a JSON string (what `prompt_hash` hashes),
+    # from parts kept escaped: escaping the whole message costs more than writing it.
     cache = inbox.view_cache
-    context = "".join(
+    if inbox.context:
+        earlier, earlier_e = zip(*[_view_json(e, cache) for e in inbox.context])
+    else:
+        earlier = earlier_e = ()
+    if inbox.new:
+        new, new_e = zip(*[_view_json(e, cache) for e in inbox.new])
+    else:
+        new = new_e = ()
+    credits = _rounded_json(balance)
+    dropped = _scalar_json(inbox.dropped)
+    max_json = _scalar_json(max_tokens)
+    mem = dumps_sorted(memory) if memory else _scalar_json(memory)
+    tick_json = _scalar_json(tick)
+    tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
+    you, you_e = _names_pair(resume.name)
+    reads, reads_e = _names_pair(can_read)
+    readers_json, readers_e = _names_pair(readers)
+    head = f"Tick {tick}. "
+    user = "".join(
         (
-            '{"credits_left": ',
-            _scalar_json(round(balance, 6)),
-            ', "inbox": {"earlier": [',
-            ", ".join([_view_json(e, cache) for e in inbox.context]),
-            '], "new": [',
-            ", ".join([_view_json(e, cache) for e in inbox.new]),
-            '], "not_shown": ',
-            _scalar_json(inbox.dropped),
-            '}, "max_reply_tokens": ',
-            _scalar_json(max_tokens),
-            ', "memory": ',
-            dumps_sorted(memory) if memory else _scalar_json(memory),
-            ', "tick": ',
-            _scalar_json(tick),
-            ', "tool_results": ',
-            dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results),
-            ', "you": ',
-            _scalar_json(resume.name),
-            ', "you_read_outboxes_of": ',
-            _names_json(can_read),
-            ', "your_outbox_is_read_by": ',
-            _names_json(readers),
-            "}",
+            head, _P_HEAD, credits, _P_INBOX, ", ".join(earlier), _P_NEW, ", ".join(new), _P_NOT_SHOWN, dropped,
+            _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, _P_TOOLS, tools, _P_YOU, you,
+            _P_READS, reads, _P_READERS, readers_json, _P_TAIL,
         )
     )
-    user = f"Tick {tick}. Everything you know this turn:\n```json\n{context}\n```\nReply with the JSON object only."
+    # (numbers and null need no escaping)
+    escaped = "".join(
+        (
+            '"', head if type(tick) is int else _escaped(head), _E_HEAD, _number_escaped(credits, balance),
+            _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, _number_escaped(dropped, inbox.dropped),
+            _E_MAX, _number_escaped(max_json, max_tokens), _E_MEMORY, _escaped(mem), _E_TICK, _number_escaped(tick_json, tick),
+            _E_TOOLS, _escaped(tools) if tool_results else tools, _E_YOU, you_e, _E_READS, reads_e, _E_READERS, readers_e,
+            _E_TAIL, '"',
+        )
+    )
+    if len(_USER_ESCAPED) >= _USER_ESCAPED_MAX:  # prompts never hashed (a turn skipped after all)
+        _USER_ESCAPED.clear()
+    _USER_ESCAPED[id(user)] = (user, escaped)
     return [{"role": "system", "content": _system_message(resume, shell_allow, mcp_tools)}, {"role": "user", "content": user}]
 
 
@@ -319,8 +404,11 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
             if len(_HASH_PREFIX) >= _SYSTEM_CACHE_MAX:
                 _HASH_PREFIX.clear()
             _HASH_PREFIX[system] = h
+        user = messages[1]["content"]
+        built = _USER_ESCAPED.pop(id(user), None)
+        escaped = built[1] if built is not None and built[0] is user else _encode_str(user)
         h = h.copy()
-        h.update((_encode_str(messages[1]["content"]) + ',"role":"user"}]').encode())
+        h.update((escaped + ',"role":"user"}]').encode())
         return h.hexdigest()
     blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
