@@ -244,3 +244,20 @@ def test_credits_are_written_as_json_dumps_of_the_rounded_balance(balance) -> No
     from lemming.engine.prompt import _rounded_json
 
     assert _rounded_json(balance) == json.dumps(round(balance, 6))
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(["a", "é", "\x01", '"', "\\", "\ud800", "\U0001f600"]), max_size=40).map(lambda s: s * 100) | text)
+def test_a_string_memory_value_is_checked_as_its_json(value) -> None:
+    """A string value skips writing its JSON when it surely fits: the outcome is the one
+    its JSON's length and Unicode give."""
+    from lemming.engine.memory import MAX_VALUE_CHARS, MemoryChange, apply_update
+
+    memory: dict = {}
+    change, problem = apply_update(memory, "set", "k", value)
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        assert problem == "memory key 'k': value is not valid Unicode (an unpaired surrogate)"
+    elif len(json.dumps(value, ensure_ascii=False)) > MAX_VALUE_CHARS:
+        assert problem == f"memory key 'k': value over {MAX_VALUE_CHARS} characters"
+    else:
+        assert problem is None and change == MemoryChange("set", "k", value) and memory == {"k": value}
