@@ -707,13 +707,14 @@ def parse_reply(raw: str) -> ParsedReply:
             "the reply object has none of outbox_entries, memory_updates, tool_calls, notes"
         )
     violations: list[str] = []
-    reply = ParsedReply(repaired=repaired, violations=violations)
-    reply.entries = _items(data, "outbox_entries", ReplyEntry, MAX_ENTRIES_PER_TURN, violations)
-    reply.memory_updates = _items(data, "memory_updates", MemoryUpdate, MAX_MEMORY_UPDATES, violations)
-    reply.tool_calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
+    entries = _items(data, "outbox_entries", ReplyEntry, MAX_ENTRIES_PER_TURN, violations)
+    updates = _items(data, "memory_updates", MemoryUpdate, MAX_MEMORY_UPDATES, violations)
+    calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
     notes = data.get("notes", "")
     if isinstance(notes, str):
-        reply.notes = notes[:MAX_NOTES_CHARS]
+        notes = notes[:MAX_NOTES_CHARS]
     elif notes is not None:
-        reply.notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
-    return reply
+        notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
+    else:
+        notes = ""
+    return ParsedReply(entries, updates, calls, notes, violations, repaired)
