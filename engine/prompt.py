@@ -163,16 +163,31 @@ def _escaped(text: str) -> str:
     return _encode_str(text)[1:-1]
 
 
+def _view_text(e: OutboxEntry) -> str:
+    """dumps_sorted(_entry_view(e)), written key by key for the usual entry (str names, an
+    int tick, no tags or recipients) and the usual payload ({"text": str})."""
+    agent, id_, kind, tick, payload = e.agent, e.id, e.kind, e.tick, e.payload
+    if e.tags or e.recipients or type(agent) is not str or type(id_) is not str or type(kind) is not str or type(tick) is not int:
+        return dumps_sorted(_entry_view(e))
+    if type(payload) is dict and len(payload) == 1 and type(payload.get("text")) is str:
+        body = '{"text": ' + _encode_str(payload["text"]) + "}"
+    else:
+        body = dumps_sorted(payload)
+    return "".join(
+        ('{"from": ', _encode_str(agent), ', "id": ', _encode_str(id_), ', "kind": ', _encode_str(kind), ', "payload": ', body, ', "tick": ', repr(tick), "}")
+    )
+
+
 def _view_json(e: OutboxEntry, cache: dict[str, tuple[str, str]] | None) -> tuple[str, str]:
     """The entry's view as sorted JSON, and that JSON escaped (for `prompt_hash`). An entry is
     shown to every agent that reads its outbox, as new and then as context: the board's
     cache keeps the texts."""
     if cache is None:
-        text = dumps_sorted(_entry_view(e))
+        text = _view_text(e)
         return text, _escaped(text)
     got = cache.get(e.id)
     if got is None:
-        text = dumps_sorted(_entry_view(e))
+        text = _view_text(e)
         got = cache[e.id] = (text, _escaped(text))
     return got
 

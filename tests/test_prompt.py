@@ -106,10 +106,11 @@ def _plain_prompt(resume: Resume, *, tick, inbox, memory, readers, can_read, too
 
 
 entries = st.builds(
-    lambda i, agent, payload, tags, to: OutboxEntry(f"{agent}-{i}", i, agent, "message", payload, tuple(tags), 0.0, tuple(to)),
+    lambda i, agent, kind, payload, tags, to: OutboxEntry(f"{agent}-{i}", i, agent, kind, payload, tuple(tags), 0.0, tuple(to)),
     st.integers(0, 50),
-    st.sampled_from(["ann", "bob", "operator"]),
-    json_values,
+    st.sampled_from(["ann", "bob", "operator", 'q"\\t\n']),
+    st.sampled_from(["message", "note\u2028"]),
+    json_values | st.builds(lambda t: {"text": t}, text),
     st.lists(text, max_size=2),
     st.lists(st.sampled_from(["ann", "bob", "cy"]), max_size=2),
 )
