@@ -335,12 +335,17 @@ class MessageBoard:
         n_new = 0
         index = self._index
         op = index.get(OPERATOR)
-        for author in readable:
-            if author == name or author == OPERATOR:
-                continue
-            ob = index.get(author)
-            if ob is None:
-                continue
+        # The operator's outbox comes last (None below), for its new entries only.
+        for author in readable if op is None else (*readable, None):
+            if author is None:
+                ob, with_context = op, 0
+            else:
+                if author == name or author == OPERATOR:
+                    continue
+                ob = index.get(author)
+                if ob is None:
+                    continue
+                with_context = context
             to = ob.to
             for src in (ob.to_all, to.get(name)) if to else (ob.to_all,):
                 if src is None:
@@ -368,7 +373,7 @@ class MessageBoard:
                         lo = base
                     new += src.pairs[lo - base : j - base]
                     new_from += 1
-                if context and i:
+                if with_context and i:
                     lo = i - context
                     if lo >= base and lo >= 0:
                         ctx = src.pairs[lo - base : i - base]
@@ -377,19 +382,6 @@ class MessageBoard:
                     if ctx:
                         old += ctx
                         old_from += 1
-        if op is not None:  # the operator's entries: new ones only
-            for src in (op.to_all, op.to.get(name)):
-                if src is None or not src.ticks:
-                    continue
-                got = self._span(src, tick, since)
-                if got is None:
-                    continue
-                i, j = got
-                if j > i:
-                    n_new += j - i
-                    lo = max(i, j - new_limit, src.base)
-                    new += src.pairs[lo - src.base : j - src.base]
-                    new_from += 1
         if new_from > 1:
             new.sort()
         dropped = n_new - new_limit if n_new > new_limit else 0

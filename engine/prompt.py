@@ -598,6 +598,15 @@ def _str_list(v: Any, limit: int) -> list[str] | None:
     return list(v)
 
 
+def _name_list(item: dict[str, Any], name: str, limit: int) -> list[str] | None:
+    """A new list of item[name]'s strings ([] when it is not given); None for what only
+    pydantic words (null, not a list of strings, too long)."""
+    v = item.get(name)
+    if v is None:
+        return None if name in item else []
+    return _str_list(v, limit)
+
+
 _ENTRY_FIELDS = frozenset(("kind", "payload", "tags", "recipients"))
 
 
@@ -632,24 +641,12 @@ def _fast_entry(item: Any) -> ReplyEntry | None:
         kind = "message"
     elif type(kind) is not str or not 1 <= len(kind) <= 64:
         return None
-    tags = item.get("tags")
+    tags = _name_list(item, "tags", 20)  # (ReplyEntry's max_length of each)
     if tags is None:
-        if "tags" in item:
-            return None
-        tags = []
-    else:
-        tags = _str_list(tags, 20)  # (ReplyEntry's max_length)
-        if tags is None:
-            return None
-    recipients = item.get("recipients")
+        return None
+    recipients = _name_list(item, "recipients", 1000)
     if recipients is None:
-        if "recipients" in item:
-            return None
-        recipients = []
-    else:
-        recipients = _str_list(recipients, 1000)
-        if recipients is None:
-            return None
+        return None
     if not _payload_fits(payload):
         try:
             if len(dumps_plain(payload)) > MAX_PAYLOAD_CHARS:
