@@ -751,19 +751,16 @@ class Engine(RunReadAPI):
                 turn_starts.append(ev)
                 if publish_one is not None:
                     publish_one(ev)
-                outcome = self._turn_now(plan)
-                if outcome is None:
-                    # The turn runs here until it first has to wait (a provider with the reply
-                    # ready never does): only then does it go on in a task of its own.
-                    turn = self._turn(plan)
-                    outcome, waiting = eager.start(turn)
-                    if outcome is eager.PENDING:
-                        task = loop.create_task(eager.as_task(turn, waiting))
-                        tasks.append(task)
-                        slots.append(task)
-                        new_calls = True
-                        outcome = None
-                if outcome is not None:
+                # The turn runs here until it first has to wait (a provider with the reply
+                # ready never does): only then does it go on in a task of its own.
+                turn = self._turn(plan)
+                outcome, waiting = eager.start(turn)
+                if outcome is eager.PENDING:
+                    task = loop.create_task(eager.as_task(turn, waiting))
+                    tasks.append(task)
+                    slots.append(task)
+                    new_calls = True
+                else:
                     slots.append(outcome)
                 # Every couple of milliseconds, let the new calls start and the calls that
                 # finished hand over their slots (not after every new task: each trip round
@@ -929,61 +926,6 @@ class Engine(RunReadAPI):
             org_root=str(self.state.org.root),
         )
 
-    def _turn_now(self, plan: dict[str, Any]) -> _TurnOutcome | None:
-        """The whole turn, at once, if its provider has the reply ready (the sim at full
-        speed) and a call slot is free; None if the turn has to wait for its call (or, when
-        the reply calls tools, for them: the reply is kept in the plan for `_turn`)."""
-        if plan["config_error"]:
-            return None
-        try:
-            provider, spec = self.registry.resolve(plan["key"])
-        except ProviderError:
-            return None  # recorded by `_turn`
-        complete_now = getattr(provider, "complete_now", None)
-        if complete_now is None or self._global_sem.locked() or self.registry.semaphore(plan["key"]).locked():
-            return None
-        t0 = time.monotonic()
-        request = plan["request"] = self._request(plan, spec)
-        failure: Exception | None = None
-        try:
-            reply = complete_now(request)
-        except Exception as e:
-            reply, failure = None, e
-        if reply is None and failure is None:
-            return None  # this one has to be streamed
-        rec = self._record(plan)
-        try:
-            if failure is not None:
-                raise failure
-            assert reply is not None
-            publish = self._publish_one if self._subs else None
-            if publish is not None:
-                t, name = plan["tick"], plan["name"]
-                for text in reply.deltas:
-                    if text:
-                        publish(TokenDelta(t, name, plainjson.fix_unicode(text), False))
-            raw = plainjson.fix_unicode("".join(reply.deltas))
-            rec.reply_schema = self.structured.record_value(plan["key"], request.reply_format is not None)
-            u = reply.usage
-            usage = TokenUsage(u.input_tokens, u.output_tokens, u.estimated)
-            try:
-                parsed = parse_reply(raw)
-            except ContractViolation:
-                parsed = None
-            if parsed is not None and parsed.tool_calls:
-                # Tools run in `_turn` (they may wait on programs); it goes on from this reply.
-                plan["first"] = (raw, usage, parsed, (time.monotonic() - t0) * 1000)
-                return None
-            rec.raw_output = raw
-            rec.attempts = 1
-            rec.usage = usage
-            return self._finish_turn(plan, rec, parsed)
-        except Exception as e:  # a bug in one turn never stops the tick
-            rec.status, rec.error = "internal", f"internal error: {type(e).__name__}: {e}"
-            return self._outcome(plan, rec, None)
-        finally:
-            rec.latency_ms = (time.monotonic() - t0) * 1000
-
     async def _call(self, plan: dict[str, Any], provider: Any, spec: Any, request: CompletionRequest, round_no: int) -> Any:
         """One model call of a turn, streamed, with retries, in the concurrency limits."""
         name, t = plan["name"], plan["tick"]
@@ -1029,13 +971,7 @@ class Engine(RunReadAPI):
             except ProviderError as e:
                 rec.status, rec.error = "config", str(e)
                 return self._outcome(plan, rec, None)
-            request = plan.get("request") or self._request(plan, spec)
-            first = plan.pop("first", None)
-            if first is not None:  # the provider answered at once; its reply calls tools
-                rec.raw_output, rec.usage, parsed, _ = first
-                rec.attempts = 1
-                rec.reply_schema = self.structured.record_value(plan["key"], request.reply_format is not None)
-                return await self._tool_rounds(plan, rec, provider, spec, parsed, first[3])
+            request = self._request(plan, spec)
             r0 = time.monotonic()
             result = await self._call(plan, provider, spec, request, 1)
             rec.process = plan.get("process")
