@@ -52,6 +52,7 @@ from lemming.engine.events import (
 )
 from lemming.engine import eager, gcfreeze, plainjson
 from lemming.engine.memory import apply_update
+from lemming.engine.slots import Slots
 from lemming.engine.messages import OPERATOR, OutboxEntry
 from lemming.engine.org import Org, definitions_hash, load_org
 from lemming.engine.prompt import (
@@ -270,7 +271,7 @@ class Engine(RunReadAPI):
         self._stop: str | None = None
         self._tick_task: asyncio.Task | None = None
         self._abort_requested = False
-        self._global_sem = asyncio.Semaphore(self.concurrency)
+        self._global_sem = Slots(self.concurrency)
         self._order: tuple[Org | None, list] = (None, [])
         #: Freeze what is alive when a run starts out of the garbage collector's full
         #: passes for the run (see engine/gcfreeze.py); False leaves the collector alone.
@@ -941,15 +942,25 @@ class Engine(RunReadAPI):
         global_sem = self._global_sem
         provider_sem = self.registry.semaphore(plan["key"])
         jitter = f"{self.seed}:{name}:{t}" + (f":{round_no}" if round_no > 1 else "")
-        async with global_sem, provider_sem:
-            result = await stream_with_retries(
-                provider, request, on_delta, policy=policy, rng=_RetryJitter(jitter)  # type: ignore[arg-type]
-            )
-            if hasattr(provider, "take_report"):  # a cli agent's process: the record shows the last round's
-                plan["process"] = provider.take_report(request)
-            # Calls may be waiting for this slot: let them start before this turn reads
-            # its reply (twice: the first wakes them, the second lets them run).
-            handover = global_sem.locked() or provider_sem.locked()
+        # (a free slot is taken without a coroutine: engine/slots.py)
+        if not global_sem.try_take():
+            await global_sem.take()
+        try:
+            if not provider_sem.try_take():
+                await provider_sem.take()
+            try:
+                result = await stream_with_retries(
+                    provider, request, on_delta, policy=policy, rng=_RetryJitter(jitter)  # type: ignore[arg-type]
+                )
+                if hasattr(provider, "take_report"):  # a cli agent's process: the record shows the last round's
+                    plan["process"] = provider.take_report(request)
+                # Calls may be waiting for this slot: let them start before this turn reads
+                # its reply (twice: the first wakes them, the second lets them run).
+                handover = global_sem.waiting() or provider_sem.waiting()
+            finally:
+                provider_sem.give()
+        finally:
+            global_sem.give()
         if handover:
             await asyncio.sleep(0)
             await asyncio.sleep(0)
