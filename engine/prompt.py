@@ -133,7 +133,7 @@ class ParsedReply:
                 for e in self.entries
             ],
             "memory_updates": [{"op": m.op, "key": m.key, "value": copy_plain(m.value)} for m in self.memory_updates],
-            "tool_calls": [{"tool": t.tool, "args": copy_plain(t.args)} for t in self.tool_calls],
+            "tool_calls": [{"tool": t.tool, "args": copy_plain(t.args)} for t in self.tool_calls] if self.tool_calls else [],
             "notes": self.notes,
         }
 
