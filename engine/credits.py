@@ -46,8 +46,22 @@ def allowance(
     if left <= 0:
         return TurnAllowance(None, f"{balance:.6g} credits cannot pay for the prompt and the action")
     if prices.output_per_mtok <= 0:
-        return TurnAllowance(wanted)
+        return _allowed(wanted)
     affordable = math.floor(left * 1e6 / prices.output_per_mtok)
     if affordable < 1:
         return TurnAllowance(None, f"{balance:.6g} credits cannot pay for one output token")
-    return TurnAllowance(min(wanted, affordable))
+    return _allowed(wanted if wanted < affordable else affordable)
+
+
+#: TurnAllowance(n) by n: the usual answer, the same for an agent turn after turn (a frozen
+#: dataclass costs more to make than the rest of `allowance`).
+_ALLOWED: dict[int, TurnAllowance] = {}
+
+
+def _allowed(n: int) -> TurnAllowance:
+    got = _ALLOWED.get(n)
+    if got is None:
+        if len(_ALLOWED) >= 4096:
+            _ALLOWED.clear()
+        got = _ALLOWED[n] = TurnAllowance(n)
+    return got

@@ -52,6 +52,7 @@ from lemming.engine.events import (
 )
 from lemming.engine import eager, gcfreeze, plainjson
 from lemming.engine.memory import apply_update
+from lemming.engine.slots import Slots
 from lemming.engine.messages import OPERATOR, OutboxEntry
 from lemming.engine.org import Org, definitions_hash, load_org
 from lemming.engine.prompt import (
@@ -270,7 +271,7 @@ class Engine(RunReadAPI):
         self._stop: str | None = None
         self._tick_task: asyncio.Task | None = None
         self._abort_requested = False
-        self._global_sem = asyncio.Semaphore(self.concurrency)
+        self._global_sem = Slots(self.concurrency)
         self._order: tuple[Org | None, list] = (None, [])
         #: Freeze what is alive when a run starts out of the garbage collector's full
         #: passes for the run (see engine/gcfreeze.py); False leaves the collector alone.
@@ -751,19 +752,16 @@ class Engine(RunReadAPI):
                 turn_starts.append(ev)
                 if publish_one is not None:
                     publish_one(ev)
-                outcome = self._turn_now(plan)
-                if outcome is None:
-                    # The turn runs here until it first has to wait (a provider with the reply
-                    # ready never does): only then does it go on in a task of its own.
-                    turn = self._turn(plan)
-                    outcome, waiting = eager.start(turn)
-                    if outcome is eager.PENDING:
-                        task = loop.create_task(eager.as_task(turn, waiting))
-                        tasks.append(task)
-                        slots.append(task)
-                        new_calls = True
-                        outcome = None
-                if outcome is not None:
+                # The turn runs here until it first has to wait (a provider with the reply
+                # ready never does): only then does it go on in a task of its own.
+                turn = self._turn(plan)
+                outcome, waiting = eager.start(turn)
+                if outcome is eager.PENDING:
+                    task = loop.create_task(eager.as_task(turn, waiting))
+                    tasks.append(task)
+                    slots.append(task)
+                    new_calls = True
+                else:
                     slots.append(outcome)
                 # Every couple of milliseconds, let the new calls start and the calls that
                 # finished hand over their slots (not after every new task: each trip round
@@ -929,61 +927,6 @@ class Engine(RunReadAPI):
             org_root=str(self.state.org.root),
         )
 
-    def _turn_now(self, plan: dict[str, Any]) -> _TurnOutcome | None:
-        """The whole turn, at once, if its provider has the reply ready (the sim at full
-        speed) and a call slot is free; None if the turn has to wait for its call (or, when
-        the reply calls tools, for them: the reply is kept in the plan for `_turn`)."""
-        if plan["config_error"]:
-            return None
-        try:
-            provider, spec = self.registry.resolve(plan["key"])
-        except ProviderError:
-            return None  # recorded by `_turn`
-        complete_now = getattr(provider, "complete_now", None)
-        if complete_now is None or self._global_sem.locked() or self.registry.semaphore(plan["key"]).locked():
-            return None
-        t0 = time.monotonic()
-        request = plan["request"] = self._request(plan, spec)
-        failure: Exception | None = None
-        try:
-            reply = complete_now(request)
-        except Exception as e:
-            reply, failure = None, e
-        if reply is None and failure is None:
-            return None  # this one has to be streamed
-        rec = self._record(plan)
-        try:
-            if failure is not None:
-                raise failure
-            assert reply is not None
-            publish = self._publish_one if self._subs else None
-            if publish is not None:
-                t, name = plan["tick"], plan["name"]
-                for text in reply.deltas:
-                    if text:
-                        publish(TokenDelta(t, name, plainjson.fix_unicode(text), False))
-            raw = plainjson.fix_unicode("".join(reply.deltas))
-            rec.reply_schema = self.structured.record_value(plan["key"], request.reply_format is not None)
-            u = reply.usage
-            usage = TokenUsage(u.input_tokens, u.output_tokens, u.estimated)
-            try:
-                parsed = parse_reply(raw)
-            except ContractViolation:
-                parsed = None
-            if parsed is not None and parsed.tool_calls:
-                # Tools run in `_turn` (they may wait on programs); it goes on from this reply.
-                plan["first"] = (raw, usage, parsed, (time.monotonic() - t0) * 1000)
-                return None
-            rec.raw_output = raw
-            rec.attempts = 1
-            rec.usage = usage
-            return self._finish_turn(plan, rec, parsed)
-        except Exception as e:  # a bug in one turn never stops the tick
-            rec.status, rec.error = "internal", f"internal error: {type(e).__name__}: {e}"
-            return self._outcome(plan, rec, None)
-        finally:
-            rec.latency_ms = (time.monotonic() - t0) * 1000
-
     async def _call(self, plan: dict[str, Any], provider: Any, spec: Any, request: CompletionRequest, round_no: int) -> Any:
         """One model call of a turn, streamed, with retries, in the concurrency limits."""
         name, t = plan["name"], plan["tick"]
@@ -999,15 +942,25 @@ class Engine(RunReadAPI):
         global_sem = self._global_sem
         provider_sem = self.registry.semaphore(plan["key"])
         jitter = f"{self.seed}:{name}:{t}" + (f":{round_no}" if round_no > 1 else "")
-        async with global_sem, provider_sem:
-            result = await stream_with_retries(
-                provider, request, on_delta, policy=policy, rng=_RetryJitter(jitter)  # type: ignore[arg-type]
-            )
-            if hasattr(provider, "take_report"):  # a cli agent's process: the record shows the last round's
-                plan["process"] = provider.take_report(request)
-            # Calls may be waiting for this slot: let them start before this turn reads
-            # its reply (twice: the first wakes them, the second lets them run).
-            handover = global_sem.locked() or provider_sem.locked()
+        # (a free slot is taken without a coroutine: engine/slots.py)
+        if not global_sem.try_take():
+            await global_sem.take()
+        try:
+            if not provider_sem.try_take():
+                await provider_sem.take()
+            try:
+                result = await stream_with_retries(
+                    provider, request, on_delta, policy=policy, rng=_RetryJitter(jitter)  # type: ignore[arg-type]
+                )
+                if hasattr(provider, "take_report"):  # a cli agent's process: the record shows the last round's
+                    plan["process"] = provider.take_report(request)
+                # Calls may be waiting for this slot: let them start before this turn reads
+                # its reply (twice: the first wakes them, the second lets them run).
+                handover = global_sem.waiting() or provider_sem.waiting()
+            finally:
+                provider_sem.give()
+        finally:
+            global_sem.give()
         if handover:
             await asyncio.sleep(0)
             await asyncio.sleep(0)
@@ -1029,13 +982,7 @@ class Engine(RunReadAPI):
             except ProviderError as e:
                 rec.status, rec.error = "config", str(e)
                 return self._outcome(plan, rec, None)
-            request = plan.get("request") or self._request(plan, spec)
-            first = plan.pop("first", None)
-            if first is not None:  # the provider answered at once; its reply calls tools
-                rec.raw_output, rec.usage, parsed, _ = first
-                rec.attempts = 1
-                rec.reply_schema = self.structured.record_value(plan["key"], request.reply_format is not None)
-                return await self._tool_rounds(plan, rec, provider, spec, parsed, first[3])
+            request = self._request(plan, spec)
             r0 = time.monotonic()
             result = await self._call(plan, provider, spec, request, 1)
             rec.process = plan.get("process")

@@ -26,6 +26,26 @@ class MemoryChange:
     value: Any  # value after the change; None after delete
 
 
+#: Keys that passed KEY_RE (an agent writes the same few keys turn after turn).
+_GOOD_KEYS: set[str] = set()
+_GOOD_KEYS_MAX = 50_000
+
+_new = object.__new__
+_set_op = MemoryChange.__dict__["op"].__set__
+_set_key = MemoryChange.__dict__["key"].__set__
+_set_value = MemoryChange.__dict__["value"].__set__
+
+
+def _change(op: str, key: str, value: Any) -> MemoryChange:
+    """MemoryChange(op, key, value), its slots set through their descriptors (a frozen
+    dataclass's __init__ sets each through object.__setattr__)."""
+    c = _new(MemoryChange)
+    _set_op(c, op)
+    _set_key(c, key)
+    _set_value(c, value)
+    return c
+
+
 def _size(value: Any) -> int:
     """Characters of `value` as JSON. Raises ValueError/TypeError for what could not be
     recorded: NaN, infinities, non-JSON types, unpaired surrogates."""
@@ -39,30 +59,41 @@ def apply_update(
     memory: dict[str, Any], op: str, key: Any, value: Any = None
 ) -> tuple[MemoryChange | None, str | None]:
     """Apply one update to `memory` in place. Returns (change, None) or (None, violation)."""
-    if not isinstance(key, str) or not KEY_RE.match(key):
-        shown = repr(key)[:40]
-        return None, plainjson.one_line(
-            f"memory key {shown} rejected: use 1-64 characters of letters, digits, _ . : -"
-        )
+    if type(key) is not str or key not in _GOOD_KEYS:
+        if not isinstance(key, str) or not KEY_RE.match(key):
+            shown = repr(key)[:40]
+            return None, plainjson.one_line(
+                f"memory key {shown} rejected: use 1-64 characters of letters, digits, _ . : -"
+            )
+        if type(key) is str:
+            if len(_GOOD_KEYS) >= _GOOD_KEYS_MAX:
+                _GOOD_KEYS.clear()
+            _GOOD_KEYS.add(key)
     if op == "delete":
         if key not in memory:
             return None, f"memory key {key!r}: delete of a key that does not exist"
         del memory[key]
-        return MemoryChange("delete", key, None), None
+        return _change("delete", key, None), None
     if op not in ("set", "append", "merge"):
         shown = repr(op) if len(repr(op)) <= 40 else repr(op)[:37] + "..."
         return None, plainjson.one_line(
             f"memory key {key!r}: unknown op {shown} (allowed: set, append, merge, delete)"
         )
-    if plainjson.too_deep(value, plainjson.MAX_DEPTH - 1):
-        return None, f"memory key {key!r}: value nested deeper than {plainjson.MAX_DEPTH - 1} levels"
-    try:
-        if _size(value) > MAX_VALUE_CHARS:
-            return None, f"memory key {key!r}: value over {MAX_VALUE_CHARS} characters"
-    except UnicodeError:
-        return None, f"memory key {key!r}: value is not valid Unicode (an unpaired surrogate)"
-    except (TypeError, ValueError, RecursionError):
-        return None, f"memory key {key!r}: value is not plain JSON (no NaN, Infinity or other types)"
+    if type(value) is str and len(value) * 6 + 2 <= MAX_VALUE_CHARS:
+        # A string whose JSON surely fits (no character is written longer than "\\u001f"):
+        # only its Unicode is checked, not its JSON written.
+        if not plainjson.is_valid_unicode(value):
+            return None, f"memory key {key!r}: value is not valid Unicode (an unpaired surrogate)"
+    else:
+        if plainjson.too_deep(value, plainjson.MAX_DEPTH - 1):
+            return None, f"memory key {key!r}: value nested deeper than {plainjson.MAX_DEPTH - 1} levels"
+        try:
+            if _size(value) > MAX_VALUE_CHARS:
+                return None, f"memory key {key!r}: value over {MAX_VALUE_CHARS} characters"
+        except UnicodeError:
+            return None, f"memory key {key!r}: value is not valid Unicode (an unpaired surrogate)"
+        except (TypeError, ValueError, RecursionError):
+            return None, f"memory key {key!r}: value is not plain JSON (no NaN, Infinity or other types)"
     if key not in memory and len(memory) >= MAX_KEYS:
         return None, f"memory key {key!r}: memory is full ({MAX_KEYS} keys); delete some first"
     if op == "set":
@@ -81,4 +112,4 @@ def apply_update(
     if op != "set" and _size(new) > MAX_VALUE_CHARS:
         return None, f"memory key {key!r}: value would exceed {MAX_VALUE_CHARS} characters"
     memory[key] = new
-    return MemoryChange(op, key, new), None
+    return _change(op, key, new), None

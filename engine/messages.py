@@ -92,13 +92,13 @@ class _Source:
     whose cursor fell behind it, a mark keeps what that reader can still be shown: how
     many entries came before its cursor, and the context entries just before it."""
 
-    __slots__ = ("entries", "ticks", "keys", "base", "marks")
+    __slots__ = ("entries", "ticks", "pairs", "base", "marks")
 
     def __init__(self) -> None:
         self.entries: list[OutboxEntry] = []
         self.ticks: list[int] = []
-        #: each entry's `_order` key, worked out once (inboxes merge sources by it)
-        self.keys: list[tuple] = []
+        #: (each entry's `_order` key, worked out once, the entry): inboxes merge sources by it
+        self.pairs: list[tuple[tuple, OutboxEntry]] = []
         self.base = 0
         #: cursor tick → (entries before it, the last context entries before it)
         self.marks: dict[int, tuple[int, tuple[OutboxEntry, ...]]] = {}
@@ -106,7 +106,7 @@ class _Source:
     def append(self, e: OutboxEntry) -> None:
         self.entries.append(e)
         self.ticks.append(e.tick)
-        self.keys.append(_order(e))
+        self.pairs.append((_order(e), e))
 
     def before(self, tick: int) -> int | None:
         """How many entries have a tick below `tick` (None: the board no longer knows)."""
@@ -126,7 +126,7 @@ class _Source:
         base = self.base
         lo = i - context if i > context else 0
         if lo >= base:
-            return list(zip(self.keys[lo - base : i - base], self.entries[lo - base : i - base]))
+            return self.pairs[lo - base : i - base]
         m = self.marks.get(since)
         if m is not None and m[0] == i:
             got = m[1][-context:]
@@ -160,7 +160,7 @@ class _Source:
             cut = newbase - base
             del self.entries[:cut]
             del self.ticks[:cut]
-            del self.keys[:cut]
+            del self.pairs[:cut]
             self.base = newbase
 
 
@@ -334,32 +334,36 @@ class MessageBoard:
         new_from = old_from = 0
         n_new = 0
         index = self._index
-        authors = [a for a in readable if a != name and a != OPERATOR]
-        authors.append(OPERATOR)
-        for author in authors:
-            ob = index.get(author)
-            if ob is None:
-                continue
-            with_context = context and author != OPERATOR
-            for src in (ob.to_all, ob.to.get(name)):
+        op = index.get(OPERATOR)
+        # The operator's outbox comes last (None below), for its new entries only.
+        for author in readable if op is None else (*readable, None):
+            if author is None:
+                ob, with_context = op, 0
+            else:
+                if author == name or author == OPERATOR:
+                    continue
+                ob = index.get(author)
+                if ob is None:
+                    continue
+                with_context = context
+            to = ob.to
+            for src in (ob.to_all, to.get(name)) if to else (ob.to_all,):
                 if src is None:
                     continue
                 ticks = src.ticks
                 if not ticks:
                     continue
                 base = src.base
-                if tick > ticks[-1]:  # (`before`, inlined for the live engine's case)
+                if tick > ticks[-1] and (not base or since > ticks[0]):
+                    # (the live engine's case: every entry is before `tick`, the cursor is
+                    # within the window)
                     j = base + len(ticks)
-                else:
-                    j = src.before(tick)  # type: ignore[assignment]
-                    if j is None:  # a tick older than the board holds
-                        continue
-                if since > ticks[0] or not base:
                     i = base + bisect.bisect_left(ticks, since)
                 else:
-                    i = src.before(since)  # type: ignore[assignment]
-                    if i is None:
-                        i = base
+                    got = self._span(src, tick, since)
+                    if got is None:
+                        continue
+                    i, j = got
                 if j > i:
                     n_new += j - i
                     lo = j - new_limit
@@ -367,24 +371,51 @@ class MessageBoard:
                         lo = i
                     if lo < base:
                         lo = base
-                    new.extend(zip(src.keys[lo - base : j - base], src.entries[lo - base : j - base]))
+                    new += src.pairs[lo - base : j - base]
                     new_from += 1
                 if with_context and i:
-                    ctx = src.context(since, i, context)
+                    lo = i - context
+                    if lo >= base and lo >= 0:
+                        ctx = src.pairs[lo - base : i - base]
+                    else:
+                        ctx = src.context(since, i, context)
                     if ctx:
-                        old.extend(ctx)
+                        old += ctx
                         old_from += 1
         if new_from > 1:
             new.sort()
-        dropped = max(0, n_new - new_limit)
+        dropped = n_new - new_limit if n_new > new_limit else 0
         if old_from > 1:
             old.sort()
         shown = [e for _, e in (new[-new_limit:] if len(new) > new_limit else new)]
-        earlier = [e for _, e in old[-context:]] if context else []
+        if context:
+            earlier = [e for _, e in (old[-context:] if len(old) > context else old)]
+        else:
+            earlier = []
         cache = self.view_cache
         if len(cache) > VIEW_CACHE_MAX:
             cache.clear()
-        return Inbox(new=shown, context=earlier, dropped=dropped, view_cache=cache)
+        return Inbox(shown, earlier, dropped, cache)
+
+    @staticmethod
+    def _span(src: _Source, tick: int, since: int) -> tuple[int, int] | None:
+        """(entries before `since`, entries before `tick`) of `src`, counted from the start of
+        the run; None when the board no longer knows what came before `tick`."""
+        ticks = src.ticks
+        base = src.base
+        if tick > ticks[-1]:
+            j = base + len(ticks)
+        else:
+            j = src.before(tick)  # type: ignore[assignment]
+            if j is None:  # a tick older than the board holds
+                return None
+        if since > ticks[0] or not base:
+            i = base + bisect.bisect_left(ticks, since)
+        else:
+            i = src.before(since)  # type: ignore[assignment]
+            if i is None:
+                i = base
+        return i, j
 
     def _inbox_by_scan(
         self, name: str, readable: Iterable[str], tick: int, since: int, *, new_limit: int, context: int

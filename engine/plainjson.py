@@ -35,6 +35,8 @@ def _finite_float(text: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+_SCAN = _DECODER.scan_once
+_WHITESPACE = json.decoder.WHITESPACE.match
 
 
 def loads(text: str) -> Any:
@@ -45,7 +47,15 @@ def loads(text: str) -> Any:
     """
     try:
         if type(text) is str and not text.startswith("\ufeff"):
-            data = _DECODER.decode(text)  # what json.loads does, without a decoder per call
+            # What json.loads does (JSONDecoder.decode), without a decoder per call, and for
+            # text that starts with its value without decode's two calls around the scan.
+            try:
+                data, end = _SCAN(text, 0)
+            except StopIteration:  # leading whitespace, or no value: as decode says it
+                data = _DECODER.decode(text)
+            else:
+                if end != len(text) and _WHITESPACE(text, end).end() != len(text):
+                    data = _DECODER.decode(text)  # raises decode's "Extra data"
         else:
             data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:

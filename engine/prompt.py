@@ -133,7 +133,7 @@ class ParsedReply:
                 for e in self.entries
             ],
             "memory_updates": [{"op": m.op, "key": m.key, "value": copy_plain(m.value)} for m in self.memory_updates],
-            "tool_calls": [{"tool": t.tool, "args": copy_plain(t.args)} for t in self.tool_calls],
+            "tool_calls": [{"tool": t.tool, "args": copy_plain(t.args)} for t in self.tool_calls] if self.tool_calls else [],
             "notes": self.notes,
         }
 
@@ -156,15 +156,40 @@ _SYSTEM_CACHE: dict[tuple, str] = {}
 _SYSTEM_CACHE_MAX = 10_000
 
 
-def _view_json(e: OutboxEntry, cache: dict[str, str] | None) -> str:
-    """The entry's view as sorted JSON. An entry is shown to every agent that reads its
-    outbox, as new and then as context: the board's cache keeps the text."""
-    if cache is None:
+def _escaped(text: str) -> str:
+    """`text` as it appears inside a JSON string (json.dumps(text)[1:-1], ensure_ascii=False).
+    Escaping is character by character: the escaped parts of a text, joined, are the
+    escaped text."""
+    return _encode_str(text)[1:-1]
+
+
+def _view_text(e: OutboxEntry) -> str:
+    """dumps_sorted(_entry_view(e)), written key by key for the usual entry (str names, an
+    int tick, no tags or recipients) and the usual payload ({"text": str})."""
+    agent, id_, kind, tick, payload = e.agent, e.id, e.kind, e.tick, e.payload
+    if e.tags or e.recipients or type(agent) is not str or type(id_) is not str or type(kind) is not str or type(tick) is not int:
         return dumps_sorted(_entry_view(e))
-    text = cache.get(e.id)
-    if text is None:
-        text = cache[e.id] = dumps_sorted(_entry_view(e))
-    return text
+    if type(payload) is dict and len(payload) == 1 and type(payload.get("text")) is str:
+        body = '{"text": ' + _encode_str(payload["text"]) + "}"
+    else:
+        body = dumps_sorted(payload)
+    return "".join(
+        ('{"from": ', _encode_str(agent), ', "id": ', _encode_str(id_), ', "kind": ', _encode_str(kind), ', "payload": ', body, ', "tick": ', repr(tick), "}")
+    )
+
+
+def _view_json(e: OutboxEntry, cache: dict[str, tuple[str, str]] | None) -> tuple[str, str]:
+    """The entry's view as sorted JSON, and that JSON escaped (for `prompt_hash`). An entry is
+    shown to every agent that reads its outbox, as new and then as context: the board's
+    cache keeps the texts."""
+    if cache is None:
+        text = _view_text(e)
+        return text, _escaped(text)
+    got = cache.get(e.id)
+    if got is None:
+        text = _view_text(e)
+        got = cache[e.id] = (text, _escaped(text))
+    return got
 
 
 def _system_message(resume: Resume, shell_allow: list[str] | None = None, mcp_tools: dict[str, str] | None = None) -> str:
@@ -205,16 +230,30 @@ def _scalar_json(v: Any) -> str:
     """json.dumps(v) for the small values of the context, without an encoder for each."""
     t = type(v)
     if t is int:
-        return int.__repr__(v)
+        return repr(v)  # (exactly an int or a float: its own repr, what json writes)
     if t is str:
         return _encode_str(v)
     if v is None:
         return "null"
     if t is float and -_INF < v < _INF:
-        return float.__repr__(v)
+        return repr(v)
     if (t is list or t is dict) and not v:
         return "[]" if t is list else "{}"
     return dumps_sorted(v)
+
+
+def _rounded_json(v: Any) -> str:
+    """_scalar_json(round(v, 6)), for the credits left: a float is written with one
+    correctly rounded formatting ("%.6f" rounds as round(v, 6) does) instead of rounding it
+    and then finding its shortest repr. The formatted digits, trailing zeros dropped, are
+    that repr when there are at most 15 of them (a double tells every such decimal apart,
+    so none shorter gives it back) and the value is not under 1e-4 (written with an
+    exponent); otherwise it is worked out as before."""
+    if type(v) is float and -_INF < v < _INF:
+        short = ("%.6f" % v).rstrip("0")
+        if len(short) <= 16 and not short.startswith(("0.0000", "-0.0000")):
+            return short + "0" if short[-1] == "." else short
+    return _scalar_json(round(v, 6))
 
 
 def _names_json(names: list[str]) -> str:
@@ -225,7 +264,56 @@ def _names_json(names: list[str]) -> str:
         return dumps_sorted(names)
 
 
+#: Agent names and lists of them (the same each turn of an agent) -> (JSON, escaped JSON).
+_NAMES_JSON: dict[Any, tuple[str, str]] = {}
+_NAMES_JSON_MAX = 20_000
+
+
+def _names_pair(names: Any) -> tuple[str, str]:
+    """(_names_json(names), escaped) of a list of names, or (_scalar_json, escaped) of one name."""
+    key = names if type(names) is str else tuple(names)
+    got = _NAMES_JSON.get(key)
+    if got is None:
+        text = _scalar_json(names) if type(names) is str else _names_json(names)
+        got = (text, _escaped(text))
+        if len(_NAMES_JSON) >= _NAMES_JSON_MAX:
+            _NAMES_JSON.clear()
+        try:
+            _NAMES_JSON[key] = got
+        except TypeError:  # (a name that is not a string)
+            pass
+    return got
+
+
 _INF = float("inf")
+
+
+def _number_escaped(text: str, v: Any) -> str:
+    """`text` (the JSON of `v`) escaped: as it is for a number or null."""
+    t = type(v)
+    return text if t is int or t is float or v is None else _escaped(text)
+
+
+#: user message text (by id, with the text itself: the id stays its own) -> the text escaped
+#: as JSON, built with it by `build_prompt` for `prompt_hash`, which takes it.
+_USER_ESCAPED: dict[int, tuple[str, str]] = {}
+_USER_ESCAPED_MAX = 64
+
+_P_INBOX = ', "inbox": {"earlier": ['
+_P_NEW = '], "new": ['
+_P_NOT_SHOWN = '], "not_shown": '
+_P_MAX = '}, "max_reply_tokens": '
+_P_MEMORY = ', "memory": '
+_P_TICK = ', "tick": '
+_P_TOOLS = ', "tool_results": '
+_P_YOU = ', "you": '
+_P_READS = ', "you_read_outboxes_of": '
+_P_READERS = ', "your_outbox_is_read_by": '
+_P_HEAD = "Everything you know this turn:\n```json\n{\"credits_left\": "
+_P_TAIL = "}\n```\nReply with the JSON object only."
+_E_INBOX, _E_NEW, _E_NOT_SHOWN, _E_MAX, _E_MEMORY, _E_TICK, _E_TOOLS, _E_YOU, _E_READS, _E_READERS, _E_HEAD, _E_TAIL = map(
+    _escaped, (_P_INBOX, _P_NEW, _P_NOT_SHOWN, _P_MAX, _P_MEMORY, _P_TICK, _P_TOOLS, _P_YOU, _P_READS, _P_READERS, _P_HEAD, _P_TAIL)
+)
 
 
 def build_prompt(
@@ -247,36 +335,48 @@ def build_prompt(
     #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
     #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
     # written key by key in sorted order, so that each inbox entry is encoded once, not once
-    # per reader and turn (tests/test_prompt.py holds it to json.dumps).
+    # per reader and turn (tests/test_prompt.py holds it to json.dumps). The user message is
+    # written twice over, as itself and escaped as a JSON string (what `prompt_hash` hashes),
+    # from parts kept escaped: escaping the whole message costs more than writing it.
     cache = inbox.view_cache
-    context = "".join(
+    if inbox.context:
+        earlier, earlier_e = zip(*[_view_json(e, cache) for e in inbox.context])
+    else:
+        earlier = earlier_e = ()
+    if inbox.new:
+        new, new_e = zip(*[_view_json(e, cache) for e in inbox.new])
+    else:
+        new = new_e = ()
+    credits = _rounded_json(balance)
+    dropped = _scalar_json(inbox.dropped)
+    max_json = _scalar_json(max_tokens)
+    mem = dumps_sorted(memory) if memory else _scalar_json(memory)
+    tick_json = _scalar_json(tick)
+    tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
+    you, you_e = _names_pair(resume.name)
+    reads, reads_e = _names_pair(can_read)
+    readers_json, readers_e = _names_pair(readers)
+    head = f"Tick {tick}. "
+    user = "".join(
         (
-            '{"credits_left": ',
-            _scalar_json(round(balance, 6)),
-            ', "inbox": {"earlier": [',
-            ", ".join([_view_json(e, cache) for e in inbox.context]),
-            '], "new": [',
-            ", ".join([_view_json(e, cache) for e in inbox.new]),
-            '], "not_shown": ',
-            _scalar_json(inbox.dropped),
-            '}, "max_reply_tokens": ',
-            _scalar_json(max_tokens),
-            ', "memory": ',
-            dumps_sorted(memory) if memory else _scalar_json(memory),
-            ', "tick": ',
-            _scalar_json(tick),
-            ', "tool_results": ',
-            dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results),
-            ', "you": ',
-            _scalar_json(resume.name),
-            ', "you_read_outboxes_of": ',
-            _names_json(can_read),
-            ', "your_outbox_is_read_by": ',
-            _names_json(readers),
-            "}",
+            head, _P_HEAD, credits, _P_INBOX, ", ".join(earlier), _P_NEW, ", ".join(new), _P_NOT_SHOWN, dropped,
+            _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, _P_TOOLS, tools, _P_YOU, you,
+            _P_READS, reads, _P_READERS, readers_json, _P_TAIL,
         )
     )
-    user = f"Tick {tick}. Everything you know this turn:\n```json\n{context}\n```\nReply with the JSON object only."
+    # (numbers and null need no escaping)
+    escaped = "".join(
+        (
+            '"', head if type(tick) is int else _escaped(head), _E_HEAD, _number_escaped(credits, balance),
+            _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, _number_escaped(dropped, inbox.dropped),
+            _E_MAX, _number_escaped(max_json, max_tokens), _E_MEMORY, _escaped(mem), _E_TICK, _number_escaped(tick_json, tick),
+            _E_TOOLS, _escaped(tools) if tool_results else tools, _E_YOU, you_e, _E_READS, reads_e, _E_READERS, readers_e,
+            _E_TAIL, '"',
+        )
+    )
+    if len(_USER_ESCAPED) >= _USER_ESCAPED_MAX:  # prompts never hashed (a turn skipped after all)
+        _USER_ESCAPED.clear()
+    _USER_ESCAPED[id(user)] = (user, escaped)
     return [{"role": "system", "content": _system_message(resume, shell_allow, mcp_tools)}, {"role": "user", "content": user}]
 
 
@@ -319,8 +419,11 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
             if len(_HASH_PREFIX) >= _SYSTEM_CACHE_MAX:
                 _HASH_PREFIX.clear()
             _HASH_PREFIX[system] = h
+        user = messages[1]["content"]
+        built = _USER_ESCAPED.pop(id(user), None)
+        escaped = built[1] if built is not None and built[0] is user else _encode_str(user)
         h = h.copy()
-        h.update((_encode_str(messages[1]["content"]) + ',"role":"user"}]').encode())
+        h.update((escaped + ',"role":"user"}]').encode())
         return h.hexdigest()
     blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -420,9 +523,17 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
     if len(raw) > limit:
         violations.append(f"{key}: {len(raw)} items; only the first {limit} are kept")
         raw = raw[:limit]
-    out = []
+    out: list = []
     fast = _FAST.get(model) if _FAST_OK else None
-    for i, item in enumerate(raw):
+    if fast is not None:  # the items of the usual shape up to the first that is not
+        for item in raw:
+            made = fast(item)
+            if made is None:
+                break
+            out.append(made)
+        else:
+            return out
+    for i, item in enumerate(raw[len(out):] if out else raw, len(out)):
         if fast is not None:
             made = fast(item)
             if made is not None:
@@ -451,16 +562,30 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
 # goes to pydantic.
 
 _new_object = object.__new__
-_set = object.__setattr__
+
+
+def _slot_setter(name: str) -> Any:
+    """The setter of BaseModel's slot `name`, through its descriptor (object.__setattr__
+    looks the slot up by name on every call)."""
+    setter = getattr(BaseModel.__dict__.get(name), "__set__", None)
+    if setter is None:  # another pydantic's layout (`_fast_checked` then tells)
+        return lambda m, v: object.__setattr__(m, name, v)
+    return setter
+
+
+_set_dict = _slot_setter("__dict__")
+_set_fields_set = _slot_setter("__pydantic_fields_set__")
+_set_extra = _slot_setter("__pydantic_extra__")
+_set_private = _slot_setter("__pydantic_private__")
 
 
 def _built(cls: type[BaseModel], values: dict[str, Any], given: set[str]) -> BaseModel:
     """An instance of `cls` holding `values` (already valid), as validation would build it."""
     m = _new_object(cls)
-    _set(m, "__dict__", values)
-    _set(m, "__pydantic_fields_set__", given)
-    _set(m, "__pydantic_extra__", None)
-    _set(m, "__pydantic_private__", None)
+    _set_dict(m, values)
+    _set_fields_set(m, given)
+    _set_extra(m, None)
+    _set_private(m, None)
     return m
 
 
@@ -473,41 +598,67 @@ def _str_list(v: Any, limit: int) -> list[str] | None:
     return list(v)
 
 
-_NAME_LISTS = (("tags", 20), ("recipients", 1000))  # (ReplyEntry's max_length of each)
+def _name_list(item: dict[str, Any], name: str, limit: int) -> list[str] | None:
+    """A new list of item[name]'s strings ([] when it is not given); None for what only
+    pydantic words (null, not a list of strings, too long)."""
+    v = item.get(name)
+    if v is None:
+        return None if name in item else []
+    return _str_list(v, limit)
+
+
+_ENTRY_FIELDS = frozenset(("kind", "payload", "tags", "recipients"))
+
+
+def _payload_fits(payload: Any) -> bool:
+    """Whether the payload's JSON is surely within MAX_PAYLOAD_CHARS without writing it:
+    true for a string, or an object of strings, whose characters escaped as JSON's longest
+    escape ("\\u001f", 6) fit. Otherwise the JSON is written and measured."""
+    t = type(payload)
+    if t is str:
+        return len(payload) * 6 + 2 <= MAX_PAYLOAD_CHARS
+    if t is dict and len(payload) <= 16:
+        n = 2
+        for k, v in payload.items():
+            if type(v) is not str:  # (keys of parsed JSON are strings)
+                return False
+            n += 6 * (len(k) + len(v)) + 8  # "k": "v", and the separator
+        return n <= MAX_PAYLOAD_CHARS
+    return False
 
 
 def _fast_entry(item: Any) -> ReplyEntry | None:
     if type(item) is not dict:
         return None
     payload = item.get("payload")
-    if payload is None:
-        return None  # (no payload: the older shape, or the error pydantic words)
-    given = {"payload"}
-    kind = item.get("kind", "message")
-    if "kind" in item:
-        if type(kind) is not str or not 1 <= len(kind) <= 64:
-            return None
-        given.add("kind")
-    names: dict[str, list[str]] = {"tags": [], "recipients": []}
-    for name, limit in _NAME_LISTS:
-        if name in item:
-            got = _str_list(item[name], limit)
-            if got is None:
-                return None
-            names[name] = got
-            given.add(name)
     t = type(payload)
-    if t is not str and t is not dict and t is not list:
-        return None
-    try:
-        if len(dumps_plain(payload)) > MAX_PAYLOAD_CHARS:
+    if t is not dict and t is not str and t is not list:
+        return None  # (no payload, the older shape, or what pydantic words)
+    kind = item.get("kind")
+    if kind is None:
+        if "kind" in item:
             return None
-    except (TypeError, ValueError, RecursionError):
+        kind = "message"
+    elif type(kind) is not str or not 1 <= len(kind) <= 64:
         return None
-    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": names["tags"], "recipients": names["recipients"]}, given)  # type: ignore[return-value]
+    tags = _name_list(item, "tags", 20)  # (ReplyEntry's max_length of each)
+    if tags is None:
+        return None
+    recipients = _name_list(item, "recipients", 1000)
+    if recipients is None:
+        return None
+    if not _payload_fits(payload):
+        try:
+            if len(dumps_plain(payload)) > MAX_PAYLOAD_CHARS:
+                return None
+        except (TypeError, ValueError, RecursionError):
+            return None
+    given = item.keys() & _ENTRY_FIELDS  # (a set, as pydantic keeps it)
+    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": tags, "recipients": recipients}, given)  # type: ignore[return-value]
 
 
 _OPS = frozenset(("set", "append", "merge", "delete"))
+_MEMORY_FIELDS = frozenset(("op", "key", "value"))
 
 
 def _fast_memory(item: Any) -> MemoryUpdate | None:
@@ -516,16 +667,14 @@ def _fast_memory(item: Any) -> MemoryUpdate | None:
     key = item.get("key")
     if type(key) is not str:
         return None
-    given = {"key"}
-    op = "set"
-    if "op" in item:
-        op = item["op"]
-        if type(op) is not str or op not in _OPS:
+    op = item.get("op")
+    if op is None:
+        if "op" in item:
             return None
-        given.add("op")
-    if "value" in item:
-        given.add("value")
-    return _built(MemoryUpdate, {"op": op, "key": key, "value": item.get("value")}, given)  # type: ignore[return-value]
+        op = "set"
+    elif type(op) is not str or op not in _OPS:
+        return None
+    return _built(MemoryUpdate, {"op": op, "key": key, "value": item.get("value")}, item.keys() & _MEMORY_FIELDS)  # type: ignore[return-value]
 
 
 _FAST: dict[type, Any] = {ReplyEntry: _fast_entry, MemoryUpdate: _fast_memory}
@@ -552,6 +701,9 @@ def _fast_checked() -> bool:
 _FAST_OK = _fast_checked()
 
 
+_REPLY_KEYS = frozenset(("outbox_entries", "memory_updates", "tool_calls", "notes"))
+
+
 def parse_reply(raw: str) -> ParsedReply:
     """Parse a model's reply. Raises ContractViolation if no reply object can be read."""
     raw = plainjson.fix_unicode(raw)
@@ -562,19 +714,19 @@ def parse_reply(raw: str) -> ParsedReply:
         repaired = (repaired + "; " if repaired else "") + "replaced unpaired surrogates with U+FFFD"
     if "messages" in data and "outbox_entries" not in data:  # LeMMing's older reply shape
         data = {**data, "outbox_entries": data["messages"]}
-    known = {"outbox_entries", "memory_updates", "tool_calls", "notes"}
-    if not known & data.keys():
+    if data.keys().isdisjoint(_REPLY_KEYS):
         raise ContractViolation(
             "the reply object has none of outbox_entries, memory_updates, tool_calls, notes"
         )
     violations: list[str] = []
-    reply = ParsedReply(repaired=repaired, violations=violations)
-    reply.entries = _items(data, "outbox_entries", ReplyEntry, MAX_ENTRIES_PER_TURN, violations)
-    reply.memory_updates = _items(data, "memory_updates", MemoryUpdate, MAX_MEMORY_UPDATES, violations)
-    reply.tool_calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
+    entries = _items(data, "outbox_entries", ReplyEntry, MAX_ENTRIES_PER_TURN, violations)
+    updates = _items(data, "memory_updates", MemoryUpdate, MAX_MEMORY_UPDATES, violations)
+    calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
     notes = data.get("notes", "")
     if isinstance(notes, str):
-        reply.notes = notes[:MAX_NOTES_CHARS]
+        notes = notes[:MAX_NOTES_CHARS]
     elif notes is not None:
-        reply.notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
-    return reply
+        notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
+    else:
+        notes = ""
+    return ParsedReply(entries, updates, calls, notes, violations, repaired)

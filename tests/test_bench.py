@@ -55,7 +55,7 @@ def test_bench_quick_json_lines_carry_their_fields() -> None:
             assert isinstance(v, (int, float)) and v == v, (k, v)  # a number, not NaN
     assert set(by_name) == set(REQUIRED)
     assert sorted((x["path"], x["agents"], x["persist"]) for x in by_name["engine"]) == [
-        ("fixed-reply", 100, True), ("fixed-reply", 200, True), ("sim-inline", 200, False), ("sim-inline", 200, True)
+        ("fixed-reply", 100, True), ("fixed-reply", 200, True), ("sim", 200, False), ("sim", 200, True)
     ]
     paths = {(x["protocol"], x["path"]) for x in by_name["providers"]}
     for protocol in ("openai", "anthropic", "ollama"):

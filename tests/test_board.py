@@ -27,7 +27,7 @@ def _held(board: MessageBoard) -> int:
     return n
 
 
-def _run(seed: int, ticks: int, new_limit: int, context: int, fire_p: float) -> tuple[int, int]:
+def _run(seed: int, ticks: int, new_limit: int, context: int, fire_p: float, scan: bool = False) -> tuple[int, int]:
     """Run a random organisation on two boards, one bounded after every tick; every
     inbox of every turn must be the same. Returns (entries added, entries held)."""
     rng = random.Random(seed)
@@ -52,6 +52,8 @@ def _run(seed: int, ticks: int, new_limit: int, context: int, fire_p: float) -> 
             want = full.inbox(a, readable[a], t, cursors[a], new_limit=new_limit, context=context)
             got = bounded.inbox(a, readable[a], t, cursors[a], new_limit=new_limit, context=context)
             assert got == want, (t, a)
+            if scan:  # and both are what the plain scan of every outbox gives (the indexed path's reference)
+                assert want == full._inbox_by_scan(a, readable[a], t, cursors[a], new_limit=new_limit, context=context), (t, a)
         for a in fired:  # the tick commits: each fired agent's turn, then its messages
             cursors[a] = t
             for i in range(rng.randint(0, 3)):
@@ -71,7 +73,7 @@ def _run(seed: int, ticks: int, new_limit: int, context: int, fire_p: float) -> 
 @FAST
 @given(st.integers(0, 10**9), st.integers(1, 120), st.integers(1, 6), st.integers(0, 4), st.floats(0.05, 1.0))
 def test_a_bounded_board_gives_the_inboxes_of_an_unbounded_one(seed, ticks, new_limit, context, fire_p) -> None:
-    _run(seed, ticks, new_limit, context, fire_p)
+    _run(seed, ticks, new_limit, context, fire_p, scan=True)
 
 
 def test_what_a_bounded_board_holds_does_not_grow_with_the_run() -> None:

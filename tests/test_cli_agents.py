@@ -60,16 +60,29 @@ def pids_with(marker: str) -> list[int]:
     return out
 
 
-def orphaned_reapers() -> list[int]:
-    """Reaper helpers that are not this test process's own (an in-process run's reaper
-    lives as long as its process, like the run's own)."""
+def reapers_of(parent: int) -> list[int]:
+    """The reaper helpers `parent` started (only this test's: other programs on the
+    machine may run reapers of their own meanwhile)."""
     out = []
     for pid in pids_with("lemming-reaper"):
         try:
             ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if ppid != os.getpid():
+        if ppid == parent:
+            out.append(pid)
+    return out
+
+
+def alive_of(pids: list[int]) -> list[int]:
+    """Those of `pids` still running (zombies count as gone)."""
+    out = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
             out.append(pid)
     return out
 
@@ -591,13 +604,15 @@ def test_kill_9_with_a_cli_turn_in_flight_leaves_no_process_and_resumes_identica
         time.sleep(0.02)
     time.sleep(0.2)
     assert len(pids_with(marker)) >= 2  # the tool and its grandchild are running
+    reapers = reapers_of(p.pid)
+    assert reapers, "the run started no reaper"
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=10)
     assert wait_gone(marker, 10) == [], "a process outlived the killed run"
     deadline = time.monotonic() + 10
-    while orphaned_reapers() and time.monotonic() < deadline:
+    while alive_of(reapers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert orphaned_reapers() == []  # and the killed run's reaper itself is gone
+    assert alive_of(reapers) == []  # and the killed run's reaper itself is gone
 
     (info,) = run_ids(db)
     assert info["status"] == "interrupted" and info["ticks"] == 3

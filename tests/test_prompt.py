@@ -106,10 +106,11 @@ def _plain_prompt(resume: Resume, *, tick, inbox, memory, readers, can_read, too
 
 
 entries = st.builds(
-    lambda i, agent, payload, tags, to: OutboxEntry(f"{agent}-{i}", i, agent, "message", payload, tuple(tags), 0.0, tuple(to)),
+    lambda i, agent, kind, payload, tags, to: OutboxEntry(f"{agent}-{i}", i, agent, kind, payload, tuple(tags), 0.0, tuple(to)),
     st.integers(0, 50),
-    st.sampled_from(["ann", "bob", "operator"]),
-    json_values,
+    st.sampled_from(["ann", "bob", "operator", 'q"\\t\n']),
+    st.sampled_from(["message", "note\u2028"]),
+    json_values | st.builds(lambda t: {"text": t}, text),
     st.lists(text, max_size=2),
     st.lists(st.sampled_from(["ann", "bob", "cy"]), max_size=2),
 )
@@ -124,8 +125,11 @@ entries = st.builds(
     max_tokens=st.none() | st.integers(1, 5000),
     tool_results=st.lists(st.dictionaries(text, json_values, max_size=3), max_size=2),
     cached=st.booleans(),
+    readers=st.lists(text, max_size=3),
+    can_read=st.lists(text, max_size=3),
+    tick=st.integers(0, 10**6),
 )
-def test_the_context_block_is_json_dumps_of_the_context(new, old, memory, balance, max_tokens, tool_results, cached) -> None:
+def test_the_context_block_is_json_dumps_of_the_context(new, old, memory, balance, max_tokens, tool_results, cached, readers, can_read, tick) -> None:
     resume = Resume.model_validate(
         {"name": "cy", "title": "Tester", "model": "sim", "instructions": "Test.", "permissions": {"read_outboxes": ["*"], "tools": ["clock"]}}
     )
@@ -133,7 +137,7 @@ def test_the_context_block_is_json_dumps_of_the_context(new, old, memory, balanc
     new = [dataclasses.replace(e, id=f"{e.agent}-{e.tick}-n{k}") for k, e in enumerate(new)]
     old = [dataclasses.replace(e, id=f"{e.agent}-{e.tick}-o{k}") for k, e in enumerate(old)]
     inbox = Inbox(new=new, context=old, dropped=len(new), view_cache={} if cached else None)
-    args = dict(tick=7, inbox=inbox, memory=memory, readers=["ann"], can_read=["ann", "bob"], tool_results=tool_results, balance=balance, max_tokens=max_tokens)
+    args = dict(tick=tick, inbox=inbox, memory=memory, readers=readers, can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=max_tokens)
     # Twice: the second time the entries' JSON comes from the cache.
     for _ in range(2):
         messages = build_prompt(resume, **args)  # type: ignore[arg-type]
@@ -156,7 +160,7 @@ def test_a_board_keeps_each_entry_view_once() -> None:
     resume = Resume.model_validate({"name": "bob", "model": "sim"})
     build_prompt(resume, tick=2, inbox=inbox, memory={}, readers=[], can_read=["ann"], tool_results=[], balance=1.0, max_tokens=None)
     assert set(board.view_cache) == {"ann-1-0"}
-    assert re.search(r'"id": "ann-1-0"', board.view_cache["ann-1-0"])
+    assert re.search(r'"id": "ann-1-0"', board.view_cache["ann-1-0"][0])
 
 
 reply_items = st.dictionaries(st.sampled_from(["kind", "payload", "tags", "recipients", "op", "key", "value", "tool", "args", "to", "content"]), json_values, max_size=5)
@@ -233,3 +237,28 @@ def test_the_usual_reply_items_take_the_fast_path() -> None:
     assert prompt._fast_entry({"to": "b", "content": "hi"}) is None
     assert prompt._fast_entry({"kind": "message"}) is None
     assert prompt._fast_entry({"kind": "k" * 65, "payload": "x"}) is None
+
+
+@settings(max_examples=2000)
+@given(st.floats() | st.integers(-10**20, 10**20) | st.integers(-10**12, 10**12).map(lambda n: n / 10**7))
+def test_credits_are_written_as_json_dumps_of_the_rounded_balance(balance) -> None:
+    from lemming.engine.prompt import _rounded_json
+
+    assert _rounded_json(balance) == json.dumps(round(balance, 6))
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(["a", "é", "\x01", '"', "\\", "\ud800", "\U0001f600"]), max_size=40).map(lambda s: s * 100) | text)
+def test_a_string_memory_value_is_checked_as_its_json(value) -> None:
+    """A string value skips writing its JSON when it surely fits: the outcome is the one
+    its JSON's length and Unicode give."""
+    from lemming.engine.memory import MAX_VALUE_CHARS, MemoryChange, apply_update
+
+    memory: dict = {}
+    change, problem = apply_update(memory, "set", "k", value)
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):
+        assert problem == "memory key 'k': value is not valid Unicode (an unpaired surrogate)"
+    elif len(json.dumps(value, ensure_ascii=False)) > MAX_VALUE_CHARS:
+        assert problem == f"memory key 'k': value over {MAX_VALUE_CHARS} characters"
+    else:
+        assert problem is None and change == MemoryChange("set", "k", value) and memory == {"k": value}

@@ -24,6 +24,9 @@ from textual.binding import Binding
 LIVE = "live"
 REPLAY = "replay"
 PICKER = "picker"
+#: A control room attached to a served run: the live lines, with its own in place of
+#: the live ones of the same keys (q detaches instead of stopping the run).
+ATTACH = "attach"
 BOTH = frozenset({LIVE, REPLAY})
 
 #: The help screen's sections, in order.
@@ -175,6 +178,10 @@ TABLE: tuple[KeyLine, ...] = (
     KeyLine("App", "q", "quit: the tick in flight ends (or is aborted after a few seconds); q again aborts now", (
         Act("app.quit", "q", "app.quit", "Quit", title="Quit"),
     ), frozenset({LIVE})),
+    KeyLine("App", "q / ctrl+d", "detach: this window closes, the run goes on (lemming attach comes back)", (
+        Act("app.quit", "q", "app.quit", "Leave", title="Detach: leave the run going"),
+    ), frozenset({ATTACH})),
+    KeyLine("Run", "X", "stop the served run at the end of the tick in flight", modes=frozenset({ATTACH})),
     KeyLine("App", "q", "quit (replay never writes to the database)", (
         Act("app.quit", "q", "app.quit", "Quit", title="Quit"),
     ), frozenset({REPLAY, PICKER})),
@@ -192,8 +199,12 @@ TABLE: tuple[KeyLine, ...] = (
 
 
 def lines(mode: str) -> Iterator[KeyLine]:
-    """The table's lines of `mode`, in table order."""
-    return (line for line in TABLE if mode in line.modes)
+    """The table's lines of `mode`, in table order (ATTACH: the live lines, its own
+    lines in place of the live ones with the same keys)."""
+    if mode != ATTACH:
+        return (line for line in TABLE if mode in line.modes)
+    own = {line.keys.split(" / ")[0] for line in TABLE if ATTACH in line.modes}
+    return (line for line in TABLE if ATTACH in line.modes or (LIVE in line.modes and line.keys not in own))
 
 
 def bindings(mode: str) -> list[Binding]:

@@ -19,9 +19,11 @@ from textual.binding import Binding
 from textual.worker import Worker, WorkerState
 
 from lemming.engine.remote import RemoteEngine, Resync
+from lemming.tui.actions import ATTACH, bindings
 from lemming.tui.commands import RoomCommands
 from lemming.tui.model import Changes
 from lemming.tui.room import Room
+from lemming.tui.screens.main import MainScreen
 
 
 async def attach_remote(socket: str | Path, *, read_only: bool = False) -> RemoteEngine:
@@ -34,19 +36,23 @@ class AttachCommands(RoomCommands):
 
     def _commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
         app: AttachRoom = self.app  # type: ignore[assignment]
-        yield "Detach", "ctrl+d or q — leave the run going; lemming attach comes back", partial(app.run_action, "detach")
         yield "Stop the served run", "X — it stops at the end of the tick in flight", partial(app.run_action, "stop_run")
-        for title, help_text, callback in super()._commands():
-            if title != "Quit":
-                yield title, help_text, callback
+        yield from super()._commands()  # the action table's attach lines: q detaches
+
+
+class AttachedMainScreen(MainScreen):
+    """The main screen of an attached room: the live keys, q labelled as what it does here."""
+
+    BINDINGS = bindings(ATTACH)
 
 
 class AttachRoom(Room):
     """The control room over a served run (see the module docstring)."""
 
     COMMANDS = App.COMMANDS | {AttachCommands}
+    MAIN_SCREEN = AttachedMainScreen
     BINDINGS = [
-        Binding("ctrl+d", "detach", "Detach", priority=True, id="attach.detach"),
+        Binding("ctrl+d", "detach", "Detach", show=False, priority=True, id="attach.detach"),
         Binding("ctrl+q", "detach", "Detach", show=False, priority=True, id="app.quit_ctrl"),
         Binding("X", "stop_run", "Stop run", id="attach.stop"),
     ]
@@ -58,6 +64,10 @@ class AttachRoom(Room):
         self.socket = str(socket)
         self.detached = False
         self.title = f"LeMMing Control Room — attached to {remote.run_id}"
+
+    @property
+    def keys_mode(self) -> str:
+        return ATTACH
 
     def get_default_screen(self) -> Any:
         return self.main_screen()

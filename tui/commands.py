@@ -14,7 +14,8 @@ from lemming.themes import theme_label, themes
 class PaletteHost(Protocol):
     """What the palette needs of its app (a Room)."""
 
-    mode: str
+    @property
+    def keys_mode(self) -> str: ...
 
     def offers(self, action: str) -> bool: ...
 
@@ -28,7 +29,7 @@ class RoomCommands(Provider):
 
     def _commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
         app = cast(PaletteHost, self.app)
-        for title, help_text, action in palette(app.mode):
+        for title, help_text, action in palette(app.keys_mode):
             if app.offers(action):
                 yield title, help_text, partial(app.run_action, action)
         for theme in themes():

@@ -92,6 +92,8 @@ class Room(App[int]):
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True, id="app.quit_ctrl"),
     ]
+    #: The main screen's class (its bindings: the footer's keys).
+    MAIN_SCREEN: type[MainScreen] = MainScreen
     #: What a steering key says when the run shown cannot be steered.
     read_only_note = "This run is read-only."
 
@@ -169,10 +171,15 @@ class Room(App[int]):
         await self.show_main(screen)
         return screen
 
+    @property
+    def keys_mode(self) -> str:
+        """The mode whose keys, help and palette entries the action table gives."""
+        return self.mode
+
     def main_screen(self) -> MainScreen:
         """A main screen over the run the room is connected to."""
         assert self.source is not None, "connect() the room to a run first"
-        return MainScreen(
+        return self.MAIN_SCREEN(
             self.source,
             self.view,
             clock=self.clock,
@@ -533,7 +540,8 @@ class Room(App[int]):
     def action_help(self) -> None:
         from lemming.tui.screens.help import HelpScreen
 
-        self.push_screen(HelpScreen(REPLAY if self.mode in (REPLAY, PICKER) else LIVE))
+        mode = self.keys_mode
+        self.push_screen(HelpScreen(REPLAY if mode in (REPLAY, PICKER) else mode))
 
     def action_show_pane(self, pane: str) -> None:
         self.main.action_show_pane(pane)

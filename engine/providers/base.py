@@ -82,14 +82,6 @@ class Usage:
 StreamItem = TextDelta | Usage
 
 
-@dataclass(slots=True)
-class InstantReply:
-    """A whole reply a provider had ready at once: the deltas `stream` would yield, and its usage."""
-
-    deltas: list[str]
-    usage: Usage
-
-
 class ProviderError(Exception):
     """A failed call, classified so the retry loop can decide what to do."""
 
@@ -140,19 +132,6 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-class InstantProvider(Protocol):
-    """Optional, beside `Provider`: a backend that can sometimes answer without waiting on
-    anything (no network, no timer, no lock), like the sim at full speed.
-
-    `complete_now` returns exactly what `stream` would have given for the request, or None
-    when this request has to be streamed. It must not raise: a reply that could fail is
-    streamed. The engine then skips the machinery a call that waits needs (a task, a
-    timeout, retries), which at full speed costs more than the reply itself.
-    """
-
-    def complete_now(self, request: CompletionRequest) -> InstantReply | None: ...
 
 
 @dataclass(slots=True)

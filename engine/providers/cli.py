@@ -288,6 +288,9 @@ class CliProvider:
         self._env_source: Mapping[str, str] = os.environ
         self._reports: dict[int, dict[str, Any]] = {}
         self._sessions: dict[str, _Session] = {}
+        #: processes killed where nothing could wait for them (a cancelled turn): reaped
+        #: by `aclose`, so that none is left for the event loop's end to find unclosed
+        self._killed: list[asyncio.subprocess.Process] = []
         self._locks: dict[str, asyncio.Lock] = {}
 
     # -- what the engine reads after a call
@@ -311,6 +314,19 @@ class CliProvider:
         sessions, self._sessions = self._sessions, {}
         for s in sessions.values():
             await self._end_session(s)
+        killed, self._killed = self._killed, []
+        for proc in killed:
+            if proc.returncode is None:
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:
+                    pass
+
+    def _kill_now(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGKILL the group of a turn's process that cannot be awaited here (cancelled)."""
+        process_group.kill_group_now(proc)
+        self._killed = [p for p in self._killed if p.returncode is None]
+        self._killed.append(proc)
 
     def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
         if self.config is None:
@@ -457,7 +473,7 @@ class CliProvider:
             finished = True
         finally:
             if not finished:  # cancelled (the tick was aborted) or the stream was closed early
-                process_group.kill_group_now(proc)
+                self._kill_now(proc)
                 drain.cancel()
                 if feed is not None:
                     feed.cancel()
@@ -586,7 +602,7 @@ class CliProvider:
             finally:
                 if not finished:
                     s.ended = True
-                    process_group.kill_group_now(s.proc)
+                    self._kill_now(s.proc)
                     s.drain.cancel()
         await asyncio.sleep(0)  # let the stderr drain catch up with what the turn printed
         stderr = s.stderr.take()

@@ -6,12 +6,12 @@ are never copied anywhere else.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 from typing import Mapping
 
 from lemming.engine.resume import ModelSpec
+from lemming.engine.slots import Slots
 from lemming.engine.providers.base import Provider, ProviderConfig, ProviderError
 from lemming.engine.providers.transport import ProviderSettings, pool_size
 
@@ -68,7 +68,7 @@ class ProviderRegistry:
         #: Extra adapter options applied to every adapter of a provider (e.g. sim speed from the CLI).
         self._overrides = dict(overrides or {})
         self._adapters: dict[tuple, Provider] = {}
-        self._limits: dict[tuple, asyncio.Semaphore] = {}
+        self._limits: dict[tuple, Slots] = {}
         #: model key -> (adapter, spec) once resolved: every turn asks, the answer only
         #: changes with the models
         self._resolved: dict[str, tuple[Provider, ModelSpec]] = {}
@@ -173,12 +173,12 @@ class ProviderRegistry:
     def _limit(self, spec: ModelSpec) -> int:
         return spec.concurrency or DEFAULT_CONCURRENCY.get(spec.provider, 8)
 
-    def semaphore(self, key: str) -> asyncio.Semaphore:
+    def semaphore(self, key: str) -> Slots:
         spec = self.spec(key)
         ck = (spec.provider, spec.base_url)
         sem = self._limits.get(ck)
         if sem is None:
-            sem = self._limits[ck] = asyncio.Semaphore(self._limit(spec))
+            sem = self._limits[ck] = Slots(self._limit(spec))
         return sem
 
     async def aclose(self) -> None:

@@ -42,7 +42,7 @@ from typing import Any, AsyncIterator
 
 from lemming.engine.jsontext import dumps_text
 from lemming.engine.prompt import extract_context
-from lemming.engine.providers.base import CompletionRequest, InstantReply, ProbeResult, ProviderConfig, ProviderError, StreamItem, TextDelta, Usage
+from lemming.engine.providers.base import CompletionRequest, ProbeResult, ProviderConfig, ProviderError, StreamItem, TextDelta, Usage
 from lemming.engine.providers.retry import estimate_tokens
 
 TOKEN_RE = re.compile(r"\s*\S{1,8}|\s+")
@@ -295,14 +295,6 @@ class SimProvider:
             chunks = ["".join(toks[i : i + CHUNK_TOKENS]) for i in range(0, len(toks), CHUNK_TOKENS)]
             n = limit
         return chunks, n
-
-    def complete_now(self, request: CompletionRequest) -> InstantReply | None:
-        """At full speed (no latency, no token pacing) the reply is ready at once."""
-        if self.latency_ms > 0 or self.tokens_per_s > 0:
-            return None
-        chunks, n = self._reply_chunks(request)
-        prompt_tokens = sum(estimate_tokens(m.content) for m in request.messages)
-        return InstantReply(chunks, Usage(input_tokens=prompt_tokens, output_tokens=n))
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
         loop = asyncio.get_running_loop()

@@ -22,7 +22,7 @@ from typing import Any, Callable
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "engine": (
         "engine cost per agent-turn: fixed-reply model (remote providers' path) at 100 and 1,000 agents;"
-        " sim at full speed (inline path, includes the sim's reply composition) at 1,000",
+        " the sim at full speed (the same path; its reply composition is model work) at 1,000",
         "fixed-reply ≤ 50 µs/turn with persistence",
     ),
     "concurrency": ("ideal / measured wall time, every turn waiting 200 ms", "efficiency ≥ 0.95"),

@@ -12,9 +12,8 @@ Two measures of the engine's own cost per agent-turn, each labelled with its `pa
   and a timeout only when its provider has to wait, which this one never does). This is
   the figure the engine answers for (issue 17: <= 50 us/turn persisted at 100 and 1,000
   agents).
-* `sim-inline` — the sim at full speed, which composes a reply from its prompt (model
-  work, a third of the time) and is answered inline (`complete_now`), a path no
-  remote provider takes.
+* `sim` — the sim at full speed, which composes a reply from its prompt (model work, a
+  third of the time). Its stream never waits either, so its turns take the same path.
 """
 
 from __future__ import annotations
@@ -82,9 +81,9 @@ FIXED_REPLY = json.dumps(
 
 class FixedReplyModel:
     """An instant model for measuring the engine: streams FIXED_REPLY in one delta and
-    bills the prompt's estimated tokens, with nothing awaited in between. It has no
-    `complete_now`, so its turns take the path of every remote provider (stream, retry
-    loop, concurrency limits); as it never waits, they need no task (engine/eager.py)."""
+    bills the prompt's estimated tokens, with nothing awaited in between. Its turns take
+    the path of every remote provider (stream, retry loop, concurrency limits); as it
+    never waits, they need no task (engine/eager.py)."""
 
     name = "fixed-reply"
 
@@ -150,12 +149,13 @@ async def _engine_once(root: Path, ticks: int, persist: bool, concurrency: int, 
 
 
 def bench_engine(
-    agents: int = 1000, ticks: int = 10, persist: bool = True, quick: bool = False, path: str = "sim-inline"
+    agents: int = 1000, ticks: int = 10, persist: bool = True, quick: bool = False, path: str = "sim"
 ) -> dict[str, Any]:
-    """The engine's cost per agent-turn: `path` "sim-inline" (the sim at full speed,
-    answered inline) or "fixed-reply" (an instant fixed reply, streamed as remote
-    providers' replies are); each agent reads 3 others and fires every tick."""
-    if path not in ("sim-inline", "fixed-reply"):
+    """The engine's cost per agent-turn: `path` "sim" (the sim at full speed, its reply
+    composed from the prompt) or "fixed-reply" (an instant fixed reply, no model work);
+    both streamed as remote providers' replies are. Each agent reads 3 others and fires
+    every tick."""
+    if path not in ("sim", "fixed-reply"):
         raise ValueError(f"unknown engine path {path!r}")
     if quick:
         agents, ticks = min(agents, 200), min(ticks, 5)
