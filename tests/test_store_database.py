@@ -113,3 +113,19 @@ def test_a_writer_keeps_freed_memory_unless_the_environment_says_otherwise() -> 
         [sys.executable, "-c", code], env={**env, "MALLOC_TRIM_THRESHOLD_": "131072"}, capture_output=True, text=True, timeout=60
     )
     assert left.stdout.split() == ["False", "False"], left.stderr
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 83, 300, 1000])
+def test_insert_rows_writes_every_row_in_order(tmp_path: Path, n: int) -> None:
+    """A turns-like insert in multi-row statements: every row once, in order, the
+    leading constants bound to each, whatever the count (256, 64, 16, 4, 1 per statement)."""
+    from lemming.engine.store.database import insert_rows
+
+    conn = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, rid INTEGER, batch INTEGER, agent TEXT, cost REAL)")
+    rows = [(f"agent-{i}", i / 7) for i in range(n)]
+    with transaction(conn):
+        insert_rows(conn, "INSERT INTO t (rid, batch, agent, cost) SELECT ?1, ?2, column1, column2 FROM (", "(?,?)", rows, (3, 9), ")")
+    got = conn.execute("SELECT rid, batch, agent, cost FROM t ORDER BY seq").fetchall()
+    assert got == [(3, 9, a, c) for a, c in rows]
+    conn.close()
