@@ -187,7 +187,7 @@ class Codec:
 
     def _register(self, cls: type) -> None:
         lay = self.by_name.get(getattr(cls, "type", None))  # type: ignore[arg-type]
-        if lay is None or lay.cls is not cls:
+        if lay is None:
             raise StoreError(f"event type {getattr(cls, 'type', cls.__name__)!r} has no layout in this database; reopen it read-write")
         self._getters[cls] = lay.row_getter()
         self._codes[cls] = lay.code
