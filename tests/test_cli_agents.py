@@ -25,6 +25,7 @@ from lemming.engine.tools.files import Workspace
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig, ProviderError, TextDelta
 from lemming.engine.providers.cli import CliProvider, reply_text
 from tests.conftest import REPO, make_org
+from tests.support.processes import alive, pids_with
 from tests.test_store_crash import canonical_export, run_ids
 
 LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
@@ -42,49 +43,6 @@ def script(tmp_path: Path, name: str, body: str) -> str:
 
 def cli_model(argv: list[str], **config: Any) -> dict[str, Any]:
     return {"provider": "cli", "provider_config": {"command": argv, **config}}
-
-
-def pids_with(marker: str) -> list[int]:
-    """Live processes whose command line holds `marker` (zombies are not alive)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if marker.encode() in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z":
-            out.append(int(entry))
-    return out
-
-
-def reapers_of(parent: int) -> list[int]:
-    """The reaper helpers `parent` started (only this test's: other programs on the
-    machine may run reapers of their own meanwhile)."""
-    out = []
-    for pid in pids_with("lemming-reaper"):
-        try:
-            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent:
-            out.append(pid)
-    return out
-
-
-def alive_of(pids: list[int]) -> list[int]:
-    """Those of `pids` still running (zombies count as gone)."""
-    out = []
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            out.append(pid)
-    return out
 
 
 def wait_gone(marker: str, timeout: float = 10.0) -> list[int]:
@@ -604,15 +562,15 @@ def test_kill_9_with_a_cli_turn_in_flight_leaves_no_process_and_resumes_identica
         time.sleep(0.02)
     time.sleep(0.2)
     assert len(pids_with(marker)) >= 2  # the tool and its grandchild are running
-    reapers = reapers_of(p.pid)
+    reapers = pids_with("lemming-reaper", parent=p.pid)  # the run's own (other programs may run reapers)
     assert reapers, "the run started no reaper"
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=10)
     assert wait_gone(marker, 10) == [], "a process outlived the killed run"
     deadline = time.monotonic() + 10
-    while alive_of(reapers) and time.monotonic() < deadline:
+    while any(alive(r) for r in reapers) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert alive_of(reapers) == []  # and the killed run's reaper itself is gone
+    assert not any(alive(r) for r in reapers)  # and the killed run's reaper itself is gone
 
     (info,) = run_ids(db)
     assert info["status"] == "interrupted" and info["ticks"] == 3

@@ -29,7 +29,7 @@ from lemming.engine.providers.retry import RetryPolicy, stream_with_retries
 from lemming.engine.providers.workers import PooledProvider, worker_env
 from lemming.engine.resume import ModelSpec, OrgSettings
 from tests.conftest import REPO
-from tests.support.processes import alive
+from tests.support.processes import alive, pids_with
 from tests.support.servers import DEFAULT_REPLY, SERVERS, AnthropicServer, OllamaServer, OpenAIServer
 
 KEY = "sk-test-4f9c2a7b1e"
@@ -269,24 +269,6 @@ def test_provider_workers_in_org_json_is_checked():
         assert "provider_workers" in str(e.value)
 
 
-def _workers_of(pid: int) -> list[int]:
-    """The provider workers `pid` started (their command line names the worker module)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == pid and b"lemming.engine.providers.worker" in cmd:
-            found.append(int(entry))
-    return found
-
-
 def test_kill_9_of_lemming_run_mid_tick_leaves_no_worker_behind(tmp_path):
     """The whole command, as an operator runs it: `lemming run --headless` with its calls in
     two workers, SIGKILLed while every agent's call is in flight; no worker survives it."""
@@ -311,7 +293,7 @@ def test_kill_9_of_lemming_run_mid_tick_leaves_no_worker_behind(tmp_path):
         pids: list[int] = []
         while len(pids) < 2 and time.monotonic() < deadline and run.poll() is None:
             time.sleep(0.1)
-            pids = _workers_of(run.pid)
+            pids = pids_with("lemming.engine.providers.worker", parent=run.pid)
         assert len(pids) == 2, f"the run did not start its two workers (exit {run.poll()})"
         time.sleep(1.0)  # the first tick's calls are now in flight (the server answers after 3 s)
         run.send_signal(signal.SIGKILL)
