@@ -52,7 +52,6 @@ from lemming.engine.events import (
 )
 from lemming.engine import eager, gcfreeze, plainjson
 from lemming.engine.memory import apply_update
-from lemming.engine.slots import Slots
 from lemming.engine.messages import OPERATOR, OutboxEntry
 from lemming.engine.org import Org, definitions_hash, load_org
 from lemming.engine.prompt import (
@@ -71,6 +70,7 @@ from lemming.engine.providers.structured import StructuredOutput
 from lemming.engine.mcp import McpHub, mcp_grants, split_tool_name
 from lemming.engine.providers import cli as cli_provider
 from lemming.engine.sim_mode import keep_simulated
+from lemming.engine.slots import Slots
 from lemming.engine.run_view import RunReadAPI
 from lemming.engine.state import OrgState
 from lemming.engine.tools.create_agent import AGENTS_AREA, apply_created

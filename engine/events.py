@@ -365,7 +365,6 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     return cls(**d)
 
 
-
 def _fast_frozen_init(cls: type) -> None:
     """Give a frozen, slotted event class an `__init__` that sets its slots through their
     descriptors: the one dataclasses writes calls `object.__setattr__` by name for each
@@ -400,6 +399,7 @@ def _fast_frozen_init(cls: type) -> None:
 _NO = object()
 for _cls in EVENT_TYPES.values():
     _fast_frozen_init(_cls)
+
 
 #: The parts of an event that are engine records with wall-clock fields of their own
 #: (a turn record, an outbox entry). Nothing else is looked into: payloads, memory values,

@@ -31,10 +31,6 @@ class Slots:
         """Whether calls are waiting for a slot."""
         return bool(self._waiters)
 
-    def locked(self) -> bool:
-        """Whether a `take()` now would have to wait."""
-        return self._free <= 0 or bool(self._waiters)
-
     def try_take(self) -> bool:
         """Take a slot if one is free and nobody waits for it before us."""
         if self._free > 0 and not self._waiters:

@@ -12,9 +12,9 @@ from lemming.engine.slots import Slots
 def test_free_slots_are_taken_without_waiting_and_given_back() -> None:
     s = Slots(2)
     assert s.try_take() and s.try_take()
-    assert not s.try_take() and s.locked()
+    assert not s.try_take() and s.free == 0
     s.give()
-    assert s.free == 1 and not s.locked()
+    assert s.free == 1 and not s.waiting()
     with pytest.raises(ValueError):
         Slots(0)
 

@@ -181,7 +181,9 @@ TABLE: tuple[KeyLine, ...] = (
     KeyLine("App", "q / ctrl+d", "detach: this window closes, the run goes on (lemming attach comes back)", (
         Act("app.quit", "q", "app.quit", "Leave", title="Detach: leave the run going"),
     ), frozenset({ATTACH})),
-    KeyLine("Run", "X", "stop the served run at the end of the tick in flight", modes=frozenset({ATTACH})),
+    KeyLine("Run", "X", "stop the served run at the end of the tick in flight", (
+        Act("app.stop_run", "X", "attach.stop", "Stop run", title="Stop the served run"),
+    ), frozenset({ATTACH})),
     KeyLine("App", "q", "quit (replay never writes to the database)", (
         Act("app.quit", "q", "app.quit", "Quit", title="Quit"),
     ), frozenset({REPLAY, PICKER})),
@@ -200,11 +202,12 @@ TABLE: tuple[KeyLine, ...] = (
 
 def lines(mode: str) -> Iterator[KeyLine]:
     """The table's lines of `mode`, in table order (ATTACH: the live lines, its own
-    lines in place of the live ones with the same keys)."""
+    lines in place of the live ones bound to the same keys)."""
     if mode != ATTACH:
         return (line for line in TABLE if mode in line.modes)
-    own = {line.keys.split(" / ")[0] for line in TABLE if ATTACH in line.modes}
-    return (line for line in TABLE if ATTACH in line.modes or (LIVE in line.modes and line.keys not in own))
+    own = {act.key for line in TABLE if ATTACH in line.modes for act in line.acts if act.key}
+    return (line for line in TABLE
+            if ATTACH in line.modes or (LIVE in line.modes and not any(act.key in own for act in line.acts)))
 
 
 def bindings(mode: str) -> list[Binding]:

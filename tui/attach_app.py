@@ -10,9 +10,8 @@ boundary). A window that fails, or is killed, only loses its own connection.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
@@ -20,7 +19,6 @@ from textual.worker import Worker, WorkerState
 
 from lemming.engine.remote import RemoteEngine, Resync
 from lemming.tui.actions import ATTACH, bindings
-from lemming.tui.commands import RoomCommands
 from lemming.tui.model import Changes
 from lemming.tui.room import Room
 from lemming.tui.screens.main import MainScreen
@@ -29,15 +27,6 @@ from lemming.tui.screens.main import MainScreen
 async def attach_remote(socket: str | Path, *, read_only: bool = False) -> RemoteEngine:
     """Connect to the served run at `socket` and subscribe (state, history, live events)."""
     return await RemoteEngine.attach(socket, read_only=read_only)
-
-
-class AttachCommands(RoomCommands):
-    """The control room's palette, with detaching and stopping the served run."""
-
-    def _commands(self) -> Iterator[tuple[str, str, Callable[[], object]]]:
-        app: AttachRoom = self.app  # type: ignore[assignment]
-        yield "Stop the served run", "X — it stops at the end of the tick in flight", partial(app.run_action, "stop_run")
-        yield from super()._commands()  # the action table's attach lines: q detaches
 
 
 class AttachedMainScreen(MainScreen):
@@ -49,12 +38,10 @@ class AttachedMainScreen(MainScreen):
 class AttachRoom(Room):
     """The control room over a served run (see the module docstring)."""
 
-    COMMANDS = App.COMMANDS | {AttachCommands}
     MAIN_SCREEN = AttachedMainScreen
     BINDINGS = [
         Binding("ctrl+d", "detach", "Detach", show=False, priority=True, id="attach.detach"),
         Binding("ctrl+q", "detach", "Detach", show=False, priority=True, id="app.quit_ctrl"),
-        Binding("X", "stop_run", "Stop run", id="attach.stop"),
     ]
 
     def __init__(self, remote: RemoteEngine, *, socket: str | Path = "", **kw: Any) -> None:
