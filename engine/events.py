@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from lemming.engine.fastinit import fast_frozen_init
 from lemming.engine.messages import OutboxEntry
 
 #: Fields that depend on the wall clock or on the run's identity, not on the run's logic.
@@ -365,40 +366,8 @@ def event_from_dict(d: dict[str, Any]) -> Event:
     return cls(**d)
 
 
-def _fast_frozen_init(cls: type) -> None:
-    """Give a frozen, slotted event class an `__init__` that sets its slots through their
-    descriptors: the one dataclasses writes calls `object.__setattr__` by name for each
-    field, which costs twice as much (an engine turn makes half a dozen events). The
-    signature, the defaults and what ends up in the slots are the same."""
-    fields = dataclasses.fields(cls)
-    if not fields or any(not f.init or f.kw_only for f in fields) or hasattr(cls, "__post_init__"):
-        return
-    ns: dict[str, Any] = {"_NO": _NO}
-    params: list[str] = []
-    body: list[str] = []
-    for f in fields:
-        n = f.name
-        ns[f"_set_{n}"] = cls.__dict__[n].__set__
-        if f.default is not dataclasses.MISSING:
-            ns[f"_d_{n}"] = f.default
-            params.append(f"{n}=_d_{n}")
-        elif f.default_factory is not dataclasses.MISSING:
-            ns[f"_f_{n}"] = f.default_factory
-            params.append(f"{n}=_NO")
-            body.append(f"    if {n} is _NO: {n} = _f_{n}()")
-        else:
-            params.append(n)
-        body.append(f"    _set_{n}(self, {n})")
-    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), ns)
-    init = ns["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    init.__doc__ = cls.__init__.__doc__
-    cls.__init__ = init  # type: ignore[misc]
-
-
-_NO = object()
 for _cls in EVENT_TYPES.values():
-    _fast_frozen_init(_cls)
+    fast_frozen_init(_cls)
 
 
 #: The parts of an event that are engine records with wall-clock fields of their own

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lemming.engine import plainjson
+from lemming.engine.fastinit import fast_frozen_init
 from lemming.engine.jsontext import copy_plain, dumps_plain
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: `$` would let "key\n" through
@@ -19,6 +20,7 @@ MAX_VALUE_CHARS = 20_000
 MAX_LIST_ITEMS = 200  # `append` keeps the newest items beyond this
 
 
+@fast_frozen_init
 @dataclass(slots=True, frozen=True)
 class MemoryChange:
     op: str
@@ -29,21 +31,6 @@ class MemoryChange:
 #: Keys that passed KEY_RE (an agent writes the same few keys turn after turn).
 _GOOD_KEYS: set[str] = set()
 _GOOD_KEYS_MAX = 50_000
-
-_new = object.__new__
-_set_op = MemoryChange.__dict__["op"].__set__
-_set_key = MemoryChange.__dict__["key"].__set__
-_set_value = MemoryChange.__dict__["value"].__set__
-
-
-def _change(op: str, key: str, value: Any) -> MemoryChange:
-    """MemoryChange(op, key, value), its slots set through their descriptors (a frozen
-    dataclass's __init__ sets each through object.__setattr__)."""
-    c = _new(MemoryChange)
-    _set_op(c, op)
-    _set_key(c, key)
-    _set_value(c, value)
-    return c
 
 
 def _size(value: Any) -> int:
@@ -73,7 +60,7 @@ def apply_update(
         if key not in memory:
             return None, f"memory key {key!r}: delete of a key that does not exist"
         del memory[key]
-        return _change("delete", key, None), None
+        return MemoryChange("delete", key, None), None
     if op not in ("set", "append", "merge"):
         shown = repr(op) if len(repr(op)) <= 40 else repr(op)[:37] + "..."
         return None, plainjson.one_line(
@@ -112,4 +99,4 @@ def apply_update(
     if op != "set" and _size(new) > MAX_VALUE_CHARS:
         return None, f"memory key {key!r}: value would exceed {MAX_VALUE_CHARS} characters"
     memory[key] = new
-    return _change(op, key, new), None
+    return MemoryChange(op, key, new), None

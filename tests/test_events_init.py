@@ -1,5 +1,5 @@
-"""Events' fast `__init__` (engine/events.py, `_fast_frozen_init`) is the one dataclasses
-would write: same parameters, defaults and values in the slots; still frozen."""
+"""The fast `__init__` of events and memory changes (engine/fastinit.py) is the one
+dataclasses would write: same parameters, defaults and values in the slots; still frozen."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import inspect
 import pytest
 
 from lemming.engine.events import EVENT_TYPES
+from lemming.engine.memory import MemoryChange
+
+CLASSES = {**EVENT_TYPES, "MemoryChange": MemoryChange}
 
 
-@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
-def test_every_event_is_built_as_its_dataclass_says(name: str) -> None:
-    cls = EVENT_TYPES[name]
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_every_event_and_memory_change_is_built_as_its_dataclass_says(name: str) -> None:
+    cls = CLASSES[name]
     fields = dataclasses.fields(cls)
     params = list(inspect.signature(cls).parameters.values())
     assert [p.name for p in params] == [f.name for f in fields]
