@@ -7,6 +7,8 @@ ended as a group, and reaped even when the run is killed with SIGKILL.
   and registers the group with the run's :class:`Reaper`.
 * :func:`end_group` ends a group: SIGTERM, a grace period, then SIGKILL to whatever is
   left (grandchildren included), and forgets it in the reaper.
+* :func:`release` closes a finished child's pipes and asyncio transport, which asyncio
+  itself leaves open when a pipe was not read to its end.
 * :class:`Reaper` is one small helper process per run, in a session of its own. The run
   tells it (over a pipe) which groups exist; when the pipe closes — the run ended or
   was killed, even with SIGKILL — it ends every group still registered and exits. The
@@ -320,6 +322,25 @@ async def end_group(proc: asyncio.subprocess.Process, grace: float = KILL_GRACE)
     return killed
 
 
+def release(proc: asyncio.subprocess.Process) -> None:
+    """Close `proc`'s pipes and its asyncio transport. Call it once its output has been
+    read, or is no longer wanted, and its group has been ended (on every path: done,
+    timed out, capped, cancelled).
+
+    asyncio closes a subprocess transport by itself only once the process has exited
+    *and* every pipe has reached EOF. Neither is sure here: a pipe whose reader stopped
+    (output cut at its cap, a turn cancelled or timed out mid-output) is paused once its
+    buffer passes twice the stream's limit and never sees EOF, and a pipe that a process
+    which left the group still holds open never ends. Such a transport would outlive the
+    event loop; collected later, its ``__del__`` fails with "Event loop is closed".
+    Closing it while the process still runs kills the process (SIGKILL). Idempotent."""
+    # asyncio.subprocess.Process has no public close: its transport is `_transport`
+    # (the same attribute since Python 3.4).
+    transport = getattr(proc, "_transport", None)
+    if transport is not None and not transport.is_closing():
+        transport.close()
+
+
 def kill_group_now(proc: asyncio.subprocess.Process) -> None:
     """SIGKILL `proc`'s group at once (no waiting: for shutdown paths that cannot await)."""
     _killpg(proc.pid, signal.SIGKILL)
@@ -337,5 +358,6 @@ __all__ = [
     "expand_env_refs",
     "kill_group_now",
     "reaper",
+    "release",
     "spawn",
 ]

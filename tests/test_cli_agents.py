@@ -25,8 +25,12 @@ from lemming.engine.tools.files import Workspace
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig, ProviderError, TextDelta
 from lemming.engine.providers.cli import CliProvider, reply_text
 from tests.conftest import REPO, make_org
-from tests.support.processes import alive, pids_with
+from tests.support.processes import alive, no_transport_left_open, pids_with
 from tests.test_store_crash import canonical_export, run_ids
+
+#: A subprocess transport collected after its event loop closed raises in its __del__
+#: ("Event loop is closed"): here that fails the test, not just a warning in the summary.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 
 LEMMING = [sys.executable, "-m", "lemming.tui.cli"]
 
@@ -374,6 +378,65 @@ async def test_a_prompt_that_looks_like_a_flag_is_refused(tmp_path: Path) -> Non
     assert (await collect(allowed, request("-n", root=tmp_path)))[0] == ""  # echo took it as a flag: the user allowed it
     via_stdin = CliProvider(ProviderConfig("cli", options={"command": ["cat"], "input": "stdin"}))
     assert (await collect(via_stdin, request("-n --help", root=tmp_path)))[0] == "-n --help"
+
+
+# --- processes and their pipes are released on every path -------------------------------------------
+
+#: A program that prints far more than any cap in one go, then waits to be ended: the
+#: pipe's reader stops at the cap, its buffer fills, asyncio pauses the pipe for good.
+BURST = """
+    import json, sys, time
+    if sys.argv[1] == "stateful":  # answers its turn, then floods between turns
+        sys.stdin.readline()
+        print(json.dumps({"type": "end", "text": "done"}), flush=True)
+    sys.stdout.write("x" * 2_000_000)
+    sys.stdout.flush()
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("path", ["capped", "closed_early", "cancelled", "stateful"])
+async def test_a_cli_process_leaves_no_subprocess_transport_open_whatever_ends_its_turn(tmp_path: Path, path: str) -> None:
+    """Whatever ends a turn (its output cut at the cap, the consumer closing the stream, the
+    turn cancelled, a stateful session ended with unread output), the process's asyncio
+    transport is closed before the run goes on: never left to be collected after the event
+    loop closed ("Exception ignored in BaseSubprocessTransport.__del__: Event loop is closed")."""
+    import asyncio
+
+    marker = f"burst-{path}-{os.getpid()}-{time.monotonic_ns()}"
+    burst = script(tmp_path, "burst", BURST)
+    mode = "stateful" if path == "stateful" else "per_turn"
+    provider = CliProvider(ProviderConfig("cli", options={
+        "command": [sys.executable, burst, mode, marker], "mode": mode, "max_output_bytes": 1000, "kill_grace": 0.5,
+    }))
+    req = request("go", root=tmp_path)
+    async with no_transport_left_open():
+        if path == "capped":
+            text, usage = await collect(provider, req)
+            assert len(text) == 1000 and usage is not None
+            assert provider.take_report(req)["stdout_truncated"] is True
+        elif path == "closed_early":
+            stream = provider.stream(req)
+            assert isinstance(await anext(stream), TextDelta)
+            await stream.aclose()
+        elif path == "cancelled":
+            first = asyncio.Event()
+
+            async def consume() -> None:
+                async for _ in provider.stream(req):
+                    first.set()
+                    await asyncio.sleep(60)
+
+            task = asyncio.create_task(consume())
+            await asyncio.wait_for(first.wait(), 20)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        else:
+            text, _ = await collect(provider, req)
+            assert text == "done"
+            await asyncio.sleep(0.5)  # its flood fills the pipe's buffer, unread
+        await provider.aclose()
+    assert wait_gone(marker, 5) == []
 
 
 # --- stateful ---------------------------------------------------------------------------------

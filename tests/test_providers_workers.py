@@ -29,7 +29,7 @@ from lemming.engine.providers.retry import RetryPolicy, stream_with_retries
 from lemming.engine.providers.workers import PooledProvider, worker_env
 from lemming.engine.resume import ModelSpec, OrgSettings
 from tests.conftest import REPO
-from tests.support.processes import alive, pids_with
+from tests.support.processes import alive, no_transport_left_open, pids_with
 from tests.support.servers import DEFAULT_REPLY, SERVERS, AnthropicServer, OllamaServer, OpenAIServer
 
 KEY = "sk-test-4f9c2a7b1e"
@@ -102,28 +102,29 @@ async def test_calls_spread_over_two_workers_and_stream_back(protocol):
     with SERVERS[protocol](api_key=KEY, latency=0.2) as srv:
         reg = ProviderRegistry({"m": spec(protocol, srv.base_url)}, env={"TEST_PROVIDER_KEY": KEY})
         reg.use_settings(OrgSettings(provider_workers=2))
-        try:
-            provider, s = reg.resolve("m")
-            assert isinstance(provider, PooledProvider)
-            await reg.wait_ready()
-            pids = reg._pool.pids()
-            assert len(pids) == 2 and os.getpid() not in pids
-            seen: list[int] = []
+        async with no_transport_left_open():  # closing the registry ends the workers and their pipes
+            try:
+                provider, s = reg.resolve("m")
+                assert isinstance(provider, PooledProvider)
+                await reg.wait_ready()
+                pids = reg._pool.pids()
+                assert len(pids) == 2 and os.getpid() not in pids
+                seen: list[int] = []
 
-            async def watched(i: int):
-                task = asyncio.ensure_future(call(provider, s.model_name, i))
-                await asyncio.sleep(0.05)  # every call is now in flight, waiting on the latency
-                seen.append(max(len(w.calls) for w in reg._pool._workers))
-                return await task
+                async def watched(i: int):
+                    task = asyncio.ensure_future(call(provider, s.model_name, i))
+                    await asyncio.sleep(0.05)  # every call is now in flight, waiting on the latency
+                    seen.append(max(len(w.calls) for w in reg._pool._workers))
+                    return await task
 
-            results = await asyncio.gather(*(watched(i) for i in range(10)))
-            assert all(r.error is None and r.text == DEFAULT_REPLY for r in results), [r.errors for r in results]
-            assert all(r.usage.output_tokens > 0 and not r.usage.estimated for r in results)
-            assert max(seen) <= 5  # least-loaded: neither worker took more than its half
-            probe = await provider.probe(s.model_name)
-            assert probe.ok, probe.detail
-        finally:
-            await reg.aclose()
+                results = await asyncio.gather(*(watched(i) for i in range(10)))
+                assert all(r.error is None and r.text == DEFAULT_REPLY for r in results), [r.errors for r in results]
+                assert all(r.usage.output_tokens > 0 and not r.usage.estimated for r in results)
+                assert max(seen) <= 5  # least-loaded: neither worker took more than its half
+                probe = await provider.probe(s.model_name)
+                assert probe.ok, probe.detail
+            finally:
+                await reg.aclose()
         assert not any(alive(p) for p in pids)
 
 

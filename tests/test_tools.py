@@ -26,6 +26,11 @@ from lemming.engine.tools.sandbox import Limits, Mount, SandboxPolicy, run_sandb
 from lemming.engine.tools.shell import CommandRefused, check_command
 from tests.conftest import REPO, demo_copy, make_org
 from tests.support import scripted_provider as sp
+from tests.support.processes import no_transport_left_open
+
+#: A subprocess transport collected after its event loop closed raises in its __del__
+#: ("Event loop is closed"): here that fails the test, not just a warning in the summary.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap missing: run `make system-deps`")
 ALL_TOOLS = ["memory_read", "memory_write", "file_read", "file_write", "file_list", "shell", "create_agent", "list_agents", "clock"]
@@ -201,6 +206,27 @@ def test_timeout_kills_the_group_and_floods_are_capped(tmp_path: Path) -> None:
     assert not _sleepers("30")
     res = _run(r, "shell", command="yes flood | head -c 5000000")
     assert res["ok"] and len(res["result"]["output"]) <= 1000 and "5000000" in res["result"]["output_cut"]
+
+
+async def test_a_process_that_leaves_its_group_leaves_no_subprocess_transport_open(tmp_path: Path) -> None:
+    """Unsandboxed (kind "none"), a program can start something in a session of its own that
+    the group kill does not reach and that keeps the output pipe open: the run still closes
+    its side (asyncio would wait for that pipe's EOF forever, and the transport would be
+    collected after the event loop closed: "Exception ignored ... Event loop is closed")."""
+    marker = f"37.{os.getpid()}{time.monotonic_ns() % 10**6}"
+    try:
+        async with no_transport_left_open():
+            res = await run_sandboxed(
+                ["/bin/sh", "-c", f"setsid sleep {marker} & echo started"],
+                mounts=[Mount(tmp_path, "/workspace")],
+                cwd="/workspace",
+                policy=SandboxPolicy(kind="none", limits=Limits(timeout_s=1)),
+            )
+        assert res.output == "started\n" and res.timed_out  # the pipe stayed open until the timeout
+        assert _sleepers(marker)  # it did leave the group
+    finally:
+        for pid in _sleepers(marker):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_without_bubblewrap_shell_says_how_to_install_it(tmp_path: Path, monkeypatch) -> None:

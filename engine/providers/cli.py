@@ -321,6 +321,7 @@ class CliProvider:
                     await asyncio.wait_for(proc.wait(), 5)
                 except TimeoutError:
                     pass
+            process_group.release(proc)
 
     def _kill_now(self, proc: asyncio.subprocess.Process) -> None:
         """SIGKILL the group of a turn's process that cannot be awaited here (cancelled)."""
@@ -477,6 +478,8 @@ class CliProvider:
                 drain.cancel()
                 if feed is not None:
                     feed.cancel()
+            # stdout was not read to its end if the turn was cut (cap, timeout, cancel)
+            process_group.release(proc)
         code = proc.returncode
         report = self._report(
             request, t0, stderr=stderr, stdout_bytes=total, stdout_truncated=truncated, timed_out=timed_out,
@@ -528,6 +531,7 @@ class CliProvider:
             await process_group.end_group(s.proc, self.config.kill_grace)
         finally:
             s.drain.cancel()
+            process_group.release(s.proc)  # what it printed after its last turn is not read
 
     async def _stream_stateful(self, request: CompletionRequest) -> AsyncIterator[StreamItem]:
         cfg = self.config
@@ -604,6 +608,7 @@ class CliProvider:
                     s.ended = True
                     self._kill_now(s.proc)
                     s.drain.cancel()
+                    process_group.release(s.proc)
         await asyncio.sleep(0)  # let the stderr drain catch up with what the turn printed
         stderr = s.stderr.take()
         report = self._report(

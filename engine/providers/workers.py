@@ -30,6 +30,7 @@ import sys
 from collections import deque
 from typing import Any, AsyncIterator
 
+from lemming.engine import process_group
 from lemming.engine.providers.base import CompletionRequest, ProbeResult, ProviderError, StreamItem, TextDelta
 
 HEADER = struct.Struct(">I")
@@ -233,6 +234,7 @@ class _WorkerProcess:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        process_group.release(proc)  # its pipes' readers were just cancelled
 
 
 class WorkerPool:

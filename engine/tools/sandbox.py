@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
+from lemming.engine import process_group
+
 #: How to install bubblewrap, for the error that says it is missing.
 INSTALL_HINT = "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install bubblewrap`)"
 #: The environment a sandboxed program gets unless the caller names more.
@@ -150,6 +152,9 @@ async def run_process(
         kill_group(proc)
         if proc.returncode is None:
             await asyncio.shield(proc.wait())
+        # A process that left the group (kind="none") may still hold the pipe open, and
+        # a cut-off read leaves it paused: either way asyncio would never close it.
+        process_group.release(proc)
     rc = proc.returncode
     sig = -rc if rc is not None and rc < 0 else None
     text = kept.decode("utf-8", errors="replace")

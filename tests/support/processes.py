@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
+import warnings
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 
 def _stat_fields(pid: int | str) -> list[bytes]:
@@ -35,3 +40,40 @@ def pids_with(marker: str, *, parent: int | None = None) -> list[int]:
         if marker.encode() in cmdline and fields[0] != b"Z" and (parent is None or int(fields[1]) == parent):
             out.append(int(entry))
     return out
+
+
+def open_subprocess_transports() -> list[Any]:
+    """The asyncio subprocess transports alive and not closed (garbage not yet collected
+    included: a leaked transport sits in a reference cycle until the collector runs)."""
+    from asyncio.base_subprocess import BaseSubprocessTransport
+
+    return [o for o in gc.get_objects() if isinstance(o, BaseSubprocessTransport) and not o.is_closing()]
+
+
+@asynccontextmanager
+async def no_transport_left_open(settle: float = 2.0) -> AsyncIterator[None]:
+    """Fails if a subprocess transport started inside the block is still open at its end.
+
+    asyncio closes such a transport only once the process has exited and every pipe has
+    reached EOF; one that never gets there outlives the event loop, and its ``__del__``
+    then fails with "Event loop is closed" in whatever test the collector happens to run
+    in. Checked here, where it was made, inside the loop: the transports the block started
+    get `settle` seconds to close (a pipe's EOF takes a loop iteration or two), and a
+    transport that the collector found unclosed meanwhile (its ResourceWarning) counts too."""
+    before = {id(t) for t in open_subprocess_transports()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        deadline = asyncio.get_running_loop().time() + settle
+        while True:
+            left = [t for t in open_subprocess_transports() if id(t) not in before]
+            if not left or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        shown = [repr(t) for t in left]
+        for t in left:  # the failure below is the report: no second one when the loop is gone
+            t.close()
+        del left
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if "unclosed transport" in str(w.message)]
+    assert not shown and not unclosed, f"subprocess transports left open: {shown or unclosed}"
