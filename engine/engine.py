@@ -483,18 +483,20 @@ class Engine(RunReadAPI):
             raise
         finally:
             self.running = False
-            if self.mcp is not None:  # every MCP server stops with the run
-                await self.mcp.aclose()
-                self.mcp = None
-            stopped = RunStopped(self.state.tick, reason, self.clock())
             try:
-                await self._commit([stopped])
-            except Exception:
-                self.state.apply(stopped)
-                self._publish_one(stopped)
-            if frozen:
-                gcfreeze.release()
-            await self.registry.aclose()
+                if self.mcp is not None:  # every MCP server stops with the run
+                    await self.mcp.aclose()
+                    self.mcp = None
+                stopped = RunStopped(self.state.tick, reason, self.clock())
+                try:
+                    await self._commit([stopped])
+                except Exception:
+                    self.state.apply(stopped)
+                    self._publish_one(stopped)
+            finally:  # even when cancelled again while stopping (an app shutting down)
+                if frozen:
+                    gcfreeze.release()
+                await self.registry.aclose()
         return reason
 
     def _build_adapters(self, keys: Iterable[str]) -> None:

@@ -196,3 +196,46 @@ async def test_tokens_of_a_cut_attempt_are_charged_when_the_retry_succeeds(tmp_p
     assert bob.status == "ok" and bob.attempts == 2
     final = an.chat_requests[-1].usage
     assert bob.cost > cost(final)
+
+
+def open_http_sessions() -> list:
+    """aiohttp sessions alive and not closed: the SDK clients' (openai, anthropic, ollama
+    ride on aiohttp). One still open at interpreter exit prints "Unclosed client session"."""
+    import gc
+
+    import aiohttp
+
+    return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
+
+
+async def test_a_run_cancelled_while_it_stops_still_closes_every_sdk_client(tmp_path, servers):
+    """An app that shuts down cancels its run, and asyncio.run cancels it again while it
+    stops (the control room's quit paths, the tests' app.exit()). The run still closes
+    every adapter its registry built, each SDK client with its HTTP session and sockets:
+    none is left for the interpreter's exit to report as an unclosed client session."""
+    import asyncio
+
+    engine = make_engine(tmp_path, servers)
+    before = {id(s) for s in open_http_sessions()}
+    task = asyncio.create_task(engine.run())
+    deadline = asyncio.get_running_loop().time() + 60
+    while engine.tick < 1:
+        assert asyncio.get_running_loop().time() < deadline, "the first tick did not complete"
+        await asyncio.sleep(0.01)
+    opened = [s for s in open_http_sessions() if id(s) not in before]
+    assert len(opened) == 4, opened  # one per adapter: gpt, claude, llama, flaky
+    task.cancel()  # the app cancels its run ...
+    await asyncio.sleep(0)  # ... which starts closing its adapters
+    me = asyncio.current_task()
+    for other in asyncio.all_tasks():  # ... then asyncio.run cancels every task left, once
+        if other is not me:
+            other.cancel()
+    cancels = 2
+    while not task.done():  # and a run may be cancelled again and again meanwhile
+        task.cancel()
+        cancels += 1
+        await asyncio.sleep(0)
+    assert (await asyncio.gather(task, return_exceptions=True))[0].__class__ is asyncio.CancelledError
+    assert cancels > 2, "the run stopped at the first cancels: the test proved nothing"
+    assert [s for s in open_http_sessions() if id(s) not in before] == []
+    assert engine.registry._adapters == {}

@@ -311,17 +311,24 @@ class CliProvider:
         return ProbeResult(True, f"{shutil.which(program) or program} ({self.config.mode.replace('_', ' ')})")
 
     async def aclose(self) -> None:
-        sessions, self._sessions = self._sessions, {}
-        for s in sessions.values():
-            await self._end_session(s)
-        killed, self._killed = self._killed, []
-        for proc in killed:
-            if proc.returncode is None:
-                try:
+        # One process at a time, forgotten once ended: called again after a cancellation
+        # cut it short (the registry does), it ends the ones still there.
+        while self._sessions:
+            key, s = next(iter(self._sessions.items()))
+            try:
+                await self._end_session(s)  # a cancelled end still SIGKILLs the group
+            finally:
+                self._sessions.pop(key, None)
+        while self._killed:
+            proc = self._killed[0]
+            try:
+                if proc.returncode is None:
                     await asyncio.wait_for(proc.wait(), 5)
-                except TimeoutError:
-                    pass
-            process_group.release(proc)
+            except TimeoutError:
+                pass
+            finally:
+                self._killed.pop(0)
+                process_group.release(proc)
 
     def _kill_now(self, proc: asyncio.subprocess.Process) -> None:
         """SIGKILL the group of a turn's process that cannot be awaited here (cancelled)."""

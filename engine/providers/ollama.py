@@ -198,7 +198,12 @@ class OllamaProvider:
         )
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
-        for c in clients:
+        # One client at a time, forgotten once closed: called again after a cancellation
+        # cut it short (the registry does), it closes the ones still open.
+        while self._clients:
+            timeout, c = next(iter(self._clients.items()))
             close = getattr(c, "close", None)  # public since ollama 0.4.x; else the httpx client
-            await (close() if close is not None else c._client.aclose())
+            try:
+                await (close() if close is not None else c._client.aclose())
+            finally:
+                self._clients.pop(timeout, None)

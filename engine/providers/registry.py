@@ -6,9 +6,10 @@ are never copied anywhere else.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 from lemming.engine.resume import ModelSpec
 from lemming.engine.slots import Slots
@@ -182,16 +183,54 @@ class ProviderRegistry:
         return sem
 
     async def aclose(self) -> None:
-        for adapter in self._adapters.values():
-            try:
-                await adapter.aclose()
-            except Exception:  # closing must never fail a shutdown
-                pass
+        """Close every adapter built (their HTTP clients and sockets) and the worker pool.
+
+        Runs to its end even when cancelled meanwhile, then re-raises the cancellation. A
+        run whose app shuts down is cancelled, then cancelled again while it closes, and
+        asyncio.run's own shutdown cancels every task left, the closing one included: an
+        adapter skipped then keeps its HTTP session until the interpreter exits, which
+        prints "Unclosed client session" / "Unclosed connector" over the terminal."""
+        adapters = list(self._adapters.values())
         self._adapters.clear()
         self._resolved.clear()
         pool, self._pool = self._pool, None
         if pool is not None:
-            await pool.aclose()
+            adapters.append(pool)
+        if not adapters:
+            return
+        cancelled = False
+        for _ in range(CLOSE_ATTEMPTS):
+            # In a task of its own: this one may be cancelled any number of times meanwhile.
+            closing = asyncio.ensure_future(_close_all(adapters))
+            while not closing.done():
+                try:
+                    await asyncio.shield(closing)
+                except asyncio.CancelledError:
+                    cancelled = True
+            if not closing.cancelled():
+                break
+            cancelled = True  # cancelled before it began (asyncio.run's last pass): again
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+#: Attempts at closing one adapter when a cancellation cuts its close short.
+CLOSE_ATTEMPTS = 3
+
+
+async def _close_all(closables: list[Any]) -> None:
+    """Close each in turn. A failure never skips the others; a cancellation (asyncio.run
+    cancels every task once at its end, this one included) cuts one close short, which is
+    then finished: every aclose here can be called again, and closes what is still open."""
+    for closable in closables:
+        for _ in range(CLOSE_ATTEMPTS):
+            try:
+                await closable.aclose()
+            except asyncio.CancelledError:
+                continue
+            except Exception:  # closing must never fail a shutdown
+                pass
+            break
 
 
 def check_spec(spec: ModelSpec, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
