@@ -676,3 +676,46 @@ async def test_another_app_plugs_its_own_run_into_a_room(org_dir: Path, tmp_path
         assert app.main.status.tick == 1 and "elsewhere" in app.main.status.run_id
         await pilot.press("q")
     assert "stop" in commands and not engine.running
+
+
+def test_the_control_room_closes_its_runs_sdk_clients_when_the_app_shuts_down(tmp_path: Path, monkeypatch) -> None:
+    """The app exits with its run still going (paused between ticks): the run is cancelled,
+    and asyncio.run cancels what is left at its end. Every SDK client the run opened is
+    closed all the same: none is left for the interpreter's exit to report as an unclosed
+    aiohttp session over the operator's terminal."""
+    import asyncio
+    import gc
+
+    import aiohttp
+
+    from tests.support.app_driver import deterministic_app
+    from tests.support.servers import AnthropicServer, OllamaServer, OpenAIServer
+
+    def open_sessions() -> list[aiohttp.ClientSession]:
+        return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
+
+    before = {id(s) for s in open_sessions()}
+    opened: list[int] = []
+    prices = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
+    with OpenAIServer() as oa, AnthropicServer() as an, OllamaServer() as ol:
+        # Four adapters per SDK (one per key variable): closing them all takes a while,
+        # long enough for the app's shutdown to cut into it.
+        models = {}
+        for i in range(4):
+            monkeypatch.setenv(f"TUI_TEST_KEY_{i}", f"sk-tui-test-{i}")
+            key = {"api_key_env": f"TUI_TEST_KEY_{i}", "prices": prices}
+            models[f"gpt{i}"] = {"provider": "openai", "model_name": "gpt-t", "base_url": oa.base_url, **key}
+            models[f"claude{i}"] = {"provider": "anthropic", "model_name": "claude-t", "base_url": an.base_url, **key}
+            models[f"llama{i}"] = {"provider": "ollama", "model_name": "llama3.2", "base_url": ol.base_url, **key}
+        root = make_org(tmp_path / "org", {name: {"model": name} for name in models}, models=models)
+
+        async def go() -> None:
+            app = deterministic_app(root, config_dir=tmp_path / "cfg")
+            async with app.run_test(size=(120, 40)) as pilot:
+                await advance(pilot, app, 1, timeout=60)
+                opened.extend(id(s) for s in open_sessions() if id(s) not in before)
+                app.exit()
+
+        asyncio.run(go())
+    assert len(opened) == 12  # the run did open them, one per adapter
+    assert [s for s in open_sessions() if id(s) not in before] == []
