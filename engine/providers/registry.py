@@ -198,7 +198,8 @@ class ProviderRegistry:
             adapters.append(pool)
         if not adapters:
             return
-        cancelled = False
+        me = asyncio.current_task()
+        requests = me.cancelling() if me is not None else 0
         for _ in range(CLOSE_ATTEMPTS):
             # In a task of its own: this one may be cancelled any number of times meanwhile.
             closing = asyncio.ensure_future(_close_all(adapters))
@@ -206,11 +207,11 @@ class ProviderRegistry:
                 try:
                     await asyncio.shield(closing)
                 except asyncio.CancelledError:
-                    cancelled = True
+                    pass  # this task's own cancellation is raised below, once all are closed
             if not closing.cancelled():
                 break
-            cancelled = True  # cancelled before it began (asyncio.run's last pass): again
-        if cancelled:
+            # cancelled before it began (asyncio.run's last pass cancels every task): again
+        if me is not None and me.cancelling() > requests:
             raise asyncio.CancelledError
 
 
