@@ -83,6 +83,31 @@ async def _wait(awaitable: Awaitable[Any], deadline: float, step: Any) -> Any:
         return await awaitable
 
 
+async def _read(stream: Any, parts: list[str], cap: int, on_delta: DeltaSink, max_tokens: int | None) -> Usage | None:
+    """Read one attempt's stream to its end: its text into `parts` (each delta also to
+    `on_delta`), its usage returned (None if it reported none). A reply past `cap`
+    characters is cut off."""
+    usage: Usage | None = None
+    size = 0
+    async for item in stream:
+        if type(item) is TextDelta or isinstance(item, TextDelta):
+            text = item.text
+            if text:
+                size += len(text)
+                if size > cap:
+                    raise ProviderError(
+                        "too_long",
+                        f"the reply passed {cap:,} characters (max_tokens {max_tokens}); "
+                        "the provider ignored max_tokens, so the call was cut off "
+                        "(raise max_tokens or check the model's server)",
+                    )
+                parts.append(text)
+                on_delta(text, False)
+        else:
+            usage = item
+    return usage
+
+
 def _prompt_estimate(request: CompletionRequest) -> int:
     return sum(estimate_tokens(m.content) for m in request.messages)
 
@@ -115,42 +140,20 @@ async def stream_with_retries(
         result.attempts += 1
         result.reply_format_sent = request.reply_format is not None
         parts: list[str] = []
-        size = 0
         # The attempt's deadline, counted from now; a timer is armed only for a step that waits.
         deadline = loop.time() + request.timeout if request.timeout is not None else math.inf
         usage: Usage | None = None
         try:
-            # The stream is stepped by hand: what the provider has ready is taken at once,
-            # and only a step that has to wait is awaited (in the turn's task, within the
-            # call's deadline). An instant provider's call arms no timer and needs no task.
+            # The stream is read by a coroutine run eagerly: what the provider has ready is
+            # taken at once, and only if it has to wait is the rest awaited (in the turn's
+            # task, within the call's deadline). An instant provider's call arms no timer
+            # and needs no task.
             stream = provider.stream(request)
             try:
-                it = stream.__aiter__()
-                while True:
-                    step = it.__anext__()
-                    try:
-                        if hasattr(step, "send"):
-                            item, waiting = eager.start(step)
-                            if item is eager.PENDING:
-                                item = await _wait(eager.resume(step, waiting), deadline, step)
-                        else:
-                            item = await _wait(step, deadline, None)
-                    except StopAsyncIteration:
-                        break
-                    if isinstance(item, TextDelta):
-                        if item.text:
-                            size += len(item.text)
-                            if size > cap:
-                                raise ProviderError(
-                                    "too_long",
-                                    f"the reply passed {cap:,} characters (max_tokens {request.max_tokens}); "
-                                    "the provider ignored max_tokens, so the call was cut off "
-                                    "(raise max_tokens or check the model's server)",
-                                )
-                            parts.append(item.text)
-                            on_delta(item.text, False)
-                    else:
-                        usage = item
+                reading = _read(stream, parts, cap, on_delta, request.max_tokens)
+                usage, waiting = eager.start(reading)
+                if usage is eager.PENDING:
+                    usage = await _wait(eager.resume(reading, waiting), deadline, reading)
             finally:
                 # (aclosing's part: a reply cut off here closes the provider's stream and
                 # its HTTP response.)
