@@ -857,6 +857,7 @@ class Engine(RunReadAPI):
         tool_results: list[dict[str, Any]] = []  # results come back within the turn
         shell_allow = org.settings.shell_allow
         mcp_tools = self._mcp_lines(a.resume.permissions.tools)
+        config_error: str | None
         try:
             spec = self.registry.spec(key)
         except ProviderError as e:

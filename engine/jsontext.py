@@ -24,7 +24,7 @@ def _default(o: Any) -> Any:
 
 def _make(*, sort_keys: bool, allow_nan: bool, separators: tuple[str, str] = (", ", ": ")) -> Callable[[Any], str]:
     item_sep, key_sep = separators
-    make = _encoder.c_make_encoder
+    make = _encoder.c_make_encoder  # type: ignore[attr-defined]
     if make is None:  # a Python built without the C accelerator
         enc = json.JSONEncoder(ensure_ascii=False, allow_nan=allow_nan, sort_keys=sort_keys, separators=separators)
         return enc.encode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 OPERATOR = "operator"
 #: Entries whose text a board keeps (beyond this it starts again: old entries are rarely shown).
@@ -80,7 +80,7 @@ class Inbox:
     context: list[OutboxEntry]  # older entries it has already seen, for continuity
     dropped: int = 0  # new entries left out because of the limit
     #: The board's `view_cache` (entry id -> text), for whoever renders these entries.
-    view_cache: dict[str, str] | None = field(default=None, compare=False, repr=False)
+    view_cache: dict[str, tuple[str, str]] | None = field(default=None, compare=False, repr=False)
 
 
 class _Source:
@@ -128,6 +128,7 @@ class _Source:
         if lo >= base:
             return self.pairs[lo - base : i - base]
         m = self.marks.get(since)
+        got: Sequence[OutboxEntry]
         if m is not None and m[0] == i:
             got = m[1][-context:]
         else:
@@ -199,7 +200,7 @@ class MessageBoard:
         #: Text worked out from an entry, by entry id (the prompt's JSON view of it). An entry
         #: never changes and ids are unique within a board, so it is worked out once and
         #: not once per reader and turn.
-        self.view_cache: dict[str, str] = {}
+        self.view_cache: dict[str, tuple[str, str]] = {}
 
     @classmethod
     def from_entries(cls, entries: Iterable[OutboxEntry]) -> "MessageBoard":
@@ -336,16 +337,17 @@ class MessageBoard:
         index = self._index
         op = index.get(OPERATOR)
         # The operator's outbox comes last (None below), for its new entries only.
+        ob: _Outbox
         for author in readable if op is None else (*readable, None):
             if author is None:
-                ob, with_context = op, 0
+                ob, with_context = op, 0  # type: ignore[assignment]  # not None: listed only then
             else:
                 if author == name or author == OPERATOR:
                     continue
-                ob = index.get(author)
-                if ob is None:
+                found = index.get(author)
+                if found is None:
                     continue
-                with_context = context
+                ob, with_context = found, context
             to = ob.to
             for src in (ob.to_all, to.get(name)) if to else (ob.to_all,):
                 if src is None:

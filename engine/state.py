@@ -268,7 +268,7 @@ _APPLY: dict[type, Any] = {
 
 #: Recorded events `OrgState.apply` leaves the state alone for (it has no case for them):
 #: the store's fold need not even build them.
-FOLD_SKIPS: frozenset[type[Event]] = frozenset(t for t in EVENT_TYPES.values() if t.persistent) - _APPLY.keys()
+FOLD_SKIPS: frozenset[type[Event]] = frozenset(t for t in EVENT_TYPES.values() if t.persistent and t not in _APPLY)
 
 
 def _record_dict(r: TurnRecord) -> dict[str, Any]:

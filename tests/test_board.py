@@ -90,7 +90,7 @@ def test_a_bounded_board_drops_the_views_of_entries_it_no_longer_holds() -> None
         board.add(OutboxEntry(f"ann-{t}-0", t, "ann", "message", {"text": str(t)}, meta={"seq": t}))
         inbox = board.inbox("bo", ["ann"], t + 1, t, new_limit=3, context=2)
         for e in inbox.new + inbox.context:
-            board.view_cache.setdefault(e.id, "view")
+            board.view_cache.setdefault(e.id, ("view", "\"view\""))
         board.bound({"ann": t, "bo": t}, {"ann": [], "bo": ["ann"]}, new_limit=3, context=2)
     assert len(board.view_cache) <= 2 * (3 + 2) + 1
 

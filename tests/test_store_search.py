@@ -235,3 +235,35 @@ async def test_ticks_are_indexed_in_chunks_and_a_search_meanwhile_catches_up(tmp
         assert n_rows() == sum(expected) and await idx.unindexed(run_id) == 0
     finally:
         await store.close()
+
+
+async def test_a_writer_sets_the_index_merge_width(tmp_path: Path) -> None:
+    """Every writer that opens the file sets FTS5's automerge to search.AUTOMERGE (a new
+    file, and one whose index an older lemming made with FTS5's default); a search
+    finds the same places either way."""
+    from lemming.engine.store import search
+
+    store, engine, db = await _recorded(tmp_path)
+    before = await SearchIndex(store).search(engine.run_id, "zebra")
+    await store.close()
+    assert before.total == 2
+
+    def automerge() -> int | None:
+        with sqlite3.connect(db) as c:
+            got = c.execute("SELECT v FROM search_fts_config WHERE k = 'automerge'").fetchone()
+            return got[0] if got else None
+
+    assert automerge() == search.AUTOMERGE
+    with sqlite3.connect(db) as c:  # as an older lemming left it: FTS5's default, no row
+        c.execute("DELETE FROM search_fts_config WHERE k = 'automerge'")
+    assert automerge() is None
+    reader = await RunStore.open(db, readonly=True)
+    await reader.close()
+    assert automerge() is None  # a reader never changes the file
+    store = await RunStore.open(db)
+    try:
+        assert automerge() == search.AUTOMERGE
+        found = await SearchIndex(store).search(engine.run_id, "zebra")
+        assert [(h.tick, h.agent, h.line) for h in found.hits] == [(h.tick, h.agent, h.line) for h in before.hits]
+    finally:
+        await store.close()

@@ -157,7 +157,7 @@ async def stream_with_retries(
             finally:
                 # (aclosing's part: a reply cut off here closes the provider's stream and
                 # its HTTP response.)
-                closing = stream.aclose()
+                closing = stream.aclose()  # type: ignore[attr-defined]
                 done, waiting = eager.start(closing)
                 if done is eager.PENDING:
                     await _wait(eager.resume(closing, waiting), deadline, closing)

@@ -62,10 +62,10 @@ class _Layout:
         self.name = name
         self.fields = fields
         self.cls = cls
-        cur = tuple(f.name for f in dataclasses.fields(cls)) if cls is not None else ()
+        cur = tuple(f.name for f in dataclasses.fields(cls)) if cls is not None else ()  # type: ignore[arg-type]
         self.current = cls is not None and cur == fields
         self.tuple_idx = (
-            tuple(i for i, f in enumerate(dataclasses.fields(cls)) if _is_tuple_field(f)) if self.current else ()
+            tuple(i for i, f in enumerate(dataclasses.fields(cls)) if _is_tuple_field(f)) if self.current else ()  # type: ignore[arg-type]
         )
         self.getter = operator.attrgetter(*fields) if self.current and fields else None
         self.index = {n: i for i, n in enumerate(fields)}
@@ -242,7 +242,7 @@ class Codec:
 
     # -- decoding (readers) -------------------------------------------------------------
 
-    def entry_decoder(self) -> Callable[[list[Any]], OutboxEntry]:
+    def entry_decoder(self) -> Callable[[Sequence[Any]], OutboxEntry]:
         """A fast decoder of OutboxEntry rows (the current layout by position; others by name)."""
         lay = self.by_name.get("OutboxEntry")
         code = lay.code if lay is not None else None
@@ -251,7 +251,7 @@ class Codec:
         if lay is None or lay.fields != ("id", "tick", "agent", "kind", "payload", "tags", "created_at", "recipients", "meta"):
             return slow
 
-        def decode(row: list[Any]) -> OutboxEntry:
+        def decode(row: Sequence[Any]) -> OutboxEntry:
             if row[0] != code:
                 return slow(row)
             _, id_, tick, agent, kind, payload, tags, created_at, recipients, meta = row
@@ -266,9 +266,9 @@ class Codec:
         return dec
 
     def _records_decoder(self, rcode: int, ucode: int) -> Callable[[Sequence[Any]], TurnRecord]:
-        dec = self._records_dec.get((rcode, ucode))
-        if dec is not None:
-            return dec
+        known = self._records_dec.get((rcode, ucode))
+        if known is not None:
+            return known
         lay, ul = self.by_code.get(rcode), self.by_code.get(ucode)
         if lay is None or ul is None:
             raise UnknownLayout(f"unknown layout code {rcode if lay is None else ucode} in the database (corrupt?)")
@@ -298,7 +298,7 @@ class Codec:
             return self._records_decoder(rcode, ucode)(rows[i])
         return self.decode_nested(records[i])
 
-    def decode_nested(self, row: list[Any]) -> Any:
+    def decode_nested(self, row: Sequence[Any]) -> Any:
         lay = self.by_code.get(row[0])
         if lay is None:
             raise UnknownLayout(f"unknown layout code {row[0]} in the database (corrupt?)")
@@ -330,7 +330,7 @@ class Codec:
                     if lay.cls not in skip:
                         append(lay.cls(*row))  # type: ignore[misc]
                     continue
-                nested = None
+                nested: Any = None
                 if lay.record_idx is not None:
                     if lay.cls not in skip:
                         nested = record_at(records, ri)

@@ -127,13 +127,27 @@ class _Unpickler(pickle.Unpickler):
         return got
 
 
-def pack(v: Any) -> bytes:
-    """`v` pickled (plain values only; see `_Pickler`)."""
-    f = io.BytesIO()
-    p = _Pickler(f, 5)
+class _Sink:
+    """Where a `_Pickler` writes: the pickler hands over its whole buffer at the end of
+    each dump (and a very large text apart), kept as they are rather than copied into
+    a BytesIO and out again."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.write = parts.append
+
+
+def pack(v: Any, *more: Any) -> bytes:
+    """`v` pickled (plain values only; see `_Pickler`), then each of `more` after it (what
+    `unpickle_head` reads one at a time)."""
+    parts: list[Any] = []
+    p = _Pickler(_Sink(parts), 5)
     p.fast = True  # no memo: nothing the engine records is shared or cyclic
     p.dump(v)
-    return f.getvalue()
+    for m in more:
+        p.dump(m)
+    return parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
 
 
 def unpickle(b: bytes) -> Any:

@@ -172,7 +172,7 @@ class RunRecorder:
         # The event rows, then the records, pickled one after the other (a reader unpickles
         # the rows and leaves the records for when it needs one).
         z = self._body_z
-        body = z(pack(rows) + (pack(records) if records is not None else b""))
+        body = z(pack(rows, records) if records is not None else pack(rows))
         msgs = z(pack(entries)) if entries else None
         turns: list[tuple] = []
         texts: dict[str, bytes] = {}

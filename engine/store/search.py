@@ -65,6 +65,13 @@ MARK_END = "\x03"
 #: Tick batches the recorder indexes together (and at most `INDEX_EVERY_ROWS` rows).
 INDEX_EVERY_TICKS = 16
 INDEX_EVERY_ROWS = 8192
+#: FTS5's ``automerge``: the index's segments (one per chunk of ticks) are merged when
+#: this many are at one level, each merge rewriting the rows it holds. FTS5's default, 4,
+#: made merging 40% of a row's cost after 640 ticks; at 8 a row is rewritten half as
+#: often (24,000 instructions a row instead of 29,600, docs/performance.md), and a search,
+#: reading up to 7 segments a level instead of 3, takes as long. Set by every writer
+#: that opens the file (a config row of the index, which any FTS5 reads).
+AUTOMERGE = 8
 #: Batches decoded per catch-up transaction.
 CATCH_UP_CHUNK = 256
 #: Hits are counted up to this many (`SearchResult.total`; more is shown as "1000+").
@@ -130,6 +137,9 @@ def create(conn: sqlite3.Connection) -> None:
     for stmt in SEARCH_SCHEMA.split(";"):
         if stmt.strip():
             conn.execute(stmt)
+    got = conn.execute("SELECT v FROM search_fts_config WHERE k = 'automerge'").fetchone()
+    if got is None or got[0] != AUTOMERGE:
+        conn.execute("INSERT INTO search_fts (search_fts, rank) VALUES ('automerge', ?)", (AUTOMERGE,))
 
 
 def _clip(text: str) -> str:
