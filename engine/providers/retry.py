@@ -65,22 +65,21 @@ class CompletionResult:
     reply_format_refused: str | None = None
 
 
-async def _wait(awaitable: Awaitable[Any], deadline: float, step: Any) -> Any:
-    """Await a step of the stream that has to wait, within the call's deadline. The call
-    may have been run eagerly so far (engine/eager.py): it first lets the loop run once,
-    so that the timeout is armed in the task the call goes on in. `step` (the started
-    step, or None) is told if the call is cancelled in between."""
+async def _wait(step: Any, waiting: Any, deadline: float) -> Any:
+    """Await the rest of `step`, which `eager.start` left waiting on `waiting`, within the
+    call's deadline. The call may have been run eagerly so far (engine/eager.py): it first
+    lets the loop run once, so that the timeout is armed in the task the call goes on in;
+    `step` is told if the call is cancelled in between."""
     try:
         await eager.hop()
     except BaseException as e:
-        if step is not None:
-            try:
-                step.throw(e)
-            except BaseException:
-                pass
+        try:
+            step.throw(e)
+        except BaseException:
+            pass
         raise
     async with asyncio.timeout_at(deadline if deadline != math.inf else None):
-        return await awaitable
+        return await eager.resume(step, waiting)
 
 
 async def _read(stream: Any, parts: list[str], cap: int, on_delta: DeltaSink, max_tokens: int | None) -> Usage | None:
@@ -90,7 +89,7 @@ async def _read(stream: Any, parts: list[str], cap: int, on_delta: DeltaSink, ma
     usage: Usage | None = None
     size = 0
     async for item in stream:
-        if type(item) is TextDelta or isinstance(item, TextDelta):
+        if isinstance(item, TextDelta):
             text = item.text
             if text:
                 size += len(text)
@@ -142,7 +141,6 @@ async def stream_with_retries(
         parts: list[str] = []
         # The attempt's deadline, counted from now; a timer is armed only for a step that waits.
         deadline = loop.time() + request.timeout if request.timeout is not None else math.inf
-        usage: Usage | None = None
         try:
             # The stream is read by a coroutine run eagerly: what the provider has ready is
             # taken at once, and only if it has to wait is the rest awaited (in the turn's
@@ -153,14 +151,14 @@ async def stream_with_retries(
                 reading = _read(stream, parts, cap, on_delta, request.max_tokens)
                 usage, waiting = eager.start(reading)
                 if usage is eager.PENDING:
-                    usage = await _wait(eager.resume(reading, waiting), deadline, reading)
+                    usage = await _wait(reading, waiting, deadline)
             finally:
                 # (aclosing's part: a reply cut off here closes the provider's stream and
                 # its HTTP response.)
                 closing = stream.aclose()  # type: ignore[attr-defined]
                 done, waiting = eager.start(closing)
                 if done is eager.PENDING:
-                    await _wait(eager.resume(closing, waiting), deadline, closing)
+                    await _wait(closing, waiting, deadline)
         except ProviderError as e:
             err = e
         except TimeoutError:
