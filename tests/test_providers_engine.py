@@ -18,6 +18,7 @@ from lemming.engine.events import CreditsCharged, TickCompleted, TokenDelta, Tur
 from lemming.engine.org import load_org
 from lemming.engine.providers.registry import ProviderRegistry
 from lemming.engine.providers.retry import RetryPolicy
+from tests.support.processes import open_http_sessions
 from tests.support.servers import (
     DEFAULT_REPLY,
     AnthropicServer,
@@ -196,16 +197,6 @@ async def test_tokens_of_a_cut_attempt_are_charged_when_the_retry_succeeds(tmp_p
     assert bob.status == "ok" and bob.attempts == 2
     final = an.chat_requests[-1].usage
     assert bob.cost > cost(final)
-
-
-def open_http_sessions() -> list:
-    """aiohttp sessions alive and not closed: the SDK clients' (openai, anthropic, ollama
-    ride on aiohttp). One still open at interpreter exit prints "Unclosed client session"."""
-    import gc
-
-    import aiohttp
-
-    return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
 
 
 async def test_a_run_cancelled_while_it_stops_still_closes_every_sdk_client(tmp_path, servers):

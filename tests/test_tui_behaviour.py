@@ -684,17 +684,12 @@ def test_the_control_room_closes_its_runs_sdk_clients_when_the_app_shuts_down(tm
     closed all the same: none is left for the interpreter's exit to report as an unclosed
     aiohttp session over the operator's terminal."""
     import asyncio
-    import gc
-
-    import aiohttp
 
     from tests.support.app_driver import deterministic_app
+    from tests.support.processes import open_http_sessions
     from tests.support.servers import AnthropicServer, OllamaServer, OpenAIServer
 
-    def open_sessions() -> list[aiohttp.ClientSession]:
-        return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
-
-    before = {id(s) for s in open_sessions()}
+    before = {id(s) for s in open_http_sessions()}
     opened: list[int] = []
     prices = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
     with OpenAIServer() as oa, AnthropicServer() as an, OllamaServer() as ol:
@@ -713,9 +708,9 @@ def test_the_control_room_closes_its_runs_sdk_clients_when_the_app_shuts_down(tm
             app = deterministic_app(root, config_dir=tmp_path / "cfg")
             async with app.run_test(size=(120, 40)) as pilot:
                 await advance(pilot, app, 1, timeout=60)
-                opened.extend(id(s) for s in open_sessions() if id(s) not in before)
+                opened.extend(id(s) for s in open_http_sessions() if id(s) not in before)
                 app.exit()
 
         asyncio.run(go())
     assert len(opened) == 12  # the run did open them, one per adapter
-    assert [s for s in open_sessions() if id(s) not in before] == []
+    assert [s for s in open_http_sessions() if id(s) not in before] == []

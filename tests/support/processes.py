@@ -1,4 +1,4 @@
-"""Processes as the tests see them."""
+"""Processes, and what a run may leave open (transports, HTTP sessions), as the tests see them."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def open_subprocess_transports() -> list[Any]:
     from asyncio.base_subprocess import BaseSubprocessTransport
 
     return [o for o in gc.get_objects() if isinstance(o, BaseSubprocessTransport) and not o.is_closing()]
+
+
+def open_http_sessions() -> list[Any]:
+    """aiohttp sessions alive and not closed: the SDK clients' (openai, anthropic, ollama
+    ride on aiohttp). One still open at interpreter exit prints "Unclosed client session"."""
+    import aiohttp
+
+    return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
 
 
 @asynccontextmanager
