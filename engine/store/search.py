@@ -192,13 +192,11 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
     records (each in the batch's order), in rowid order."""
     rows: list[Row] = []
     append = rows.append
-    token = _TOKENS.get
     for i, e in enumerate(entries):
         p = e.payload
         text = p["text"] if type(p) is dict and type(p.get("text")) is str else e.text
         if text:
-            text = text.strip()
-            append((i, text if len(text) <= MAX_TEXT else text[:MAX_TEXT], token(e.agent) or agent_token(e.agent)))
+            append((i, _clip(text), agent_token(e.agent)))
     for j, rec in enumerate(records):
         parsed = rec.parsed
         if type(parsed) is dict:
@@ -206,8 +204,7 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
             if type(notes) is str and notes:
                 notes = notes.strip()
                 if notes:
-                    append((TURN_BIT | j << 1, notes if len(notes) <= MAX_TEXT else notes[:MAX_TEXT],
-                            token(rec.agent) or agent_token(rec.agent)))
+                    append((TURN_BIT | j << 1, notes[:MAX_TEXT], agent_token(rec.agent)))
         elif parsed is not None:
             note = _note_of(rec)  # a dict subclass
             if note is not None:
