@@ -80,6 +80,7 @@ from lemming.engine.tools.runner import ToolRunner
 
 #: Committed events that subscribers already saw live, as they happened.
 _LIVE_ONLY = (ToolCallStarted, ToolCallFinished)
+_LIVE_ONLY_TYPES = frozenset(_LIVE_ONLY)
 
 
 class Recorder(Protocol):
@@ -369,13 +370,13 @@ class Engine(RunReadAPI):
         The first `published` events were already shown live (a tick's start) and are
         not published twice; nor are tool call events (shown live as the calls ran).
         """
+        kinds = set(map(type, events))
         if self.recorder is not None:
-            await self.recorder.write([e for e in events if e.persistent])
-        apply = self.state.apply
-        for ev in events:
-            apply(ev)
+            transient = any(not t.persistent for t in kinds)
+            await self.recorder.write([e for e in events if e.persistent] if transient else events)
+        self.state.apply_all(events)
         rest = events[published:] if published else events
-        if any(type(ev) in _LIVE_ONLY for ev in rest):
+        if not _LIVE_ONLY_TYPES.isdisjoint(kinds):
             rest = [ev for ev in rest if type(ev) not in _LIVE_ONLY]
         self._publish(rest)
 

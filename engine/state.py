@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lemming.engine.events import (
     CommandApplied,
@@ -90,6 +90,52 @@ class OrgState:
         f = _APPLY.get(type(ev))
         if f is not None:  # other events (a tick or turn started, token deltas...) change nothing
             f(self, ev)
+
+    def apply_all(self, events: Sequence[Event]) -> None:
+        """`apply` of each event in turn: the kinds a tick is made of are applied here
+        in place, without a call per event (two Python frames each)."""
+        get = _APPLY.get
+        noop = _NO_CHANGE
+        add = self.board.add
+        sent = self.sent
+        memory = self.memory
+        credits = self.credits
+        spent = self.spent
+        last_turn = self.last_turn
+        cursors = self.cursors
+        for ev in events:
+            t = type(ev)
+            if t in noop:
+                continue
+            if t is TurnFinished:
+                rec = ev.record  # type: ignore[attr-defined]
+                agent = rec.agent
+                last_turn[agent] = rec
+                cursors[agent] = rec.tick
+            elif t is MessageCommitted:
+                e = ev.entry  # type: ignore[attr-defined]
+                add(e)
+                self.seq += 1
+                agent = e.agent
+                sent[agent] = sent.get(agent, 0) + 1
+            elif t is CreditsCharged:
+                agent = ev.agent  # type: ignore[attr-defined]
+                amount = ev.amount  # type: ignore[attr-defined]
+                credits[agent] = ev.balance  # type: ignore[attr-defined]
+                spent[agent] = spent.get(agent, 0.0) + amount
+                self.total_spend += amount
+            elif t is MemoryChanged:
+                mem = memory.get(ev.agent)  # type: ignore[attr-defined]
+                if mem is None:
+                    mem = memory[ev.agent] = {}  # type: ignore[attr-defined]
+                if ev.op == "delete":  # type: ignore[attr-defined]
+                    mem.pop(ev.key, None)  # type: ignore[attr-defined]
+                else:
+                    mem[ev.key] = copy_plain(ev.value)  # type: ignore[attr-defined]
+            else:
+                f = get(t)
+                if f is not None:
+                    f(self, ev)
 
     def _apply_message(self, ev: MessageCommitted) -> None:
         e: OutboxEntry = ev.entry
@@ -265,6 +311,9 @@ _APPLY: dict[type, Any] = {
     DefinitionsReloaded: OrgState._apply_reload,
     RunStopped: OrgState._apply_stopped,
 }
+
+#: Events `OrgState.apply` has no case for.
+_NO_CHANGE: frozenset[type] = frozenset(t for t in EVENT_TYPES.values() if t not in _APPLY)
 
 #: Recorded events `OrgState.apply` leaves the state alone for (it has no case for them):
 #: the store's fold need not even build them.
