@@ -124,6 +124,28 @@ class _Layout:
 
 _NESTED = {"TurnRecord": TurnRecord, "OutboxEntry": OutboxEntry, "TokenUsage": TokenUsage}
 
+#: The events most batches are made of, tried first by the writer's row maker.
+_USUAL = ("turn_started", "turn_finished", "message_committed", "memory_changed", "credits_charged", "tick_started",
+          "tick_completed")
+
+
+def _compiled(name: str, src: str, env: dict[str, Any]) -> Callable[..., Any]:
+    """The function `name` that `src` defines. The writer's row makers are written out
+    as Python for the layouts of the day (a tuple of ``x.field`` reads per row): the
+    interpreter reads a slot of a known class in a few steps, where `attrgetter` looks
+    each name up through the type (three times the work, measured)."""
+    ns = dict(env)
+    exec(compile(src, f"<lemming.store.codec {name}>", "exec"), ns)  # noqa: S102 - names of our own dataclass fields
+    return ns[name]
+
+
+def _reads(var: str, names: Sequence[str]) -> str:
+    """``(var.a, var.b, )``: the fields `names` of `var` as a tuple's source."""
+    for n in names:
+        if not n.isidentifier():
+            raise StoreError(f"not a field name: {n!r}")
+    return "(" + "".join(f"{var}.{n}, " for n in names) + ")"
+
 
 
 def current_layouts() -> dict[str, tuple[str, ...]]:
@@ -150,7 +172,11 @@ class Codec:
         #: event class → its layout code, and the getter of its row (Codec.encode)
         self._codes: dict[type, int] = {}
         self._getters: dict[type, Callable[[Any], tuple]] = {}
-        self._records_enc: tuple[int, int, Callable[[Any], tuple]] | None = None
+        self._records_enc: tuple[int, int, Callable[[Any], list[tuple]]] | None = None
+        self._entries_enc: Callable[[Any], list[tuple]] | None = None
+        #: the batch's (codes, rows, records, entries) in one pass, for the usual events
+        #: (None: the batch holds another; see `encode`)
+        self._events_enc: Callable[[Sequence[Event]], Any] | None = None
         self._records_dec: dict[tuple[int, int], Callable[[Sequence[Any]], TurnRecord]] = {}
         for code, name, fields in rows:
             cls = EVENT_TYPES.get(name) or _NESTED.get(name)
@@ -192,17 +218,76 @@ class Codec:
         self._getters[cls] = lay.row_getter()
         self._codes[cls] = lay.code
 
-    def _record_rows(self) -> tuple[int, int, Callable[[Any], tuple]]:
+    def _record_rows(self) -> tuple[int, int, Callable[[Any], list[tuple]]]:
+        """(record code, usage code, the rows of a list of records): each row a record's
+        fields but the prompt, with the TokenUsage's fields in place of `usage`."""
         enc = self._records_enc
         if enc is None:
             lay, ul = self._nested("TurnRecord"), self._nested("TokenUsage")
-            names: list[str] = []
+            parts: list[str] = []
             for n in lay.fields:
                 if n == "usage":
-                    names.extend(f"usage.{u}" for u in ul.fields)
+                    parts.append(_reads("u", ul.fields)[1:-1])
                 elif n != "prompt":  # kept in `prompts`, compressed
-                    names.append(n)
-            enc = self._records_enc = (lay.code, ul.code, operator.attrgetter(*names))
+                    parts.append(_reads("r", [n])[1:-1])
+            read = "(" + "".join(parts) + ")"
+            rows = _compiled("record_rows", f"""
+def record_rows(recs):
+    out = []
+    append = out.append
+    for r in recs:
+        u = r.usage
+        append({read})
+    return out
+""", {})
+            enc = self._records_enc = (lay.code, ul.code, rows)
+        return enc
+
+    def _entry_rows(self) -> Callable[[Any], list[tuple]]:
+        """The rows of a list of outbox entries: each its layout code, then its fields."""
+        enc = self._entries_enc
+        if enc is None:
+            lay = self._nested("OutboxEntry")
+            read = _reads("e", lay.fields)[1:-1]
+            enc = self._entries_enc = _compiled("entry_rows", f"""
+def entry_rows(ents):
+    return [({lay.code}, {read}) for e in ents]
+""", {})
+        return enc
+
+    def _events_encoder(self) -> Callable[[Sequence[Event]], Any]:
+        """A batch's (codes, rows, turn records, outbox entries) in one pass over its
+        events, each row what the layout's `row_getter` gives; None if the batch holds an
+        event of a kind it does not know (then `encode` takes them one by one)."""
+        enc = self._events_enc
+        if enc is None:
+            env: dict[str, Any] = {}
+            branches: list[str] = []
+            kinds = [n for n in _USUAL if n in EVENT_TYPES] + [n for n in EVENT_TYPES if n not in _USUAL]
+            for name in kinds:
+                cls = EVENT_TYPES[name]
+                lay = self.by_name.get(name)
+                if lay is None or not cls.persistent:
+                    continue
+                i = len(branches)
+                env[f"T{i}"] = cls
+                names = [n for j, n in enumerate(lay.fields) if j != lay.nested]
+                body = f"code({lay.code}); row({_reads('ev', names)})"
+                if lay.record_idx is not None:
+                    body += "; rec(ev.record)"
+                elif lay.entry_idx is not None:
+                    body += "; ent(ev.entry)"
+                branches.append(f"        {'if' if not i else 'elif'} t is T{i}:\n            {body}\n")
+            enc = self._events_enc = _compiled("encode_events", """
+def encode_events(events):
+    codes = []; rows = []; recs = []; ents = []
+    code = codes.append; row = rows.append; rec = recs.append; ent = ents.append
+    for ev in events:
+        t = type(ev)
+""" + "".join(branches) + """        else:
+            return None
+    return codes, rows, recs, ents
+""" if branches else "def encode_events(events):\n    return None\n", env)
         return enc
 
     def encode(self, events: Sequence[Event], turns: list[TurnRecord] | None = None,
@@ -211,31 +296,30 @@ class Codec:
         module's doc): ``(codes, rows)``; the entries' rows; the records as ``(record
         code, usage code, rows)``, or None without any. The batch's TurnRecords are
         appended to `turns` and its OutboxEntries to `entries`, if given."""
-        types = list(map(type, events))
-        codes_of = self._codes
-        try:
-            codes = list(map(codes_of.__getitem__, types))
-        except KeyError:
-            for t in set(types) - codes_of.keys():
-                self._register(t)
-            codes = list(map(codes_of.__getitem__, types))
-        rows = list(map(_call, map(self._getters.__getitem__, types), events))
-        recs = list(map(_record_of, compress(events, map(_is, types, repeat(TurnFinished)))))
-        ents = list(map(_entry_of, compress(events, map(_is, types, repeat(MessageCommitted)))))
+        got = self._events_encoder()(events)
+        if got is not None:
+            codes, rows, recs, ents = got
+        else:
+            types = list(map(type, events))
+            codes_of = self._codes
+            try:
+                codes = list(map(codes_of.__getitem__, types))
+            except KeyError:
+                for t in set(types) - codes_of.keys():
+                    self._register(t)
+                codes = list(map(codes_of.__getitem__, types))
+            rows = list(map(_call, map(self._getters.__getitem__, types), events))
+            recs = list(map(_record_of, compress(events, map(_is, types, repeat(TurnFinished)))))
+            ents = list(map(_entry_of, compress(events, map(_is, types, repeat(MessageCommitted)))))
         records = None
         if recs:
-            rcode, ucode, getter = self._record_rows()
-            records = (rcode, ucode, list(map(getter, recs)))
+            rcode, ucode, record_rows = self._record_rows()
+            records = (rcode, ucode, record_rows(recs))
             if turns is not None:
                 turns.extend(recs)
         entry_rows: list[Any] = []
         if ents:
-            enc = self._entry_enc
-            if enc is None:
-                lay = self._nested("OutboxEntry")
-                enc = self._entry_enc = (lay.code, lay.getter)
-            code, getter = enc
-            entry_rows = [(code, *getter(e)) for e in ents]
+            entry_rows = self._entry_rows()(ents)
             if entries is not None:
                 entries.extend(ents)
         return (codes, rows), entry_rows, records

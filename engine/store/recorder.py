@@ -117,7 +117,9 @@ class RunRecorder:
             await db.call(writes.write_tx, plan)
             if plan.records:
                 b = plan.batch_id
-                self._written.update((rec.agent, (rec, b, i)) for i, rec in enumerate(plan.records))
+                written = self._written
+                for i, rec in enumerate(plan.records):
+                    written[rec.agent] = (rec, b, i)
             if plan.search_chunk is not None:
                 self._unindexed = []
                 self._unindexed_rows = 0

@@ -192,11 +192,16 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
     records (each in the batch's order), in rowid order."""
     rows: list[Row] = []
     append = rows.append
+    tokens = _TOKENS
     for i, e in enumerate(entries):
         p = e.payload
-        text = p["text"] if type(p) is dict and type(p.get("text")) is str else e.text
+        text = p.get("text") if type(p) is dict else None
+        if type(text) is not str:
+            text = e.text
         if text:
-            append((i, _clip(text), agent_token(e.agent)))
+            text = text.strip()  # as _clip does
+            agent = e.agent
+            append((i, text[:MAX_TEXT] if len(text) > MAX_TEXT else text, tokens.get(agent) or agent_token(agent)))
     for j, rec in enumerate(records):
         parsed = rec.parsed
         if type(parsed) is dict:
@@ -204,7 +209,9 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
             if type(notes) is str and notes:
                 notes = notes.strip()
                 if notes:
-                    append((TURN_BIT | j << 1, notes[:MAX_TEXT], agent_token(rec.agent)))
+                    agent = rec.agent
+                    append((TURN_BIT | j << 1, notes[:MAX_TEXT] if len(notes) > MAX_TEXT else notes,
+                            tokens.get(agent) or agent_token(agent)))
         elif parsed is not None:
             note = _note_of(rec)  # a dict subclass
             if note is not None:
