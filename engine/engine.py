@@ -51,6 +51,7 @@ from lemming.engine.events import (
     TurnStarted,
 )
 from lemming.engine import eager, gcfreeze, plainjson
+from lemming.engine.jsontext import copy_plain
 from lemming.engine.memory import apply_update
 from lemming.engine.messages import OPERATOR, OutboxEntry
 from lemming.engine.org import Org, definitions_hash, load_org
@@ -1032,13 +1033,13 @@ class Engine(RunReadAPI):
             except ContractViolation as e:
                 rec.status, rec.error = "contract", f"contract violation: {e}"
                 return self._outcome(plan, rec, None)
-        rec.parsed = reply.to_dict()
-        rec.violations = list(reply.violations)
+        rec.parsed = parsed = reply.to_dict()
+        rec.violations = reply.violations  # (the reply is this turn's alone and not kept)
         if rec.process is not None:
             rec.violations.extend(cli_provider.process_problems(rec.process))
         if reply.repaired:
             rec.violations.append(f"repaired: {reply.repaired}")
-        return self._outcome(plan, rec, reply)
+        return self._outcome(plan, rec, parsed)
 
     def _round(self, plan: dict[str, Any], raw: str, usage: TokenUsage, called: bool, latency_ms: float) -> dict[str, Any]:
         """One model call of a turn with tools, as its record keeps it, with its charge (the
@@ -1148,44 +1149,54 @@ class Engine(RunReadAPI):
         rec.violations = [*merged.violations, *violations]
         if merged.repaired:
             rec.violations.append(f"repaired: {merged.repaired}")
-        out = self._outcome(plan, rec, merged, runner.memory_writes)
+        out = self._outcome(plan, rec, rec.parsed, runner.memory_writes)
         out.tool_events = out_events
         return out
 
     def _outcome(
-        self, plan: dict[str, Any], rec: TurnRecord, reply: ParsedReply | None,
+        self, plan: dict[str, Any], rec: TurnRecord, parsed: dict[str, Any] | None,
         memory_writes: Sequence[tuple[str, Any]] = (),
     ) -> _TurnOutcome:
-        """What the turn will commit. It depends only on the agent's own state at the start
-        of the tick, so it is worked out as soon as the turn ends; the tick's commit only
-        numbers the messages in commit order."""
+        """What the turn will commit, from its reply's record form (`parsed`, what
+        `ParsedReply.to_dict` gave for rec.parsed; None when no reply was read). It
+        depends only on the agent's own state at the start of the tick, so it is worked
+        out as soon as the turn ends; the tick's commit only numbers the messages in
+        commit order. The messages' payloads are copies: the record keeps its own."""
         t = rec.tick
         name = rec.agent
         s = self.state
         out = _TurnOutcome(rec)  # (not the parsed reply: the tick need not keep it alive)
         after = out.commits
-        if reply is not None:
-            agents = s.org.agents
-            for i, entry in enumerate(reply.entries):
-                recipients = entry.recipients
-                known = [r for r in recipients if r in agents or r == OPERATOR]
-                if len(known) != len(recipients):
-                    dropped = [r for r in recipients if r not in known]
-                    shown = ", ".join(r if r.isprintable() else repr(r) for r in dropped)[:200]
-                    rec.violations.append(plainjson.one_line(f"outbox_entries[{i}].recipients: no such agent: {shown}"))
-                    if not known:
-                        continue
-                after.append((i, entry.kind, entry.payload, tuple(entry.tags), tuple(known)))
+        if parsed is not None:
+            entries = parsed["outbox_entries"]
+            if entries:
+                agents = s.org.agents
+                for i, entry in enumerate(entries):
+                    recipients = entry["recipients"]
+                    if recipients:
+                        known = [r for r in recipients if r in agents or r == OPERATOR]
+                        if len(known) != len(recipients):
+                            dropped = [r for r in recipients if r not in known]
+                            shown = ", ".join(r if r.isprintable() else repr(r) for r in dropped)[:200]
+                            rec.violations.append(plainjson.one_line(f"outbox_entries[{i}].recipients: no such agent: {shown}"))
+                            if not known:
+                                continue
+                        to: tuple[str, ...] = tuple(known)
+                    else:
+                        to = ()
+                    payload = entry["payload"]
+                    after.append((i, entry["kind"], payload if type(payload) is str else copy_plain(payload), tuple(entry["tags"]), to))
         if memory_writes:  # memory_write calls, in the order they ran
             for key, value in memory_writes:
                 after.append(MemoryChanged(t, name, "set", key, value))
-        if reply is not None:
-            if reply.memory_updates:
+        if parsed is not None:
+            updates = parsed["memory_updates"]
+            if updates:
                 memory = dict(s.memory.get(name, {}))
                 for key, value in memory_writes:
                     memory[key] = value
-                for j, up in enumerate(reply.memory_updates):
-                    change, problem = apply_update(memory, up.op, up.key, up.value)
+                for j, up in enumerate(updates):
+                    change, problem = apply_update(memory, up["op"], up["key"], up["value"])
                     if problem:
                         rec.violations.append(f"memory_updates[{j}]: {problem}")
                     else:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 from json.encoder import encode_basestring as _encode_str
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -113,29 +112,77 @@ class AgentReply(BaseModel):
     notes: str = Field(default="", max_length=MAX_NOTES_CHARS)
 
 
-@dataclass(slots=True)
 class ParsedReply:
-    """A reply that parsed, with whatever parts of it were rejected."""
+    """A reply that parsed, with whatever parts of it were rejected.
 
-    entries: list[ReplyEntry] = field(default_factory=list)
-    memory_updates: list[MemoryUpdate] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    notes: str = ""
-    violations: list[str] = field(default_factory=list)
-    repaired: str | None = None  # what was repaired, if anything
+    Its outbox entries and memory updates are held in one of two forms, list by list:
+    as the record keeps them (`to_dict`'s dicts, which the parse builds in the pass that
+    checks the items, for a list whose items are all of the usual shape), or as the
+    pydantic models (for any other list). `entries` and `memory_updates` give the models,
+    made from the record form on first use; once they are given, `to_dict` writes them."""
+
+    __slots__ = ("_entries", "_entry_records", "_updates", "_update_records", "tool_calls", "notes", "violations", "repaired")
+
+    def __init__(
+        self,
+        entries: list[ReplyEntry] | None = None,
+        memory_updates: list[MemoryUpdate] | None = None,
+        tool_calls: list[ToolCall] | None = None,
+        notes: str = "",
+        violations: list[str] | None = None,
+        repaired: str | None = None,  # what was repaired, if anything
+    ) -> None:
+        self._entries = [] if entries is None else entries
+        self._entry_records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self._updates = [] if memory_updates is None else memory_updates
+        self._update_records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self.tool_calls = [] if tool_calls is None else tool_calls
+        self.notes = notes
+        self.violations = [] if violations is None else violations
+        self.repaired = repaired
+
+    @property
+    def entries(self) -> list[ReplyEntry]:
+        if self._entries is None:
+            records, items = self._entry_records  # type: ignore[misc]
+            self._entries = [_entry_model(r, item) for r, item in zip(records, items)]
+        return self._entries
+
+    @entries.setter
+    def entries(self, value: list[ReplyEntry]) -> None:
+        self._entries = value
+
+    @property
+    def memory_updates(self) -> list[MemoryUpdate]:
+        if self._updates is None:
+            records, items = self._update_records  # type: ignore[misc]
+            self._updates = [_update_model(r, item) for r, item in zip(records, items)]
+        return self._updates
+
+    @memory_updates.setter
+    def memory_updates(self, value: list[MemoryUpdate]) -> None:
+        self._updates = value
 
     def to_dict(self) -> dict[str, Any]:
-        # What model_dump(mode="json") gives for each item, built directly: the values
-        # came out of a JSON parse, so copies of them are already JSON-ready.
+        """What model_dump(mode="json") gives for each item. The record form is handed out
+        as it is (the values came out of this reply's JSON parse and nothing else holds
+        them); the models are written out with copies of their values."""
+        entries = self._entries
+        updates = self._updates
         return {
-            "outbox_entries": [
+            "outbox_entries": self._entry_records[0] if entries is None else [  # type: ignore[index]
                 {"kind": e.kind, "payload": copy_plain(e.payload), "tags": list(e.tags), "recipients": list(e.recipients)}
-                for e in self.entries
+                for e in entries
             ],
-            "memory_updates": [{"op": m.op, "key": m.key, "value": copy_plain(m.value)} for m in self.memory_updates],
+            "memory_updates": self._update_records[0] if updates is None else [  # type: ignore[index]
+                {"op": m.op, "key": m.key, "value": copy_plain(m.value)} for m in updates
+            ],
             "tool_calls": [{"tool": t.tool, "args": copy_plain(t.args)} for t in self.tool_calls] if self.tool_calls else [],
             "notes": self.notes,
         }
+
+    def __repr__(self) -> str:
+        return f"ParsedReply({self.to_dict()!r}, violations={self.violations!r}, repaired={self.repaired!r})"
 
 
 class ContractViolation(Exception):
@@ -513,27 +560,40 @@ def _decode(raw: str) -> tuple[dict[str, Any], str | None]:
     raise ContractViolation("the reply is not a JSON object")
 
 
-def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, violations: list[str]) -> list:
-    raw = data.get(key, [])
+def _listed(data: dict[str, Any], key: str, limit: int, violations: list[str]) -> list:
+    """data[key] as a list of at most `limit` items, what is wrong with it a violation."""
+    raw = data.get(key)
     if raw is None:
         return []
-    if not isinstance(raw, list):
+    if type(raw) is not list:  # (a JSON parse makes no subclass)
         violations.append(f"{key}: must be a list, got {type(raw).__name__}")
         return []
     if len(raw) > limit:
         violations.append(f"{key}: {len(raw)} items; only the first {limit} are kept")
-        raw = raw[:limit]
+        return raw[:limit]
+    return raw
+
+
+def _records(raw: list, record: Any) -> list[dict[str, Any]] | None:
+    """The record form of every item of `raw`, if all are of the usual shape."""
+    out = []
+    for item in raw:
+        r = record(item)
+        if r is None:
+            return None
+        out.append(r)
+    return out
+
+
+def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, violations: list[str]) -> list:
+    return _models(_listed(data, key, limit, violations), key, model, violations)
+
+
+def _models(raw: list, key: str, model: type[BaseModel], violations: list[str]) -> list:
+    """The items of `raw` as `model`s; each that is not valid is a violation."""
     out: list = []
     fast = _FAST.get(model) if _FAST_OK else None
-    if fast is not None:  # the items of the usual shape up to the first that is not
-        for item in raw:
-            made = fast(item)
-            if made is None:
-                break
-            out.append(made)
-        else:
-            return out
-    for i, item in enumerate(raw[len(out):] if out else raw, len(out)):
+    for i, item in enumerate(raw):
         if fast is not None:
             made = fast(item)
             if made is not None:
@@ -554,12 +614,13 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
 # --- the usual shapes of reply items, read without pydantic ---------------------------------
 #
 # A reply's items are validated one by one. An item of the usual shape (the fields of the
-# schema, of their plain JSON types, within their limits) is checked here by hand and built
-# as pydantic builds it; anything else (a missing payload, LeMMing's older {"to",
-# "content"} shape, a wrong type, a value past a limit) goes to the pydantic model, which
-# accepts or rejects it with its message. `_fast_checked` holds the two to the same
-# results on a sample at import time; if they ever differ (another pydantic), every item
-# goes to pydantic.
+# schema, of their plain JSON types, within their limits) is checked here by hand and
+# written in its record form (what model_dump(mode="json") of its model gives) in the same
+# pass; its model is made from that only if it is asked for, as pydantic builds it.
+# Anything else (a missing payload, LeMMing's older {"to", "content"} shape, a wrong type,
+# a value past a limit) goes to the pydantic model, which accepts or rejects it with its
+# message. `_fast_checked` holds the two to the same results on a sample at import time;
+# if they ever differ (another pydantic), every item goes to pydantic.
 
 _new_object = object.__new__
 
@@ -589,95 +650,110 @@ def _built(cls: type[BaseModel], values: dict[str, Any], given: set[str]) -> Bas
     return m
 
 
-def _str_list(v: Any, limit: int) -> list[str] | None:
+_ENTRY_FIELDS = frozenset(("kind", "payload", "tags", "recipients"))
+_ABSENT: Any = object()
+
+
+def _names(v: Any, limit: int) -> list[str] | None:
+    """`v` if it is a list of at most `limit` strings, [] for a field not given; None for
+    what only pydantic words (null, not a list of strings, too long)."""
+    if v is _ABSENT:
+        return []
     if type(v) is not list or len(v) > limit:
         return None
     for x in v:
         if type(x) is not str:
             return None
-    return list(v)
+    return v
 
 
-def _name_list(item: dict[str, Any], name: str, limit: int) -> list[str] | None:
-    """A new list of item[name]'s strings ([] when it is not given); None for what only
-    pydantic words (null, not a list of strings, too long)."""
-    v = item.get(name)
-    if v is None:
-        return None if name in item else []
-    return _str_list(v, limit)
-
-
-_ENTRY_FIELDS = frozenset(("kind", "payload", "tags", "recipients"))
-
-
-def _payload_fits(payload: Any) -> bool:
-    """Whether the payload's JSON is surely within MAX_PAYLOAD_CHARS without writing it:
-    true for a string, or an object of strings, whose characters escaped as JSON's longest
-    escape ("\\u001f", 6) fit. Otherwise the JSON is written and measured."""
-    t = type(payload)
-    if t is str:
-        return len(payload) * 6 + 2 <= MAX_PAYLOAD_CHARS
-    if t is dict and len(payload) <= 16:
-        n = 2
-        for k, v in payload.items():
-            if type(v) is not str:  # (keys of parsed JSON are strings)
-                return False
-            n += 6 * (len(k) + len(v)) + 8  # "k": "v", and the separator
-        return n <= MAX_PAYLOAD_CHARS
-    return False
-
-
-def _fast_entry(item: Any) -> ReplyEntry | None:
+def _entry_record(item: Any) -> dict[str, Any] | None:
+    """An outbox entry of the usual shape in its record form (holding the item's own
+    values, not copies), or None for what pydantic must read."""
     if type(item) is not dict:
         return None
     payload = item.get("payload")
     t = type(payload)
-    if t is not dict and t is not str and t is not list:
+    # Whether the payload's JSON is surely within MAX_PAYLOAD_CHARS without writing it:
+    # a string, or an object of strings, whose characters escaped as JSON's longest escape
+    # ("\\u001f", 6) fit. Otherwise its JSON is written and measured below.
+    if t is str:
+        fits = len(payload) * 6 + 2 <= MAX_PAYLOAD_CHARS
+    elif t is dict:
+        fits = False
+        if len(payload) <= 16:
+            n = 2
+            for k, v in payload.items():
+                if type(v) is not str:  # (keys of parsed JSON are strings)
+                    break
+                n += 6 * (len(k) + len(v)) + 8  # "k": "v", and the separator
+            else:
+                fits = n <= MAX_PAYLOAD_CHARS
+    elif t is list:
+        fits = False
+    else:
         return None  # (no payload, the older shape, or what pydantic words)
-    kind = item.get("kind")
-    if kind is None:
-        if "kind" in item:
-            return None
-        kind = "message"
-    elif type(kind) is not str or not 1 <= len(kind) <= 64:
+    kind = item.get("kind", "message")
+    if type(kind) is not str or not 0 < len(kind) <= 64:
         return None
-    tags = _name_list(item, "tags", 20)  # (ReplyEntry's max_length of each)
+    tags = _names(item.get("tags", _ABSENT), 20)  # (ReplyEntry's max_length of each)
     if tags is None:
         return None
-    recipients = _name_list(item, "recipients", 1000)
+    recipients = _names(item.get("recipients", _ABSENT), 1000)
     if recipients is None:
         return None
-    if not _payload_fits(payload):
+    if not fits:
         try:
             if len(dumps_plain(payload)) > MAX_PAYLOAD_CHARS:
                 return None
         except (TypeError, ValueError, RecursionError):
             return None
-    given = item.keys() & _ENTRY_FIELDS  # (a set, as pydantic keeps it)
-    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": tags, "recipients": recipients}, given)  # type: ignore[return-value]
+    return {"kind": kind, "payload": payload, "tags": tags, "recipients": recipients}
+
+
+def _entry_model(record: dict[str, Any], item: dict[str, Any]) -> ReplyEntry:
+    """The ReplyEntry of `item`'s record form, holding copies of its values."""
+    values = {"kind": record["kind"], "payload": copy_plain(record["payload"]),
+              "tags": list(record["tags"]), "recipients": list(record["recipients"])}
+    return _built(ReplyEntry, values, item.keys() & _ENTRY_FIELDS)  # type: ignore[return-value]
+
+
+def _fast_entry(item: Any) -> ReplyEntry | None:
+    record = _entry_record(item)
+    return None if record is None else _entry_model(record, item)
 
 
 _OPS = frozenset(("set", "append", "merge", "delete"))
 _MEMORY_FIELDS = frozenset(("op", "key", "value"))
 
 
-def _fast_memory(item: Any) -> MemoryUpdate | None:
+def _update_record(item: Any) -> dict[str, Any] | None:
+    """A memory update of the usual shape in its record form, or None for what pydantic
+    must read."""
     if type(item) is not dict:
         return None
     key = item.get("key")
     if type(key) is not str:
         return None
-    op = item.get("op")
-    if op is None:
-        if "op" in item:
-            return None
-        op = "set"
-    elif type(op) is not str or op not in _OPS:
+    op = item.get("op", "set")
+    if type(op) is not str or op not in _OPS:
         return None
-    return _built(MemoryUpdate, {"op": op, "key": key, "value": item.get("value")}, item.keys() & _MEMORY_FIELDS)  # type: ignore[return-value]
+    return {"op": op, "key": key, "value": item.get("value")}
+
+
+def _update_model(record: dict[str, Any], item: dict[str, Any]) -> MemoryUpdate:
+    """The MemoryUpdate of `item`'s record form, holding a copy of its value."""
+    values = {"op": record["op"], "key": record["key"], "value": copy_plain(record["value"])}
+    return _built(MemoryUpdate, values, item.keys() & _MEMORY_FIELDS)  # type: ignore[return-value]
+
+
+def _fast_memory(item: Any) -> MemoryUpdate | None:
+    record = _update_record(item)
+    return None if record is None else _update_model(record, item)
 
 
 _FAST: dict[type, Any] = {ReplyEntry: _fast_entry, MemoryUpdate: _fast_memory}
+_RECORD: dict[type, Any] = {ReplyEntry: _entry_record, MemoryUpdate: _update_record}
 
 
 def _fast_checked() -> bool:
@@ -692,6 +768,8 @@ def _fast_checked() -> bool:
         for model, item in samples:
             fast, slow = _FAST[model](item), model.model_validate(item)
             if fast is None or fast != slow or fast.model_fields_set != slow.model_fields_set or fast.model_dump() != slow.model_dump():
+                return False
+            if _RECORD[model](item) != slow.model_dump(mode="json"):
                 return False
     except Exception:
         return False
@@ -719,14 +797,26 @@ def parse_reply(raw: str) -> ParsedReply:
             "the reply object has none of outbox_entries, memory_updates, tool_calls, notes"
         )
     violations: list[str] = []
-    entries = _items(data, "outbox_entries", ReplyEntry, MAX_ENTRIES_PER_TURN, violations)
-    updates = _items(data, "memory_updates", MemoryUpdate, MAX_MEMORY_UPDATES, violations)
-    calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
+    reply = ParsedReply(None, None, None, "", violations, repaired)
+    # Each list in its record form when all its items are of the usual shape, else as models.
+    items = _listed(data, "outbox_entries", MAX_ENTRIES_PER_TURN, violations)
+    records = _records(items, _entry_record) if _FAST_OK else None
+    if records is None:
+        reply._entries = _models(items, "outbox_entries", ReplyEntry, violations)
+    else:
+        reply._entries, reply._entry_records = None, (records, items)
+    items = _listed(data, "memory_updates", MAX_MEMORY_UPDATES, violations)
+    records = _records(items, _update_record) if _FAST_OK else None
+    if records is None:
+        reply._updates = _models(items, "memory_updates", MemoryUpdate, violations)
+    else:
+        reply._updates, reply._update_records = None, (records, items)
+    calls = data.get("tool_calls")
+    if calls is not None and calls != []:
+        reply.tool_calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
     notes = data.get("notes", "")
     if isinstance(notes, str):
-        notes = notes[:MAX_NOTES_CHARS]
+        reply.notes = notes[:MAX_NOTES_CHARS]
     elif notes is not None:
-        notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
-    else:
-        notes = ""
-    return ParsedReply(entries, updates, calls, notes, violations, repaired)
+        reply.notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
+    return reply
