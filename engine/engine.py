@@ -52,7 +52,7 @@ from lemming.engine.events import (
 )
 from lemming.engine import eager, gcfreeze, plainjson
 from lemming.engine.jsontext import copy_plain
-from lemming.engine.memory import apply_update
+from lemming.engine.memory import update_memory
 from lemming.engine.messages import OPERATOR, OutboxEntry
 from lemming.engine.org import Org, definitions_hash, load_org
 from lemming.engine.prompt import (
@@ -1196,11 +1196,12 @@ class Engine(RunReadAPI):
                 for key, value in memory_writes:
                     memory[key] = value
                 for j, up in enumerate(updates):
-                    change, problem = apply_update(memory, up["op"], up["key"], up["value"])
-                    if problem:
-                        rec.violations.append(f"memory_updates[{j}]: {problem}")
+                    key = up["key"]
+                    problem = update_memory(memory, up["op"], key, up["value"])
+                    if problem is None:
+                        after.append(MemoryChanged(t, name, up["op"], key, memory.get(key)))
                     else:
-                        after.append(MemoryChanged(t, name, change.op, change.key, change.value))  # type: ignore[union-attr]
+                        rec.violations.append(f"memory_updates[{j}]: {problem}")
         # Charge for what was used (a failed call is charged for what the provider billed);
         # a turn that used tools is charged round by round.
         spec = self.registry.models.get(rec.model_key)
