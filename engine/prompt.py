@@ -784,8 +784,18 @@ _REPLY_KEYS = frozenset(("outbox_entries", "memory_updates", "tool_calls", "note
 
 def parse_reply(raw: str) -> ParsedReply:
     """Parse a model's reply. Raises ContractViolation if no reply object can be read."""
-    raw = plainjson.fix_unicode(raw)
-    data, repaired = _decode(raw)
+    if not raw.isascii():
+        raw = plainjson.fix_unicode(raw)
+    # The usual reply is one JSON object and nothing else: it is read as it is. Anything
+    # else is looked for (and repaired where safe) by _decode, from the start.
+    try:
+        data = plainjson.loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    if type(data) is dict:
+        repaired = None
+    else:
+        data, repaired = _decode(raw)
     if "\\u" in raw and plainjson.first_surrogate(data) is not None:
         # "\ud800" escapes decode to unpaired surrogates, which cannot be recorded.
         data = plainjson.fix_surrogates(data)
@@ -797,26 +807,33 @@ def parse_reply(raw: str) -> ParsedReply:
             "the reply object has none of outbox_entries, memory_updates, tool_calls, notes"
         )
     violations: list[str] = []
-    reply = ParsedReply(None, None, None, "", violations, repaired)
     # Each list in its record form when all its items are of the usual shape, else as models.
     items = _listed(data, "outbox_entries", MAX_ENTRIES_PER_TURN, violations)
-    records = _records(items, _entry_record) if _FAST_OK else None
-    if records is None:
-        reply._entries = _models(items, "outbox_entries", ReplyEntry, violations)
-    else:
-        reply._entries, reply._entry_records = None, (records, items)
+    entry_records = _records(items, _entry_record) if _FAST_OK else None
+    entries = None if entry_records is not None else _models(items, "outbox_entries", ReplyEntry, violations)
+    entry_items = items
     items = _listed(data, "memory_updates", MAX_MEMORY_UPDATES, violations)
-    records = _records(items, _update_record) if _FAST_OK else None
-    if records is None:
-        reply._updates = _models(items, "memory_updates", MemoryUpdate, violations)
-    else:
-        reply._updates, reply._update_records = None, (records, items)
+    update_records = _records(items, _update_record) if _FAST_OK else None
+    updates = None if update_records is not None else _models(items, "memory_updates", MemoryUpdate, violations)
     calls = data.get("tool_calls")
-    if calls is not None and calls != []:
-        reply.tool_calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
+    if calls is None or calls == []:
+        calls = []
+    else:
+        calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
     notes = data.get("notes", "")
-    if isinstance(notes, str):
-        reply.notes = notes[:MAX_NOTES_CHARS]
+    if type(notes) is str:
+        notes = notes[:MAX_NOTES_CHARS]
     elif notes is not None:
-        reply.notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
+        notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
+    else:
+        notes = ""
+    reply = _new_object(ParsedReply)
+    reply._entries = entries
+    reply._entry_records = None if entry_records is None else (entry_records, entry_items)
+    reply._updates = updates
+    reply._update_records = None if update_records is None else (update_records, items)
+    reply.tool_calls = calls
+    reply.notes = notes
+    reply.violations = violations
+    reply.repaired = repaired
     return reply
