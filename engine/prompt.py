@@ -112,6 +112,27 @@ class AgentReply(BaseModel):
     notes: str = Field(default="", max_length=MAX_NOTES_CHARS)
 
 
+class _Models:
+    """A ParsedReply's items as models: what its slot `held` holds, or, when that is None,
+    the models made (by `make`) from the record form in its slot `records` on first use."""
+
+    def __init__(self, held: str, records: str, make: Any) -> None:
+        self.held, self.records, self.make = held, records, make
+
+    def __get__(self, reply: Any, owner: type | None = None) -> Any:
+        if reply is None:
+            return self
+        models = getattr(reply, self.held)
+        if models is None:
+            records, items = getattr(reply, self.records)
+            models = [self.make(r, item) for r, item in zip(records, items)]
+            setattr(reply, self.held, models)
+        return models
+
+    def __set__(self, reply: Any, models: list) -> None:
+        setattr(reply, self.held, models)
+
+
 class ParsedReply:
     """A reply that parsed, with whatever parts of it were rejected.
 
@@ -141,27 +162,9 @@ class ParsedReply:
         self.violations = [] if violations is None else violations
         self.repaired = repaired
 
-    @property
-    def entries(self) -> list[ReplyEntry]:
-        if self._entries is None:
-            records, items = self._entry_records  # type: ignore[misc]
-            self._entries = [_entry_model(r, item) for r, item in zip(records, items)]
-        return self._entries
-
-    @entries.setter
-    def entries(self, value: list[ReplyEntry]) -> None:
-        self._entries = value
-
-    @property
-    def memory_updates(self) -> list[MemoryUpdate]:
-        if self._updates is None:
-            records, items = self._update_records  # type: ignore[misc]
-            self._updates = [_update_model(r, item) for r, item in zip(records, items)]
-        return self._updates
-
-    @memory_updates.setter
-    def memory_updates(self, value: list[MemoryUpdate]) -> None:
-        self._updates = value
+    #: The items as models (a list the caller may change), made from the record form on first use.
+    entries = _Models("_entries", "_entry_records", lambda record, item: _entry_model(record, item))
+    memory_updates = _Models("_updates", "_update_records", lambda record, item: _update_model(record, item))
 
     def to_dict(self) -> dict[str, Any]:
         """What model_dump(mode="json") gives for each item. The record form is handed out
