@@ -324,7 +324,7 @@ class PromptParts:
     writes each turn's user message from them (`user`); `build_prompt` works them out for
     every call."""
 
-    __slots__ = ("system", "you", "you_e", "reads", "reads_e", "readers", "readers_e", "_prefix")
+    __slots__ = ("system", "tail", "tail_e", "no_tools_tail", "_prefix")
 
     def __init__(
         self,
@@ -335,9 +335,15 @@ class PromptParts:
         mcp_tools: dict[str, str] | None = None,
     ) -> None:
         self.system = _system_message(resume, shell_allow, mcp_tools)
-        self.you, self.you_e = _names_pair(resume.name)
-        self.reads, self.reads_e = _names_pair(can_read)
-        self.readers, self.readers_e = _names_pair(readers)
+        you, you_e = _names_pair(resume.name)
+        reads, reads_e = _names_pair(can_read)
+        readers_json, readers_e = _names_pair(readers)
+        #: The context block from after "tool_results" to the end of the message (the keys
+        #: are in sorted order: these come last), and it escaped.
+        self.tail = "".join((_P_YOU, you, _P_READS, reads, _P_READERS, readers_json, _P_TAIL))
+        self.tail_e = "".join((_E_YOU, you_e, _E_READS, reads_e, _E_READERS, readers_e, _E_TAIL, '"'))
+        #: The same from "tool_results" on, for no results.
+        self.no_tools_tail = (_P_TOOLS + "[]" + self.tail, _E_TOOLS + "[]" + self.tail_e)
         self._prefix: Any = None
 
     def user(
@@ -367,27 +373,43 @@ class PromptParts:
             new = new_e = ()
         credits = _rounded_json(balance)
         dropped = inbox.dropped
-        dropped_json = repr(dropped) if type(dropped) is int else _scalar_json(dropped)
-        max_json = repr(max_tokens) if type(max_tokens) is int else _scalar_json(max_tokens)
+        # (numbers and null need no escaping)
+        if type(dropped) is int:
+            dropped_json = dropped_e = repr(dropped)
+        else:
+            dropped_json = _scalar_json(dropped)
+            dropped_e = _number_escaped(dropped_json, dropped)
+        if type(max_tokens) is int:
+            max_json = max_e = repr(max_tokens)
+        else:
+            max_json = _scalar_json(max_tokens)
+            max_e = _number_escaped(max_json, max_tokens)
+        if type(tick) is int:
+            tick_json = tick_e = repr(tick)
+            head = head_e = f"Tick {tick_json}. "
+        else:
+            tick_json = _scalar_json(tick)
+            tick_e = _number_escaped(tick_json, tick)
+            head = f"Tick {tick}. "
+            head_e = _escaped(head)
         mem = dumps_sorted(memory) if memory else _scalar_json(memory)
-        tick_json = repr(tick) if type(tick) is int else _scalar_json(tick)
-        tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
-        head = f"Tick {tick}. "
+        if tool_results or type(tool_results) is not list:
+            tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
+            tail = "".join((_P_TOOLS, tools, self.tail))
+            tail_e = "".join((_E_TOOLS, _escaped(tools) if tool_results else tools, self.tail_e))
+        else:  # (the first reply's: the results come back within the turn)
+            tail, tail_e = self.no_tools_tail
         user = "".join(
             (
                 head, _P_HEAD, credits, _P_INBOX, ", ".join(earlier), _P_NEW, ", ".join(new), _P_NOT_SHOWN, dropped_json,
-                _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, _P_TOOLS, tools, _P_YOU, self.you,
-                _P_READS, self.reads, _P_READERS, self.readers, _P_TAIL,
+                _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, tail,
             )
         )
-        # (numbers and null need no escaping)
         escaped = "".join(
             (
-                '"', head if type(tick) is int else _escaped(head), _E_HEAD, _number_escaped(credits, balance),
-                _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, _number_escaped(dropped_json, dropped),
-                _E_MAX, _number_escaped(max_json, max_tokens), _E_MEMORY, _escaped(mem), _E_TICK, _number_escaped(tick_json, tick),
-                _E_TOOLS, _escaped(tools) if tool_results else tools, _E_YOU, self.you_e, _E_READS, self.reads_e,
-                _E_READERS, self.readers_e, _E_TAIL, '"',
+                '"', head_e, _E_HEAD, credits if type(balance) is float else _number_escaped(credits, balance),
+                _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, dropped_e,
+                _E_MAX, max_e, _E_MEMORY, _escaped(mem), _E_TICK, tick_e, tail_e,
             )
         )
         return user, escaped

@@ -150,3 +150,11 @@ async def test_the_token_cap_follows_the_balance(tmp_path: Path, monkeypatch) ->
     engine.state.credits["poor"] = 1e-9
     broke = engine._plan_turn("poor", 1)
     assert isinstance(broke, AgentSkipped) and broke.reason == "broke"
+
+
+def test_the_token_estimate_is_a_token_per_started_four_characters() -> None:
+    from lemming.engine.providers.retry import estimate_tokens
+
+    for n in range(0, 40):
+        text = "é" * n
+        assert estimate_tokens(text) == (max(1, -(-n // 4)) if text else 0)
