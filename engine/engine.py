@@ -889,6 +889,8 @@ class Engine(RunReadAPI):
         org = s.org
         p = self._plans.get(name)
         if p is None or p.org is not org or p.models is not self.registry.models or p.mcp is not self.mcp:
+            if p is not None:  # replaced definitions: every plan is stale (and a removed agent's goes)
+                self._plans.clear()
             p = self._plans[name] = _AgentPlan(self, name, org)
         inbox = s.board.inbox(name, p.can_read, t, s.cursors.get(name, 0), new_limit=p.new_limit, context=p.context)
         parts = p.parts

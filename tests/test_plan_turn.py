@@ -94,6 +94,12 @@ async def test_a_reloaded_resume_shows_in_the_next_prompt(tmp_path: Path, monkey
     assert {e["from"] for e in ctx["inbox"]["new"]} == {"cy"}
     assert after["key"] == "capped" and after["max_tokens"] == 300
     assert _context(_held_to_build_prompt(engine, "bob", 4))["your_outbox_is_read_by"] == ["cy"]
+    # A removed agent's plan is not kept with the definitions it came from.
+    (root / "agents" / "cy" / "resume.json").unlink()
+    (root / "agents" / "cy").rmdir()
+    engine.reload(load_org(root))
+    await engine.run(ticks=1)
+    assert "cy" not in engine.state.org.agents and set(engine._plans) == {"ann", "bob"}
 
 
 async def test_a_reloaded_models_json_shows_in_the_next_turn(tmp_path: Path, monkeypatch) -> None:
