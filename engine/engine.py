@@ -59,7 +59,7 @@ from lemming.engine.prompt import (
     MAX_ENTRIES_PER_TURN,
     ContractViolation,
     ParsedReply,
-    build_prompt,
+    PromptParts,
     parse_reply,
     prompt_hash,
     tool_round_messages,
@@ -206,6 +206,50 @@ class _RetryJitter:
         return self._rng.uniform(a, b)
 
 
+class _AgentPlan:
+    """What planning an agent's turn takes from the definitions (its résumé, the org's
+    settings and graph, its model's spec, the run's MCP servers): the same turn after
+    turn, so worked out once and kept with the agent until one of them is replaced
+    (`Engine._plan_turn`)."""
+
+    __slots__ = (
+        "org", "models", "mcp", "key", "spec", "config_error", "wanted", "can_read", "new_limit", "context",
+        "parts", "system_tokens", "budget", "temperature", "tools",
+    )
+
+    def __init__(self, engine: "Engine", name: str, org: Org) -> None:
+        a = org.agents[name]
+        resume = a.resume
+        self.org = org
+        self.models = engine.registry.models
+        self.mcp = engine.mcp
+        self.key = key = resume.model.key
+        self.spec: Any
+        try:
+            self.spec = spec = engine.registry.spec(key)
+        except ProviderError as e:
+            self.spec = spec = None
+            self.config_error: str | None = str(e)
+        else:
+            self.config_error = None
+        self.wanted: int = resume.model.max_tokens or (spec.max_output_tokens if spec else None) or DEFAULT_MAX_TOKENS
+        self.can_read = org.readable_by(name)
+        settings = org.settings
+        self.new_limit = settings.inbox_new_limit
+        self.context = settings.inbox_context
+        self.tools = resume.permissions.tools
+        self.budget = a.budget
+        self.temperature = resume.model.temperature
+        # An agent granted MCP tools while the run's servers are up is described by what
+        # they list, which can change as they start: its parts are worked out each turn.
+        if engine.mcp is not None and mcp_grants(self.tools):
+            self.parts: PromptParts | None = None
+            self.system_tokens = -1
+        else:
+            self.parts = PromptParts(resume, org.readers_of(name), self.can_read, settings.shell_allow, engine._mcp_lines(self.tools))
+            self.system_tokens = estimate_tokens(self.parts.system)
+
+
 class Engine(RunReadAPI):
     """Runs an organisation. Construct, subscribe, then `await run()`.
 
@@ -274,6 +318,7 @@ class Engine(RunReadAPI):
         self._abort_requested = False
         self._global_sem = Slots(self.concurrency)
         self._order: tuple[Org | None, list] = (None, [])
+        self._plans: dict[str, _AgentPlan] = {}  # what planning a turn takes from the definitions
         #: Freeze what is alive when a run starts out of the garbage collector's full
         #: passes for the run (see engine/gcfreeze.py); False leaves the collector alone.
         self.freeze_gc = True
@@ -843,76 +888,62 @@ class Engine(RunReadAPI):
     def _plan_turn(self, name: str, t: int) -> dict[str, Any] | AgentSkipped:
         s = self.state
         org = s.org
-        a = org.agents[name]
-        key = a.resume.model.key
-        can_read = org.readable_by(name)
-        readers = org.readers_of(name)
-        inbox = s.board.inbox(
-            name,
-            can_read,
-            t,
-            s.cursors.get(name, 0),
-            new_limit=org.settings.inbox_new_limit,
-            context=org.settings.inbox_context,
-        )
-        tool_results: list[dict[str, Any]] = []  # results come back within the turn
-        shell_allow = org.settings.shell_allow
-        mcp_tools = self._mcp_lines(a.resume.permissions.tools)
-        config_error: str | None
-        try:
-            spec = self.registry.spec(key)
-        except ProviderError as e:
-            spec = None
-            config_error = str(e)
-        else:
-            config_error = None
-        wanted = a.resume.model.max_tokens or (spec.max_output_tokens if spec else None) or DEFAULT_MAX_TOKENS
+        p = self._plans.get(name)
+        if p is None or p.org is not org or p.models is not self.registry.models or p.mcp is not self.mcp:
+            if p is not None:  # replaced definitions: every plan is stale (and a removed agent's goes)
+                self._plans.clear()
+            p = self._plans[name] = _AgentPlan(self, name, org)
+        inbox = s.board.inbox(name, p.can_read, t, s.cursors.get(name, 0), new_limit=p.new_limit, context=p.context)
+        parts = p.parts
+        if parts is None:
+            a = org.agents[name]
+            parts = PromptParts(
+                a.resume, org.readers_of(name), p.can_read, org.settings.shell_allow, self._mcp_lines(p.tools)
+            )
+        memory = s.memory.get(name)
+        if memory is None:
+            memory = {}
         balance = s.credits.get(name, 0.0)
-        # First estimate the prompt without the token cap, then cap with what remains.
-        messages = build_prompt(
-            a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
-            can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=wanted, shell_allow=shell_allow,
-            mcp_tools=mcp_tools,
-        )
-        max_tokens = wanted
+        tool_results: list[dict[str, Any]] = []  # results come back within the turn
+        wanted = max_tokens = p.wanted
+        # First the prompt without the token cap, then cap with what remains.
+        user, escaped = parts.user(t, inbox, memory, tool_results, balance, wanted)
+        spec = p.spec
         if spec is not None:
-            est = sum(estimate_tokens(m["content"]) for m in messages)
-            allow = allowance(balance, a.budget, spec.prices, est, wanted)
+            system_tokens = p.system_tokens
+            est = (system_tokens if system_tokens >= 0 else estimate_tokens(parts.system)) + estimate_tokens(user)
+            allow = allowance(balance, p.budget, spec.prices, est, wanted)
             if allow.max_tokens is None:
                 return AgentSkipped(t, name, "broke", allow.reason)
             if allow.max_tokens != wanted:
                 max_tokens = allow.max_tokens
-                messages = build_prompt(
-                    a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
-                    can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=max_tokens,
-                    shell_allow=shell_allow, mcp_tools=mcp_tools,
-                )
+                user, escaped = parts.user(t, inbox, memory, tool_results, balance, max_tokens)
         return {
             "name": name,
             "tick": t,
-            "key": key,
+            "key": p.key,
             "spec": spec,
-            "config_error": config_error,
-            "messages": messages,
+            "config_error": p.config_error,
+            "messages": [{"role": "system", "content": parts.system}, {"role": "user", "content": user}],
+            "prompt_hash": parts.hash(escaped),
             "max_tokens": max_tokens,
             "wanted": wanted,
             "balance": balance,
-            "temperature": a.resume.model.temperature,
-            "memory": s.memory.get(name, {}),
-            "tools": a.resume.permissions.tools,
+            "temperature": p.temperature,
+            "memory": memory,
+            "tools": p.tools,
         }
 
     def _record(self, plan: dict[str, Any]) -> TurnRecord:
         spec = plan["spec"]
-        messages = plan["messages"]
         return TurnRecord(
             tick=plan["tick"],
             agent=plan["name"],
             model_key=plan["key"],
             provider=spec.provider if spec else "?",
             model_name=spec.model_name if spec else "?",
-            prompt=messages,
-            prompt_hash=prompt_hash(messages),
+            prompt=plan["messages"],
+            prompt_hash=plan["prompt_hash"],
             max_tokens=plan["max_tokens"],
             started_at=self.clock(),
         )

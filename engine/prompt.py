@@ -366,6 +366,114 @@ _E_INBOX, _E_NEW, _E_NOT_SHOWN, _E_MAX, _E_MEMORY, _E_TICK, _E_TOOLS, _E_YOU, _E
 )
 
 
+class PromptParts:
+    """What an agent's prompt takes from its definitions — the system message, its name and
+    who it reads and is read by, as JSON and as escaped JSON — and the hash of the prompt's
+    JSON up to the user message's text. They are the same turn after turn until the
+    definitions change: the engine keeps them with each agent (`Engine._plan_turn`) and
+    writes each turn's user message from them (`user`); `build_prompt` works them out for
+    every call."""
+
+    __slots__ = ("system", "tail", "tail_e", "no_tools_tail", "_prefix")
+
+    def __init__(
+        self,
+        resume: Resume,
+        readers: list[str],
+        can_read: list[str],
+        shell_allow: list[str] | None = None,
+        mcp_tools: dict[str, str] | None = None,
+    ) -> None:
+        self.system = _system_message(resume, shell_allow, mcp_tools)
+        you, you_e = _names_pair(resume.name)
+        reads, reads_e = _names_pair(can_read)
+        readers_json, readers_e = _names_pair(readers)
+        #: The context block from after "tool_results" to the end of the message (the keys
+        #: are in sorted order: these come last), and it escaped.
+        self.tail = "".join((_P_YOU, you, _P_READS, reads, _P_READERS, readers_json, _P_TAIL))
+        self.tail_e = "".join((_E_YOU, you_e, _E_READS, reads_e, _E_READERS, readers_e, _E_TAIL, '"'))
+        #: The same from "tool_results" on, for no results.
+        self.no_tools_tail = (_P_TOOLS + "[]" + self.tail, _E_TOOLS + "[]" + self.tail_e)
+        self._prefix: Any = None
+
+    def user(
+        self, tick: int, inbox: Inbox, memory: dict[str, Any], tool_results: list[dict[str, Any]], balance: float,
+        max_tokens: int | None,
+    ) -> tuple[str, str]:
+        """This turn's user message, and the message escaped as a JSON string (quotes
+        included: what `prompt_hash` hashes of it)."""
+        # The context block is json.dumps(context, ensure_ascii=False, sort_keys=True) of
+        #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
+        #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
+        # written key by key in sorted order, so that each inbox entry is encoded once, not once
+        # per reader and turn (tests/test_prompt.py holds it to json.dumps). The user message is
+        # written twice over, as itself and escaped as a JSON string, from parts kept escaped:
+        # escaping the whole message costs more than writing it.
+        cache = inbox.view_cache
+        if cache is None:
+            cache = {}
+        get = cache.get
+        if inbox.context:
+            earlier, earlier_e = zip(*[get(e.id) or _view_json(e, cache) for e in inbox.context])
+        else:
+            earlier = earlier_e = ()
+        if inbox.new:
+            new, new_e = zip(*[get(e.id) or _view_json(e, cache) for e in inbox.new])
+        else:
+            new = new_e = ()
+        credits = _rounded_json(balance)
+        dropped = inbox.dropped
+        # (numbers and null need no escaping)
+        if type(dropped) is int:
+            dropped_json = dropped_e = repr(dropped)
+        else:
+            dropped_json = _scalar_json(dropped)
+            dropped_e = _number_escaped(dropped_json, dropped)
+        if type(max_tokens) is int:
+            max_json = max_e = repr(max_tokens)
+        else:
+            max_json = _scalar_json(max_tokens)
+            max_e = _number_escaped(max_json, max_tokens)
+        if type(tick) is int:
+            tick_json = tick_e = repr(tick)
+            head = head_e = f"Tick {tick_json}. "
+        else:
+            tick_json = _scalar_json(tick)
+            tick_e = _number_escaped(tick_json, tick)
+            head = f"Tick {tick}. "
+            head_e = _escaped(head)
+        mem = dumps_sorted(memory) if memory else _scalar_json(memory)
+        if tool_results or type(tool_results) is not list:
+            tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
+            tail = "".join((_P_TOOLS, tools, self.tail))
+            tail_e = "".join((_E_TOOLS, _escaped(tools) if tool_results else tools, self.tail_e))
+        else:  # (the first reply's: the results come back within the turn)
+            tail, tail_e = self.no_tools_tail
+        user = "".join(
+            (
+                head, _P_HEAD, credits, _P_INBOX, ", ".join(earlier), _P_NEW, ", ".join(new), _P_NOT_SHOWN, dropped_json,
+                _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, tail,
+            )
+        )
+        escaped = "".join(
+            (
+                '"', head_e, _E_HEAD, credits if type(balance) is float else _number_escaped(credits, balance),
+                _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, dropped_e,
+                _E_MAX, max_e, _E_MEMORY, _escaped(mem), _E_TICK, tick_e, tail_e,
+            )
+        )
+        return user, escaped
+
+    def hash(self, escaped: str) -> str:
+        """prompt_hash of [the system message, the user message escaped as `escaped`]."""
+        h = self._prefix
+        if h is None:
+            h = self._prefix = _hash_prefix(self.system)
+        h = h.copy()
+        h.update((escaped + ',"role":"user"}]').encode())
+        return h.hexdigest()
+
+
 def build_prompt(
     resume: Resume,
     *,
@@ -381,53 +489,12 @@ def build_prompt(
     mcp_tools: dict[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """The exact messages the model is given for one turn (its first reply)."""
-    # The context block is json.dumps(context, ensure_ascii=False, sort_keys=True) of
-    #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
-    #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
-    # written key by key in sorted order, so that each inbox entry is encoded once, not once
-    # per reader and turn (tests/test_prompt.py holds it to json.dumps). The user message is
-    # written twice over, as itself and escaped as a JSON string (what `prompt_hash` hashes),
-    # from parts kept escaped: escaping the whole message costs more than writing it.
-    cache = inbox.view_cache
-    if inbox.context:
-        earlier, earlier_e = zip(*[_view_json(e, cache) for e in inbox.context])
-    else:
-        earlier = earlier_e = ()
-    if inbox.new:
-        new, new_e = zip(*[_view_json(e, cache) for e in inbox.new])
-    else:
-        new = new_e = ()
-    credits = _rounded_json(balance)
-    dropped = _scalar_json(inbox.dropped)
-    max_json = _scalar_json(max_tokens)
-    mem = dumps_sorted(memory) if memory else _scalar_json(memory)
-    tick_json = _scalar_json(tick)
-    tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
-    you, you_e = _names_pair(resume.name)
-    reads, reads_e = _names_pair(can_read)
-    readers_json, readers_e = _names_pair(readers)
-    head = f"Tick {tick}. "
-    user = "".join(
-        (
-            head, _P_HEAD, credits, _P_INBOX, ", ".join(earlier), _P_NEW, ", ".join(new), _P_NOT_SHOWN, dropped,
-            _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, _P_TOOLS, tools, _P_YOU, you,
-            _P_READS, reads, _P_READERS, readers_json, _P_TAIL,
-        )
-    )
-    # (numbers and null need no escaping)
-    escaped = "".join(
-        (
-            '"', head if type(tick) is int else _escaped(head), _E_HEAD, _number_escaped(credits, balance),
-            _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, _number_escaped(dropped, inbox.dropped),
-            _E_MAX, _number_escaped(max_json, max_tokens), _E_MEMORY, _escaped(mem), _E_TICK, _number_escaped(tick_json, tick),
-            _E_TOOLS, _escaped(tools) if tool_results else tools, _E_YOU, you_e, _E_READS, reads_e, _E_READERS, readers_e,
-            _E_TAIL, '"',
-        )
-    )
+    parts = PromptParts(resume, readers, can_read, shell_allow, mcp_tools)
+    user, escaped = parts.user(tick, inbox, memory, tool_results, balance, max_tokens)
     if len(_USER_ESCAPED) >= _USER_ESCAPED_MAX:  # prompts never hashed (a turn skipped after all)
         _USER_ESCAPED.clear()
     _USER_ESCAPED[id(user)] = (user, escaped)
-    return [{"role": "system", "content": _system_message(resume, shell_allow, mcp_tools)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": parts.system}, {"role": "user", "content": user}]
 
 
 def tool_round_messages(
@@ -450,6 +517,17 @@ def tool_round_messages(
 _HASH_PREFIX: dict[str, Any] = {}
 
 
+def _hash_prefix(system: str) -> Any:
+    """sha256 of prompt_hash's JSON of [system, user] up to the user message's text."""
+    h = _HASH_PREFIX.get(system)
+    if h is None:
+        h = hashlib.sha256(('[{"content":' + _encode_str(system) + ',"role":"system"},{"content":').encode())
+        if len(_HASH_PREFIX) >= _SYSTEM_CACHE_MAX:
+            _HASH_PREFIX.clear()
+        _HASH_PREFIX[system] = h
+    return h
+
+
 def prompt_hash(messages: list[dict[str, str]]) -> str:
     """sha256 of json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))."""
     if (
@@ -462,17 +540,10 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
         and type(messages[1]["content"]) is str
     ):
         # What build_prompt gives: the system message's part of the blob is hashed once.
-        system = messages[0]["content"]
-        h = _HASH_PREFIX.get(system)
-        if h is None:
-            h = hashlib.sha256(('[{"content":' + _encode_str(system) + ',"role":"system"},{"content":').encode())
-            if len(_HASH_PREFIX) >= _SYSTEM_CACHE_MAX:
-                _HASH_PREFIX.clear()
-            _HASH_PREFIX[system] = h
         user = messages[1]["content"]
         built = _USER_ESCAPED.pop(id(user), None)
         escaped = built[1] if built is not None and built[0] is user else _encode_str(user)
-        h = h.copy()
+        h = _hash_prefix(messages[0]["content"]).copy()
         h.update((escaped + ',"role":"user"}]').encode())
         return h.hexdigest()
     blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
