@@ -83,6 +83,7 @@ def _same_parse(text: str) -> None:
         assert fast == slow
         return
     assert fast.violations == slow.violations and fast.repaired == slow.repaired and fast.notes == slow.notes
+    assert fast == slow
     record = fast.to_dict()
     assert json.dumps(record) == json.dumps(slow.to_dict())  # (key order too: the store writes it)
     for a, b in zip(fast.entries + fast.memory_updates, slow.entries + slow.memory_updates, strict=True):
