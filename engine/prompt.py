@@ -168,8 +168,9 @@ class ParsedReply:
 
     def to_dict(self) -> dict[str, Any]:
         """What model_dump(mode="json") gives for each item. The record form is handed out
-        as it is (the values came out of this reply's JSON parse and nothing else holds
-        them); the models are written out with copies of their values."""
+        as it is, not copied (its values came out of this reply's JSON parse, and nothing
+        outside the reply holds them: the engine's record takes them over); the models are
+        written out with copies of their values."""
         entries = self._entries
         updates = self._updates
         return {
