@@ -51,14 +51,15 @@ from lemming.engine.events import (
     TurnStarted,
 )
 from lemming.engine import eager, gcfreeze, plainjson
-from lemming.engine.memory import apply_update
+from lemming.engine.jsontext import copy_plain
+from lemming.engine.memory import update_memory
 from lemming.engine.messages import OPERATOR, OutboxEntry
 from lemming.engine.org import Org, definitions_hash, load_org
 from lemming.engine.prompt import (
     MAX_ENTRIES_PER_TURN,
     ContractViolation,
     ParsedReply,
-    build_prompt,
+    PromptParts,
     parse_reply,
     prompt_hash,
     tool_round_messages,
@@ -206,6 +207,50 @@ class _RetryJitter:
         return self._rng.uniform(a, b)
 
 
+class _AgentPlan:
+    """What planning an agent's turn takes from the definitions (its résumé, the org's
+    settings and graph, its model's spec, the run's MCP servers): the same turn after
+    turn, so worked out once and kept with the agent until one of them is replaced
+    (`Engine._plan_turn`)."""
+
+    __slots__ = (
+        "org", "models", "mcp", "key", "spec", "config_error", "wanted", "can_read", "new_limit", "context",
+        "parts", "system_tokens", "budget", "temperature", "tools",
+    )
+
+    def __init__(self, engine: "Engine", name: str, org: Org) -> None:
+        a = org.agents[name]
+        resume = a.resume
+        self.org = org
+        self.models = engine.registry.models
+        self.mcp = engine.mcp
+        self.key = key = resume.model.key
+        self.spec: Any
+        try:
+            self.spec = spec = engine.registry.spec(key)
+        except ProviderError as e:
+            self.spec = spec = None
+            self.config_error: str | None = str(e)
+        else:
+            self.config_error = None
+        self.wanted: int = resume.model.max_tokens or (spec.max_output_tokens if spec else None) or DEFAULT_MAX_TOKENS
+        self.can_read = org.readable_by(name)
+        settings = org.settings
+        self.new_limit = settings.inbox_new_limit
+        self.context = settings.inbox_context
+        self.tools = resume.permissions.tools
+        self.budget = a.budget
+        self.temperature = resume.model.temperature
+        # An agent granted MCP tools while the run's servers are up is described by what
+        # they list, which can change as they start: its parts are worked out each turn.
+        if engine.mcp is not None and mcp_grants(self.tools):
+            self.parts: PromptParts | None = None
+            self.system_tokens = -1
+        else:
+            self.parts = PromptParts(resume, org.readers_of(name), self.can_read, settings.shell_allow, engine._mcp_lines(self.tools))
+            self.system_tokens = estimate_tokens(self.parts.system)
+
+
 class Engine(RunReadAPI):
     """Runs an organisation. Construct, subscribe, then `await run()`.
 
@@ -274,6 +319,7 @@ class Engine(RunReadAPI):
         self._abort_requested = False
         self._global_sem = Slots(self.concurrency)
         self._order: tuple[Org | None, list] = (None, [])
+        self._plans: dict[str, _AgentPlan] = {}  # what planning a turn takes from the definitions
         #: Freeze what is alive when a run starts out of the garbage collector's full
         #: passes for the run (see engine/gcfreeze.py); False leaves the collector alone.
         self.freeze_gc = True
@@ -843,76 +889,62 @@ class Engine(RunReadAPI):
     def _plan_turn(self, name: str, t: int) -> dict[str, Any] | AgentSkipped:
         s = self.state
         org = s.org
-        a = org.agents[name]
-        key = a.resume.model.key
-        can_read = org.readable_by(name)
-        readers = org.readers_of(name)
-        inbox = s.board.inbox(
-            name,
-            can_read,
-            t,
-            s.cursors.get(name, 0),
-            new_limit=org.settings.inbox_new_limit,
-            context=org.settings.inbox_context,
-        )
-        tool_results: list[dict[str, Any]] = []  # results come back within the turn
-        shell_allow = org.settings.shell_allow
-        mcp_tools = self._mcp_lines(a.resume.permissions.tools)
-        config_error: str | None
-        try:
-            spec = self.registry.spec(key)
-        except ProviderError as e:
-            spec = None
-            config_error = str(e)
-        else:
-            config_error = None
-        wanted = a.resume.model.max_tokens or (spec.max_output_tokens if spec else None) or DEFAULT_MAX_TOKENS
+        p = self._plans.get(name)
+        if p is None or p.org is not org or p.models is not self.registry.models or p.mcp is not self.mcp:
+            if p is not None:  # replaced definitions: every plan is stale (and a removed agent's goes)
+                self._plans.clear()
+            p = self._plans[name] = _AgentPlan(self, name, org)
+        inbox = s.board.inbox(name, p.can_read, t, s.cursors.get(name, 0), new_limit=p.new_limit, context=p.context)
+        parts = p.parts
+        if parts is None:
+            a = org.agents[name]
+            parts = PromptParts(
+                a.resume, org.readers_of(name), p.can_read, org.settings.shell_allow, self._mcp_lines(p.tools)
+            )
+        memory = s.memory.get(name)
+        if memory is None:
+            memory = {}
         balance = s.credits.get(name, 0.0)
-        # First estimate the prompt without the token cap, then cap with what remains.
-        messages = build_prompt(
-            a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
-            can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=wanted, shell_allow=shell_allow,
-            mcp_tools=mcp_tools,
-        )
-        max_tokens = wanted
+        tool_results: list[dict[str, Any]] = []  # results come back within the turn
+        wanted = max_tokens = p.wanted
+        # First the prompt without the token cap, then cap with what remains.
+        user, escaped = parts.user(t, inbox, memory, tool_results, balance, wanted)
+        spec = p.spec
         if spec is not None:
-            est = sum(estimate_tokens(m["content"]) for m in messages)
-            allow = allowance(balance, a.budget, spec.prices, est, wanted)
+            system_tokens = p.system_tokens
+            est = (system_tokens if system_tokens >= 0 else estimate_tokens(parts.system)) + estimate_tokens(user)
+            allow = allowance(balance, p.budget, spec.prices, est, wanted)
             if allow.max_tokens is None:
                 return AgentSkipped(t, name, "broke", allow.reason)
             if allow.max_tokens != wanted:
                 max_tokens = allow.max_tokens
-                messages = build_prompt(
-                    a.resume, tick=t, inbox=inbox, memory=s.memory.get(name, {}), readers=readers,
-                    can_read=can_read, tool_results=tool_results, balance=balance, max_tokens=max_tokens,
-                    shell_allow=shell_allow, mcp_tools=mcp_tools,
-                )
+                user, escaped = parts.user(t, inbox, memory, tool_results, balance, max_tokens)
         return {
             "name": name,
             "tick": t,
-            "key": key,
+            "key": p.key,
             "spec": spec,
-            "config_error": config_error,
-            "messages": messages,
+            "config_error": p.config_error,
+            "messages": [{"role": "system", "content": parts.system}, {"role": "user", "content": user}],
+            "prompt_hash": parts.hash(escaped),
             "max_tokens": max_tokens,
             "wanted": wanted,
             "balance": balance,
-            "temperature": a.resume.model.temperature,
-            "memory": s.memory.get(name, {}),
-            "tools": a.resume.permissions.tools,
+            "temperature": p.temperature,
+            "memory": memory,
+            "tools": p.tools,
         }
 
     def _record(self, plan: dict[str, Any]) -> TurnRecord:
         spec = plan["spec"]
-        messages = plan["messages"]
         return TurnRecord(
             tick=plan["tick"],
             agent=plan["name"],
             model_key=plan["key"],
             provider=spec.provider if spec else "?",
             model_name=spec.model_name if spec else "?",
-            prompt=messages,
-            prompt_hash=prompt_hash(messages),
+            prompt=plan["messages"],
+            prompt_hash=plan["prompt_hash"],
             max_tokens=plan["max_tokens"],
             started_at=self.clock(),
         )
@@ -1033,13 +1065,13 @@ class Engine(RunReadAPI):
             except ContractViolation as e:
                 rec.status, rec.error = "contract", f"contract violation: {e}"
                 return self._outcome(plan, rec, None)
-        rec.parsed = reply.to_dict()
-        rec.violations = list(reply.violations)
+        rec.parsed = parsed = reply.to_dict()
+        rec.violations = reply.violations  # (the reply is this turn's alone and not kept)
         if rec.process is not None:
             rec.violations.extend(cli_provider.process_problems(rec.process))
         if reply.repaired:
             rec.violations.append(f"repaired: {reply.repaired}")
-        return self._outcome(plan, rec, reply)
+        return self._outcome(plan, rec, parsed)
 
     def _round(self, plan: dict[str, Any], raw: str, usage: TokenUsage, called: bool, latency_ms: float) -> dict[str, Any]:
         """One model call of a turn with tools, as its record keeps it, with its charge (the
@@ -1149,48 +1181,59 @@ class Engine(RunReadAPI):
         rec.violations = [*merged.violations, *violations]
         if merged.repaired:
             rec.violations.append(f"repaired: {merged.repaired}")
-        out = self._outcome(plan, rec, merged, runner.memory_writes)
+        out = self._outcome(plan, rec, rec.parsed, runner.memory_writes)
         out.tool_events = out_events
         return out
 
     def _outcome(
-        self, plan: dict[str, Any], rec: TurnRecord, reply: ParsedReply | None,
+        self, plan: dict[str, Any], rec: TurnRecord, parsed: dict[str, Any] | None,
         memory_writes: Sequence[tuple[str, Any]] = (),
     ) -> _TurnOutcome:
-        """What the turn will commit. It depends only on the agent's own state at the start
-        of the tick, so it is worked out as soon as the turn ends; the tick's commit only
-        numbers the messages in commit order."""
+        """What the turn will commit, from its reply's record form (`parsed`, what
+        `ParsedReply.to_dict` gave for rec.parsed; None when no reply was read). It
+        depends only on the agent's own state at the start of the tick, so it is worked
+        out as soon as the turn ends; the tick's commit only numbers the messages in
+        commit order. The messages' payloads are copies: the record keeps its own."""
         t = rec.tick
         name = rec.agent
         s = self.state
         out = _TurnOutcome(rec)  # (not the parsed reply: the tick need not keep it alive)
         after = out.commits
-        if reply is not None:
-            agents = s.org.agents
-            for i, entry in enumerate(reply.entries):
-                recipients = entry.recipients
-                known = [r for r in recipients if r in agents or r == OPERATOR]
-                if len(known) != len(recipients):
-                    dropped = [r for r in recipients if r not in known]
-                    shown = ", ".join(r if r.isprintable() else repr(r) for r in dropped)[:200]
-                    rec.violations.append(plainjson.one_line(f"outbox_entries[{i}].recipients: no such agent: {shown}"))
-                    if not known:
-                        continue
-                after.append((i, entry.kind, entry.payload, tuple(entry.tags), tuple(known)))
+        if parsed is not None:
+            entries = parsed["outbox_entries"]
+            if entries:
+                agents = s.org.agents
+                for i, entry in enumerate(entries):
+                    recipients = entry["recipients"]
+                    if recipients:
+                        known = [r for r in recipients if r in agents or r == OPERATOR]
+                        if len(known) != len(recipients):
+                            dropped = [r for r in recipients if r not in known]
+                            shown = ", ".join(r if r.isprintable() else repr(r) for r in dropped)[:200]
+                            rec.violations.append(plainjson.one_line(f"outbox_entries[{i}].recipients: no such agent: {shown}"))
+                            if not known:
+                                continue
+                        to: tuple[str, ...] = tuple(known)
+                    else:
+                        to = ()
+                    payload = entry["payload"]
+                    after.append((i, entry["kind"], payload if type(payload) is str else copy_plain(payload), tuple(entry["tags"]), to))
         if memory_writes:  # memory_write calls, in the order they ran
             for key, value in memory_writes:
                 after.append(MemoryChanged(t, name, "set", key, value))
-        if reply is not None:
-            if reply.memory_updates:
+        if parsed is not None:
+            updates = parsed["memory_updates"]
+            if updates:
                 memory = dict(s.memory.get(name, {}))
                 for key, value in memory_writes:
                     memory[key] = value
-                for j, up in enumerate(reply.memory_updates):
-                    change, problem = apply_update(memory, up.op, up.key, up.value)
-                    if problem:
-                        rec.violations.append(f"memory_updates[{j}]: {problem}")
+                for j, up in enumerate(updates):
+                    key = up["key"]
+                    problem = update_memory(memory, up["op"], key, up["value"])
+                    if problem is None:
+                        after.append(MemoryChanged(t, name, up["op"], key, memory.get(key)))
                     else:
-                        after.append(MemoryChanged(t, name, change.op, change.key, change.value))  # type: ignore[union-attr]
+                        rec.violations.append(f"memory_updates[{j}]: {problem}")
         # Charge for what was used (a failed call is charged for what the provider billed);
         # a turn that used tools is charged round by round.
         spec = self.registry.models.get(rec.model_key)
@@ -1209,12 +1252,30 @@ class Engine(RunReadAPI):
                 continue
             rec.cost += amount
             # Balances are kept to 1e-12 so that float drift never decides a threshold.
-            balance = round(balance - amount, 12)
+            balance = round12(balance - amount)
             after.append(CreditsCharged(t, name, amount, balance, inp, outp, action, balance < 0))
         cap = a.budget.soft_cap
         if rec.cost > 0 and cap is not None and before > cap >= balance and name not in s.soft_warned:
             after.append(SoftCapReached(t, name, balance, cap))
         return out
+
+
+def round12(x: float) -> float:
+    """`round(x, 12)`, the same float, mostly without the two decimal conversions round
+    makes (~9,000 instructions): from 2**14 on, neighbouring floats are more than 1e-12
+    apart, so x is the float nearest to itself rounded to 12 places; below it, x * 1e12
+    rounded to an integer n is the exact product's rounding when the float product is
+    not within its own error of a half (which the bound on the error, |y| * 2.3e-16,
+    keeps clear of), and n / 1e12 (two exact floats, one correctly rounded division) is
+    the float nearest to n * 10**-12, which is what round gives. Anything else (a near
+    tie, zero and its sign, NaN) is left to round."""
+    if -16384.0 < x < 16384.0:
+        y = x * 1e12
+        n = round(y)
+        if n and 0.5 - abs(y - n) > abs(y) * 2.3e-16:
+            return n / 1e12
+        return round(x, 12)
+    return x if x == x else round(x, 12)
 
 
 def _summary(value: Any, limit: int = 120) -> str:

@@ -46,10 +46,19 @@ def apply_update(
     memory: dict[str, Any], op: str, key: Any, value: Any = None
 ) -> tuple[MemoryChange | None, str | None]:
     """Apply one update to `memory` in place. Returns (change, None) or (None, violation)."""
+    problem = update_memory(memory, op, key, value)
+    if problem is not None:
+        return None, problem
+    return MemoryChange(op, key, memory.get(key)), None
+
+
+def update_memory(memory: dict[str, Any], op: str, key: Any, value: Any = None) -> str | None:
+    """Apply one update to `memory` in place: None when it applied (the key's value after
+    it is memory.get(key): None after a delete), else the violation (memory unchanged)."""
     if type(key) is not str or key not in _GOOD_KEYS:
         if not isinstance(key, str) or not KEY_RE.match(key):
             shown = repr(key)[:40]
-            return None, plainjson.one_line(
+            return plainjson.one_line(
                 f"memory key {shown} rejected: use 1-64 characters of letters, digits, _ . : -"
             )
         if type(key) is str:
@@ -58,45 +67,46 @@ def apply_update(
             _GOOD_KEYS.add(key)
     if op == "delete":
         if key not in memory:
-            return None, f"memory key {key!r}: delete of a key that does not exist"
+            return f"memory key {key!r}: delete of a key that does not exist"
         del memory[key]
-        return MemoryChange("delete", key, None), None
+        return None
     if op not in ("set", "append", "merge"):
         shown = repr(op) if len(repr(op)) <= 40 else repr(op)[:37] + "..."
-        return None, plainjson.one_line(
+        return plainjson.one_line(
             f"memory key {key!r}: unknown op {shown} (allowed: set, append, merge, delete)"
         )
     if type(value) is str and len(value) * 6 + 2 <= MAX_VALUE_CHARS:
         # A string whose JSON surely fits (no character is written longer than "\\u001f"):
         # only its Unicode is checked, not its JSON written.
-        if not plainjson.is_valid_unicode(value):
-            return None, f"memory key {key!r}: value is not valid Unicode (an unpaired surrogate)"
+        if not value.isascii() and not plainjson.is_valid_unicode(value):
+            return f"memory key {key!r}: value is not valid Unicode (an unpaired surrogate)"
     else:
         if plainjson.too_deep(value, plainjson.MAX_DEPTH - 1):
-            return None, f"memory key {key!r}: value nested deeper than {plainjson.MAX_DEPTH - 1} levels"
+            return f"memory key {key!r}: value nested deeper than {plainjson.MAX_DEPTH - 1} levels"
         try:
             if _size(value) > MAX_VALUE_CHARS:
-                return None, f"memory key {key!r}: value over {MAX_VALUE_CHARS} characters"
+                return f"memory key {key!r}: value over {MAX_VALUE_CHARS} characters"
         except UnicodeError:
-            return None, f"memory key {key!r}: value is not valid Unicode (an unpaired surrogate)"
+            return f"memory key {key!r}: value is not valid Unicode (an unpaired surrogate)"
         except (TypeError, ValueError, RecursionError):
-            return None, f"memory key {key!r}: value is not plain JSON (no NaN, Infinity or other types)"
+            return f"memory key {key!r}: value is not plain JSON (no NaN, Infinity or other types)"
     if key not in memory and len(memory) >= MAX_KEYS:
-        return None, f"memory key {key!r}: memory is full ({MAX_KEYS} keys); delete some first"
+        return f"memory key {key!r}: memory is full ({MAX_KEYS} keys); delete some first"
     if op == "set":
-        new = copy_plain(value)
-    elif op == "append":
+        # (a copy of the value, whose size was checked above)
+        memory[key] = value if type(value) is str else copy_plain(value)
+        return None
+    if op == "append":
         old = memory.get(key, [])
         if not isinstance(old, list):
-            return None, f"memory key {key!r}: append to a {type(old).__name__}, not a list"
+            return f"memory key {key!r}: append to a {type(old).__name__}, not a list"
         new = (old + [copy_plain(value)])[-MAX_LIST_ITEMS:]
     else:  # merge
         old = memory.get(key, {})
         if not isinstance(old, dict) or not isinstance(value, dict):
-            return None, f"memory key {key!r}: merge needs an object on both sides"
+            return f"memory key {key!r}: merge needs an object on both sides"
         new = {**old, **copy_plain(value)}
-    # (a set's new value is a copy of the value, whose size was checked above)
-    if op != "set" and _size(new) > MAX_VALUE_CHARS:
-        return None, f"memory key {key!r}: value would exceed {MAX_VALUE_CHARS} characters"
+    if _size(new) > MAX_VALUE_CHARS:
+        return f"memory key {key!r}: value would exceed {MAX_VALUE_CHARS} characters"
     memory[key] = new
-    return MemoryChange(op, key, new), None
+    return None

@@ -201,6 +201,11 @@ class MessageBoard:
         #: never changes and ids are unique within a board, so it is worked out once and
         #: not once per reader and turn.
         self.view_cache: dict[str, tuple[str, str]] = {}
+        #: Sources are only ever added (an author's first entry, its first entry for a
+        #: recipient): counted, so that a reader's list of sources is kept until one is.
+        self._sources = 0
+        #: reader -> (its readable outboxes, `_sources` then, [(source, with context)])
+        self._reading: dict[str, tuple[list[str], int, list[tuple[_Source, bool]]]] = {}
 
     @classmethod
     def from_entries(cls, entries: Iterable[OutboxEntry]) -> "MessageBoard":
@@ -214,6 +219,7 @@ class MessageBoard:
         ob = self._index.get(entry.agent)
         if ob is None:
             ob = self._index[entry.agent] = _Outbox()
+            self._sources += 1
         if not entry.recipients:
             ob.to_all.append(entry)
         else:
@@ -222,6 +228,7 @@ class MessageBoard:
                 src = to.get(r)
                 if src is None:
                     src = to[r] = _Source()
+                    self._sources += 1
                 src.append(entry)
         self.count += 1
         self._since_bound += 1
@@ -334,56 +341,39 @@ class MessageBoard:
         old: list[tuple] = []
         new_from = old_from = 0
         n_new = 0
-        index = self._index
-        op = index.get(OPERATOR)
-        # The operator's outbox comes last (None below), for its new entries only.
-        ob: _Outbox
-        for author in readable if op is None else (*readable, None):
-            if author is None:
-                ob, with_context = op, 0  # type: ignore[assignment]  # not None: listed only then
+        for src, with_context in self._sources_of(name, readable):
+            ticks = src.ticks
+            if not ticks:
+                continue
+            base = src.base
+            if tick > ticks[-1] and (not base or since > ticks[0]):
+                # (the live engine's case: every entry is before `tick`, the cursor is
+                # within the window)
+                j = base + len(ticks)
+                i = base + bisect.bisect_left(ticks, since)
             else:
-                if author == name or author == OPERATOR:
+                got = self._span(src, tick, since)
+                if got is None:
                     continue
-                found = index.get(author)
-                if found is None:
-                    continue
-                ob, with_context = found, context
-            to = ob.to
-            for src in (ob.to_all, to.get(name)) if to else (ob.to_all,):
-                if src is None:
-                    continue
-                ticks = src.ticks
-                if not ticks:
-                    continue
-                base = src.base
-                if tick > ticks[-1] and (not base or since > ticks[0]):
-                    # (the live engine's case: every entry is before `tick`, the cursor is
-                    # within the window)
-                    j = base + len(ticks)
-                    i = base + bisect.bisect_left(ticks, since)
+                i, j = got
+            if j > i:
+                n_new += j - i
+                lo = j - new_limit
+                if lo < i:
+                    lo = i
+                if lo < base:
+                    lo = base
+                new += src.pairs[lo - base : j - base]
+                new_from += 1
+            if with_context and context and i:
+                lo = i - context
+                if lo >= base and lo >= 0:
+                    ctx = src.pairs[lo - base : i - base]
                 else:
-                    got = self._span(src, tick, since)
-                    if got is None:
-                        continue
-                    i, j = got
-                if j > i:
-                    n_new += j - i
-                    lo = j - new_limit
-                    if lo < i:
-                        lo = i
-                    if lo < base:
-                        lo = base
-                    new += src.pairs[lo - base : j - base]
-                    new_from += 1
-                if with_context and i:
-                    lo = i - context
-                    if lo >= base and lo >= 0:
-                        ctx = src.pairs[lo - base : i - base]
-                    else:
-                        ctx = src.context(since, i, context)
-                    if ctx:
-                        old += ctx
-                        old_from += 1
+                    ctx = src.context(since, i, context)
+                if ctx:
+                    old += ctx
+                    old_from += 1
         if new_from > 1:
             new.sort()
         dropped = n_new - new_limit if n_new > new_limit else 0
@@ -398,6 +388,35 @@ class MessageBoard:
         if len(cache) > VIEW_CACHE_MAX:
             cache.clear()
         return Inbox(shown, earlier, dropped, cache)
+
+    def _sources_of(self, name: str, readable: Iterable[str]) -> list[tuple[_Source, bool]]:
+        """The sources `name` reads, in order, each with whether its older entries are shown
+        as context: per readable author (not itself, not the operator) its broadcasts and
+        what it addressed to `name`, then the operator's. Kept per reader (for the same
+        readable list) until a source is added."""
+        got = self._reading.get(name)
+        if got is not None and got[1] == self._sources and got[0] == readable:
+            return got[2]
+        out: list[tuple[_Source, bool]] = []
+        index = self._index
+        readable = list(readable)
+        for author in readable:
+            if author == name or author == OPERATOR:
+                continue
+            ob = index.get(author)
+            if ob is not None:
+                out.append((ob.to_all, True))
+                src = ob.to.get(name)
+                if src is not None:
+                    out.append((src, True))
+        op = index.get(OPERATOR)
+        if op is not None:  # the operator's outbox comes last, for its new entries only
+            out.append((op.to_all, False))
+            src = op.to.get(name)
+            if src is not None:
+                out.append((src, False))
+        self._reading[name] = (readable, self._sources, out)
+        return out
 
     @staticmethod
     def _span(src: _Source, tick: int, since: int) -> tuple[int, int] | None:

@@ -119,7 +119,7 @@ def first_surrogate(obj: Any) -> str | None:
 
 def fix_unicode(s: str) -> str:
     """`s` with every unpaired surrogate replaced by U+FFFD."""
-    if is_valid_unicode(s):
+    if s.isascii() or is_valid_unicode(s):
         return s
     return _SURROGATE_RE.sub("\ufffd", s)
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 from json.encoder import encode_basestring as _encode_str
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -113,29 +112,88 @@ class AgentReply(BaseModel):
     notes: str = Field(default="", max_length=MAX_NOTES_CHARS)
 
 
-@dataclass(slots=True)
-class ParsedReply:
-    """A reply that parsed, with whatever parts of it were rejected."""
+class _Models:
+    """A ParsedReply's items as models: what its slot `held` holds, or, when that is None,
+    the models made (by `make`) from the record form in its slot `records` on first use."""
 
-    entries: list[ReplyEntry] = field(default_factory=list)
-    memory_updates: list[MemoryUpdate] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    notes: str = ""
-    violations: list[str] = field(default_factory=list)
-    repaired: str | None = None  # what was repaired, if anything
+    def __init__(self, held: str, records: str, make: Any) -> None:
+        self.held, self.records, self.make = held, records, make
+
+    def __get__(self, reply: Any, owner: type | None = None) -> Any:
+        if reply is None:
+            return self
+        models = getattr(reply, self.held)
+        if models is None:
+            records, items = getattr(reply, self.records)
+            models = [self.make(r, item) for r, item in zip(records, items)]
+            setattr(reply, self.held, models)
+        return models
+
+    def __set__(self, reply: Any, models: list) -> None:
+        setattr(reply, self.held, models)
+
+
+class ParsedReply:
+    """A reply that parsed, with whatever parts of it were rejected.
+
+    Its outbox entries and memory updates are held in one of two forms, list by list:
+    as the record keeps them (`to_dict`'s dicts, which the parse builds in the pass that
+    checks the items, for a list whose items are all of the usual shape), or as the
+    pydantic models (for any other list). `entries` and `memory_updates` give the models,
+    made from the record form on first use; once they are given, `to_dict` writes them."""
+
+    __slots__ = ("_entries", "_entry_records", "_updates", "_update_records", "tool_calls", "notes", "violations", "repaired")
+
+    def __init__(
+        self,
+        entries: list[ReplyEntry] | None = None,
+        memory_updates: list[MemoryUpdate] | None = None,
+        tool_calls: list[ToolCall] | None = None,
+        notes: str = "",
+        violations: list[str] | None = None,
+        repaired: str | None = None,  # what was repaired, if anything
+    ) -> None:
+        self._entries = [] if entries is None else entries
+        self._entry_records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self._updates = [] if memory_updates is None else memory_updates
+        self._update_records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        self.tool_calls = [] if tool_calls is None else tool_calls
+        self.notes = notes
+        self.violations = [] if violations is None else violations
+        self.repaired = repaired
+
+    #: The items as models (a list the caller may change), made from the record form on first use.
+    entries = _Models("_entries", "_entry_records", lambda record, item: _entry_model(record, item))
+    memory_updates = _Models("_updates", "_update_records", lambda record, item: _update_model(record, item))
 
     def to_dict(self) -> dict[str, Any]:
-        # What model_dump(mode="json") gives for each item, built directly: the values
-        # came out of a JSON parse, so copies of them are already JSON-ready.
+        """What model_dump(mode="json") gives for each item. The record form is handed out
+        as it is, not copied (its values came out of this reply's JSON parse, and nothing
+        outside the reply holds them: the engine's record takes them over); the models are
+        written out with copies of their values."""
+        entries = self._entries
+        updates = self._updates
         return {
-            "outbox_entries": [
+            "outbox_entries": self._entry_records[0] if entries is None else [  # type: ignore[index]
                 {"kind": e.kind, "payload": copy_plain(e.payload), "tags": list(e.tags), "recipients": list(e.recipients)}
-                for e in self.entries
+                for e in entries
             ],
-            "memory_updates": [{"op": m.op, "key": m.key, "value": copy_plain(m.value)} for m in self.memory_updates],
+            "memory_updates": self._update_records[0] if updates is None else [  # type: ignore[index]
+                {"op": m.op, "key": m.key, "value": copy_plain(m.value)} for m in updates
+            ],
             "tool_calls": [{"tool": t.tool, "args": copy_plain(t.args)} for t in self.tool_calls] if self.tool_calls else [],
             "notes": self.notes,
         }
+
+    def __repr__(self) -> str:
+        return f"ParsedReply({self.to_dict()!r}, violations={self.violations!r}, repaired={self.repaired!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ParsedReply:
+            return NotImplemented
+        return (self.to_dict(), self.violations, self.repaired) == (other.to_dict(), other.violations, other.repaired)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class ContractViolation(Exception):
@@ -316,6 +374,114 @@ _E_INBOX, _E_NEW, _E_NOT_SHOWN, _E_MAX, _E_MEMORY, _E_TICK, _E_TOOLS, _E_YOU, _E
 )
 
 
+class PromptParts:
+    """What an agent's prompt takes from its definitions — the system message, its name and
+    who it reads and is read by, as JSON and as escaped JSON — and the hash of the prompt's
+    JSON up to the user message's text. They are the same turn after turn until the
+    definitions change: the engine keeps them with each agent (`Engine._plan_turn`) and
+    writes each turn's user message from them (`user`); `build_prompt` works them out for
+    every call."""
+
+    __slots__ = ("system", "tail", "tail_e", "no_tools_tail", "_prefix")
+
+    def __init__(
+        self,
+        resume: Resume,
+        readers: list[str],
+        can_read: list[str],
+        shell_allow: list[str] | None = None,
+        mcp_tools: dict[str, str] | None = None,
+    ) -> None:
+        self.system = _system_message(resume, shell_allow, mcp_tools)
+        you, you_e = _names_pair(resume.name)
+        reads, reads_e = _names_pair(can_read)
+        readers_json, readers_e = _names_pair(readers)
+        #: The context block from after "tool_results" to the end of the message (the keys
+        #: are in sorted order: these come last), and it escaped.
+        self.tail = "".join((_P_YOU, you, _P_READS, reads, _P_READERS, readers_json, _P_TAIL))
+        self.tail_e = "".join((_E_YOU, you_e, _E_READS, reads_e, _E_READERS, readers_e, _E_TAIL, '"'))
+        #: The same from "tool_results" on, for no results.
+        self.no_tools_tail = (_P_TOOLS + "[]" + self.tail, _E_TOOLS + "[]" + self.tail_e)
+        self._prefix: Any = None
+
+    def user(
+        self, tick: int, inbox: Inbox, memory: dict[str, Any], tool_results: list[dict[str, Any]], balance: float,
+        max_tokens: int | None,
+    ) -> tuple[str, str]:
+        """This turn's user message, and the message escaped as a JSON string (quotes
+        included: what `prompt_hash` hashes of it)."""
+        # The context block is json.dumps(context, ensure_ascii=False, sort_keys=True) of
+        #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
+        #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
+        # written key by key in sorted order, so that each inbox entry is encoded once, not once
+        # per reader and turn (tests/test_prompt.py holds it to json.dumps). The user message is
+        # written twice over, as itself and escaped as a JSON string, from parts kept escaped:
+        # escaping the whole message costs more than writing it.
+        cache = inbox.view_cache
+        if cache is None:
+            cache = {}
+        get = cache.get
+        if inbox.context:
+            earlier, earlier_e = zip(*[get(e.id) or _view_json(e, cache) for e in inbox.context])
+        else:
+            earlier = earlier_e = ()
+        if inbox.new:
+            new, new_e = zip(*[get(e.id) or _view_json(e, cache) for e in inbox.new])
+        else:
+            new = new_e = ()
+        credits = _rounded_json(balance)
+        dropped = inbox.dropped
+        # (numbers and null need no escaping)
+        if type(dropped) is int:
+            dropped_json = dropped_e = repr(dropped)
+        else:
+            dropped_json = _scalar_json(dropped)
+            dropped_e = _number_escaped(dropped_json, dropped)
+        if type(max_tokens) is int:
+            max_json = max_e = repr(max_tokens)
+        else:
+            max_json = _scalar_json(max_tokens)
+            max_e = _number_escaped(max_json, max_tokens)
+        if type(tick) is int:
+            tick_json = tick_e = repr(tick)
+            head = head_e = f"Tick {tick_json}. "
+        else:
+            tick_json = _scalar_json(tick)
+            tick_e = _number_escaped(tick_json, tick)
+            head = f"Tick {tick}. "
+            head_e = _escaped(head)
+        mem = dumps_sorted(memory) if memory else _scalar_json(memory)
+        if tool_results or type(tool_results) is not list:
+            tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
+            tail = "".join((_P_TOOLS, tools, self.tail))
+            tail_e = "".join((_E_TOOLS, _escaped(tools) if tool_results else tools, self.tail_e))
+        else:  # (the first reply's: the results come back within the turn)
+            tail, tail_e = self.no_tools_tail
+        user = "".join(
+            (
+                head, _P_HEAD, credits, _P_INBOX, ", ".join(earlier), _P_NEW, ", ".join(new), _P_NOT_SHOWN, dropped_json,
+                _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, tail,
+            )
+        )
+        escaped = "".join(
+            (
+                '"', head_e, _E_HEAD, credits if type(balance) is float else _number_escaped(credits, balance),
+                _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, dropped_e,
+                _E_MAX, max_e, _E_MEMORY, _escaped(mem), _E_TICK, tick_e, tail_e,
+            )
+        )
+        return user, escaped
+
+    def hash(self, escaped: str) -> str:
+        """prompt_hash of [the system message, the user message escaped as `escaped`]."""
+        h = self._prefix
+        if h is None:
+            h = self._prefix = _hash_prefix(self.system)
+        h = h.copy()
+        h.update((escaped + ',"role":"user"}]').encode())
+        return h.hexdigest()
+
+
 def build_prompt(
     resume: Resume,
     *,
@@ -331,53 +497,12 @@ def build_prompt(
     mcp_tools: dict[str, str] | None = None,
 ) -> list[dict[str, str]]:
     """The exact messages the model is given for one turn (its first reply)."""
-    # The context block is json.dumps(context, ensure_ascii=False, sort_keys=True) of
-    #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
-    #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
-    # written key by key in sorted order, so that each inbox entry is encoded once, not once
-    # per reader and turn (tests/test_prompt.py holds it to json.dumps). The user message is
-    # written twice over, as itself and escaped as a JSON string (what `prompt_hash` hashes),
-    # from parts kept escaped: escaping the whole message costs more than writing it.
-    cache = inbox.view_cache
-    if inbox.context:
-        earlier, earlier_e = zip(*[_view_json(e, cache) for e in inbox.context])
-    else:
-        earlier = earlier_e = ()
-    if inbox.new:
-        new, new_e = zip(*[_view_json(e, cache) for e in inbox.new])
-    else:
-        new = new_e = ()
-    credits = _rounded_json(balance)
-    dropped = _scalar_json(inbox.dropped)
-    max_json = _scalar_json(max_tokens)
-    mem = dumps_sorted(memory) if memory else _scalar_json(memory)
-    tick_json = _scalar_json(tick)
-    tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
-    you, you_e = _names_pair(resume.name)
-    reads, reads_e = _names_pair(can_read)
-    readers_json, readers_e = _names_pair(readers)
-    head = f"Tick {tick}. "
-    user = "".join(
-        (
-            head, _P_HEAD, credits, _P_INBOX, ", ".join(earlier), _P_NEW, ", ".join(new), _P_NOT_SHOWN, dropped,
-            _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, _P_TOOLS, tools, _P_YOU, you,
-            _P_READS, reads, _P_READERS, readers_json, _P_TAIL,
-        )
-    )
-    # (numbers and null need no escaping)
-    escaped = "".join(
-        (
-            '"', head if type(tick) is int else _escaped(head), _E_HEAD, _number_escaped(credits, balance),
-            _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, _number_escaped(dropped, inbox.dropped),
-            _E_MAX, _number_escaped(max_json, max_tokens), _E_MEMORY, _escaped(mem), _E_TICK, _number_escaped(tick_json, tick),
-            _E_TOOLS, _escaped(tools) if tool_results else tools, _E_YOU, you_e, _E_READS, reads_e, _E_READERS, readers_e,
-            _E_TAIL, '"',
-        )
-    )
+    parts = PromptParts(resume, readers, can_read, shell_allow, mcp_tools)
+    user, escaped = parts.user(tick, inbox, memory, tool_results, balance, max_tokens)
     if len(_USER_ESCAPED) >= _USER_ESCAPED_MAX:  # prompts never hashed (a turn skipped after all)
         _USER_ESCAPED.clear()
     _USER_ESCAPED[id(user)] = (user, escaped)
-    return [{"role": "system", "content": _system_message(resume, shell_allow, mcp_tools)}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": parts.system}, {"role": "user", "content": user}]
 
 
 def tool_round_messages(
@@ -400,6 +525,17 @@ def tool_round_messages(
 _HASH_PREFIX: dict[str, Any] = {}
 
 
+def _hash_prefix(system: str) -> Any:
+    """sha256 of prompt_hash's JSON of [system, user] up to the user message's text."""
+    h = _HASH_PREFIX.get(system)
+    if h is None:
+        h = hashlib.sha256(('[{"content":' + _encode_str(system) + ',"role":"system"},{"content":').encode())
+        if len(_HASH_PREFIX) >= _SYSTEM_CACHE_MAX:
+            _HASH_PREFIX.clear()
+        _HASH_PREFIX[system] = h
+    return h
+
+
 def prompt_hash(messages: list[dict[str, str]]) -> str:
     """sha256 of json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))."""
     if (
@@ -412,17 +548,10 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
         and type(messages[1]["content"]) is str
     ):
         # What build_prompt gives: the system message's part of the blob is hashed once.
-        system = messages[0]["content"]
-        h = _HASH_PREFIX.get(system)
-        if h is None:
-            h = hashlib.sha256(('[{"content":' + _encode_str(system) + ',"role":"system"},{"content":').encode())
-            if len(_HASH_PREFIX) >= _SYSTEM_CACHE_MAX:
-                _HASH_PREFIX.clear()
-            _HASH_PREFIX[system] = h
         user = messages[1]["content"]
         built = _USER_ESCAPED.pop(id(user), None)
         escaped = built[1] if built is not None and built[0] is user else _encode_str(user)
-        h = h.copy()
+        h = _hash_prefix(messages[0]["content"]).copy()
         h.update((escaped + ',"role":"user"}]').encode())
         return h.hexdigest()
     blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
@@ -513,27 +642,40 @@ def _decode(raw: str) -> tuple[dict[str, Any], str | None]:
     raise ContractViolation("the reply is not a JSON object")
 
 
-def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, violations: list[str]) -> list:
-    raw = data.get(key, [])
+def _listed(data: dict[str, Any], key: str, limit: int, violations: list[str]) -> list:
+    """data[key] as a list of at most `limit` items, what is wrong with it a violation."""
+    raw = data.get(key)
     if raw is None:
         return []
-    if not isinstance(raw, list):
+    if type(raw) is not list:  # (a JSON parse makes no subclass)
         violations.append(f"{key}: must be a list, got {type(raw).__name__}")
         return []
     if len(raw) > limit:
         violations.append(f"{key}: {len(raw)} items; only the first {limit} are kept")
-        raw = raw[:limit]
+        return raw[:limit]
+    return raw
+
+
+def _records(raw: list, record: Any) -> list[dict[str, Any]] | None:
+    """The record form of every item of `raw`, if all are of the usual shape."""
+    out = []
+    for item in raw:
+        r = record(item)
+        if r is None:
+            return None
+        out.append(r)
+    return out
+
+
+def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, violations: list[str]) -> list:
+    return _models(_listed(data, key, limit, violations), key, model, violations)
+
+
+def _models(raw: list, key: str, model: type[BaseModel], violations: list[str]) -> list:
+    """The items of `raw` as `model`s; each that is not valid is a violation."""
     out: list = []
     fast = _FAST.get(model) if _FAST_OK else None
-    if fast is not None:  # the items of the usual shape up to the first that is not
-        for item in raw:
-            made = fast(item)
-            if made is None:
-                break
-            out.append(made)
-        else:
-            return out
-    for i, item in enumerate(raw[len(out):] if out else raw, len(out)):
+    for i, item in enumerate(raw):
         if fast is not None:
             made = fast(item)
             if made is not None:
@@ -554,12 +696,13 @@ def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, v
 # --- the usual shapes of reply items, read without pydantic ---------------------------------
 #
 # A reply's items are validated one by one. An item of the usual shape (the fields of the
-# schema, of their plain JSON types, within their limits) is checked here by hand and built
-# as pydantic builds it; anything else (a missing payload, LeMMing's older {"to",
-# "content"} shape, a wrong type, a value past a limit) goes to the pydantic model, which
-# accepts or rejects it with its message. `_fast_checked` holds the two to the same
-# results on a sample at import time; if they ever differ (another pydantic), every item
-# goes to pydantic.
+# schema, of their plain JSON types, within their limits) is checked here by hand and
+# written in its record form (what model_dump(mode="json") of its model gives) in the same
+# pass; its model is made from that only if it is asked for, as pydantic builds it.
+# Anything else (a missing payload, LeMMing's older {"to", "content"} shape, a wrong type,
+# a value past a limit) goes to the pydantic model, which accepts or rejects it with its
+# message. `_fast_checked` holds the two to the same results on a sample at import time;
+# if they ever differ (another pydantic), every item goes to pydantic.
 
 _new_object = object.__new__
 
@@ -589,95 +732,110 @@ def _built(cls: type[BaseModel], values: dict[str, Any], given: set[str]) -> Bas
     return m
 
 
-def _str_list(v: Any, limit: int) -> list[str] | None:
+_ENTRY_FIELDS = frozenset(("kind", "payload", "tags", "recipients"))
+_ABSENT: Any = object()
+
+
+def _names(v: Any, limit: int) -> list[str] | None:
+    """`v` if it is a list of at most `limit` strings, [] for a field not given; None for
+    what only pydantic words (null, not a list of strings, too long)."""
+    if v is _ABSENT:
+        return []
     if type(v) is not list or len(v) > limit:
         return None
     for x in v:
         if type(x) is not str:
             return None
-    return list(v)
+    return v
 
 
-def _name_list(item: dict[str, Any], name: str, limit: int) -> list[str] | None:
-    """A new list of item[name]'s strings ([] when it is not given); None for what only
-    pydantic words (null, not a list of strings, too long)."""
-    v = item.get(name)
-    if v is None:
-        return None if name in item else []
-    return _str_list(v, limit)
-
-
-_ENTRY_FIELDS = frozenset(("kind", "payload", "tags", "recipients"))
-
-
-def _payload_fits(payload: Any) -> bool:
-    """Whether the payload's JSON is surely within MAX_PAYLOAD_CHARS without writing it:
-    true for a string, or an object of strings, whose characters escaped as JSON's longest
-    escape ("\\u001f", 6) fit. Otherwise the JSON is written and measured."""
-    t = type(payload)
-    if t is str:
-        return len(payload) * 6 + 2 <= MAX_PAYLOAD_CHARS
-    if t is dict and len(payload) <= 16:
-        n = 2
-        for k, v in payload.items():
-            if type(v) is not str:  # (keys of parsed JSON are strings)
-                return False
-            n += 6 * (len(k) + len(v)) + 8  # "k": "v", and the separator
-        return n <= MAX_PAYLOAD_CHARS
-    return False
-
-
-def _fast_entry(item: Any) -> ReplyEntry | None:
+def _entry_record(item: Any) -> dict[str, Any] | None:
+    """An outbox entry of the usual shape in its record form (holding the item's own
+    values, not copies), or None for what pydantic must read."""
     if type(item) is not dict:
         return None
     payload = item.get("payload")
     t = type(payload)
-    if t is not dict and t is not str and t is not list:
+    # Whether the payload's JSON is surely within MAX_PAYLOAD_CHARS without writing it:
+    # a string, or an object of strings, whose characters escaped as JSON's longest escape
+    # ("\\u001f", 6) fit. Otherwise its JSON is written and measured below.
+    if t is str:
+        fits = len(payload) * 6 + 2 <= MAX_PAYLOAD_CHARS
+    elif t is dict:
+        fits = False
+        if len(payload) <= 16:
+            n = 2
+            for k, v in payload.items():
+                if type(v) is not str:  # (keys of parsed JSON are strings)
+                    break
+                n += 6 * (len(k) + len(v)) + 8  # "k": "v", and the separator
+            else:
+                fits = n <= MAX_PAYLOAD_CHARS
+    elif t is list:
+        fits = False
+    else:
         return None  # (no payload, the older shape, or what pydantic words)
-    kind = item.get("kind")
-    if kind is None:
-        if "kind" in item:
-            return None
-        kind = "message"
-    elif type(kind) is not str or not 1 <= len(kind) <= 64:
+    kind = item.get("kind", "message")
+    if type(kind) is not str or not 0 < len(kind) <= 64:
         return None
-    tags = _name_list(item, "tags", 20)  # (ReplyEntry's max_length of each)
+    tags = _names(item.get("tags", _ABSENT), 20)  # (ReplyEntry's max_length of each)
     if tags is None:
         return None
-    recipients = _name_list(item, "recipients", 1000)
+    recipients = _names(item.get("recipients", _ABSENT), 1000)
     if recipients is None:
         return None
-    if not _payload_fits(payload):
+    if not fits:
         try:
             if len(dumps_plain(payload)) > MAX_PAYLOAD_CHARS:
                 return None
         except (TypeError, ValueError, RecursionError):
             return None
-    given = item.keys() & _ENTRY_FIELDS  # (a set, as pydantic keeps it)
-    return _built(ReplyEntry, {"kind": kind, "payload": payload, "tags": tags, "recipients": recipients}, given)  # type: ignore[return-value]
+    return {"kind": kind, "payload": payload, "tags": tags, "recipients": recipients}
+
+
+def _entry_model(record: dict[str, Any], item: dict[str, Any]) -> ReplyEntry:
+    """The ReplyEntry of `item`'s record form, holding copies of its values."""
+    values = {"kind": record["kind"], "payload": copy_plain(record["payload"]),
+              "tags": list(record["tags"]), "recipients": list(record["recipients"])}
+    return _built(ReplyEntry, values, item.keys() & _ENTRY_FIELDS)  # type: ignore[return-value]
+
+
+def _fast_entry(item: Any) -> ReplyEntry | None:
+    record = _entry_record(item)
+    return None if record is None else _entry_model(record, item)
 
 
 _OPS = frozenset(("set", "append", "merge", "delete"))
 _MEMORY_FIELDS = frozenset(("op", "key", "value"))
 
 
-def _fast_memory(item: Any) -> MemoryUpdate | None:
+def _update_record(item: Any) -> dict[str, Any] | None:
+    """A memory update of the usual shape in its record form, or None for what pydantic
+    must read."""
     if type(item) is not dict:
         return None
     key = item.get("key")
     if type(key) is not str:
         return None
-    op = item.get("op")
-    if op is None:
-        if "op" in item:
-            return None
-        op = "set"
-    elif type(op) is not str or op not in _OPS:
+    op = item.get("op", "set")
+    if type(op) is not str or op not in _OPS:
         return None
-    return _built(MemoryUpdate, {"op": op, "key": key, "value": item.get("value")}, item.keys() & _MEMORY_FIELDS)  # type: ignore[return-value]
+    return {"op": op, "key": key, "value": item.get("value")}
+
+
+def _update_model(record: dict[str, Any], item: dict[str, Any]) -> MemoryUpdate:
+    """The MemoryUpdate of `item`'s record form, holding a copy of its value."""
+    values = {"op": record["op"], "key": record["key"], "value": copy_plain(record["value"])}
+    return _built(MemoryUpdate, values, item.keys() & _MEMORY_FIELDS)  # type: ignore[return-value]
+
+
+def _fast_memory(item: Any) -> MemoryUpdate | None:
+    record = _update_record(item)
+    return None if record is None else _update_model(record, item)
 
 
 _FAST: dict[type, Any] = {ReplyEntry: _fast_entry, MemoryUpdate: _fast_memory}
+_RECORD: dict[type, Any] = {ReplyEntry: _entry_record, MemoryUpdate: _update_record}
 
 
 def _fast_checked() -> bool:
@@ -693,6 +851,8 @@ def _fast_checked() -> bool:
             fast, slow = _FAST[model](item), model.model_validate(item)
             if fast is None or fast != slow or fast.model_fields_set != slow.model_fields_set or fast.model_dump() != slow.model_dump():
                 return False
+            if _RECORD[model](item) != slow.model_dump(mode="json"):
+                return False
     except Exception:
         return False
     return True
@@ -706,8 +866,18 @@ _REPLY_KEYS = frozenset(("outbox_entries", "memory_updates", "tool_calls", "note
 
 def parse_reply(raw: str) -> ParsedReply:
     """Parse a model's reply. Raises ContractViolation if no reply object can be read."""
-    raw = plainjson.fix_unicode(raw)
-    data, repaired = _decode(raw)
+    if not raw.isascii():
+        raw = plainjson.fix_unicode(raw)
+    # The usual reply is one JSON object and nothing else: it is read as it is. Anything
+    # else is looked for (and repaired where safe) by _decode, from the start.
+    try:
+        data = plainjson.loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    if type(data) is dict:
+        repaired = None
+    else:
+        data, repaired = _decode(raw)
     if "\\u" in raw and plainjson.first_surrogate(data) is not None:
         # "\ud800" escapes decode to unpaired surrogates, which cannot be recorded.
         data = plainjson.fix_surrogates(data)
@@ -719,14 +889,33 @@ def parse_reply(raw: str) -> ParsedReply:
             "the reply object has none of outbox_entries, memory_updates, tool_calls, notes"
         )
     violations: list[str] = []
-    entries = _items(data, "outbox_entries", ReplyEntry, MAX_ENTRIES_PER_TURN, violations)
-    updates = _items(data, "memory_updates", MemoryUpdate, MAX_MEMORY_UPDATES, violations)
-    calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
+    # Each list in its record form when all its items are of the usual shape, else as models.
+    items = _listed(data, "outbox_entries", MAX_ENTRIES_PER_TURN, violations)
+    entry_records = _records(items, _entry_record) if _FAST_OK else None
+    entries = None if entry_records is not None else _models(items, "outbox_entries", ReplyEntry, violations)
+    entry_items = items
+    items = _listed(data, "memory_updates", MAX_MEMORY_UPDATES, violations)
+    update_records = _records(items, _update_record) if _FAST_OK else None
+    updates = None if update_records is not None else _models(items, "memory_updates", MemoryUpdate, violations)
+    calls = data.get("tool_calls")
+    if calls is None or calls == []:
+        calls = []
+    else:
+        calls = _items(data, "tool_calls", ToolCall, MAX_TOOL_CALLS, violations)
     notes = data.get("notes", "")
-    if isinstance(notes, str):
+    if type(notes) is str:
         notes = notes[:MAX_NOTES_CHARS]
     elif notes is not None:
         notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
     else:
         notes = ""
-    return ParsedReply(entries, updates, calls, notes, violations, repaired)
+    reply = _new_object(ParsedReply)
+    reply._entries = entries
+    reply._entry_records = None if entry_records is None else (entry_records, entry_items)
+    reply._updates = updates
+    reply._update_records = None if update_records is None else (update_records, items)
+    reply.tool_calls = calls
+    reply.notes = notes
+    reply.violations = violations
+    reply.repaired = repaired
+    return reply

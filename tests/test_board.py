@@ -131,3 +131,30 @@ async def test_a_run_on_a_bounded_board_is_the_run_on_an_unbounded_one(tmp_path,
     assert any('"agent_skipped"' in line and '"broke"' in line for line in full)
     assert bounded == full
     assert held_bounded < held_full / 4, (held_bounded, held_full)  # and it stays so: see above
+
+
+def test_a_reader_sees_new_sources_and_a_changed_readable_list() -> None:
+    """The board keeps each reader's sources between inboxes: an author's first entry, its
+    first entry for that reader, the operator's first, and a reader whose readable outboxes
+    changed (a hot reload; the same list changed in place too) must show at once."""
+    board = MessageBoard()
+    readable = ["ann"]
+
+    def check(t: int) -> None:
+        got = board.inbox("bo", readable, t, 0, new_limit=10, context=2)
+        assert got == board._inbox_by_scan("bo", readable, t, 0, new_limit=10, context=2)
+
+    check(1)
+    board.add(OutboxEntry("ann-1-0", 1, "ann", "message", {"text": "all"}, meta={"seq": 0}))
+    check(2)
+    board.add(OutboxEntry("ann-2-0", 2, "ann", "message", {"text": "bo"}, recipients=("bo",), meta={"seq": 1}))
+    check(3)
+    board.add(OutboxEntry("operator-2-2", 2, OPERATOR, "message", {"text": "op"}, recipients=("bo",), meta={"seq": 2}))
+    board.add(OutboxEntry("cy-2-3", 2, "cy", "message", {"text": "cy"}, meta={"seq": 3}))
+    check(3)
+    assert [e.id for e in board.inbox("bo", readable, 3, 0, new_limit=10, context=2).new] == ["ann-1-0", "ann-2-0", "operator-2-2"]
+    readable = ["ann", "cy"]
+    check(3)
+    readable.remove("ann")
+    check(3)
+    assert [e.id for e in board.inbox("bo", readable, 3, 0, new_limit=10, context=2).new] == ["operator-2-2", "cy-2-3"]

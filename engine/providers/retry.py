@@ -112,8 +112,9 @@ def _prompt_estimate(request: CompletionRequest) -> int:
 
 
 def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (~4 characters a token) for providers that report no usage."""
-    return max(1, (len(text) + 3) // 4) if text else 0
+    """A tokenizer-free estimate (~4 characters a token) for providers that report no usage:
+    a token per started 4 characters (0 for no text, at least 1 for some)."""
+    return (len(text) + 3) // 4
 
 
 async def stream_with_retries(
