@@ -25,9 +25,7 @@ def empty_state(org_root: Path | str = ".") -> OrgState:
 def fold(events: Iterable[Event], state: OrgState | None = None) -> OrgState:
     """Apply `events` in order to `state` (or to an empty state) and return it."""
     s = state if state is not None else empty_state()
-    apply = s.apply
-    for ev in events:
-        apply(ev)
+    s.apply_all(events)
     return s
 
 

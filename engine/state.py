@@ -1,4 +1,5 @@
-"""The organisation's state, and the one function that changes it: `OrgState.apply(event)`.
+"""The organisation's state, and the one function that changes it: `OrgState.apply_all(events)`
+(`apply(event)` for one).
 
 The live engine advances its state by applying the very events it records, and
 replay folds the same events with the same code, so the state at tick T is the
@@ -10,7 +11,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable
 
 from lemming.engine.events import (
     CommandApplied,
@@ -87,13 +88,14 @@ class OrgState:
     # --- folding -----------------------------------------------------------------------
 
     def apply(self, ev: Event) -> None:
-        f = _APPLY.get(type(ev))
-        if f is not None:  # other events (a tick or turn started, token deltas...) change nothing
-            f(self, ev)
+        """Apply one event (`apply_all` of it alone)."""
+        self.apply_all((ev,))
 
-    def apply_all(self, events: Sequence[Event]) -> None:
-        """`apply` of each event in turn: the kinds a tick is made of are applied here
-        in place, without a call per event (two Python frames each)."""
+    def apply_all(self, events: Iterable[Event]) -> None:
+        """Apply `events` in order: the one place the state changes, for the live engine
+        (a tick's batch at once) and for every fold that rebuilds a state (replay, the
+        store, the recorder's own copy). The kinds a tick is made of are applied here in
+        place, without a call per event; the others through `_APPLY`."""
         get = _APPLY.get
         noop = _NO_CHANGE
         add = self.board.add
@@ -136,29 +138,6 @@ class OrgState:
                 f = get(t)
                 if f is not None:
                     f(self, ev)
-
-    def _apply_message(self, ev: MessageCommitted) -> None:
-        e: OutboxEntry = ev.entry
-        self.board.add(e)
-        self.seq += 1
-        self.sent[e.agent] = self.sent.get(e.agent, 0) + 1
-
-    def _apply_memory(self, ev: MemoryChanged) -> None:
-        mem = self.memory.setdefault(ev.agent, {})
-        if ev.op == "delete":
-            mem.pop(ev.key, None)
-        else:
-            mem[ev.key] = copy_plain(ev.value)
-
-    def _apply_charge(self, ev: CreditsCharged) -> None:
-        self.credits[ev.agent] = ev.balance
-        self.spent[ev.agent] = self.spent.get(ev.agent, 0.0) + ev.amount
-        self.total_spend += ev.amount
-
-    def _apply_turn(self, ev: TurnFinished) -> None:
-        rec: TurnRecord = ev.record
-        self.last_turn[rec.agent] = rec
-        self.cursors[rec.agent] = rec.tick
 
     def _apply_tick(self, ev: TickCompleted) -> None:
         self.tick = ev.tick
@@ -293,12 +272,9 @@ class OrgState:
         return d
 
 
-#: What each kind of event changes (a dict lookup: the engine applies every event it commits).
+#: What each other kind of event changes (the kinds of a tick's turns, applied in place by
+#: `apply_all`, are `_IN_PLACE`).
 _APPLY: dict[type, Any] = {
-    MessageCommitted: OrgState._apply_message,
-    MemoryChanged: OrgState._apply_memory,
-    CreditsCharged: OrgState._apply_charge,
-    TurnFinished: OrgState._apply_turn,
     TickCompleted: OrgState._apply_tick,
     ToolCallStarted: OrgState._apply_tool_started,
     ToolCallFinished: OrgState._apply_tool_finished,
@@ -312,12 +288,14 @@ _APPLY: dict[type, Any] = {
     RunStopped: OrgState._apply_stopped,
 }
 
-#: Events `OrgState.apply` has no case for.
-_NO_CHANGE: frozenset[type] = frozenset(t for t in EVENT_TYPES.values() if t not in _APPLY)
+_IN_PLACE: frozenset[type] = frozenset((TurnFinished, MessageCommitted, CreditsCharged, MemoryChanged))
 
-#: Recorded events `OrgState.apply` leaves the state alone for (it has no case for them):
-#: the store's fold need not even build them.
-FOLD_SKIPS: frozenset[type[Event]] = frozenset(t for t in EVENT_TYPES.values() if t.persistent and t not in _APPLY)
+#: Events that change nothing (a tick or turn started, token deltas...).
+_NO_CHANGE: frozenset[type] = frozenset(t for t in EVENT_TYPES.values() if t not in _APPLY and t not in _IN_PLACE)
+
+#: Recorded events `OrgState.apply_all` leaves the state alone for: the store's fold need
+#: not even build them.
+FOLD_SKIPS: frozenset[type[Event]] = frozenset(t for t in _NO_CHANGE if t.persistent)
 
 
 def _record_dict(r: TurnRecord) -> dict[str, Any]:

@@ -448,12 +448,13 @@ def encode_events(events):
 
     def fold(self, state: OrgState, rows: Any, entries: Sequence[Any], records: "LazyRecords", batch: int,
              last: dict[str, tuple[int, "LazyRecords", int]]) -> None:
-        """Apply a batch's events to `state`, except what `OrgState.apply` ignores
+        """Apply a batch's events to `state`, except what `OrgState.apply_all` ignores
         (FOLD_SKIPS) and the turn records: those are noted in `last` (agent → where
         its latest record is) and applied by `apply_last_turns`, since a turn's
         record only ever replaces the same agent's previous one."""
         by_code = self.by_code
-        apply = state.apply
+        batch_events: list[Event] = []
+        apply = batch_events.append
         entry = self._entry_decoder()
         ei = ri = 0
         if type(rows) is tuple:
@@ -473,6 +474,7 @@ def encode_events(events):
                         apply(lay.build_row(row, e if type(e) is OutboxEntry else entry(e)))
                 elif lay.cls not in FOLD_SKIPS:
                     apply(lay.build_row(row))
+            state.apply_all(batch_events)
             return
         for row in rows:
             lay = by_code.get(row[0]) or _unknown_event(row[0])
@@ -488,13 +490,15 @@ def encode_events(events):
                 vals[lay.entry_idx] = e if type(e) is OutboxEntry else entry(e)
                 ei += 1
             apply(lay.build(vals))
+        state.apply_all(batch_events)
 
     def apply_last_turns(self, state: OrgState, last: dict[str, tuple[int, "LazyRecords", int]]) -> None:
         """Apply each agent's latest turn record noted by `fold`."""
-        apply = state.apply
+        finished = []
         for agent, (_, records, ri) in last.items():
             rec = self.record_at(records.get(), ri)
-            apply(TurnFinished(rec.tick, agent, rec))
+            finished.append(TurnFinished(rec.tick, agent, rec))
+        state.apply_all(finished)
 
 
 class LazyRecords:

@@ -45,7 +45,7 @@ class RunRecorder:
     engine.state)`), the recorder snapshots it at the next write after a tick (the
     engine applies a batch right after recording it, so by then the state is exactly
     the end of that tick). Without it, the recorder folds its own copy of the state
-    with the same `OrgState.apply`.
+    with the same `OrgState.apply_all`.
 
     It uses the store's public side only: `db` (the connection and its thread),
     `codec`, `create_run`, `state_at` and the snapshot spacing.
@@ -138,9 +138,7 @@ class RunRecorder:
                         pass  # an accelerator: the next search catches up
             db.known_texts.update(plan.texts)
             if self._shadow is not None:
-                apply = self._shadow.apply
-                for ev in events:
-                    apply(ev)
+                self._shadow.apply_all(events)
             if plan.kind == "tick":
                 self._since_snapshot_ticks += 1
                 self._since_snapshot_events += len(events)
