@@ -41,6 +41,11 @@ SYSTEM_TAIL = (
 
 
 def main(agents: int, ticks: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="turn-floor-") as tmp:
+        run(agents, ticks, os.path.join(tmp, "floor.db"))
+
+
+def run(agents: int, ticks: int, path: str) -> None:
     rng = random.Random(1)
     names = [f"a{i:05d}" for i in range(agents)]
     reads = {n: sorted(rng.sample([m for m in names if m != n], 3)) for n in names}
@@ -55,8 +60,7 @@ def main(agents: int, ticks: int) -> None:
     memory: dict[str, dict] = {n: {} for n in names}
     credits = {n: 1e9 for n in names}
     compress = Compressor(BODY_LEVEL)
-    tmp = tempfile.mkdtemp(prefix="turn-floor-")
-    db = sqlite3.connect(os.path.join(tmp, "floor.db"), isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, tick INT, body BLOB)")
@@ -119,6 +123,7 @@ def main(agents: int, ticks: int) -> None:
     spent[:] = [0.0, 0.0, 0.0]
     for t in range(4, 4 + ticks):
         tick(t)
+    db.close()
     turns = agents * ticks
     work, encode, sql = (s / turns * 1e6 for s in spent)
     print(f"{agents} agents × {ticks} ticks, µs per turn: turn work {work:.1f}, pickle+zstd {encode:.1f}, "
