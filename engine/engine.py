@@ -247,8 +247,13 @@ class _AgentPlan:
             self.parts: PromptParts | None = None
             self.system_tokens = -1
         else:
-            self.parts = PromptParts(resume, org.readers_of(name), self.can_read, settings.shell_allow, engine._mcp_lines(self.tools))
+            self.parts = self.prompt_parts(engine, name)
             self.system_tokens = estimate_tokens(self.parts.system)
+
+    def prompt_parts(self, engine: "Engine", name: str) -> PromptParts:
+        """The agent's prompt parts as its definitions and the MCP servers' tools give them now."""
+        org = self.org
+        return PromptParts(org.agents[name].resume, org.readers_of(name), self.can_read, org.settings.shell_allow, engine._mcp_lines(self.tools))
 
 
 class Engine(RunReadAPI):
@@ -897,10 +902,7 @@ class Engine(RunReadAPI):
         inbox = s.board.inbox(name, p.can_read, t, s.cursors.get(name, 0), new_limit=p.new_limit, context=p.context)
         parts = p.parts
         if parts is None:
-            a = org.agents[name]
-            parts = PromptParts(
-                a.resume, org.readers_of(name), p.can_read, org.settings.shell_allow, self._mcp_lines(p.tools)
-            )
+            parts = p.prompt_parts(self, name)
         memory = s.memory.get(name)
         if memory is None:
             memory = {}

@@ -352,11 +352,6 @@ def _number_escaped(text: str, v: Any) -> str:
     return text if t is int or t is float or v is None else _escaped(text)
 
 
-#: user message text (by id, with the text itself: the id stays its own) -> the text escaped
-#: as JSON, built with it by `build_prompt` for `prompt_hash`, which takes it.
-_USER_ESCAPED: dict[int, tuple[str, str]] = {}
-_USER_ESCAPED_MAX = 64
-
 _P_INBOX = ', "inbox": {"earlier": ['
 _P_NEW = '], "new": ['
 _P_NOT_SHOWN = '], "not_shown": '
@@ -376,13 +371,13 @@ _E_INBOX, _E_NEW, _E_NOT_SHOWN, _E_MAX, _E_MEMORY, _E_TICK, _E_TOOLS, _E_YOU, _E
 
 class PromptParts:
     """What an agent's prompt takes from its definitions — the system message, its name and
-    who it reads and is read by, as JSON and as escaped JSON — and the hash of the prompt's
-    JSON up to the user message's text. They are the same turn after turn until the
+    who it reads and is read by, as JSON and as escaped JSON (`hash` takes the prompt's
+    hash from the system message's part, hashed once). They are the same turn after turn until the
     definitions change: the engine keeps them with each agent (`Engine._plan_turn`) and
     writes each turn's user message from them (`user`); `build_prompt` works them out for
     every call."""
 
-    __slots__ = ("system", "tail", "tail_e", "no_tools_tail", "_prefix")
+    __slots__ = ("system", "tail", "tail_e", "no_tools_tail")
 
     def __init__(
         self,
@@ -402,7 +397,6 @@ class PromptParts:
         self.tail_e = "".join((_E_YOU, you_e, _E_READS, reads_e, _E_READERS, readers_e, _E_TAIL, '"'))
         #: The same from "tool_results" on, for no results.
         self.no_tools_tail = (_P_TOOLS + "[]" + self.tail, _E_TOOLS + "[]" + self.tail_e)
-        self._prefix: Any = None
 
     def user(
         self, tick: int, inbox: Inbox, memory: dict[str, Any], tool_results: list[dict[str, Any]], balance: float,
@@ -474,12 +468,7 @@ class PromptParts:
 
     def hash(self, escaped: str) -> str:
         """prompt_hash of [the system message, the user message escaped as `escaped`]."""
-        h = self._prefix
-        if h is None:
-            h = self._prefix = _hash_prefix(self.system)
-        h = h.copy()
-        h.update((escaped + ',"role":"user"}]').encode())
-        return h.hexdigest()
+        return _user_hash(self.system, escaped)
 
 
 def build_prompt(
@@ -498,10 +487,7 @@ def build_prompt(
 ) -> list[dict[str, str]]:
     """The exact messages the model is given for one turn (its first reply)."""
     parts = PromptParts(resume, readers, can_read, shell_allow, mcp_tools)
-    user, escaped = parts.user(tick, inbox, memory, tool_results, balance, max_tokens)
-    if len(_USER_ESCAPED) >= _USER_ESCAPED_MAX:  # prompts never hashed (a turn skipped after all)
-        _USER_ESCAPED.clear()
-    _USER_ESCAPED[id(user)] = (user, escaped)
+    user, _ = parts.user(tick, inbox, memory, tool_results, balance, max_tokens)
     return [{"role": "system", "content": parts.system}, {"role": "user", "content": user}]
 
 
@@ -536,6 +522,13 @@ def _hash_prefix(system: str) -> Any:
     return h
 
 
+def _user_hash(system: str, escaped: str) -> str:
+    """prompt_hash of [system, a user message whose text escaped as a JSON string is `escaped`]."""
+    h = _hash_prefix(system).copy()
+    h.update((escaped + ',"role":"user"}]').encode())
+    return h.hexdigest()
+
+
 def prompt_hash(messages: list[dict[str, str]]) -> str:
     """sha256 of json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))."""
     if (
@@ -548,12 +541,7 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
         and type(messages[1]["content"]) is str
     ):
         # What build_prompt gives: the system message's part of the blob is hashed once.
-        user = messages[1]["content"]
-        built = _USER_ESCAPED.pop(id(user), None)
-        escaped = built[1] if built is not None and built[0] is user else _encode_str(user)
-        h = _hash_prefix(messages[0]["content"]).copy()
-        h.update((escaped + ',"role":"user"}]').encode())
-        return h.hexdigest()
+        return _user_hash(messages[0]["content"], _encode_str(messages[1]["content"]))
     blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -665,6 +653,18 @@ def _records(raw: list, record: Any) -> list[dict[str, Any]] | None:
             return None
         out.append(r)
     return out
+
+
+def _read_list(
+    data: dict[str, Any], key: str, limit: int, model: type[BaseModel], violations: list[str]
+) -> tuple[list | None, tuple[list[dict[str, Any]], list] | None]:
+    """data[key]'s items: (None, (their record forms, the items)) when all are of the usual
+    shape, else (the models, None)."""
+    items = _listed(data, key, limit, violations)
+    records = _records(items, _RECORD[model]) if _FAST_OK else None
+    if records is not None:
+        return None, (records, items)
+    return _models(items, key, model, violations), None
 
 
 def _items(data: dict[str, Any], key: str, model: type[BaseModel], limit: int, violations: list[str]) -> list:
@@ -889,14 +889,8 @@ def parse_reply(raw: str) -> ParsedReply:
             "the reply object has none of outbox_entries, memory_updates, tool_calls, notes"
         )
     violations: list[str] = []
-    # Each list in its record form when all its items are of the usual shape, else as models.
-    items = _listed(data, "outbox_entries", MAX_ENTRIES_PER_TURN, violations)
-    entry_records = _records(items, _entry_record) if _FAST_OK else None
-    entries = None if entry_records is not None else _models(items, "outbox_entries", ReplyEntry, violations)
-    entry_items = items
-    items = _listed(data, "memory_updates", MAX_MEMORY_UPDATES, violations)
-    update_records = _records(items, _update_record) if _FAST_OK else None
-    updates = None if update_records is not None else _models(items, "memory_updates", MemoryUpdate, violations)
+    entries, entry_records = _read_list(data, "outbox_entries", MAX_ENTRIES_PER_TURN, ReplyEntry, violations)
+    updates, update_records = _read_list(data, "memory_updates", MAX_MEMORY_UPDATES, MemoryUpdate, violations)
     calls = data.get("tool_calls")
     if calls is None or calls == []:
         calls = []
@@ -911,9 +905,9 @@ def parse_reply(raw: str) -> ParsedReply:
         notes = ""
     reply = _new_object(ParsedReply)
     reply._entries = entries
-    reply._entry_records = None if entry_records is None else (entry_records, entry_items)
+    reply._entry_records = entry_records
     reply._updates = updates
-    reply._update_records = None if update_records is None else (update_records, items)
+    reply._update_records = update_records
     reply.tool_calls = calls
     reply.notes = notes
     reply.violations = violations
