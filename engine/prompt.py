@@ -152,11 +152,15 @@ class ParsedReply:
         notes: str = "",
         violations: list[str] | None = None,
         repaired: str | None = None,  # what was repaired, if anything
+        *,
+        entry_records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
+        update_records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
     ) -> None:
-        self._entries = [] if entries is None else entries
-        self._entry_records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
-        self._updates = [] if memory_updates is None else memory_updates
-        self._update_records: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None
+        # (a list given in its record form, with the items it was read from, has no models yet)
+        self._entries = None if entry_records is not None else [] if entries is None else entries
+        self._entry_records = entry_records
+        self._updates = None if update_records is not None else [] if memory_updates is None else memory_updates
+        self._update_records = update_records
         self.tool_calls = [] if tool_calls is None else tool_calls
         self.notes = notes
         self.violations = [] if violations is None else violations
@@ -903,13 +907,5 @@ def parse_reply(raw: str) -> ParsedReply:
         notes = json.dumps(notes, ensure_ascii=False, default=str)[:MAX_NOTES_CHARS]
     else:
         notes = ""
-    reply = _new_object(ParsedReply)
-    reply._entries = entries
-    reply._entry_records = entry_records
-    reply._updates = updates
-    reply._update_records = update_records
-    reply.tool_calls = calls
-    reply.notes = notes
-    reply.violations = violations
-    reply.repaired = repaired
-    return reply
+    return ParsedReply(entries, updates, calls, notes, violations, repaired, entry_records=entry_records,
+                       update_records=update_records)
