@@ -60,6 +60,7 @@ from lemming.engine.prompt import (
     ContractViolation,
     ParsedReply,
     PromptParts,
+    memory_json,
     parse_reply,
     prompt_hash,
     tool_round_messages,
@@ -215,7 +216,7 @@ class _AgentPlan:
 
     __slots__ = (
         "org", "models", "mcp", "key", "spec", "config_error", "wanted", "can_read", "new_limit", "context",
-        "parts", "system_tokens", "budget", "temperature", "tools",
+        "parts", "system_tokens", "budget", "temperature", "tools", "memory",
     )
 
     def __init__(self, engine: "Engine", name: str, org: Org) -> None:
@@ -241,6 +242,9 @@ class _AgentPlan:
         self.tools = resume.permissions.tools
         self.budget = a.budget
         self.temperature = resume.model.temperature
+        #: (the agent's memory dict, its `OrgState.memory_version`, `memory_json` of it): the
+        #: memory's JSON, kept while the state's fold has not changed that dict.
+        self.memory: tuple[dict[str, Any], int | None, tuple[str, str]] | None = None
         # An agent granted MCP tools while the run's servers are up is described by what
         # they list, which can change as they start: its parts are worked out each turn.
         if engine.mcp is not None and mcp_grants(self.tools):
@@ -906,11 +910,16 @@ class Engine(RunReadAPI):
         memory = s.memory.get(name)
         if memory is None:
             memory = {}
+        version = s.memory_version.get(name)
+        kept = p.memory
+        if kept is None or kept[0] is not memory or kept[1] != version:
+            kept = p.memory = (memory, version, memory_json(memory))
+        mem_pair = kept[2]
         balance = s.credits.get(name, 0.0)
         tool_results: list[dict[str, Any]] = []  # results come back within the turn
         wanted = max_tokens = p.wanted
         # First the prompt without the token cap, then cap with what remains.
-        user, escaped = parts.user(t, inbox, memory, tool_results, balance, wanted)
+        user, escaped = parts.user(t, inbox, memory, tool_results, balance, wanted, mem_pair)
         spec = p.spec
         if spec is not None:
             system_tokens = p.system_tokens
@@ -920,7 +929,7 @@ class Engine(RunReadAPI):
                 return AgentSkipped(t, name, "broke", allow.reason)
             if allow.max_tokens != wanted:
                 max_tokens = allow.max_tokens
-                user, escaped = parts.user(t, inbox, memory, tool_results, balance, max_tokens)
+                user, escaped = parts.user(t, inbox, memory, tool_results, balance, max_tokens, mem_pair)
         return {
             "name": name,
             "tick": t,

@@ -350,6 +350,12 @@ def _names_pair(names: Any) -> tuple[str, str]:
 _INF = float("inf")
 
 
+def memory_json(memory: dict[str, Any]) -> tuple[str, str]:
+    """The prompt's JSON of an agent's memory, and that JSON escaped."""
+    text = dumps_sorted(memory) if memory else _scalar_json(memory)
+    return text, _escaped(text)
+
+
 def _number_escaped(text: str, v: Any) -> str:
     """`text` (the JSON of `v`) escaped: as it is for a number or null."""
     t = type(v)
@@ -404,10 +410,11 @@ class PromptParts:
 
     def user(
         self, tick: int, inbox: Inbox, memory: dict[str, Any], tool_results: list[dict[str, Any]], balance: float,
-        max_tokens: int | None,
+        max_tokens: int | None, memory_pair: tuple[str, str] | None = None,
     ) -> tuple[str, str]:
         """This turn's user message, and the message escaped as a JSON string (quotes
-        included: what `prompt_hash` hashes of it)."""
+        included: what `prompt_hash` hashes of it). `memory_pair`: `memory_json(memory)`,
+        when the caller keeps it."""
         # The context block is json.dumps(context, ensure_ascii=False, sort_keys=True) of
         #   {"tick", "you", "your_outbox_is_read_by", "you_read_outboxes_of", "credits_left",
         #    "max_reply_tokens", "memory", "inbox": {"new", "earlier", "not_shown"}, "tool_results"}
@@ -448,7 +455,7 @@ class PromptParts:
             tick_e = _number_escaped(tick_json, tick)
             head = f"Tick {tick}. "
             head_e = _escaped(head)
-        mem = dumps_sorted(memory) if memory else _scalar_json(memory)
+        mem, mem_e = memory_pair if memory_pair is not None else memory_json(memory)
         if tool_results or type(tool_results) is not list:
             tools = dumps_sorted(tool_results) if tool_results else _scalar_json(tool_results)
             tail = "".join((_P_TOOLS, tools, self.tail))
@@ -465,7 +472,7 @@ class PromptParts:
             (
                 '"', head_e, _E_HEAD, credits if type(balance) is float else _number_escaped(credits, balance),
                 _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, dropped_e,
-                _E_MAX, max_e, _E_MEMORY, _escaped(mem), _E_TICK, tick_e, tail_e,
+                _E_MAX, max_e, _E_MEMORY, mem_e, _E_TICK, tick_e, tail_e,
             )
         )
         return user, escaped

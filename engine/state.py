@@ -9,6 +9,7 @@ same whether it was lived or rebuilt.
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,6 +40,11 @@ from lemming.engine.messages import MessageBoard, OutboxEntry
 from lemming.engine.org import Org
 
 
+#: The versions of `OrgState.memory_version`: one counter for every state, so that a number
+#: names one memory's content (a replaced state's numbers are never given again).
+_MEMORY_VERSIONS = itertools.count(1)
+
+
 @dataclass
 class OrgState:
     """Everything the organisation is at the end of `tick`."""
@@ -64,6 +70,11 @@ class OrgState:
     #: agent -> the tool it is running now (only ever set within a tick: every call
     #: finishes before its tick commits, so snapshots never hold any)
     running_tool: dict[str, str] = field(default_factory=dict)
+    #: agent -> a number that changes whenever `apply_all` changes its memory, never the
+    #: same twice in the process (for what is worked out from a memory and kept: the
+    #: engine's JSON of it, `Engine._plan_turn`). An agent missing here has had no change
+    #: applied to this state's memory of it.
+    memory_version: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     #: Keep the board bounded to what inboxes can still show (the live engine's state and
     #: the recorder's own copy; a fold that rebuilds past states keeps every entry).
     bounded: bool = False
@@ -101,6 +112,7 @@ class OrgState:
         add = self.board.add
         sent = self.sent
         memory = self.memory
+        memory_version = self.memory_version
         credits = self.credits
         spent = self.spent
         last_turn = self.last_turn
@@ -132,8 +144,14 @@ class OrgState:
                     mem = memory[ev.agent] = {}  # type: ignore[attr-defined]
                 if ev.op == "delete":  # type: ignore[attr-defined]
                     mem.pop(ev.key, None)  # type: ignore[attr-defined]
+                    memory_version[ev.agent] = next(_MEMORY_VERSIONS)  # type: ignore[attr-defined]
                 else:
-                    mem[ev.key] = copy_plain(ev.value)  # type: ignore[attr-defined]
+                    value = ev.value  # type: ignore[attr-defined]
+                    # A string set again to what it was changes nothing (a status written
+                    # turn after turn): the memory keeps its version.
+                    if type(value) is not str or type(old := mem.get(ev.key)) is not str or old != value:  # type: ignore[attr-defined]
+                        mem[ev.key] = copy_plain(value)  # type: ignore[attr-defined]
+                        memory_version[ev.agent] = next(_MEMORY_VERSIONS)  # type: ignore[attr-defined]
             else:
                 f = get(t)
                 if f is not None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from lemming.engine.engine import Engine
-from lemming.engine.events import AgentSkipped
+from lemming.engine.events import AgentSkipped, MemoryChanged
 from lemming.engine.org import load_org
 from lemming.engine.prompt import build_prompt
 from tests.conftest import make_org, write_resume
@@ -126,8 +126,8 @@ async def test_memory_and_balance_show_in_the_next_prompt(tmp_path: Path, monkey
     assert _context(plan)["memory"] == {"seen": 1}
     await engine.run(ticks=1)
     assert _context(_held_to_build_prompt(engine, "ann", 3))["memory"] == {"seen": 2}
-    # Changed in place, as the state's fold changes it.
-    engine.state.memory["ann"]["note"] = "x"
+    # Changed by the state's fold (the one place the state changes), between turns.
+    engine.state.apply(MemoryChanged(2, "ann", "set", "note", "x"))
     assert _context(_held_to_build_prompt(engine, "ann", 3))["memory"] == {"note": "x", "seen": 2}
     balance = engine.state.credits["ann"]
     engine.top_up("ann", 2.5)
@@ -136,6 +136,39 @@ async def test_memory_and_balance_show_in_the_next_prompt(tmp_path: Path, monkey
     plan = _held_to_build_prompt(engine, "ann", 4)
     assert _context(plan)["credits_left"] == round(engine.state.credits["ann"], 6)
     assert 0 < charged < 1 and engine.state.credits["ann"] > balance
+
+
+async def test_the_memorys_json_is_kept_until_the_fold_changes_the_memory(tmp_path: Path, monkeypatch) -> None:
+    """The plan keeps the memory's JSON by the state's memory version: every change the
+    fold makes shows in the next prompt, and so does a memory dict replaced as a whole."""
+    sp.install(monkeypatch)
+    engine = Engine(load_org(_org(tmp_path)))
+    s = engine.state
+
+    def memory() -> dict:
+        return _context(_held_to_build_prompt(engine, "ann", 1))["memory"]
+
+    assert memory() == {}
+    s.apply(MemoryChanged(1, "ann", "set", "n", 1))
+    assert memory() == {"n": 1}
+    # Values Python holds equal are not the same JSON: each is a change.
+    for value in (True, 1.0, "1", ["1"]):
+        s.apply(MemoryChanged(1, "ann", "set", "n", value))
+        assert memory() == {"n": value}
+    # The same string set again changes nothing, not even the version.
+    s.apply(MemoryChanged(1, "ann", "set", "status", "ok"))
+    version = s.memory_version["ann"]
+    s.apply(MemoryChanged(1, "ann", "set", "status", "ok"))
+    assert s.memory_version["ann"] == version and memory() == {"n": ["1"], "status": "ok"}
+    s.apply(MemoryChanged(1, "ann", "set", "status", "done"))
+    assert s.memory_version["ann"] != version and memory() == {"n": ["1"], "status": "done"}
+    s.apply(MemoryChanged(1, "ann", "delete", "n", None))
+    assert memory() == {"status": "done"}
+    # A state whose memory was replaced (a snapshot's, a replayed state's) is shown as it is.
+    s.memory = {**s.memory, "ann": {"from": "snapshot"}}
+    assert memory() == {"from": "snapshot"}
+    s.memory["ann"] = {}
+    assert memory() == {}
 
 
 async def test_the_token_cap_follows_the_balance(tmp_path: Path, monkeypatch) -> None:
