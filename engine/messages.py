@@ -92,13 +92,14 @@ class _Source:
     whose cursor fell behind it, a mark keeps what that reader can still be shown: how
     many entries came before its cursor, and the context entries just before it."""
 
-    __slots__ = ("entries", "ticks", "pairs", "base", "marks")
+    __slots__ = ("entries", "ticks", "keyed", "base", "marks")
 
     def __init__(self) -> None:
         self.entries: list[OutboxEntry] = []
         self.ticks: list[int] = []
-        #: (each entry's `_order` key, worked out once, the entry): inboxes merge sources by it
-        self.pairs: list[tuple[tuple, OutboxEntry]] = []
+        #: Each entry after its `_order` key, worked out once (`_keyed`): inboxes merge
+        #: sources by it (a flat tuple compares faster than a key tuple in a pair)
+        self.keyed: list[tuple] = []
         self.base = 0
         #: cursor tick → (entries before it, the last context entries before it)
         self.marks: dict[int, tuple[int, tuple[OutboxEntry, ...]]] = {}
@@ -106,7 +107,7 @@ class _Source:
     def append(self, e: OutboxEntry) -> None:
         self.entries.append(e)
         self.ticks.append(e.tick)
-        self.pairs.append((_order(e), e))
+        self.keyed.append(_keyed(e))
 
     def before(self, tick: int) -> int | None:
         """How many entries have a tick below `tick` (None: the board no longer knows)."""
@@ -122,18 +123,18 @@ class _Source:
 
     def context(self, since: int, i: int, context: int) -> list[tuple]:
         """The `context` entries before position `i` (the count of entries before `since`),
-        as (order key, entry)."""
+        keyed (`_keyed`)."""
         base = self.base
         lo = i - context if i > context else 0
         if lo >= base:
-            return self.pairs[lo - base : i - base]
+            return self.keyed[lo - base : i - base]
         m = self.marks.get(since)
         got: Sequence[OutboxEntry]
         if m is not None and m[0] == i:
             got = m[1][-context:]
         else:
             got = self.entries[: i - base] if i > base else []  # lost (see MessageBoard.bound)
-        return [(_order(e), e) for e in got]
+        return [_keyed(e) for e in got]
 
     def trim(self, wants: dict[int, int], keep: int) -> None:
         """Keep the last `keep` entries, and a mark for each cursor in `wants` (cursor →
@@ -161,7 +162,7 @@ class _Source:
             cut = newbase - base
             del self.entries[:cut]
             del self.ticks[:cut]
-            del self.pairs[:cut]
+            del self.keyed[:cut]
             self.base = newbase
 
 
@@ -178,6 +179,12 @@ class _Outbox:
 
 def _order(e: OutboxEntry) -> tuple:
     return (e.tick, e.meta.get("seq", 0), e.id)
+
+
+def _keyed(e: OutboxEntry) -> tuple:
+    """`_order(e)`'s fields then `e`: sorted, entries are in that order (ids are unique,
+    so the entry itself is never compared)."""
+    return (e.tick, e.meta.get("seq", 0), e.id, e)
 
 
 class MessageBoard:
@@ -337,51 +344,65 @@ class MessageBoard:
         # `new_limit` new entries and `context` older ones can be shown.
         # Entries are gathered with their order keys, and merged (sorted by key, in C) only
         # when more than one source gave some.
-        new: list[tuple] = []  # (key, entry)
+        new: list[tuple] = []  # keyed entries (`_keyed`)
         old: list[tuple] = []
         new_from = old_from = 0
         n_new = 0
+        bisect_left = bisect.bisect_left
         for src, with_context in self._sources_of(name, readable):
             ticks = src.ticks
             if not ticks:
                 continue
             base = src.base
             if tick > ticks[-1] and (not base or since > ticks[0]):
-                # (the live engine's case: every entry is before `tick`, the cursor is
-                # within the window)
-                j = base + len(ticks)
-                i = base + bisect.bisect_left(ticks, since)
+                # The live engine's case: every entry is before `tick`, the cursor is within
+                # the window; positions are the window's.
+                n = len(ticks)
+                k = bisect_left(ticks, since)
+                if k < n:
+                    n_new += n - k
+                    new += src.keyed[k if n - k <= new_limit else n - new_limit :]
+                    new_from += 1
+                if not (with_context and context and (k or base)):
+                    continue
+                if k >= context:
+                    ctx = src.keyed[k - context : k]
+                elif not base:
+                    ctx = src.keyed[:k]
+                else:
+                    ctx = src.context(since, base + k, context)
             else:
                 got = self._span(src, tick, since)
                 if got is None:
                     continue
                 i, j = got
-            if j > i:
-                n_new += j - i
-                lo = j - new_limit
-                if lo < i:
-                    lo = i
-                if lo < base:
-                    lo = base
-                new += src.pairs[lo - base : j - base]
-                new_from += 1
-            if with_context and context and i:
+                if j > i:
+                    n_new += j - i
+                    lo = j - new_limit
+                    if lo < i:
+                        lo = i
+                    if lo < base:
+                        lo = base
+                    new += src.keyed[lo - base : j - base]
+                    new_from += 1
+                if not (with_context and context and i):
+                    continue
                 lo = i - context
                 if lo >= base and lo >= 0:
-                    ctx = src.pairs[lo - base : i - base]
+                    ctx = src.keyed[lo - base : i - base]
                 else:
                     ctx = src.context(since, i, context)
-                if ctx:
-                    old += ctx
-                    old_from += 1
+            if ctx:
+                old += ctx
+                old_from += 1
         if new_from > 1:
             new.sort()
         dropped = n_new - new_limit if n_new > new_limit else 0
         if old_from > 1:
             old.sort()
-        shown = [e for _, e in (new[-new_limit:] if len(new) > new_limit else new)]
+        shown = [e for _, _, _, e in (new[-new_limit:] if len(new) > new_limit else new)]
         if context:
-            earlier = [e for _, e in (old[-context:] if len(old) > context else old)]
+            earlier = [e for _, _, _, e in (old[-context:] if len(old) > context else old)]
         else:
             earlier = []
         cache = self.view_cache
