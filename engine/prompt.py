@@ -225,19 +225,27 @@ def _escaped(text: str) -> str:
     return _encode_str(text)[1:-1]
 
 
-def _view_text(e: OutboxEntry) -> str:
-    """dumps_sorted(_entry_view(e)), written key by key for the usual entry (str names, an
-    int tick, no tags or recipients) and the usual payload ({"text": str})."""
+def _view_pair(e: OutboxEntry) -> tuple[str, str]:
+    """(dumps_sorted(_entry_view(e)), that JSON escaped), written key by key for the usual
+    entry (str names, an int tick, no tags or recipients) and the usual payload
+    ({"text": str}). Escaping is character by character: when none of the entry's strings
+    has a character JSON escapes, the escaped JSON is the JSON's pattern escaped around
+    the same strings (and escaping the whole JSON costs more than writing it again)."""
     agent, id_, kind, tick, payload = e.agent, e.id, e.kind, e.tick, e.payload
-    if e.tags or e.recipients or type(agent) is not str or type(id_) is not str or type(kind) is not str or type(tick) is not int:
-        return dumps_sorted(_entry_view(e))
-    if type(payload) is dict and len(payload) == 1 and type(payload.get("text")) is str:
-        body = '{"text": ' + _encode_str(payload["text"]) + "}"
-    else:
-        body = dumps_sorted(payload)
-    return "".join(
-        ('{"from": ', _encode_str(agent), ', "id": ', _encode_str(id_), ', "kind": ', _encode_str(kind), ', "payload": ', body, ', "tick": ', repr(tick), "}")
-    )
+    if (
+        e.tags or e.recipients or type(agent) is not str or type(id_) is not str or type(kind) is not str
+        or type(tick) is not int or type(payload) is not dict or len(payload) != 1 or type(text := payload.get("text")) is not str
+    ):
+        view = dumps_sorted(_entry_view(e))
+        return view, _escaped(view)
+    a, i, k, x = _encode_str(agent), _encode_str(id_), _encode_str(kind), _encode_str(text)
+    view = f'{{"from": {a}, "id": {i}, "kind": {k}, "payload": {{"text": {x}}}, "tick": {tick!r}}}'
+    if len(a) + len(i) + len(k) + len(x) == len(agent) + len(id_) + len(kind) + len(text) + 8:  # (nothing escaped)
+        return view, (
+            f'{{\\"from\\": \\"{agent}\\", \\"id\\": \\"{id_}\\", \\"kind\\": \\"{kind}\\", '
+            f'\\"payload\\": {{\\"text\\": \\"{text}\\"}}, \\"tick\\": {tick!r}}}'
+        )
+    return view, _escaped(view)
 
 
 def _view_json(e: OutboxEntry, cache: dict[str, tuple[str, str]] | None) -> tuple[str, str]:
@@ -245,12 +253,10 @@ def _view_json(e: OutboxEntry, cache: dict[str, tuple[str, str]] | None) -> tupl
     shown to every agent that reads its outbox, as new and then as context: the board's
     cache keeps the texts."""
     if cache is None:
-        text = _view_text(e)
-        return text, _escaped(text)
+        return _view_pair(e)
     got = cache.get(e.id)
     if got is None:
-        text = _view_text(e)
-        got = cache[e.id] = (text, _escaped(text))
+        got = cache[e.id] = _view_pair(e)
     return got
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from lemming.engine.jsontext import copy_plain, dumps_plain, dumps_sorted, dumps_text
 from lemming.engine.messages import Inbox, MessageBoard, OutboxEntry
-from lemming.engine.prompt import FENCE_RE, ContractViolation, _fenced, build_prompt, parse_reply, prompt_hash
+from lemming.engine.prompt import FENCE_RE, ContractViolation, _fenced, _view_pair, build_prompt, parse_reply, prompt_hash
 from lemming.engine.providers.sim import CHUNK_TOKENS, TOKEN_RE, SimProvider
 from lemming.engine.resume import Resume
 
@@ -144,6 +144,21 @@ def test_the_context_block_is_json_dumps_of_the_context(new, old, memory, balanc
         assert messages[1]["content"] == _plain_prompt(resume, **args)
         blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         assert prompt_hash(messages) == hashlib.sha256(blob.encode()).hexdigest()
+
+
+@settings(max_examples=300)
+@given(
+    agent=st.sampled_from(["ann", "a00073", 'q"\\t\n', "é\u2028"]),
+    kind=st.sampled_from(["message", "note\u2028", 'k"']),
+    text=text,
+    tick=st.integers(-5, 10**9),
+)
+def test_an_entrys_view_is_its_json_and_that_json_escaped(agent, kind, text, tick) -> None:
+    """The usual entry's view is written without json.dumps, escaped without escaping it
+    when none of its strings needs escaping: both must be what json.dumps gives."""
+    e = OutboxEntry(f"{agent}-{tick}-0", tick, agent, kind, {"text": text})
+    view = json.dumps({"from": agent, "id": e.id, "kind": kind, "payload": {"text": text}, "tick": tick}, ensure_ascii=False, sort_keys=True)
+    assert _view_pair(e) == (view, json.dumps(view, ensure_ascii=False)[1:-1])
 
 
 def test_prompt_hash_of_other_shapes_is_the_json_hash() -> None:
