@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Iterable, Sequence
 
 OPERATOR = "operator"
@@ -177,6 +178,9 @@ class _Outbox:
         self.to: dict[str, _Source] = {}
 
 
+_ID = attrgetter("id")
+
+
 def _order(e: OutboxEntry) -> tuple:
     return (e.tick, e.meta.get("seq", 0), e.id)
 
@@ -306,19 +310,20 @@ class MessageBoard:
             if op is not None:
                 want(op.to_all, since, 0)
                 want(op.to.get(name), since, 0)
+        # (ids gathered and views dropped in C: a board holds thousands of entries)
         kept: set[str] = set()
+        held = kept.update
         for ob in index.values():
             for src in (ob.to_all, *ob.to.values()):
                 if len(src.entries) > 2 * keep or src.marks:
                     src.trim(wants.get(id(src), {}), keep if len(src.entries) > 2 * keep else len(src.entries))
-                for e in src.entries:
-                    kept.add(e.id)
+                held(map(_ID, src.entries))
                 for _, ctx_entries in src.marks.values():
-                    for e in ctx_entries:
-                        kept.add(e.id)
+                    held(map(_ID, ctx_entries))
         cache = self.view_cache
         if len(cache) > len(kept):
-            self.view_cache = {k: v for k, v in cache.items() if k in kept}
+            for k in cache.keys() - kept:
+                del cache[k]
 
     # --- inboxes -------------------------------------------------------------------------
 
