@@ -260,6 +260,19 @@ def _view_json(e: OutboxEntry, cache: dict[str, tuple[str, str]] | None) -> tupl
     return got
 
 
+def _views_joined(entries: list[OutboxEntry], cache: dict[str, tuple[str, str]]) -> tuple[str, str]:
+    """The entries' views joined as a JSON list's items, and the same escaped (`_view_json`).
+    (A plain loop: a comprehension and zip(*) cost more than the rest for a few entries.)"""
+    texts: list[str] = []
+    escaped: list[str] = []
+    get = cache.get
+    for e in entries:
+        view = get(e.id) or _view_json(e, cache)
+        texts.append(view[0])
+        escaped.append(view[1])
+    return ", ".join(texts), ", ".join(escaped)
+
+
 def _system_message(resume: Resume, shell_allow: list[str] | None = None, mcp_tools: dict[str, str] | None = None) -> str:
     tools = resume.permissions.tools
     allow = tuple(shell_allow) if shell_allow and "shell" in tools else ()
@@ -393,7 +406,7 @@ class PromptParts:
     writes each turn's user message from them (`user`); `build_prompt` works them out for
     every call."""
 
-    __slots__ = ("system", "tail", "tail_e", "no_tools_tail")
+    __slots__ = ("system", "tail", "tail_e", "no_tools_tail", "hashed")
 
     def __init__(
         self,
@@ -404,6 +417,8 @@ class PromptParts:
         mcp_tools: dict[str, str] | None = None,
     ) -> None:
         self.system = _system_message(resume, shell_allow, mcp_tools)
+        #: sha256 of `prompt_hash`'s JSON up to the user message's text (`_hash_prefix`)
+        self.hashed = _hash_prefix(self.system)
         you, you_e = _names_pair(resume.name)
         reads, reads_e = _names_pair(can_read)
         readers_json, readers_e = _names_pair(readers)
@@ -431,15 +446,8 @@ class PromptParts:
         cache = inbox.view_cache
         if cache is None:
             cache = {}
-        get = cache.get
-        if inbox.context:
-            earlier, earlier_e = zip(*[get(e.id) or _view_json(e, cache) for e in inbox.context])
-        else:
-            earlier = earlier_e = ()
-        if inbox.new:
-            new, new_e = zip(*[get(e.id) or _view_json(e, cache) for e in inbox.new])
-        else:
-            new = new_e = ()
+        earlier, earlier_e = _views_joined(inbox.context, cache)
+        new, new_e = _views_joined(inbox.new, cache)
         credits = _rounded_json(balance)
         dropped = inbox.dropped
         # (numbers and null need no escaping)
@@ -470,14 +478,14 @@ class PromptParts:
             tail, tail_e = self.no_tools_tail
         user = "".join(
             (
-                head, _P_HEAD, credits, _P_INBOX, ", ".join(earlier), _P_NEW, ", ".join(new), _P_NOT_SHOWN, dropped_json,
+                head, _P_HEAD, credits, _P_INBOX, earlier, _P_NEW, new, _P_NOT_SHOWN, dropped_json,
                 _P_MAX, max_json, _P_MEMORY, mem, _P_TICK, tick_json, tail,
             )
         )
         escaped = "".join(
             (
                 '"', head_e, _E_HEAD, credits if type(balance) is float else _number_escaped(credits, balance),
-                _E_INBOX, ", ".join(earlier_e), _E_NEW, ", ".join(new_e), _E_NOT_SHOWN, dropped_e,
+                _E_INBOX, earlier_e, _E_NEW, new_e, _E_NOT_SHOWN, dropped_e,
                 _E_MAX, max_e, _E_MEMORY, mem_e, _E_TICK, tick_e, tail_e,
             )
         )
@@ -485,7 +493,7 @@ class PromptParts:
 
     def hash(self, escaped: str) -> str:
         """prompt_hash of [the system message, the user message escaped as `escaped`]."""
-        return _user_hash(self.system, escaped)
+        return _user_hash(self.hashed, escaped)
 
 
 def build_prompt(
@@ -539,9 +547,10 @@ def _hash_prefix(system: str) -> Any:
     return h
 
 
-def _user_hash(system: str, escaped: str) -> str:
-    """prompt_hash of [system, a user message whose text escaped as a JSON string is `escaped`]."""
-    h = _hash_prefix(system).copy()
+def _user_hash(prefix: Any, escaped: str) -> str:
+    """prompt_hash of [a system message, a user message whose text escaped as a JSON string
+    is `escaped`], from `prefix` (`_hash_prefix` of the system message)."""
+    h = prefix.copy()
     h.update((escaped + ',"role":"user"}]').encode())
     return h.hexdigest()
 
@@ -558,7 +567,7 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
         and type(messages[1]["content"]) is str
     ):
         # What build_prompt gives: the system message's part of the blob is hashed once.
-        return _user_hash(messages[0]["content"], _encode_str(messages[1]["content"]))
+        return _user_hash(_hash_prefix(messages[0]["content"]), _encode_str(messages[1]["content"]))
     blob = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
