@@ -35,7 +35,6 @@ class PromptHeads:
         hash → compressed text."""
         by_text = self._by_text
         out: list[Any] = []
-        append = out.append
         for prompt in prompts:
             # The usual prompt: a system message seen before (by identity), then the turn's.
             if len(prompt) == 2:
@@ -46,9 +45,9 @@ class PromptHeads:
                     if got is not None and got[0] is text:
                         role = m.get("role")
                         if got[1] == role and role is not None:
-                            append([got[2], prompt[1]])
+                            out.append([got[2], prompt[1]])
                             continue
-            append(self._item(prompt, known, texts))
+            out.append(self._item(prompt, known, texts))
         return out
 
     def _item(self, prompt: list[dict[str, Any]], known: set[str], texts: dict[str, bytes]) -> list[Any] | None:
