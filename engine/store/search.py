@@ -210,7 +210,7 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
                 if notes:
                     agent = rec.agent
                     rows.append((TURN_BIT | j << 1, notes[:MAX_TEXT] if len(notes) > MAX_TEXT else notes,
-                            tokens.get(agent) or agent_token(agent)))
+                                 tokens.get(agent) or agent_token(agent)))
         elif parsed is not None:
             note = _note_of(rec)  # a dict subclass
             if note is not None:
