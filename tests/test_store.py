@@ -742,3 +742,32 @@ def test_blobs_are_zstd_and_older_zlib_blobs_still_read() -> None:
     for damaged in (blob[:-3], b"\x78\x01garbage"):
         with pytest.raises(CompressionError):
             decompress(damaged)
+
+
+def test_prompt_items_found_by_identity_or_hashed_by_content() -> None:
+    """PromptHeads.items: a system message seen before is found by its text's identity; the
+    same text object under another role, and prompts of other lengths, are hashed by their
+    content; every item rebuilds its prompt; a head the file holds is not sent again."""
+    from lemming.engine.store.encoding import decompress, dumps, loads, text_hash
+    from lemming.engine.store.prompts import PromptHeads
+
+    system = "You are alice."
+    user = {"role": "user", "content": "hi"}
+    p1 = [{"role": "system", "content": system}, user]
+    p2 = [{"role": "developer", "content": system}, user]  # the same text object, another role
+    p3 = [{"role": "system", "content": system}, {"role": "user", "content": "a"}, user]
+    prompts = [p1, p1, p2, p1, p3, [user], []]
+    heads, texts = PromptHeads(), {}
+    items = heads.items(prompts, set(), texts)
+
+    def head(msgs: list) -> str:
+        return text_hash(dumps(msgs))
+
+    assert items == [[head(p1[:1]), user], [head(p1[:1]), user], [head(p2[:1]), user], [head(p1[:1]), user],
+                     [head(p3[:2]), user], [None, user], None]
+    assert set(texts) == {head(p1[:1]), head(p2[:1]), head(p3[:2])}
+    for prompt, item in zip(prompts, items):
+        if item is not None:
+            assert [*(loads(decompress(texts[item[0]])) if item[0] else []), item[1]] == prompt
+    again: dict[str, bytes] = {}
+    assert PromptHeads().items([p1, p3], set(texts), again) == [items[0], items[4]] and again == {}

@@ -10,7 +10,7 @@ the messages the agents read). A rebuilt prompt is checked against the turn reco
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from lemming.engine.events import TurnRecord
 from lemming.engine.prompt import prompt_hash
@@ -29,16 +29,33 @@ class PromptHeads:
         #: head is neither rebuilt as tuples nor hashed nor compared (most of this cost).
         self._by_text: dict[int, tuple[str, Any, str]] = {}
 
-    def item(self, prompt: list[dict[str, Any]], known: set[str], texts: dict[str, bytes]) -> list[Any] | None:
-        """The stored item of `prompt`. A head whose hash is new here and not in `known`
-        (the texts already in the file) is added to `texts`: hash → compressed text."""
+    def items(self, prompts: Iterable[list[dict[str, Any]]], known: set[str], texts: dict[str, bytes]) -> list[Any]:
+        """The stored item of each of `prompts` (a batch's, in one call). A head whose hash is
+        new here and not in `known` (the texts already in the file) is added to `texts`:
+        hash → compressed text."""
+        by_text = self._by_text
+        out: list[Any] = []
+        for prompt in prompts:
+            # The usual prompt: a system message seen before (by identity), then the turn's.
+            if len(prompt) == 2:
+                m = prompt[0]
+                if type(m) is dict and len(m) == 2:
+                    text = m.get("content")
+                    got = by_text.get(id(text))
+                    if got is not None and got[0] is text:
+                        role = m.get("role")
+                        if got[1] == role and role is not None:
+                            out.append([got[2], prompt[1]])
+                            continue
+            out.append(self._item(prompt, known, texts))
+        return out
+
+    def _item(self, prompt: list[dict[str, Any]], known: set[str], texts: dict[str, bytes]) -> list[Any] | None:
+        """The stored item of a prompt `items` did not find by its system message's identity."""
         if len(prompt) == 2:
             m = prompt[0]
             if type(m) is dict and len(m) == 2:
                 text, role = m.get("content"), m.get("role")
-                got = self._by_text.get(id(text))
-                if got is not None and got[0] is text and got[1] == role and role is not None:
-                    return [got[2], prompt[1]]
                 hh = self._hash(prompt, known, texts)
                 if type(text) is str and role is not None:
                     if len(self._by_text) > 4096:

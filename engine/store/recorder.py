@@ -174,14 +174,10 @@ class RunRecorder:
         z = self._body_z
         body = z(pack(rows, records) if records is not None else pack(rows))
         msgs = z(pack(entries)) if entries else None
-        turns: list[tuple] = []
         texts: dict[str, bytes] = {}
-        known = self.store.db.known_texts
-        item = self._heads.item
-        pitems: list[Any] = []
-        for rec in recs:
-            pitems.append(item(rec.prompt, known, texts))
-            turns.append((rec.agent, rec.tick, len(pitems), rec.status, rec.cost))
+        pitems = self._heads.items([rec.prompt for rec in recs], self.store.db.known_texts, texts)
+        # (agent, tick, line of its prompt among the batch's (from 1), status, cost)
+        turns = [(rec.agent, rec.tick, i, rec.status, rec.cost) for i, rec in enumerate(recs, 1)]
         prompts = self._prompt_z(pack(pitems)) if pitems else None
         run_update: dict[str, Any] = {"events": len(events), "updated_at": time.time()}
         # A tick's batch says what the run row needs in its last event; others (and a tick

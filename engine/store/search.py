@@ -191,7 +191,6 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
     """The pieces of text a batch adds to the index, from its outbox entries and its turn
     records (each in the batch's order), in rowid order."""
     rows: list[Row] = []
-    append = rows.append
     tokens = _TOKENS
     for i, e in enumerate(entries):
         p = e.payload
@@ -201,7 +200,7 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
         if text:
             text = text.strip()  # as _clip does
             agent = e.agent
-            append((i, text[:MAX_TEXT] if len(text) > MAX_TEXT else text, tokens.get(agent) or agent_token(agent)))
+            rows.append((i, text[:MAX_TEXT] if len(text) > MAX_TEXT else text, tokens.get(agent) or agent_token(agent)))
     for j, rec in enumerate(records):
         parsed = rec.parsed
         if type(parsed) is dict:
@@ -210,16 +209,16 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
                 notes = notes.strip()
                 if notes:
                     agent = rec.agent
-                    append((TURN_BIT | j << 1, notes[:MAX_TEXT] if len(notes) > MAX_TEXT else notes,
-                            tokens.get(agent) or agent_token(agent)))
+                    rows.append((TURN_BIT | j << 1, notes[:MAX_TEXT] if len(notes) > MAX_TEXT else notes,
+                                 tokens.get(agent) or agent_token(agent)))
         elif parsed is not None:
             note = _note_of(rec)  # a dict subclass
             if note is not None:
-                append((TURN_BIT | j << 1, note, agent_token(rec.agent)))
+                rows.append((TURN_BIT | j << 1, note, agent_token(rec.agent)))
         if rec.status != "ok":
             error = _error_of(rec)
             if error is not None:
-                append((TURN_BIT | j << 1 | 1, error, agent_token(rec.agent)))
+                rows.append((TURN_BIT | j << 1 | 1, error, agent_token(rec.agent)))
     return rows
 
 
