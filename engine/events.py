@@ -62,7 +62,9 @@ class TokenUsage:
 
 @dataclass(slots=True)
 class TurnRecord:
-    """Everything one agent turn did: what the inspector shows and what replay reads."""
+    """Everything one agent turn did: what the inspector shows and what replay reads.
+
+    (`Engine._record` makes it with its first seven fields by position.)"""
 
     tick: int
     agent: str
