@@ -867,16 +867,17 @@ class Engine(RunReadAPI):
                     events.append(item)  # type: ignore[arg-type]
                     continue
                 i, kind, payload, tags, recipients = item
+                # (By position, in the order of OutboxEntry's fields: see _record.)
                 entry = OutboxEntry(
-                    id=f"{name}-{t}-{i}",
-                    tick=t,
-                    agent=name,  # the engine writes the author: a reply cannot claim another's name
-                    kind=kind,
-                    payload=payload,
-                    tags=tags,
-                    created_at=clock(),
-                    recipients=recipients,
-                    meta={"seq": seq},
+                    f"{name}-{t}-{i}",  # id
+                    t,  # tick
+                    name,  # agent: the engine writes the author, a reply cannot claim another's name
+                    kind,
+                    payload,
+                    tags,
+                    clock(),  # created_at
+                    recipients,
+                    {"seq": seq},  # meta
                 )
                 seq += 1
                 n_msgs += 1
@@ -978,10 +979,11 @@ class Engine(RunReadAPI):
     async def _call(self, plan: dict[str, Any], provider: Any, spec: Any, request: CompletionRequest, round_no: int) -> Any:
         """One model call of a turn, streamed, with retries, in the concurrency limits."""
         name, t = plan["name"], plan["tick"]
-        publish = self._publish_one if self._subs else None
+        on_delta = _no_delta
+        if self._subs:
+            publish = self._publish_one
 
-        def on_delta(text: str, restart: bool) -> None:
-            if publish is not None:
+            def on_delta(text: str, restart: bool) -> None:
                 publish(TokenDelta(t, name, plainjson.fix_unicode(text), restart))
 
         policy = self.retry_policy
@@ -1001,13 +1003,13 @@ class Engine(RunReadAPI):
                 )
                 if hasattr(provider, "take_report"):  # a cli agent's process: the record shows the last round's
                     plan["process"] = provider.take_report(request)
-                # Calls may be waiting for this slot: let them start before this turn reads
-                # its reply (twice: the first wakes them, the second lets them run).
-                handover = global_sem.waiting() or provider_sem.waiting()
             finally:
-                provider_sem.give()
+                handover = provider_sem.give()
         finally:
-            global_sem.give()
+            if global_sem.give():
+                handover = True
+        # Calls were waiting for these slots: let them start before this turn reads its
+        # reply (twice: the first wakes them, the second lets them run).
         if handover:
             await asyncio.sleep(0)
             await asyncio.sleep(0)
@@ -1209,7 +1211,7 @@ class Engine(RunReadAPI):
         t = rec.tick
         name = rec.agent
         s = self.state
-        out = _TurnOutcome(rec)  # (not the parsed reply: the tick need not keep it alive)
+        out = _TurnOutcome(rec, [], [])  # (not the parsed reply: the tick need not keep it alive)
         after = out.commits
         if parsed is not None:
             entries = parsed["outbox_entries"]
@@ -1270,6 +1272,10 @@ class Engine(RunReadAPI):
         if rec.cost > 0 and cap is not None and before > cap >= balance and name not in s.soft_warned:
             after.append(SoftCapReached(t, name, balance, cap))
         return out
+
+
+def _no_delta(text: str, restart: bool) -> None:
+    """A call's token deltas when nobody subscribed to the run's events."""
 
 
 def round12(x: float) -> float:
