@@ -133,7 +133,8 @@ class OrgState:
                 if ev.op == "delete":  # type: ignore[attr-defined]
                     mem.pop(ev.key, None)  # type: ignore[attr-defined]
                 else:
-                    mem[ev.key] = copy_plain(ev.value)  # type: ignore[attr-defined]
+                    value = ev.value  # type: ignore[attr-defined]
+                    mem[ev.key] = value if type(value) is str else copy_plain(value)  # type: ignore[attr-defined]
             else:
                 f = get(t)
                 if f is not None:
