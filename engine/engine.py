@@ -193,18 +193,24 @@ class _TurnOutcome:
 
 
 class _RetryJitter:
-    """The seeded jitter of one turn's retries, seeded only if a retry happens (seeding a
-    Random for every turn costs more than most turns' own work on the sim)."""
+    """The seeded jitter of one call's retries, "seed:agent:tick" (":round" after a turn's
+    first call), seeded only if a retry happens (seeding a Random, or even writing its
+    seed, for every call costs more than most turns' own work on the sim)."""
 
-    __slots__ = ("_seed", "_rng")
+    __slots__ = ("_parts", "_rng")
 
-    def __init__(self, seed: str) -> None:
-        self._seed = seed
+    def __init__(self, seed: int, agent: str, tick: int, round_no: int) -> None:
+        self._parts = (seed, agent, tick, round_no)
         self._rng: random.Random | None = None
+
+    @property
+    def seed(self) -> str:
+        seed, agent, tick, round_no = self._parts
+        return f"{seed}:{agent}:{tick}" + (f":{round_no}" if round_no > 1 else "")
 
     def uniform(self, a: float, b: float) -> float:
         if self._rng is None:
-            self._rng = random.Random(self._seed)
+            self._rng = random.Random(self.seed)
         return self._rng.uniform(a, b)
 
 
@@ -865,16 +871,17 @@ class Engine(RunReadAPI):
                     events.append(item)  # type: ignore[arg-type]
                     continue
                 i, kind, payload, tags, recipients = item
+                # (By position, in the order of OutboxEntry's fields: see _record.)
                 entry = OutboxEntry(
-                    id=f"{name}-{t}-{i}",
-                    tick=t,
-                    agent=name,  # the engine writes the author: a reply cannot claim another's name
-                    kind=kind,
-                    payload=payload,
-                    tags=tags,
-                    created_at=clock(),
-                    recipients=recipients,
-                    meta={"seq": seq},
+                    f"{name}-{t}-{i}",  # id
+                    t,  # tick
+                    name,  # agent: the engine writes the author, a reply cannot claim another's name
+                    kind,
+                    payload,
+                    tags,
+                    clock(),  # created_at
+                    recipients,
+                    {"seq": seq},  # meta
                 )
                 seq += 1
                 n_msgs += 1
@@ -948,39 +955,44 @@ class Engine(RunReadAPI):
 
     def _record(self, plan: dict[str, Any]) -> TurnRecord:
         spec = plan["spec"]
-        return TurnRecord(
-            tick=plan["tick"],
-            agent=plan["name"],
-            model_key=plan["key"],
-            provider=spec.provider if spec else "?",
-            model_name=spec.model_name if spec else "?",
-            prompt=plan["messages"],
-            prompt_hash=plan["prompt_hash"],
-            max_tokens=plan["max_tokens"],
-            started_at=self.clock(),
+        # (The leading fields by position, the two others set after: keyword arguments to
+        # a class cost a dict built and taken apart again, a third of making the record.)
+        rec = TurnRecord(
+            plan["tick"],  # tick
+            plan["name"],  # agent
+            plan["key"],  # model_key
+            spec.provider if spec else "?",  # provider
+            spec.model_name if spec else "?",  # model_name
+            plan["messages"],  # prompt
+            plan["prompt_hash"],  # prompt_hash
         )
+        rec.max_tokens = plan["max_tokens"]
+        rec.started_at = self.clock()
+        return rec
 
     def _request(self, plan: dict[str, Any], spec: Any, messages: list[dict[str, str]] | None = None,
                  max_tokens: int | None = None) -> CompletionRequest:
+        # (By position, in the order of CompletionRequest's fields: see _record.)
         return CompletionRequest(
-            model=spec.model_name,
-            messages=[ChatMessage(m["role"], m["content"]) for m in (messages or plan["messages"])],  # type: ignore[arg-type]
-            temperature=plan["temperature"],
-            max_tokens=max_tokens or plan["max_tokens"],
-            timeout=spec.timeout,
-            seed=self.seed,
-            reply_format=self.structured.format_for(plan["key"], spec, plan["tools"]),
-            agent=plan["name"],
-            org_root=str(self.state.org.root),
+            spec.model_name,  # model
+            [ChatMessage(m["role"], m["content"]) for m in (messages or plan["messages"])],  # type: ignore[arg-type]
+            plan["temperature"],  # temperature
+            max_tokens or plan["max_tokens"],  # max_tokens
+            spec.timeout,  # timeout
+            self.seed,  # seed
+            self.structured.format_for(plan["key"], spec, plan["tools"]),  # reply_format
+            plan["name"],  # agent
+            str(self.state.org.root),  # org_root
         )
 
     async def _call(self, plan: dict[str, Any], provider: Any, spec: Any, request: CompletionRequest, round_no: int) -> Any:
         """One model call of a turn, streamed, with retries, in the concurrency limits."""
         name, t = plan["name"], plan["tick"]
-        publish = self._publish_one if self._subs else None
+        on_delta = _no_delta
+        if self._subs:
+            publish = self._publish_one
 
-        def on_delta(text: str, restart: bool) -> None:
-            if publish is not None:
+            def on_delta(text: str, restart: bool) -> None:
                 publish(TokenDelta(t, name, plainjson.fix_unicode(text), restart))
 
         policy = self.retry_policy
@@ -988,7 +1000,6 @@ class Engine(RunReadAPI):
             policy = RetryPolicy(spec.max_attempts, policy.base_delay, policy.max_delay, policy.max_retry_after)
         global_sem = self._global_sem
         provider_sem = self.registry.semaphore(plan["key"])
-        jitter = f"{self.seed}:{name}:{t}" + (f":{round_no}" if round_no > 1 else "")
         # (a free slot is taken without a coroutine: engine/slots.py)
         if not global_sem.try_take():
             await global_sem.take()
@@ -997,17 +1008,17 @@ class Engine(RunReadAPI):
                 await provider_sem.take()
             try:
                 result = await stream_with_retries(
-                    provider, request, on_delta, policy=policy, rng=_RetryJitter(jitter)  # type: ignore[arg-type]
+                    provider, request, on_delta, policy=policy, rng=_RetryJitter(self.seed, name, t, round_no)  # type: ignore[arg-type]
                 )
                 if hasattr(provider, "take_report"):  # a cli agent's process: the record shows the last round's
                     plan["process"] = provider.take_report(request)
-                # Calls may be waiting for this slot: let them start before this turn reads
-                # its reply (twice: the first wakes them, the second lets them run).
-                handover = global_sem.waiting() or provider_sem.waiting()
             finally:
-                provider_sem.give()
+                handover = provider_sem.give()
         finally:
-            global_sem.give()
+            if global_sem.give():
+                handover = True
+        # Calls were waiting for these slots: let them start before this turn reads its
+        # reply (twice: the first wakes them, the second lets them run).
         if handover:
             await asyncio.sleep(0)
             await asyncio.sleep(0)
@@ -1042,7 +1053,8 @@ class Engine(RunReadAPI):
             # Charge what the provider billed over every attempt (a cut stream that was
             # retried still cost its tokens), not only the attempt that succeeded.
             billed = result.billed
-            rec.usage = TokenUsage(billed.input_tokens, billed.output_tokens, billed.estimated)
+            usage = rec.usage  # (the record's own, fresh: filled in rather than made again)
+            usage.input_tokens, usage.output_tokens, usage.estimated = billed.input_tokens, billed.output_tokens, billed.estimated
             if result.error is not None:
                 rec.status = "provider"
                 rec.error = "; ".join(result.errors)
@@ -1208,7 +1220,7 @@ class Engine(RunReadAPI):
         t = rec.tick
         name = rec.agent
         s = self.state
-        out = _TurnOutcome(rec)  # (not the parsed reply: the tick need not keep it alive)
+        out = _TurnOutcome(rec, [], [])  # (not the parsed reply: the tick need not keep it alive)
         after = out.commits
         if parsed is not None:
             entries = parsed["outbox_entries"]
@@ -1269,6 +1281,10 @@ class Engine(RunReadAPI):
         if rec.cost > 0 and cap is not None and before > cap >= balance and name not in s.soft_warned:
             after.append(SoftCapReached(t, name, balance, cap))
         return out
+
+
+def _no_delta(text: str, restart: bool) -> None:
+    """A call's token deltas when nobody subscribed to the run's events."""
 
 
 def round12(x: float) -> float:

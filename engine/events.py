@@ -23,15 +23,20 @@ WALL_CLOCK_FIELDS = frozenset(
 EVENT_TYPES: dict[str, type["Event"]] = {}
 
 
-@dataclass(slots=True, frozen=True)
 class Event:
+    """The base of every event: each kind is a frozen dataclass of its own. (This base is
+    no dataclass: it has no fields, and its kinds are built as their mutable twins are,
+    engine/fastinit.py, which needs a base whose attribute stores are plain ones.)"""
+
+    __slots__ = ()
     type: ClassVar[str] = "event"
     #: Token deltas are for live UIs only; the store keeps the full text in the turn record.
     persistent: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kw: Any) -> None:
         # (no super() call: slots=True recreates the class, which breaks zero-arg super)
-        EVENT_TYPES[cls.type] = cls
+        if "type" in cls.__dict__:  # a kind of event (fastinit's twins name none)
+            EVENT_TYPES[cls.type] = cls
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"type": self.type}
@@ -62,7 +67,9 @@ class TokenUsage:
 
 @dataclass(slots=True)
 class TurnRecord:
-    """Everything one agent turn did: what the inspector shows and what replay reads."""
+    """Everything one agent turn did: what the inspector shows and what replay reads.
+
+    (`Engine._record` makes it with its first seven fields by position.)"""
 
     tick: int
     agent: str

@@ -56,12 +56,14 @@ class Slots:
                     pass
             raise
 
-    def give(self) -> None:
-        """Give a slot back: to the first waiter, else to the free ones."""
+    def give(self) -> bool:
+        """Give a slot back: to the first waiter (True: a call waiting for it goes on),
+        else to the free ones (False)."""
         waiters = self._waiters
         while waiters:
             fut = waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-                return
+                return True
         self._free += 1
+        return False

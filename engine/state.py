@@ -150,7 +150,7 @@ class OrgState:
                     # A string set again to what it was changes nothing (a status written
                     # turn after turn): the memory keeps its version.
                     if type(value) is not str or type(old := mem.get(ev.key)) is not str or old != value:  # type: ignore[attr-defined]
-                        mem[ev.key] = copy_plain(value)  # type: ignore[attr-defined]
+                        mem[ev.key] = value if type(value) is str else copy_plain(value)  # type: ignore[attr-defined]
                         memory_version[ev.agent] = next(_MEMORY_VERSIONS)  # type: ignore[attr-defined]
             else:
                 f = get(t)

@@ -13,7 +13,7 @@ def test_free_slots_are_taken_without_waiting_and_given_back() -> None:
     s = Slots(2)
     assert s.try_take() and s.try_take()
     assert not s.try_take() and s.free == 0
-    s.give()
+    assert s.give() is False  # nobody waited: freed
     assert s.free == 1 and not s.waiting()
     with pytest.raises(ValueError):
         Slots(0)
@@ -34,7 +34,7 @@ async def test_waiters_are_served_in_arrival_order_and_a_slot_goes_straight_to_t
     await asyncio.sleep(0)
     assert s.waiting()
     assert not s.try_take()  # a waiter comes first, even when a slot is given back meanwhile
-    s.give()
+    assert s.give() is True
     assert s.free == 0  # handed to the first waiter, not freed
     await asyncio.gather(*tasks)
     assert order == [0, 1, 2, 3]
@@ -49,7 +49,7 @@ async def test_a_cancelled_waiter_loses_its_place_and_never_its_slot() -> None:
     await asyncio.sleep(0)
     first.cancel()
     await asyncio.gather(first, return_exceptions=True)
-    s.give()  # goes to the second, the first having left
+    assert s.give() is True  # goes to the second, the first having left
     await second
     assert s.free == 0 and not s.waiting()
     # Handed a slot in the same step as its cancellation: the slot is passed on, not lost.

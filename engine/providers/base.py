@@ -52,7 +52,8 @@ class ReplyFormat:
 
 @dataclass(slots=True)
 class CompletionRequest:
-    """What the engine asks of a model for one turn."""
+    """What the engine asks of a model for one turn (made by position on the turn's path,
+    `Engine._request`: a new field goes last, with a default)."""
 
     model: str  # the provider's own model name (not our model key)
     messages: list[ChatMessage]

@@ -128,17 +128,25 @@ async def stream_with_retries(
 ) -> CompletionResult:
     """Run one completion to the end, retrying what can be retried. Never raises ProviderError."""
     policy = policy or RetryPolicy()
-    rng = rng or random.Random()
-    result = CompletionResult()
+    # What the attempts add up to, made into the result at the end (an instant call's
+    # result is one object made once, not one made up front and updated attempt by attempt).
+    attempts = 0
+    errors: list[str] = []  # one line per failed attempt
+    billed_in = billed_out = 0
+    billed_estimated = False
+    error: ProviderError | None = None
+    text = ""
+    sent = False
     prompt_estimate = -1  # worked out only for a call whose provider reports no usage
-    cap = policy.reply_cap(request.max_tokens)
+    max_tokens = request.max_tokens
+    cap = policy.reply_cap(max_tokens)
     refused: ProviderError | None = None
     attempt = 0  # counts against max_attempts; the retry without the schema does not
     loop = asyncio.get_running_loop()
     while attempt < policy.max_attempts:
         attempt += 1
-        result.attempts += 1
-        result.reply_format_sent = request.reply_format is not None
+        attempts += 1
+        sent = request.reply_format is not None
         parts: list[str] = []
         # The attempt's deadline, counted from now; a timer is armed only for a step that waits.
         deadline = loop.time() + request.timeout if request.timeout is not None else math.inf
@@ -148,18 +156,21 @@ async def stream_with_retries(
             # task, within the call's deadline). An instant provider's call arms no timer
             # and needs no task.
             stream = provider.stream(request)
+            ended = False
             try:
-                reading = _read(stream, parts, cap, on_delta, request.max_tokens)
+                reading = _read(stream, parts, cap, on_delta, max_tokens)
                 usage, waiting = eager.start(reading)
                 if usage is eager.PENDING:
                     usage = await _wait(reading, waiting, deadline)
+                ended = True
             finally:
                 # (aclosing's part: a reply cut off here closes the provider's stream and
-                # its HTTP response.)
-                closing = stream.aclose()  # type: ignore[attr-defined]
-                done, waiting = eager.start(closing)
-                if done is eager.PENDING:
-                    await _wait(closing, waiting, deadline)
+                # its HTTP response. A stream read to its end has ended: nothing to close.)
+                if not ended:
+                    closing = stream.aclose()  # type: ignore[attr-defined]
+                    done, waiting = eager.start(closing)
+                    if done is eager.PENDING:
+                        await _wait(closing, waiting, deadline)
         except ProviderError as e:
             err = e
         except TimeoutError:
@@ -169,15 +180,17 @@ async def stream_with_retries(
             if usage is None:
                 prompt_estimate = _prompt_estimate(request)
                 usage = Usage(prompt_estimate, estimate_tokens(text), estimated=True)
-            result.text = text
-            result.usage = usage
-            result.error = None  # earlier attempts' failures stay in `errors`; this call succeeded
-            result.billed.input_tokens += usage.input_tokens
-            result.billed.output_tokens += usage.output_tokens
-            result.billed.estimated = result.billed.estimated or usage.estimated
-            if refused is not None:
-                result.reply_format_refused = str(refused)
-            return result
+            # Earlier attempts' failures stay in `errors`; this call succeeded.
+            return CompletionResult(
+                text,
+                usage,
+                attempts,
+                None,  # error
+                errors,
+                Usage(billed_in + usage.input_tokens, billed_out + usage.output_tokens, billed_estimated or usage.estimated),
+                sent,  # reply_format_sent
+                None if refused is None else str(refused),  # reply_format_refused
+            )
 
         # A failed attempt: what it streamed may have been billed.
         partial = "".join(parts)
@@ -187,35 +200,42 @@ async def stream_with_retries(
                 prompt_estimate = _prompt_estimate(request)
             billed = Usage(prompt_estimate, estimate_tokens(partial), estimated=True)
         if billed is not None:
-            result.billed.input_tokens += billed.input_tokens
-            result.billed.output_tokens += billed.output_tokens
-            result.billed.estimated = result.billed.estimated or billed.estimated
-        result.errors.append(f"attempt {result.attempts}: {err}")
-        result.error = err
-        result.text = partial
+            billed_in += billed.input_tokens
+            billed_out += billed.output_tokens
+            billed_estimated = billed_estimated or billed.estimated
+        errors.append(f"attempt {attempts}: {err}")
+        error = err
+        text = partial
         if err.kind == "bad_request" and request.reply_format is not None:
             # Perhaps a server that does not know the structured-output field: once more
             # without it, at once and outside the attempt budget.
             refused, request = err, replace(request, reply_format=None)
             attempt -= 1
-            result.errors[-1] += " (retrying without the reply schema)"
+            errors[-1] += " (retrying without the reply schema)"
             if parts:
                 on_delta("", True)
             continue
         if not err.retryable or attempt >= policy.max_attempts:
             break
         if err.retry_after is not None and err.retry_after > policy.max_retry_after:
-            result.errors.append(
+            errors.append(
                 f"retry-after {err.retry_after:g}s exceeds the {policy.max_retry_after:g}s limit; giving up"
             )
             break
+        if rng is None:
+            rng = random.Random()
         await sleep(policy.delay(attempt, rng, err.retry_after))
         if parts:
             on_delta("", True)
-    if refused is not None and (result.error is None or result.error.kind != "bad_request"):
-        # Without the field the server got past the refusal: the field was the cause.
-        result.reply_format_refused = str(refused)
-    result.usage = Usage(
-        result.billed.input_tokens, result.billed.output_tokens, result.billed.estimated
+    # Without the field the server got past the refusal (if it did): the field was the cause.
+    was_refused = refused is not None and (error is None or error.kind != "bad_request")
+    return CompletionResult(
+        text,
+        Usage(billed_in, billed_out, billed_estimated),  # usage
+        attempts,
+        error,
+        errors,
+        Usage(billed_in, billed_out, billed_estimated),  # billed
+        sent,  # reply_format_sent
+        str(refused) if was_refused else None,  # reply_format_refused
     )
-    return result
