@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Iterable, Sequence
 
+from lemming.engine.fastinit import fast_frozen_init
+
 OPERATOR = "operator"
 #: Entries whose text a board keeps (beyond this it starts again: old entries are rarely shown).
 VIEW_CACHE_MAX = 50_000
@@ -14,6 +16,7 @@ VIEW_CACHE_MAX = 50_000
 BOUND_EVERY = 2048
 
 
+@fast_frozen_init  # (a tick makes one per message)
 @dataclass(slots=True, frozen=True)
 class OutboxEntry:
     """One message, written by `agent` into its own outbox at `tick`.

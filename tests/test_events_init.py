@@ -1,4 +1,4 @@
-"""The fast construction of events and memory changes (engine/fastinit.py) gives what
+"""The fast construction of events, memory changes and outbox entries (engine/fastinit.py) gives what
 the dataclass `__init__` would: same parameters, defaults and values in the slots, the
 class itself (not its twin); still frozen; copied and pickled as before."""
 
@@ -13,8 +13,9 @@ import pytest
 
 from lemming.engine.events import EVENT_TYPES, Event, TurnStarted
 from lemming.engine.memory import MemoryChange
+from lemming.engine.messages import OutboxEntry
 
-CLASSES = {**EVENT_TYPES, "MemoryChange": MemoryChange}
+CLASSES = {**EVENT_TYPES, "MemoryChange": MemoryChange, "OutboxEntry": OutboxEntry}
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
