@@ -363,46 +363,31 @@ class MessageBoard:
                 continue
             base = src.base
             if tick > ticks[-1] and (not base or since > ticks[0]):
-                # The live engine's case: every entry is before `tick`, the cursor is within
-                # the window; positions are the window's.
-                n = len(ticks)
-                k = bisect_left(ticks, since)
-                if k < n:
-                    n_new += n - k
-                    new += src.keyed[k if n - k <= new_limit else n - new_limit :]
-                    new_from += 1
-                if not (with_context and context and (k or base)):
-                    continue
-                if k >= context:
-                    ctx = src.keyed[k - context : k]
-                elif not base:
-                    ctx = src.keyed[:k]
-                else:
-                    ctx = src.context(since, base + k, context)
+                # (the live engine's case: every entry is before `tick`, the cursor is
+                # within the window)
+                j = base + len(ticks)
+                i = base + bisect_left(ticks, since)
             else:
                 got = self._span(src, tick, since)
                 if got is None:
                     continue
                 i, j = got
-                if j > i:
-                    n_new += j - i
-                    lo = j - new_limit
-                    if lo < i:
-                        lo = i
-                    if lo < base:
-                        lo = base
-                    new += src.keyed[lo - base : j - base]
-                    new_from += 1
-                if not (with_context and context and i):
-                    continue
+            if j > i:
+                n_new += j - i
+                lo = j - new_limit
+                if lo < i:
+                    lo = i
+                if lo < base:
+                    lo = base
+                new += src.keyed[lo - base : j - base]
+                new_from += 1
+            if with_context and context and i:
                 lo = i - context
-                if lo >= base and lo >= 0:
-                    ctx = src.keyed[lo - base : i - base]
-                else:
-                    ctx = src.context(since, i, context)
-            if ctx:
-                old += ctx
-                old_from += 1
+                # (`src.context`'s own first case, without the call: the usual one)
+                ctx = src.keyed[lo - base : i - base] if lo >= base and lo >= 0 else src.context(since, i, context)
+                if ctx:
+                    old += ctx
+                    old_from += 1
         if new_from > 1:
             new.sort()
         dropped = n_new - new_limit if n_new > new_limit else 0
