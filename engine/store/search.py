@@ -191,16 +191,13 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
     """The pieces of text a batch adds to the index, from its outbox entries and its turn
     records (each in the batch's order), in rowid order."""
     rows: list[Row] = []
-    tokens = _TOKENS
     for i, e in enumerate(entries):
         p = e.payload
         text = p.get("text") if type(p) is dict else None
         if type(text) is not str:
             text = e.text
         if text:
-            text = text.strip()  # as _clip does
-            agent = e.agent
-            rows.append((i, text[:MAX_TEXT] if len(text) > MAX_TEXT else text, tokens.get(agent) or agent_token(agent)))
+            rows.append((i, _clip(text), agent_token(e.agent)))
     for j, rec in enumerate(records):
         parsed = rec.parsed
         if type(parsed) is dict:
@@ -208,9 +205,7 @@ def rows_of_parts(entries: Sequence[Any], records: Sequence[Any]) -> list[Row]:
             if type(notes) is str and notes:
                 notes = notes.strip()
                 if notes:
-                    agent = rec.agent
-                    rows.append((TURN_BIT | j << 1, notes[:MAX_TEXT] if len(notes) > MAX_TEXT else notes,
-                                 tokens.get(agent) or agent_token(agent)))
+                    rows.append((TURN_BIT | j << 1, notes[:MAX_TEXT], agent_token(rec.agent)))
         elif parsed is not None:
             note = _note_of(rec)  # a dict subclass
             if note is not None:
