@@ -4,9 +4,12 @@ of the two made them."""
 
 from __future__ import annotations
 
+import json
 import operator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from lemming.engine.events import (
     AgentSkipped,
@@ -20,7 +23,9 @@ from lemming.engine.events import (
     TurnFinished,
 )
 from lemming.engine.store import RunStore
+from lemming.engine.store.codec import Codec
 from lemming.engine.store.encoding import pack
+from lemming.engine.store.errors import StoreError
 from tests.test_store import operator_script, record_run, rich_org
 
 
@@ -31,7 +36,8 @@ def reference(codec: Any, events: list[Event]) -> tuple:
     for ev in events:
         lay = codec.by_name[type(ev).type]
         codes.append(lay.code)
-        rows.append(lay.row_getter()(ev))
+        names = [n for i, n in enumerate(lay.fields) if i != lay.nested]
+        rows.append(operator.attrgetter(*names)(ev) if len(names) > 1 else tuple(getattr(ev, n) for n in names))
     recs = [ev.record for ev in events if type(ev) is TurnFinished]
     ents = [ev.entry for ev in events if type(ev) is MessageCommitted]
     lay, ul = codec.by_name["TurnRecord"], codec.by_name["TokenUsage"]
@@ -59,9 +65,13 @@ async def test_generated_rows_are_the_getters_rows(tmp_path: Path) -> None:
             got = codec.encode(batch)
             assert got == reference(codec, batch)
             assert pack(*got[0]) == pack(*reference(codec, batch)[0])
-        # a kind the row maker does not take (never recorded by the engine): the batch is
-        # taken field by field instead, with the same rows
+        # a kind the engine never records is written alike
         odd = [*events[:3], TokenDelta(1, "alice", "x")]
         assert codec.encode(odd) == reference(codec, odd)
+        # and a kind this database has no layout for is refused, naming it
+        older = Codec((lay.code, lay.name, json.dumps(lay.fields)) for lay in codec.by_code.values() if lay.name != "token_delta")
+        assert older.encode(events[:3]) == codec.encode(events[:3])
+        with pytest.raises(StoreError, match="'token_delta' has no layout in this database"):
+            older.encode(odd)
     finally:
         await store.close()

@@ -13,8 +13,8 @@ What a batch body holds, by the version of lemming that wrote it:
   its fields as a tuple, the nested record or entry left out; then the turn records
   as ``(record code, usage code, rows)``, each row a TurnRecord's fields without the
   prompt (kept in `prompts`) and with the TokenUsage's fields in place of `usage`.
-  Tuples straight from `operator.attrgetter`, built in C: the writer's loop over the
-  events never runs in Python.
+  The tuples are made by small functions written out per layout (`_compiled`), one
+  pass over the batch.
 * before: a list of ``[code, *fields]`` lists with None in the nested slot, then the
   records as ``[code, *fields]`` lists (usage as ``(code, *fields)``); pickled, or
   (older still) a line of JSON rows. Read alike.
@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
-from itertools import compress, repeat
 from typing import Any, Callable, Iterable, Sequence
 
 from lemming.engine.events import (
@@ -40,12 +39,6 @@ from lemming.engine.messages import OutboxEntry
 from lemming.engine.state import FOLD_SKIPS, OrgState
 from lemming.engine.store.encoding import unpickle
 from lemming.engine.store.errors import StoreError, UnknownLayout
-
-_call = operator.call
-_is = operator.is_
-_record_of = operator.attrgetter("record")
-_entry_of = operator.attrgetter("entry")
-
 
 def _is_tuple_field(f: dataclasses.Field) -> bool:
     return "tuple" in str(f.type)
@@ -77,17 +70,6 @@ class _Layout:
         self.agent_pos = agent - 1 if agent is not None and self.nested is not None and self.nested < agent else agent
         #: a row of now is the class's arguments as they are
         self.plain = self.current and not self.tuple_idx and self.nested is None
-
-    def row_getter(self) -> Callable[[Any], tuple]:
-        """The fields of an event of this (current) layout as a row of now: a tuple, the
-        record or entry left out."""
-        names = [n for i, n in enumerate(self.fields) if i != self.nested]
-        if len(names) == 1:
-            one = operator.attrgetter(names[0])
-            return lambda ev: (one(ev),)
-        if not names:
-            return lambda ev: ()
-        return operator.attrgetter(*names)
 
     def build_row(self, row: Sequence[Any], nested: Any = None) -> Any:
         """The event of a row of now (`Codec.encode`), with its record or entry."""
@@ -158,6 +140,11 @@ def current_layouts() -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _no_layout(ev: Any) -> None:
+    name = getattr(type(ev), "type", type(ev).__name__)
+    raise StoreError(f"event type {name!r} has no layout in this database; reopen it read-write")
+
+
 def _unknown_event(code: Any) -> _Layout:
     raise UnknownLayout(f"unknown event code {code} in the database (corrupt?)")
 
@@ -171,13 +158,9 @@ class Codec:
         self._record_enc: tuple | None = None
         self._entry_enc: tuple | None = None
         self._entry_dec: Callable[[Any], OutboxEntry] | None = None
-        #: event class → its layout code, and the getter of its row (Codec.encode)
-        self._codes: dict[type, int] = {}
-        self._getters: dict[type, Callable[[Any], tuple]] = {}
         self._records_enc: tuple[int, int, Callable[[Any], list[tuple]]] | None = None
         self._entries_enc: Callable[[Any], list[tuple]] | None = None
-        #: the batch's (codes, rows, records, entries) in one pass, for the usual events
-        #: (None: the batch holds another; see `encode`)
+        #: the batch's (codes, rows, records, entries) in one pass (`encode`)
         self._events_enc: Callable[[Sequence[Event]], Any] | None = None
         self._records_dec: dict[tuple[int, int], Callable[[Sequence[Any]], TurnRecord]] = {}
         for code, name, fields in rows:
@@ -212,13 +195,6 @@ class Codec:
             lay = self._nested("OutboxEntry")
             enc = self._entry_enc = (lay.code, lay.getter)
         return (enc[0], *enc[1](e))
-
-    def _register(self, cls: type) -> None:
-        lay = self.by_name.get(getattr(cls, "type", None))  # type: ignore[arg-type]
-        if lay is None:
-            raise StoreError(f"event type {getattr(cls, 'type', cls.__name__)!r} has no layout in this database; reopen it read-write")
-        self._getters[cls] = lay.row_getter()
-        self._codes[cls] = lay.code
 
     def _record_rows(self) -> tuple[int, int, Callable[[Any], list[tuple]]]:
         """(record code, usage code, the rows of a list of records): each row a record's
@@ -258,17 +234,17 @@ def entry_rows(ents):
 
     def _events_encoder(self) -> Callable[[Sequence[Event]], Any]:
         """A batch's (codes, rows, turn records, outbox entries) in one pass over its
-        events, each row what the layout's `row_getter` gives; None if the batch holds an
-        event of a kind it does not know (then `encode` takes them one by one)."""
+        events, each row the event's fields but its record or entry (those go apart); an
+        event of a kind this database has no layout for is a StoreError."""
         enc = self._events_enc
         if enc is None:
-            env: dict[str, Any] = {}
+            env: dict[str, Any] = {"_no_layout": _no_layout}
             branches: list[str] = []
             kinds = [n for n in _USUAL if n in EVENT_TYPES] + [n for n in EVENT_TYPES if n not in _USUAL]
             for name in kinds:
                 cls = EVENT_TYPES[name]
                 lay = self.by_name.get(name)
-                if lay is None or not cls.persistent:
+                if lay is None:
                     continue
                 i = len(branches)
                 env[f"T{i}"] = cls
@@ -285,9 +261,9 @@ def encode_events(events):
     for ev in events:
         t = type(ev)
 """ + "".join(branches) + """        else:
-            return None
+            _no_layout(ev)
     return codes, rows, recs, ents
-""" if branches else "def encode_events(events):\n    return None\n", env)
+""" if branches else "def encode_events(events):\n    for ev in events:\n        _no_layout(ev)\n    return [], [], [], []\n", env)
         return enc
 
     def encode(self, events: Sequence[Event], turns: list[TurnRecord] | None = None,
@@ -296,21 +272,7 @@ def encode_events(events):
         module's doc): ``(codes, rows)``; the entries' rows; the records as ``(record
         code, usage code, rows)``, or None without any. The batch's TurnRecords are
         appended to `turns` and its OutboxEntries to `entries`, if given."""
-        got = self._events_encoder()(events)
-        if got is not None:
-            codes, rows, recs, ents = got
-        else:
-            types = list(map(type, events))
-            codes_of = self._codes
-            try:
-                codes = list(map(codes_of.__getitem__, types))
-            except KeyError:
-                for t in set(types) - codes_of.keys():
-                    self._register(t)
-                codes = list(map(codes_of.__getitem__, types))
-            rows = list(map(_call, map(self._getters.__getitem__, types), events))
-            recs = list(map(_record_of, compress(events, map(_is, types, repeat(TurnFinished)))))
-            ents = list(map(_entry_of, compress(events, map(_is, types, repeat(MessageCommitted)))))
+        codes, rows, recs, ents = self._events_encoder()(events)
         records = None
         if recs:
             rcode, ucode, record_rows = self._record_rows()
