@@ -81,8 +81,7 @@ from lemming.engine.tools.runner import ToolRunner
 
 
 #: Committed events that subscribers already saw live, as they happened.
-_LIVE_ONLY = (ToolCallStarted, ToolCallFinished)
-_LIVE_ONLY_TYPES = frozenset(_LIVE_ONLY)
+_LIVE_ONLY = frozenset((ToolCallStarted, ToolCallFinished))
 
 
 class Recorder(Protocol):
@@ -437,7 +436,7 @@ class Engine(RunReadAPI):
             await self.recorder.write([e for e in events if e.persistent] if transient else events)
         self.state.apply_all(events)
         rest = events[published:] if published else events
-        if not _LIVE_ONLY_TYPES.isdisjoint(kinds):
+        if not _LIVE_ONLY.isdisjoint(kinds):
             rest = [ev for ev in rest if type(ev) not in _LIVE_ONLY]
         self._publish(rest)
 
