@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lemming.engine.events import (
+    AgentSkipped,
     CommandApplied,
     CreditsCharged,
     CreditsToppedUp,
@@ -62,6 +63,9 @@ class OrgState:
     sent: dict[str, int] = field(default_factory=dict)
     soft_warned: set[str] = field(default_factory=set)
     retired: set[str] = field(default_factory=set)
+    #: Agents skipped as broke at their last fire point (credits above zero but short of
+    #: what the prompt costs), until a top-up, a turn of theirs or new definitions.
+    broke: set[str] = field(default_factory=set)
     total_spend: float = 0.0
     seq: int = 0  # how many outbox entries were ever committed (orders entries of one tick)
     interval: float = 0.0
@@ -117,6 +121,7 @@ class OrgState:
         spent = self.spent
         last_turn = self.last_turn
         cursors = self.cursors
+        broke = self.broke
         for ev in events:
             t = type(ev)
             if t in noop:
@@ -126,6 +131,8 @@ class OrgState:
                 agent = rec.agent
                 last_turn[agent] = rec
                 cursors[agent] = rec.tick
+                if broke:
+                    broke.discard(agent)
             elif t is MessageCommitted:
                 e = ev.entry  # type: ignore[attr-defined]
                 add(e)
@@ -180,8 +187,13 @@ class OrgState:
     def _apply_tool_finished(self, ev: ToolCallFinished) -> None:
         self.running_tool.pop(ev.agent, None)
 
+    def _apply_skipped(self, ev: AgentSkipped) -> None:
+        if ev.reason == "broke":
+            self.broke.add(ev.agent)
+
     def _apply_top_up(self, ev: CreditsToppedUp) -> None:
         self.credits[ev.agent] = ev.balance
+        self.broke.discard(ev.agent)
         a = self.org.agents.get(ev.agent)
         if a is not None and (a.budget.soft_cap is None or ev.balance > a.budget.soft_cap):
             self.soft_warned.discard(ev.agent)
@@ -201,10 +213,12 @@ class OrgState:
         # holds; the live engine runs the ones in the event, so the fold must too.
         if not self.org.agents or self.org.definitions_hash() != ev.definitions_hash:
             self.org = Org.from_definitions(Path(ev.org_path), ev.definitions)
+        self.broke.clear()  # (prices and budgets may have changed: the next fire point tells)
         self._adopt_agents()
 
     def _apply_reload(self, ev: DefinitionsReloaded) -> None:
         self.org = Org.from_definitions(self.org.root, ev.definitions)
+        self.broke.clear()  # (prices and budgets may have changed: the next fire point tells)
         self._adopt_agents()
         self.retired.update(ev.removed)
 
@@ -226,7 +240,7 @@ class OrgState:
             return "retired"
         if not self.enabled.get(name, True):
             return "disabled"
-        if self.credits.get(name, 0.0) <= 0 and self.org.agents[name].resume.calls_model:
+        if name in self.broke or (self.credits.get(name, 0.0) <= 0 and self.org.agents[name].resume.calls_model):
             return "broke"
         last = self.last_turn.get(name)
         if last is not None and last.status not in ("ok",):
@@ -251,6 +265,7 @@ class OrgState:
             "sent": self.sent,
             "soft_warned": sorted(self.soft_warned),
             "retired": sorted(self.retired),
+            "broke": sorted(self.broke),
             "total_spend": self.total_spend,
             "seq": self.seq,
             "interval": self.interval,
@@ -273,6 +288,7 @@ class OrgState:
         s.sent = dict(d["sent"])
         s.soft_warned = set(d["soft_warned"])
         s.retired = set(d["retired"])
+        s.broke = set(d.get("broke", ()))  # (snapshots from before it was kept have none)
         s.total_spend = d["total_spend"]
         s.seq = d["seq"]
         s.interval = d.get("interval", 0.0)
@@ -294,6 +310,7 @@ class OrgState:
 #: `apply_all`, are `_IN_PLACE`).
 _APPLY: dict[type, Any] = {
     TickCompleted: OrgState._apply_tick,
+    AgentSkipped: OrgState._apply_skipped,
     ToolCallStarted: OrgState._apply_tool_started,
     ToolCallFinished: OrgState._apply_tool_finished,
     CreditsToppedUp: OrgState._apply_top_up,

@@ -195,6 +195,34 @@ async def test_credits_are_charged_by_usage_and_broke_agents_stop(tmp_path: Path
     assert engine.state.total_spend == pytest.approx(sum(e.amount for e in events if isinstance(e, CreditsCharged)))
 
 
+async def test_an_agent_that_cannot_pay_for_its_prompt_is_broke_until_topped_up(tmp_path: Path, monkeypatch) -> None:
+    # Credits above zero but short of the prompt (a few hundred tokens at 10/M): skipped as
+    # broke, and shown as broke (not idle) until a top-up.
+    sp.install(monkeypatch)
+    root = _scripted_org(tmp_path, {"poor": {"credits": {"max_credits": 0.001}}, "rich": {}})
+    engine = Engine(load_org(root), paused=True)
+    sub = engine.subscribe(tokens=False)
+    task = asyncio.create_task(engine.run())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert engine.agent_status("poor") == "idle"
+    engine.step()
+    while engine.tick < 1:
+        await asyncio.sleep(0.01)
+    skips = [e for e in sub.drain() if isinstance(e, AgentSkipped)]
+    assert [(e.agent, e.reason) for e in skips] == [("poor", "broke")]
+    assert engine.state.credits["poor"] == pytest.approx(0.001)
+    assert engine.agent_status("poor") == "broke" and engine.agent_status("rich") == "idle"
+    assert engine.state.to_dict()["broke"] == ["poor"]  # snapshots keep it
+    engine.top_up("poor", 1.0)
+    engine.step()
+    while engine.tick < 2:
+        await asyncio.sleep(0.01)
+    assert engine.agent_status("poor") == "idle" and engine.state.last_turn["poor"].tick == 2
+    engine.stop()
+    await task
+
+
 async def test_max_tokens_is_capped_by_what_the_agent_can_afford(tmp_path: Path, monkeypatch) -> None:
     sp.install(monkeypatch)
     root = _scripted_org(tmp_path, {"poor": {"model": {"key": "scripted", "max_tokens": 4000}, "credits": {"max_credits": 0.03}}})

@@ -192,13 +192,13 @@ async def test_a_reader_store_and_a_replay_cursor_agree_with_the_live_run(tmp_pa
 
 
 def test_the_fold_may_skip_what_apply_ignores(tmp_path: Path) -> None:
-    """The store's fold does not build the events in FOLD_SKIPS; `apply` must ignore them."""
-    from lemming.engine.events import AgentSkipped, CommandRejected, DefinitionRejected, FilesNotWritten, TickAborted, TickStarted, TurnStarted
+    """The store's fold does not build the events in FOLD_SKIPS; `apply` must ignore them.
+    (A skip is folded: an agent skipped as broke is shown broke until topped up.)"""
+    from lemming.engine.events import CommandRejected, DefinitionRejected, FilesNotWritten, TickAborted, TickStarted, TurnStarted
 
     samples = {
         TickStarted: TickStarted(3, ("alice",)),
         TurnStarted: TurnStarted(3, "alice", "sim", 100),
-        AgentSkipped: AgentSkipped(3, "alice", "broke", "x"),
         CommandRejected: CommandRejected(3, "top_up", "no"),
         DefinitionRejected: DefinitionRejected(3, "agents/a/resume.json", ("bad",)),
         TickAborted: TickAborted(3),
