@@ -130,10 +130,14 @@ class ControlRoom(Room):
         self.push_screen(DefinitionsScreen(self.watcher.rejected if self.watcher is not None else {}))
 
     async def action_edit_agent(self) -> None:
-        """Open the selected agent's resume.json in $VISUAL / $EDITOR, then come back."""
+        """Open the selected agent's resume.json in $VISUAL / $EDITOR, then come back. The
+        run goes on meanwhile (nothing is drawn while the editor has the terminal), and
+        what was saved hot-reloads at the next tick boundary."""
         import os
         import shlex
-        import subprocess
+        import shutil
+
+        from textual.app import SuspendNotSupported
 
         agent = self._agent_selected()
         if agent is None:
@@ -141,10 +145,26 @@ class ControlRoom(Room):
         path = Path(self.engine.org.root) / self.engine.org.agents[agent].path
         editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
         try:
-            with self.suspend():
-                subprocess.run([*shlex.split(editor), str(path)], check=False)
-        except Exception as exc:  # no terminal to give away (e.g. in a browser), or no such editor
-            self.notify(f"Cannot open an editor here ({exc}). The file is {path}", title="Edit", severity="warning", timeout=10)
+            argv = [*shlex.split(editor), str(path)]
+        except ValueError as exc:
+            argv, problem = [], f"$VISUAL/$EDITOR {editor!r} does not parse: {exc}"
+        else:
+            problem = "" if shutil.which(argv[0]) else f"{argv[0]!r} ($VISUAL/$EDITOR) is not a program on PATH"
+        if problem:
+            self.notify(f"Cannot open an editor: {problem}. Set $EDITOR, or edit {path} elsewhere: it reloads at the next tick.",
+                        title="Edit", severity="warning", timeout=10)
+            return
+        try:
+            with self.batch_update(), self.suspend():
+                try:
+                    proc = await asyncio.create_subprocess_exec(*argv)
+                    await proc.wait()
+                except OSError as exc:  # (inside: the terminal must come back whatever happens)
+                    problem = f"{argv[0]} did not start: {exc}"
+        except SuspendNotSupported:  # no terminal to give away (in a browser)
+            problem = "this control room has no terminal to lend it (served to a browser)"
+        if problem:
+            self.notify(f"Cannot open an editor: {problem}. The file is {path}", title="Edit", severity="warning", timeout=10)
             return
         if self.watcher is not None:
             await self.watcher.rescan([str(path)])

@@ -139,6 +139,10 @@ class Room(App[int]):
         self.notices: deque[tuple[str, str, str]] = deque(maxlen=50)  # (severity, title, text) shown
         self._engine_worker: Worker | None = None
         self._intent_paused: bool | None = None
+        #: (the run's interval when +/- was last pressed, the interval asked for): keys
+        #: pressed before the run applies it (at the tick boundary) step on from what
+        #: was asked, not from what still runs
+        self._intent_interval: tuple[float, float] | None = None
         self._heap_holds = 0
         if not animations:
             self.animation_level = "none"
@@ -163,6 +167,7 @@ class Room(App[int]):
         self.feed = feed
         self.view = view if view is not None else RunView(sorted(source.org.agents))
         self._intent_paused = None
+        self._intent_interval = None
 
     async def show_run(self, source: RunSource, *, control: RunControl | None = None, feed: EventFeed | None = None) -> MainScreen:
         """Show a run on a new main screen (the hook of the class docstring)."""
@@ -464,13 +469,21 @@ class Room(App[int]):
             return
         control, source, name = steer
         agent = source.org.agents[name]
+        if not agent.resume.calls_model:
+            self.notify(f"{name} has model \"none\": it never calls a model, so it never spends credits.", severity="warning", timeout=4)
+            return
         balance = source.state.credits.get(name, 0.0)
 
         from lemming.tui.screens.top_up import TopUpDialog
 
         def done(amount: float | None) -> None:
-            if amount is not None:
-                control.top_up(name, amount)
+            if amount is None:
+                return
+            control.top_up(name, amount)
+            after = balance + amount
+            cap = agent.budget.max_credits
+            above = f", above its max_credits of {cap:g}" if after > cap else ""
+            self.notify(f"Topping up {name} by {amount:g} credits: about {after:.4g}{above}.", timeout=4)
 
         self.push_screen(TopUpDialog(name, balance, agent.budget.max_credits, cursor_blink=self.cursor_blink), done)
 
@@ -487,13 +500,19 @@ class Room(App[int]):
         control = self._steerable()
         if control is None or self.source is None:
             return
-        now = self.source.state.interval
+        running = self.source.state.interval
+        asked = self._intent_interval
+        now = asked[1] if asked is not None and asked[0] == running else running
         if direction > 0:
             nxt = next((s for s in INTERVAL_STEPS if s > now + 1e-9), INTERVAL_STEPS[-1])
         else:
             nxt = next((s for s in reversed(INTERVAL_STEPS) if s < now - 1e-9), INTERVAL_STEPS[0])
         if nxt != now:
             control.set_interval(nxt)
+            self._intent_interval = (running, nxt)
+        pace = "no pause between ticks" if nxt == 0 else f"{nxt:g}s between ticks"
+        limit = " (the limit)" if nxt == now else ""
+        self.notify(f"Speed: {pace}{limit}.", timeout=2)
 
     def action_slower(self) -> None:
         self._step_interval(1)
@@ -526,7 +545,12 @@ class Room(App[int]):
         if last is not None and not any(t is last or (t.tick == last.tick) for t in turns):
             turns.append(last)
         if not turns:
-            self.notify(f"{agent} has not taken a turn yet.", severity="warning", timeout=3)
+            a = self.source.org.agents.get(agent) if self.source is not None else None
+            if a is not None and not a.resume.calls_model:
+                self.notify(f"{agent} has model \"none\": a seat that never takes a turn (messages to it are in pane 5).",
+                            severity="warning", timeout=4)
+            else:
+                self.notify(f"{agent} has not taken a turn yet.", severity="warning", timeout=3)
             return
         index = len(turns) - 1
         if tick is not None:
