@@ -19,12 +19,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from pydantic import BaseModel, ValidationError
 
 from lemming.engine import plainjson
-from lemming.engine.mcp.config import grant_problems
+from lemming.engine.mcp.config import grant_problems, is_mcp_tool
 
 from lemming.engine.resume import (
     NO_MODEL_KEY,
@@ -312,6 +312,12 @@ def load_resume(
         data = {**data, "name": folder.name}
     resume = _validate(Resume, data, rel, problems)
     if resume is None:
+        # Say as well what else is wrong that the schema's errors do not cover, so that one
+        # `validate` lists every problem: an unknown model.
+        raw = data.get("model")
+        key = raw.get("key") if isinstance(raw, dict) else raw
+        if models is not None and isinstance(key, str) and key != NO_MODEL_KEY and key not in models:
+            problems.append(_unknown_model(rel, key, models))
         return None
     if resume.name != folder.name:
         problems.append(
@@ -320,14 +326,36 @@ def load_resume(
         )
         return None
     if models is not None and resume.calls_model and resume.model.key not in models:
-        names = sorted(models)
-        known = ", ".join(shown_key(k) for k in names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
-        problems.append(
-            f"{rel}: model.key: unknown model {resume.model.key!r}; known: {known} "
-            "(add it to models.json or use \"none\" for a seat that never calls a model)"
-        )
+        problems.append(_unknown_model(rel, resume.model.key, models))
         return None
     return resume
+
+
+def _unknown_model(rel: str, key: str, models: Mapping[str, Any]) -> str:
+    names = sorted(models)
+    known = ", ".join(shown_key(k) for k in names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    return (
+        f"{rel}: model.key: unknown model {key!r}; known: {known} "
+        "(add it to models.json or use \"none\" for a seat that never calls a model)"
+    )
+
+
+def _grant_warnings(rel: str, resume: Resume, agents: Iterable[str]) -> list[str]:
+    """What a definition names that does not exist, though it may run: a built-in tool this
+    engine does not provide (a call of it returns an error), an outbox of no agent (it
+    reads nothing until such an agent joins, say by create_agent)."""
+    from lemming.engine.tools.specs import SPECS
+
+    out = [
+        f"{rel}: permissions.tools: {t!r} is not a tool this engine provides ({', '.join(SPECS)}); calling it returns an error"
+        for t in resume.permissions.tools
+        if not is_mcp_tool(t) and t not in SPECS
+    ]
+    known = set(agents)
+    for name in resume.permissions.read_outboxes:
+        if name != "*" and name not in known:
+            out.append(f"{rel}: permissions.read_outboxes: {name!r} is no agent here; it is read once such an agent joins")
+    return out
 
 
 def build_budget(resume: Resume, entry: CreditsEntry | None, settings: OrgSettings) -> Budget:
@@ -410,6 +438,8 @@ def load_org(root: str | Path, *, strict: bool = True, last_good: Org | None = N
                 agents[resume.name] = kept[resume.name]
             continue
         agents[resume.name] = AgentDef(resume.name, resume, budget, rel)
+    for a in agents.values():
+        warnings.extend(_grant_warnings(a.path, a.resume, agents))
     for name in credits:
         if name not in agents and not any(p.startswith(f"agents/{name}/") for p in problems):
             warnings.append(

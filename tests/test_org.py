@@ -119,6 +119,27 @@ def test_one_bad_agent_does_not_hide_the_others_errors(tmp_path: Path) -> None:
     assert files == {"agents/b/resume.json", "agents/c/resume.json", "agents/d/resume.json"}
 
 
+def test_one_file_lists_its_unknown_model_beside_its_schema_errors(tmp_path: Path) -> None:
+    root = make_org(tmp_path / "o", {"a": {}})
+    (root / "agents" / "b").mkdir()
+    bad = {"name": "b", "model": {"key": "gpt-99"}, "schedule": {"run_every_n_ticks": "often"}}
+    (root / "agents" / "b" / "resume.json").write_text(json.dumps(bad))
+    problems = _problems(root)
+    assert [p.split(": ")[1] for p in problems] == ["schedule.run_every_n_ticks", "model.key"], problems
+
+
+def test_tools_and_outboxes_that_do_not_exist_are_warned_of(tmp_path: Path) -> None:
+    root = make_org(tmp_path / "o", {"a": {"reads": ["b", "enginer", "*"]}, "b": {}})
+    write_resume(root, "a", reads=["b", "enginer", "*"], tools=["file_read", "file_reed"])
+    org = load_org(root)
+    assert org.warnings == [
+        "agents/a/resume.json: permissions.tools: 'file_reed' is not a tool this engine provides "
+        "(memory_read, memory_write, file_read, file_write, file_list, shell, create_agent, list_agents, clock); "
+        "calling it returns an error",
+        "agents/a/resume.json: permissions.read_outboxes: 'enginer' is no agent here; it is read once such an agent joins",
+    ]
+
+
 def test_models_and_credits_file_errors(tmp_path: Path) -> None:
     root = make_org(
         tmp_path / "o",
