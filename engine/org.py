@@ -334,8 +334,9 @@ def load_resume(
 def _unknown_model(rel: str, key: str, models: Mapping[str, Any]) -> str:
     names = sorted(models)
     known = ", ".join(shown_key(k) for k in names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    shown = repr(key) if len(key) <= 60 else repr(key[:57]) + "..."
     return (
-        f"{rel}: model.key: unknown model {key!r}; known: {known} "
+        f"{rel}: model.key: unknown model {shown}; known: {known} "
         "(add it to models.json or use \"none\" for a seat that never calls a model)"
     )
 

@@ -183,6 +183,10 @@ class ModelSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _cli_defaults(cls, data: Any) -> Any:
+        # An entry keeps the fields it does not know (LeMMing's), so a key written beside
+        # the known ones would be kept and recorded with the definitions: refuse it here.
+        if isinstance(data, dict):
+            _refuse_inline_keys(data)
         # LeMMing's cli entries name no model; a command is not retried by default.
         if isinstance(data, dict) and data.get("provider") == "cli":
             from lemming.engine.providers.cli import spec_defaults
@@ -205,11 +209,20 @@ class ModelSpec(BaseModel):
     @field_validator("provider_config")
     @classmethod
     def _no_inline_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        if "api_key" in v:
-            raise ValueError(
-                "API keys do not belong in models.json; name an environment variable with api_key_env"
-            )
+        _refuse_inline_keys(v)
         return v
+
+
+#: Field names that hold a secret when written into models.json (compared lower-case).
+_SECRET_FIELDS = frozenset({"api_key", "apikey", "api_token", "access_token", "token", "secret", "password", "authorization"})
+
+
+def _refuse_inline_keys(fields: dict[str, Any]) -> None:
+    for name in fields:
+        if isinstance(name, str) and name.lower() in _SECRET_FIELDS:
+            raise ValueError(
+                f"{name!r} holds a key: API keys do not belong in models.json; name an environment variable with api_key_env"
+            )
 
 
 class CreditsEntry(BaseModel):

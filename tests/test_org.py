@@ -144,12 +144,21 @@ def test_models_and_credits_file_errors(tmp_path: Path) -> None:
     root = make_org(
         tmp_path / "o",
         {"a": {}},
-        models={"m": {"provider": "openai"}, "k": {"provider": "openai", "model_name": "x", "provider_config": {"api_key": "sk-leak"}}},
+        models={
+            "m": {"provider": "openai"},
+            "k": {"provider": "openai", "model_name": "x", "provider_config": {"api_key": "sk-leak"}},
+            "top": {"provider": "openai", "model_name": "x", "api_key": "sk-leak-top"},
+            "bearer": {"provider": "openai", "model_name": "x", "Authorization": "Bearer sk-leak-auth"},
+        },
         credits={"a": {"cost_per_action": "lots"}},
     )
     problems = _problems(root)
     assert "models.json: m.model_name: is required" in problems
-    assert any(p.startswith("models.json: k.provider_config: API keys do not belong in models.json") for p in problems)
+    assert "models.json: k.provider_config: 'api_key' holds a key: API keys do not belong in models.json; name an environment variable with api_key_env" in problems
+    # Beside the known fields too (an entry keeps the fields it does not know, and they
+    # would be recorded with the definitions).
+    assert any(p.startswith("models.json: top: 'api_key' holds a key: API keys do not belong") for p in problems), problems
+    assert any(p.startswith("models.json: bearer: 'Authorization' holds a key") for p in problems), problems
     assert not any("sk-leak" in p for p in problems)
     assert any(p.startswith("credits.json: a.cost_per_action") for p in problems)
 
