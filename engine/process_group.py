@@ -4,7 +4,8 @@ ended as a group, and reaped even when the run is killed with SIGKILL.
 * :func:`spawn` starts a program in a new session (its own process group), with
   ``PR_SET_PDEATHSIG`` so the kernel kills it if the run dies (set by util-linux's
   ``setpriv --pdeathsig`` where present, else by a ``prctl`` between fork and exec),
-  and registers the group with the run's :class:`Reaper`.
+  and registers the group with the run's :class:`Reaper` (a child that reads nothing
+  registers it itself, before it runs anything: see :func:`_registering_gate`).
 * :func:`end_group` ends a group: SIGTERM, a grace period, then SIGKILL to whatever is
   left (grandchildren included), and forgets it in the reaper.
 * :func:`release` closes a finished child's pipes and asyncio transport, which asyncio

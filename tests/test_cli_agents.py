@@ -20,6 +20,7 @@ import pytest
 from lemming.engine.engine import Engine
 from lemming.engine.events import MessageCommitted, TokenDelta, TurnFinished, canonical
 from lemming.engine.org import load_org
+from lemming.engine import process_group
 from lemming.engine.process_group import child_env, expand_env_refs, reaper
 from lemming.engine.tools.files import Workspace
 from lemming.engine.providers.base import ChatMessage, CompletionRequest, ProviderConfig, ProviderError, TextDelta
@@ -802,6 +803,31 @@ def test_the_kernel_ends_a_child_whose_run_is_killed_even_without_the_reaper(tmp
     p.kill()
     p.wait(timeout=10)
     assert wait_gone(marker, 5) == []
+
+
+def test_a_run_killed_before_it_registers_a_child_still_has_the_childs_group_ended(tmp_path: Path) -> None:
+    # The run dies after the fork but before it tells the reaper of the child (here: at
+    # that very call, once the child has started a grandchild in its group). The direct
+    # child dies with the run (the kernel's parent-death signal); the grandchild has no
+    # such signal and is ended only because the child registered its group itself.
+    marker = f"unregistered-{os.getpid()}-{time.monotonic_ns()}"
+    parent = script(tmp_path, "parent", f"""
+        import asyncio, os, time
+        from lemming.engine import process_group
+        from tests.support.processes import pids_with
+        def die_before_registering(self, pgid):
+            while not pids_with("{marker}"):
+                time.sleep(0.01)
+            os._exit(9)
+        process_group.Reaper.watch = die_before_registering
+        async def main():
+            grandchild = "{sys.executable} -c 'import time; time.sleep(300)' {marker}"
+            await process_group.spawn(["/bin/sh", "-c", grandchild + " & wait"], cwd="/", env={{"PATH": "/usr/bin:/bin"}})
+        asyncio.run(main())
+    """)
+    p = subprocess.run([sys.executable, parent], env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert p.returncode == 9
+    assert wait_gone(marker, 2 * process_group.KILL_GRACE + 5) == []
 
 
 async def test_a_string_command_a_relative_cwd_and_an_unset_reference(tmp_path: Path, monkeypatch) -> None:
