@@ -411,7 +411,8 @@ def load_org(root: str | Path, *, strict: bool = True, last_good: Org | None = N
     credits_failed = len(problems) > before
     before = len(problems)
     settings = load_settings(root, problems)
-    if last_good is not None and len(problems) > before:
+    settings_failed = len(problems) > before
+    if last_good is not None and settings_failed:
         settings = last_good.settings
     kept = last_good.agents if last_good is not None else {}
     agents: dict[str, AgentDef] = {}
@@ -432,7 +433,9 @@ def load_org(root: str | Path, *, strict: bool = True, last_good: Org | None = N
                 agents[resume.name] = kept[resume.name]
             continue
         rel = _rel(root, folder / "resume.json")
-        grant_errors = grant_problems(rel, resume.permissions.tools, settings.mcp_servers)
+        # (With org.json broken, its servers are unknown: its own error says so, and a grant
+        # is not called wrong for naming one of them.)
+        grant_errors = [] if settings_failed and last_good is None else grant_problems(rel, resume.permissions.tools, settings.mcp_servers)
         if grant_errors:
             problems.extend(grant_errors)
             if resume.name in kept:

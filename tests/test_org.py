@@ -140,6 +140,13 @@ def test_tools_and_outboxes_that_do_not_exist_are_warned_of(tmp_path: Path) -> N
     ]
 
 
+def test_a_broken_org_json_is_one_problem_not_one_more_per_mcp_grant(tmp_path: Path) -> None:
+    root = make_org(tmp_path / "o", {"a": {"tools": ["time/*"]}})
+    (root / "org.json").write_text('{"mcp_servers": {"time": {"command": "x"}},')
+    problems = _problems(root)
+    assert len(problems) == 1 and problems[0].startswith("org.json: "), problems
+
+
 def test_models_and_credits_file_errors(tmp_path: Path) -> None:
     root = make_org(
         tmp_path / "o",
