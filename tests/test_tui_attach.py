@@ -1,0 +1,94 @@
+"""The attached control room (`lemming attach`) and the watch header, as an operator sees them.
+
+A sim run is served in this process the way `lemming run --headless` serves it (its own
+hot-reload watcher beside it, the server closed as soon as the run ends), and an
+AttachRoom follows it over the real socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import AsyncIterator
+
+from lemming.engine.events import CommandRejected
+from lemming.engine.remote import ControlServer, RemoteEngine
+from lemming.engine.watch import watch_org
+from lemming.tui.attach_app import AttachRoom
+from lemming.tui.screens.definitions import DefinitionsScreen
+from lemming.tui.screens.inject import InjectDialog
+from tests.conftest import make_org, write_resume
+from tests.support.app_driver import sim_engine, wait_for
+
+
+def header(app: AttachRoom) -> str:
+    return app.main.status.render().plain
+
+
+def footer_keys(app: AttachRoom) -> set[str]:
+    return {b.key for _, b, _, _ in app.screen.active_bindings.values() if b.show}
+
+
+@contextlib.asynccontextmanager
+async def served(org: Path, *, interval: float = 0.05, watch: bool = True, flush: float = 0.02) -> AsyncIterator[tuple]:
+    """(engine, server, the run's task) for an engine on `org`, served and running; at the
+    end the run is stopped and the server closed, in the headless run's order."""
+    engine = sim_engine(org, interval=interval)
+    stop_watching = asyncio.Event()
+    server = await ControlServer(engine, org, flush=flush).start()
+    task = asyncio.create_task(engine.run())
+    watcher = asyncio.create_task(watch_org(engine, stop_event=stop_watching)) if watch else None
+    try:
+        yield engine, server, task
+    finally:
+        if engine.running:
+            engine.stop()
+        await task
+        stop_watching.set()
+        if watcher is not None:
+            await watcher
+        await server.close()
+
+
+def room(remote: RemoteEngine, tmp_path: Path) -> AttachRoom:
+    return AttachRoom(remote, wall_clock=False, cursor_blink=False, animations=False, config_dir=tmp_path / "cfg")
+
+
+def two_agents(tmp_path: Path) -> Path:
+    return make_org(tmp_path / "org", {"alice": {"reads": ["bob"]}, "bob": {"reads": ["alice"]}})
+
+
+async def test_stopping_the_run_from_the_attached_room_shows_it_stopped(tmp_path: Path) -> None:
+    org = two_agents(tmp_path)
+    # The server's batches wait a while: the run's last events are still queued when it closes.
+    async with served(org, watch=False, flush=0.3) as (engine, server, task):
+        app = room(await RemoteEngine.attach(server.path), tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.remote.tick >= 2, what="a few ticks")
+            await pilot.press("X")
+            await task
+            await server.close()  # at once, as the headless run does when its run ends
+            await wait_for(pilot, lambda: app.run_result is not None, what="the end of the stream")
+            await pilot.pause(0.2)
+            assert app.main.status.mode == "STOPPED" and "STOPPED" in header(app)
+            assert app.remote.state.stopped == "stopped" and app.remote.tick == engine.tick
+            await pilot.press("ctrl+d")
+
+
+async def test_a_rejected_command_is_said_once_without_its_name_twice(tmp_path: Path) -> None:
+    org = two_agents(tmp_path)
+    async with served(org, watch=False) as (_, server, _):
+        remote = await RemoteEngine.attach(server.path)
+        looker = await RemoteEngine.attach(server.path, read_only=True)
+        subs = remote.subscribe(), looker.subscribe()
+        follow = [asyncio.create_task(r.run()) for r in (remote, looker)]
+        remote.top_up("nobody", 1.0)  # the engine rejects it: its event is in the stream
+        looker.pause()  # the server refuses it
+        await asyncio.sleep(0.5)
+        rejected = [[e for e in s.drain() if type(e) is CommandRejected] for s in subs]
+        assert [(e.command, e.error) for e in rejected[0]] == [("top_up", "no such agent: nobody")]
+        assert sorted((e.command, e.error) for e in rejected[1]) == [("pause", "this connection is read-only"), ("top_up", "no such agent: nobody")]
+        for r in (remote, looker):
+            r.detach()
+        await asyncio.gather(*follow)
