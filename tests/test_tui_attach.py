@@ -179,3 +179,27 @@ async def test_the_attached_header_keeps_the_run_id_at_80_columns(tmp_path: Path
                 assert line.startswith(" org  LIVE  tick ") and f"run {engine.run_id}" in line, line
                 assert hint is None or (hint in line and "X stops the run" in line), line
                 await pilot.press("ctrl+d")
+
+
+async def test_watch_shows_the_rate_the_ticks_land_at(tmp_path: Path) -> None:
+    from lemming.engine.recorded_run import RecordedRun
+    from lemming.tui.replay_app import ReplayRoom
+    from lemming.tui.screens.replay import ReplayScreen
+
+    org = two_agents(tmp_path)
+    db = tmp_path / "runs.db"
+    engine = sim_engine(org, interval=0.1, run_id="watched")
+    async with await RecordedRun.record(engine, db):
+        task = asyncio.create_task(engine.run())
+        try:
+            app = ReplayRoom(db, "watched", follow=True, poll_interval=0.1, config_dir=tmp_path / "cfg", cursor_blink=False, animations=False)
+            async with app.run_test(size=(120, 30)) as pilot:
+                await wait_for(pilot, lambda: isinstance(app.screen, ReplayScreen) and app.screen.is_mounted, what="the watch screen")
+                await wait_for(pilot, lambda: app.main.status.mode == "WATCH" and app.main.status.tick >= 3, timeout=20, what="watching")
+                await wait_for(pilot, lambda: app.main.status.tick_rate() != "—", timeout=10, what="a tick rate")
+                assert 1 <= float(app.main.status.tick_rate()) <= 20
+                assert " t/s" in header(app) and "— t/s" not in header(app)
+                await pilot.press("q")
+        finally:
+            engine.stop()
+            await task

@@ -1,10 +1,10 @@
 """The header line: organisation, run id, mode word, `tick N`, tick rate, total spend.
 
 The mode word is LIVE, PAUSED, REPLAY or WATCH (STOPPING / STOPPED when the run
-ends), READ-ONLY beside it for a window that cannot steer. The tick rate comes from
-an injectable clock; without one (snapshot tests) it shows "—", as it does while
-paused, so the screen holds no wall-clock text. Hints come last: the first of them
-that fits beside the run id.
+ends), READ-ONLY beside it for a window that cannot steer. The tick rate (live, and
+while watching a run being written) comes from an injectable clock; without one
+(snapshot tests) it shows "—", as it does while paused, so the screen holds no
+wall-clock text. Hints come last: the first of them that fits beside the run id.
 """
 
 from __future__ import annotations
@@ -77,13 +77,13 @@ class StatusBar(Widget):
         self.hints: tuple[str, ...] = ()
         self._ticks: deque[float] = deque(maxlen=12)
 
-    def tick_committed(self) -> None:
-        """Note that a tick was committed now (for the tick rate)."""
+    def tick_committed(self, at: float | None = None) -> None:
+        """Note that a tick was committed now, or at `at` on the clock (for the tick rate)."""
         if self.clock is not None:
-            self._ticks.append(self.clock())
+            self._ticks.append(self.clock() if at is None else at)
 
     def tick_rate(self) -> str:
-        if self.clock is None or self.mode != "LIVE" or len(self._ticks) < 2:
+        if self.clock is None or self.mode not in ("LIVE", "WATCH") or len(self._ticks) < 2:
             return "—"
         now = self.clock()
         span = now - self._ticks[0]
