@@ -403,7 +403,7 @@ def test_keep_runs_in_the_background_and_quitting_the_room_leaves_it(org_dir: Pa
 
     background = None
     try:
-        assert read_until(lambda s: b"attached as" in s, 60), bytes(seen[-2000:])
+        assert read_until(lambda s: b"PAUSED" in s, 60), bytes(seen[-2000:])
         (background,) = served_runs(org_dir)[0]
         assert background.pid != pid  # the run is another process than the room
         assert asyncio.run(status(background.socket))["tick"] == 0  # --paused reached the run

@@ -27,6 +27,9 @@ PICKER = "picker"
 #: A control room attached to a served run: the live lines, with its own in place of
 #: the live ones of the same keys (q detaches instead of stopping the run).
 ATTACH = "attach"
+#: Attached over a read-only connection (`lemming attach --read-only`): the attached
+#: lines without the ones that steer; their keys stay bound, unlabelled, to say so.
+ATTACH_READ_ONLY = "attach-read-only"
 BOTH = frozenset({LIVE, REPLAY})
 
 #: The help screen's sections, in order.
@@ -48,12 +51,12 @@ class Act:
     #: Palette help; default: the help line's keys and text.
     hint: str = ""
 
-    def binding(self, description: str) -> Binding:
+    def binding(self, description: str, *, shown: bool = True) -> Binding:
         return Binding(
             self.key,
             self.action,
             self.label or description,
-            show=bool(self.label),
+            show=shown and bool(self.label),
             key_display=self.key_display,
             priority=self.priority,
             id=self.id,
@@ -70,6 +73,8 @@ class KeyLine:
     what: str
     acts: tuple[Act, ...] = ()
     modes: frozenset[str] = BOTH
+    #: The line's acts change the run (or its files): none on a read-only connection.
+    steers: bool = False
 
 
 def _pane(n: int, pane: str, label: str) -> Act:
@@ -138,35 +143,35 @@ TABLE: tuple[KeyLine, ...] = (
     # --- live: steering the run -----------------------------------------------------------
     KeyLine("Run", "space", "pause / resume (applied at the next tick boundary)", (
         Act("app.toggle_pause", "space", "run.pause", "Pause", title="Pause / resume the run"),
-    ), frozenset({LIVE})),
+    ), frozenset({LIVE}), steers=True),
     KeyLine("Run", "n", "step exactly one tick while paused", (
         Act("app.step", "n", "run.step", "Step", title="Step one tick"),
-    ), frozenset({LIVE})),
+    ), frozenset({LIVE}), steers=True),
     KeyLine("Run", "i", "inject a message from the operator (recipients, kind, text)", (
         Act("app.inject", "i", "run.inject", "Inject", title="Inject a message"),
-    ), frozenset({LIVE})),
+    ), frozenset({LIVE}), steers=True),
     KeyLine("Agent", "↑ ↓ / j k", "select an agent (roster, credits, messages)", modes=frozenset({LIVE})),
     KeyLine("Agent", "t", "top up the selected agent's credits", (
         Act("app.top_up", "t", "agent.top_up", "Top-up", title="Top up the selected agent"),
-    ), frozenset({LIVE})),
+    ), frozenset({LIVE}), steers=True),
     KeyLine("Agent", "e", "enable / disable the selected agent", (
         Act("app.toggle_enabled", "e", "agent.enable", "On/off", title="Enable / disable the selected agent"),
-    ), frozenset({LIVE})),
+    ), frozenset({LIVE}), steers=True),
     KeyLine("Run", "+ / -", "longer / shorter wait between ticks", (
         Act("app.slower", "plus", "run.slower", "Speed", key_display="+/-", title="Longer tick interval"),
         Act("app.faster", "minus", "run.faster", title="Shorter tick interval"),
-    ), frozenset({LIVE})),
+    ), frozenset({LIVE}), steers=True),
     KeyLine("Agent", "enter", "inspect the selected agent's last turn, or the timeline row's turn", (
         Act("app.inspect", "enter", "agent.inspect", "Inspect", title="Inspect the selected turn"),
     ), frozenset({LIVE})),
     KeyLine("Run", "ctrl+p → Abort", "abort the tick in flight (nothing of it is committed)", (
         Act("app.abort_tick", title="Abort the tick in flight", hint="cancel its calls; nothing of it is committed; the run pauses"),
-    ), frozenset({LIVE})),
+    ), frozenset({LIVE}), steers=True),
     # --- both -----------------------------------------------------------------------------
     *_PANES,
     KeyLine("Agent", "E", "edit the selected agent's resume.json in $EDITOR (hot-reloads at the next tick)", (
         Act("app.edit_agent", "E", "agent.edit", title="Edit the selected agent's resume.json"),
-    ), frozenset({LIVE})),
+    ), frozenset({LIVE}), steers=True),
     KeyLine("App", "D", "rejected agent files and why (listed until fixed)", (
         Act("app.show_rejected", "D", "app.rejected", title="Rejected agent files"),
     ), frozenset({LIVE})),
@@ -183,7 +188,7 @@ TABLE: tuple[KeyLine, ...] = (
     ), frozenset({ATTACH})),
     KeyLine("Run", "X", "stop the served run at the end of the tick in flight", (
         Act("app.stop_run", "X", "attach.stop", "Stop run", title="Stop the served run"),
-    ), frozenset({ATTACH})),
+    ), frozenset({ATTACH}), steers=True),
     KeyLine("App", "q", "quit (replay never writes to the database)", (
         Act("app.quit", "q", "app.quit", "Quit", title="Quit"),
     ), frozenset({REPLAY, PICKER})),
@@ -203,6 +208,8 @@ TABLE: tuple[KeyLine, ...] = (
 def lines(mode: str) -> Iterator[KeyLine]:
     """The table's lines of `mode`, in table order (ATTACH: the live lines, its own
     lines in place of the live ones bound to the same keys)."""
+    if mode == ATTACH_READ_ONLY:
+        return (line for line in lines(ATTACH) if not line.steers)
     if mode != ATTACH:
         return (line for line in TABLE if mode in line.modes)
     own = {act.key for line in TABLE if ATTACH in line.modes for act in line.acts if act.key}
@@ -211,7 +218,10 @@ def lines(mode: str) -> Iterator[KeyLine]:
 
 
 def bindings(mode: str) -> list[Binding]:
-    """The bindings of a screen in `mode` (the footer shows those with a label)."""
+    """The bindings of a screen in `mode` (the footer shows those with a label); on a
+    read-only connection the steering keys are bound out of the footer, to say so."""
+    if mode == ATTACH_READ_ONLY:
+        return [act.binding(line.what, shown=not line.steers) for line in lines(ATTACH) for act in line.acts if act.key]
     return [act.binding(line.what) for line in lines(mode) for act in line.acts if act.key]
 
 

@@ -65,6 +65,8 @@ class ControlClient:
         #: state, history, events, lagged, notice and bye frames, in order
         self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.closed: str | None = None
+        #: Said in the hello: this connection reads the run and cannot steer it.
+        self.read_only = False
         self._reader_task = asyncio.create_task(self._read_loop(), name="control-client")
 
     @classmethod
@@ -86,7 +88,9 @@ class ControlClient:
         if hello.get("t") != "hello":
             writer.close()
             raise EndpointError(str(hello.get("error") or f"unexpected answer: {hello}"))
-        return cls(reader, writer, hello)
+        client = cls(reader, writer, hello)
+        client.read_only = read_only
+        return client
 
     async def _read_loop(self) -> None:
         reason = "the run closed the connection"
@@ -261,6 +265,8 @@ class RemoteEngine(RunReadAPI):
                 self._publish([CommandRejected(self.tick, "history", str(frame.get("text")))])
             elif t == "bye":
                 self.running = False
+                if self.state.stopped is None:  # its RunStopped was not seen (a window that lagged at the end)
+                    self.state.stopped = str(frame.get("reason") or "stopped")
                 await self.client.close()
                 return f"the run stopped: {frame.get('reason')} at tick {frame.get('tick')}"
             elif t == "closed":
@@ -298,9 +304,18 @@ class RemoteEngine(RunReadAPI):
             if f.cancelled():
                 return
             exc = f.exception()
-            error = str(exc) if exc is not None else (f.result().get("error") if f.result().get("t") == "error" else None)
+            if exc is not None:
+                error = str(exc)
+            else:
+                frame = f.result()
+                # An answer with a tick is the engine's own rejection: its CommandRejected is
+                # in the stream already (one notice, not two).
+                if frame.get("t") != "error" or "tick" in frame:
+                    return
+                error = str(frame.get("error") or "")
             if error:
-                self._publish([CommandRejected(self.tick, op, str(error))])
+                # The server's line starts with the op; CommandRejected names it apart.
+                self._publish([CommandRejected(self.tick, op, error.removeprefix(f"{op}: "))])
 
         fut.add_done_callback(answered)
 

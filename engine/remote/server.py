@@ -91,6 +91,15 @@ class _Client:
     def send(self, frame: dict[str, Any]) -> None:
         self.offer(protocol.encode(frame), force=True)
 
+    def send_last(self, frame: dict[str, Any]) -> None:
+        """Queue the connection's last frame (the bye) after every frame queued, live
+        events included: forced frames go out first, and the bye must not overtake the
+        run's last events (its RunStopped among them)."""
+        self.control.extend(self.queue)
+        self.queue.clear()
+        self.queued = 0
+        self.send(frame)
+
     def respond(self, rid: Any, ok: bool = True, **fields: Any) -> None:
         self.send({"t": "ok" if ok else "error", "id": rid, **fields})
 
@@ -191,7 +200,7 @@ class ControlServer:
         reason = self.engine.state.stopped or "stopped"
         self._answer_stops(reason)
         for client in list(self.clients):
-            client.send({"t": "bye", "reason": reason, "tick": self.engine.tick})
+            client.send_last({"t": "bye", "reason": reason, "tick": self.engine.tick})
         if self._server is not None:
             self._server.close()
         for path in (self.pointer, self.path):

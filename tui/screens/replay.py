@@ -92,6 +92,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         self._restreaming: list[dict[str, list[StreamPiece]]] = []
         self._gc_threshold: tuple[int, int, int] | None = None
         self._last_frame = 0.0
+        self._polled_at: float | None = None  # when the store was last read (the tick rate)
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -103,6 +104,8 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         self.refresh_status()
         self._move_cursor()
         self._load_rows()
+        if self.follow and getattr(self.app, "wall_clock", False):
+            self.status.clock = time.monotonic  # WATCH shows the rate the run's ticks land at
         self._poll()
         self.position.prefetch()
         self._hold_full_collections()
@@ -365,14 +368,28 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
             except StoreError as e:
                 self.status.set(note=f"store: {e}"[:80])
                 continue
+            finally:
+                since, self._polled_at = self._polled_at, time.monotonic()  # the status bar's clock
             if not changed:
                 continue
             if pos.hi != old_hi:
                 self.timeline.invalidate(None)
                 if self.follow and was_end:
+                    self._ticks_landed(pos.hi - old_hi, since)
                     self.move_to(pos.hi)
             self._play_subtitle()
             self.refresh_status()
+
+    def _ticks_landed(self, count: int, since: float | None) -> None:
+        """`count` ticks were written since the poll before (at `since`): for the header's
+        tick rate, each at its share of the time between (a poll sees a fast run's ticks in
+        bunches)."""
+        now = self._polled_at
+        if self.status.clock is None or now is None:
+            return
+        last = since if since is not None else now
+        for i in range(max(1, count - 11), count + 1):  # the rate keeps the last 12
+            self.status.tick_committed(last + (now - last) * i / count)
 
     # --- timeline rows off screen --------------------------------------------------------
 

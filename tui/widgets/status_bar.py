@@ -1,8 +1,10 @@
 """The header line: organisation, run id, mode word, `tick N`, tick rate, total spend.
 
-The mode word is LIVE, PAUSED or REPLAY (STOPPING / STOPPED when the run ends).
-The tick rate comes from an injectable clock; without one (snapshot tests) it
-shows "—", as it does while paused, so the screen holds no wall-clock text.
+The mode word is LIVE, PAUSED, REPLAY or WATCH (STOPPING / STOPPED when the run
+ends), READ-ONLY beside it for a window that cannot steer. The tick rate (live, and
+while watching a run being written) comes from an injectable clock; without one
+(snapshot tests) it shows "—", as it does while paused, so the screen holds no
+wall-clock text. Hints come last: the first of them that fits beside the run id.
 """
 
 from __future__ import annotations
@@ -69,15 +71,19 @@ class StatusBar(Widget):
         self.sim = False  # `--sim`: the sim serves the API models
         self.rejected = 0  # agent files whose current content was rejected (hot reload)
         self.unsandboxed = False  # org.json "sandbox": "none": shell commands run on the host
+        self.read_only = False  # a window that shows the run and cannot steer it
+        #: Hints, longest first: the first that fits beside the run id is shown (the run id
+        #: comes before them), else none.
+        self.hints: tuple[str, ...] = ()
         self._ticks: deque[float] = deque(maxlen=12)
 
-    def tick_committed(self) -> None:
-        """Note that a tick was committed now (for the tick rate)."""
+    def tick_committed(self, at: float | None = None) -> None:
+        """Note that a tick was committed now, or at `at` on the clock (for the tick rate)."""
         if self.clock is not None:
-            self._ticks.append(self.clock())
+            self._ticks.append(self.clock() if at is None else at)
 
     def tick_rate(self) -> str:
-        if self.clock is None or self.mode != "LIVE" or len(self._ticks) < 2:
+        if self.clock is None or self.mode not in ("LIVE", "WATCH") or len(self._ticks) < 2:
             return "—"
         now = self.clock()
         span = now - self._ticks[0]
@@ -106,6 +112,8 @@ class StatusBar(Widget):
         t.append(f" {self.mode} ", mode_style)
         if self.sim:
             t.append(" SIM ", self.get_component_rich_style("status-bar--replay"))
+        if self.read_only:
+            t.append(" READ-ONLY ", self.get_component_rich_style("status-bar--paused"))
         t.append(" tick ", lab)
         t.append(str(self.tick), value)
         t.append("  ", lab)
@@ -127,6 +135,10 @@ class StatusBar(Widget):
         if self.note:
             t.append(f"  {self.note}", self.get_component_rich_style("status-bar--error"))
         run = self.run_id
+        beside_run = len(run) + 7 if run else 0  # two spaces, "run ", the id, a space
+        hint = next((h for h in self.hints if t.cell_len + 2 + len(h) + beside_run <= width), "")
+        if hint:
+            t.append(f"  {hint}", lab)
         room = width - t.cell_len - 6
         if room >= 8 and run:
             shown = run if len(run) <= room else "…" + run[-(room - 1):]
