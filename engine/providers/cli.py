@@ -182,6 +182,17 @@ def spec_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def program_problem(program: str, path: str) -> str | None:
+    """Why `program` cannot be started, or None: a bare name not found on `path`, an
+    absolute path that is not an executable file. (A relative path is relative to
+    where it runs, and is checked there.) MCP servers' commands are checked alike."""
+    if "/" not in program and shutil.which(program, path=path) is None:
+        return f"{program!r} is not found on PATH; install it or give its full path"
+    if os.path.isabs(program) and not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        return f"{program!r} is not an executable file"
+    return None
+
+
 def check_config(provider_config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """What is wrong with a cli entry, as (field, message): a missing command, a bad option,
     a program not found on PATH, an `${env.NAME}` the environment does not hold."""
@@ -200,11 +211,9 @@ def check_config(provider_config: Mapping[str, Any], env: Mapping[str, str] | No
     except ValueError as e:  # shlex: "No closing quotation"
         return [("provider_config.command", f"cannot be split into arguments: {e}")]
     problems: list[tuple[str, str]] = []
-    program = cfg.argv[0]
-    if "/" not in program and shutil.which(program, path=src.get("PATH", os.defpath)) is None:
-        problems.append(("provider_config.command", f"{program!r} is not found on PATH; install it or give its full path"))
-    elif os.path.isabs(program) and not (os.path.isfile(program) and os.access(program, os.X_OK)):
-        problems.append(("provider_config.command", f"{program!r} is not an executable file"))
+    missing = program_problem(cfg.argv[0], src.get("PATH", os.defpath))
+    if missing:
+        problems.append(("provider_config.command", missing))
     for name, value in cfg.env.items():
         for ref in env_refs(value):
             if ref not in src:
@@ -775,6 +784,7 @@ __all__ = [
     "check_config",
     "command_label",
     "process_problems",
+    "program_problem",
     "reply_text",
     "spec_defaults",
 ]
