@@ -700,9 +700,9 @@ class _OutputReader:
 
 
 async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
-    """Whether `proc` exits within `timeout` seconds. Not `proc.wait()`: before Python
-    3.12 that also waits for every pipe to reach EOF, which a background child that
-    outlived it may never let happen."""
+    """Whether `proc` exits within `timeout` seconds. Not `proc.wait()`: called before
+    the exit, asyncio wakes it only once every pipe is closed too (at the transport's
+    connection_lost), which a background child that outlived `proc` may never allow."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while proc.returncode is None:

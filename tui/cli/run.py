@@ -98,12 +98,9 @@ class ProgressPrinter:
             elif t is DefinitionRejected:
                 c.print(f"        [red]rejected {escape(ev.file)}[/]: {escape(' | '.join(ev.errors))}", highlight=False)
             elif t is McpServerFailed:
-                log = f"; its log: {ev.log}" if ev.log else ""
-                c.print(
-                    f"        [red]MCP server {escape(ev.server)} {escape(ev.error)}[/]{escape(log)}; its tools fail until it is up "
-                    f"(check mcp_servers.{escape(ev.server)} in org.json; lemming validate --probe tries it)",
-                    highlight=False,
-                )
+                what = f"; its log: {ev.log}" if ev.log else ""
+                what += f"; its tools fail until it is up (check mcp_servers.{ev.server} in org.json; lemming validate --probe tries it)"
+                c.print(f"        [red]MCP server {escape(ev.server)} {escape(ev.error)}[/]{escape(what)}", highlight=False)
             elif t is RunStopped:
                 c.print(f"[bold]run stopped at tick {ev.tick}[/]: {escape(ev.reason)}", highlight=False)
 
