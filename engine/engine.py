@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from collections import deque
@@ -32,6 +33,7 @@ from lemming.engine.events import (
     DefinitionsReloaded,
     Event,
     FilesNotWritten,
+    McpServerFailed,
     MemoryChanged,
     MessageCommitted,
     RunPaused,
@@ -315,6 +317,8 @@ class Engine(RunReadAPI):
         self.running_tools: dict[str, str] = {}
         #: The run's MCP servers while it runs (None when the organisation has none).
         self.mcp: McpHub | None = None
+        #: servers that failed since the last boundary (McpServerFailed), recorded there
+        self._mcp_failed: list[Event] = []
         #: Wait for the MCP servers to list their tools before the first tick (the prompts
         #: are then the same whenever the servers come up: a seeded run's record does not
         #: depend on their start-up); False starts them in the background (the control room).
@@ -450,12 +454,24 @@ class Engine(RunReadAPI):
         servers = self.org.settings.mcp_servers
         if not servers:
             return
-        self.mcp = McpHub(servers, root=self.org.root, log_dir=Path(self.org.root) / ".lemming" / "mcp")
+        self.mcp = McpHub(servers, root=self.org.root, log_dir=Path(self.org.root) / ".lemming" / "mcp", on_failed=self._on_mcp_failed)
         wanted = sorted({split_tool_name(g)[0] for a in self.org.agents.values() for g in mcp_grants(a.resume.permissions.tools)} & servers.keys())
         for server in wanted:
             self.mcp.start(server)
         if self.mcp_wait:
             await self.mcp.wait_started(wanted)
+
+    def _on_mcp_failed(self, server: str, error: str, log: str) -> None:
+        """A server failed (the hub says so, whenever it happens): recorded at the next
+        tick boundary, or as the run stops, so the operator hears of it before any call."""
+        rel = os.path.relpath(log, self.org.root) if log else ""
+        self._mcp_failed.append(McpServerFailed(self.state.tick, server, error, rel, self.clock()))
+        self._wake.set()
+
+    async def _commit_mcp_failures(self) -> None:
+        if self._mcp_failed:
+            failed, self._mcp_failed = self._mcp_failed, []
+            await self._commit(failed)
 
     def _mcp_lines(self, granted: list[str]) -> dict[str, str] | None:
         """The prompt's lines for an agent's MCP grants: each tool with its description and
@@ -519,6 +535,7 @@ class Engine(RunReadAPI):
                 frozen = True
             last_start = 0.0
             while True:
+                await self._commit_mcp_failures()
                 await self._apply_commands()
                 if self._stop:
                     reason = self._stop
@@ -549,8 +566,9 @@ class Engine(RunReadAPI):
                     await self.mcp.aclose()
                     self.mcp = None
                 stopped = RunStopped(self.state.tick, reason, self.clock())
+                failed, self._mcp_failed = self._mcp_failed, []  # since the last boundary
                 try:
-                    await self._commit([stopped])
+                    await self._commit([*failed, stopped])
                 except Exception:
                     self.state.apply(stopped)
                     self._publish_one(stopped)

@@ -317,6 +317,19 @@ class FilesNotWritten(Event):
     at: float = 0.0
 
 
+@dataclass(slots=True, frozen=True)
+class McpServerFailed(Event):
+    """An MCP server of org.json failed to start (or stopped on its own): its tools fail
+    until it is back; the hub tries it again on the next call after a backoff."""
+
+    type: ClassVar[str] = "mcp_server_failed"
+    tick: int  # the last committed tick when it failed
+    server: str
+    error: str  # what went wrong, as the MCP view shows it ("failed to start: ...")
+    log: str = ""  # its stderr log, when it has one
+    at: float = 0.0
+
+
 # --- the operator and the definitions ------------------------------------------------
 
 

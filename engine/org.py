@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 from pydantic import BaseModel, ValidationError
 
 from lemming.engine import plainjson
-from lemming.engine.mcp.config import grant_problems, is_mcp_tool
+from lemming.engine.mcp.config import grant_problems, is_mcp_tool, server_problems
 
 from lemming.engine.resume import (
     NO_MODEL_KEY,
@@ -278,7 +278,11 @@ def load_settings(root: Path, problems: list[str]) -> OrgSettings:
     data = read_json(path, root, problems)
     if data is None:
         return OrgSettings()
-    return _validate(OrgSettings, data, _rel(root, path), problems) or OrgSettings()
+    settings = _validate(OrgSettings, data, _rel(root, path), problems) or OrgSettings()
+    for name, spec in settings.mcp_servers.items():  # a missing command, said before any run
+        for where, message in server_problems(spec):
+            problems.append(f"{_rel(root, path)}: mcp_servers.{shown_key(name)}.{where}: {message}")
+    return settings
 
 
 def agent_folders(root: Path) -> list[Path]:

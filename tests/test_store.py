@@ -194,7 +194,7 @@ async def test_a_reader_store_and_a_replay_cursor_agree_with_the_live_run(tmp_pa
 def test_the_fold_may_skip_what_apply_ignores(tmp_path: Path) -> None:
     """The store's fold does not build the events in FOLD_SKIPS; `apply` must ignore them.
     (A skip is folded: an agent skipped as broke is shown broke until topped up.)"""
-    from lemming.engine.events import CommandRejected, DefinitionRejected, FilesNotWritten, TickAborted, TickStarted, TurnStarted
+    from lemming.engine.events import CommandRejected, DefinitionRejected, FilesNotWritten, McpServerFailed, TickAborted, TickStarted, TurnStarted
 
     samples = {
         TickStarted: TickStarted(3, ("alice",)),
@@ -203,6 +203,7 @@ def test_the_fold_may_skip_what_apply_ignores(tmp_path: Path) -> None:
         DefinitionRejected: DefinitionRejected(3, "agents/a/resume.json", ("bad",)),
         TickAborted: TickAborted(3),
         FilesNotWritten: FilesNotWritten(3, "alice", ("shared/a.md: disk full",)),
+        McpServerFailed: McpServerFailed(3, "time", "failed to start: boom", ".lemming/mcp/time.log"),
     }
     assert set(samples) == set(codec.FOLD_SKIPS)
     state = OrgState.initial(load_org(rich_org(tmp_path / "org")))

@@ -17,6 +17,7 @@ from lemming.engine.events import (
     DefinitionRejected,
     Event,
     FilesNotWritten,
+    McpServerFailed,
     MessageCommitted,
     TickAborted,
     TokenDelta,
@@ -59,7 +60,8 @@ async def test_generated_rows_are_the_getters_rows(tmp_path: Path) -> None:
         # and the kinds a run of this organisation may not have: each alone, and amid the usual ones
         rare = [AgentSkipped(3, "alice", "broke", "x"), CommandRejected(3, "top_up", "no"),
                 DefinitionRejected(3, "agents/a/resume.json", ("bad",)), TickAborted(3),
-                FilesNotWritten(3, "alice", ("shared/a.md: disk full",))]
+                FilesNotWritten(3, "alice", ("shared/a.md: disk full",)),
+                McpServerFailed(3, "time", "failed to start: boom", ".lemming/mcp/time.log")]
         batches = [events, *([ev] for ev in events[:40]), rare, [*events[5:30], *rare, *events[30:60]]]
         for batch in batches:
             got = codec.encode(batch)

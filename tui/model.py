@@ -25,6 +25,7 @@ from lemming.engine.events import (
     CreditsCharged,
     CreditsToppedUp,
     DefinitionRejected,
+    McpServerFailed,
     EVENT_TYPES,
     DefinitionsReloaded,
     Event,
@@ -388,6 +389,10 @@ class RunView:
     def _rejected(self, ev: CommandRejected, ch: Changes) -> None:
         ch.notices.append(Notice(f"{ev.command}: {ev.error}", "error", "Command rejected"))
 
+    def _mcp_failed(self, ev: McpServerFailed, ch: Changes) -> None:
+        log = f" Its log: {ev.log}." if ev.log else ""
+        ch.notices.append(Notice(f"{ev.server}: {ev.error}. Its tools fail until it is up; M shows it.{log}", "error", "MCP server failed"))
+
     def _paused_or_resumed(self, ev: RunPaused | RunResumed, ch: Changes) -> None:
         # The state holds whether the run is paused; the next tick's row shows it.
         ch.header = True
@@ -538,6 +543,7 @@ FOLDS: dict[type[Event], str] = {
     RunStopped: "_run_stopped",
     DefinitionsReloaded: "_reloaded",
     DefinitionRejected: "_definition_rejected",
+    McpServerFailed: "_mcp_failed",
 }
 
 

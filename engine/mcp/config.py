@@ -15,6 +15,7 @@ so a key reaches a server only when its entry names it.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -69,6 +70,20 @@ class McpServerSpec(BaseModel):
         if self.command is not None:
             return " ".join([self.command, *self.args])
         return str(self.url)
+
+
+def server_problems(spec: McpServerSpec, env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """What keeps a server from starting that can be seen before a run, as (field,
+    message): a stdio command that is not an executable (the check a cli agent's command
+    gets), looked up as the run looks it up (`resolve_command`)."""
+    if spec.command is None:
+        return []
+    from lemming.engine.mcp.hub import resolve_command
+    from lemming.engine.providers.cli import program_problem
+
+    src = os.environ if env is None else env
+    problem = program_problem(resolve_command(spec.command), src.get("PATH", os.defpath))
+    return [("command", problem)] if problem else []
 
 
 def grant_problems(rel: str, tools: Iterable[str], servers: Mapping[str, McpServerSpec]) -> list[str]:

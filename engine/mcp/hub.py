@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -163,8 +163,12 @@ class McpHub:
         root: str | Path,
         environ: Mapping[str, str] | None = None,
         log_dir: str | Path | None = None,
+        on_failed: Callable[[str, str, str], None] | None = None,
     ) -> None:
+        """`on_failed(server, error, log)` is called each time a server fails to start or
+        stops on its own (the engine records it as an event)."""
         self._root = Path(root)
+        self._on_failed = on_failed
         self._environ = dict(os.environ if environ is None else environ)
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._servers = {name: _Server(name, spec) for name, spec in servers.items()}
@@ -488,6 +492,12 @@ class McpHub:
         srv.error = why
         srv.retry_at = time.monotonic() + backoff
         srv.stop.set()
+        if self._on_failed is not None:
+            log = str(srv.log_path) if srv.log_path else ""
+            try:
+                self._on_failed(srv.name, why, log)
+            except Exception:  # noqa: BLE001 - telling never breaks the hub
+                pass
 
     def _open_log(self, srv: _Server) -> IO[str]:
         if self._log_dir is None:

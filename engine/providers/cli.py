@@ -24,8 +24,9 @@ models.json entry (LeMMing's ``provider_config``, plus our options)::
 The prompt is the text of the last message (the turn's context), as LeMMing passes it.
 
 **Per turn**: the command is started with the prompt, its stdout streams into the token
-stream as it arrives, and it is ended when it exits (or at the timeout: SIGTERM to the
-group, then SIGKILL). A non-zero exit fails the turn (its stdout and stderr are kept).
+stream as it arrives, and the turn ends when it exits (or at the timeout: SIGTERM to the
+group, then SIGKILL): its pipes get `EXIT_DRAIN_GRACE` more, then its group is ended,
+whatever it left running in the background (and holding its stdout) with it. A non-zero exit fails the turn (its stdout and stderr are kept).
 
 **Stateful**: one process per agent for the whole run, fed one turn at a time.
 
@@ -59,7 +60,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -82,6 +83,12 @@ WRAPPED_TEXT_CHARS = 18_000
 #: The engine's per-call guard gives a cli turn this long beyond its own timeout to end
 #: its process group itself.
 GUARD_MARGIN = 5.0
+#: Seconds a turn's output pipe is still read after its command exited: what it wrote
+#: before exiting is taken; a background child it left holding the pipe does not keep
+#: the turn open (its group is ended next).
+EXIT_DRAIN_GRACE = 0.25
+#: Seconds between looks at whether a quiet command has exited.
+EXIT_POLL = 0.05
 
 
 class CliConfig(BaseModel):
@@ -175,6 +182,17 @@ def spec_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def program_problem(program: str, path: str) -> str | None:
+    """Why `program` cannot be started, or None: a bare name not found on `path`, an
+    absolute path that is not an executable file. (A relative path is relative to
+    where it runs, and is checked there.) MCP servers' commands are checked alike."""
+    if "/" not in program and shutil.which(program, path=path) is None:
+        return f"{program!r} is not found on PATH; install it or give its full path"
+    if os.path.isabs(program) and not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        return f"{program!r} is not an executable file"
+    return None
+
+
 def check_config(provider_config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """What is wrong with a cli entry, as (field, message): a missing command, a bad option,
     a program not found on PATH, an `${env.NAME}` the environment does not hold."""
@@ -193,11 +211,9 @@ def check_config(provider_config: Mapping[str, Any], env: Mapping[str, str] | No
     except ValueError as e:  # shlex: "No closing quotation"
         return [("provider_config.command", f"cannot be split into arguments: {e}")]
     problems: list[tuple[str, str]] = []
-    program = cfg.argv[0]
-    if "/" not in program and shutil.which(program, path=src.get("PATH", os.defpath)) is None:
-        problems.append(("provider_config.command", f"{program!r} is not found on PATH; install it or give its full path"))
-    elif os.path.isabs(program) and not (os.path.isfile(program) and os.access(program, os.X_OK)):
-        problems.append(("provider_config.command", f"{program!r} is not an executable file"))
+    missing = program_problem(cfg.argv[0], src.get("PATH", os.defpath))
+    if missing:
+        problems.append(("provider_config.command", missing))
     for name, value in cfg.env.items():
         for ref in env_refs(value):
             if ref not in src:
@@ -439,17 +455,13 @@ class CliProvider:
         total = 0
         truncated = timed_out = killed = False
         finished = False
+        assert proc.stdout is not None
+        out = _OutputReader(proc, proc.stdout.read, 65_536)
         try:
-            assert proc.stdout is not None
             while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    timed_out = True
-                    break
-                try:
-                    chunk = await asyncio.wait_for(proc.stdout.read(65_536), remaining)
-                except TimeoutError:
-                    timed_out = True
+                chunk = await out.next(deadline)
+                if chunk is None:  # the deadline, or the grace after it exited, passed
+                    timed_out = not out.exited
                     break
                 if not chunk:
                     break
@@ -463,6 +475,7 @@ class CliProvider:
                     yield TextDelta(text)
                 if truncated:
                     break
+            out.close()
             tail = decoder.decode(b"", final=True)
             if tail:
                 parts.append(tail)
@@ -470,17 +483,17 @@ class CliProvider:
             if timed_out or truncated:
                 killed = await process_group.end_group(proc, cfg.kill_grace)
             else:
-                try:
-                    await asyncio.wait_for(proc.wait(), max(0.0, deadline - loop.time()))
-                except TimeoutError:  # closed stdout but kept running
+                if not await _wait_exit(proc, max(0.0, deadline - loop.time())):  # closed stdout but kept running
                     timed_out = True
                     killed = await process_group.end_group(proc, cfg.kill_grace)
                 else:
-                    await process_group.end_group(proc, cfg.kill_grace)  # what it left behind in its group
+                    # what it left behind in its group, holding its pipes or not
+                    await process_group.end_group(proc, cfg.kill_grace)
             await _settle(drain, feed)
             finished = True
         finally:
             if not finished:  # cancelled (the tick was aborted) or the stream was closed early
+                out.close()
                 self._kill_now(proc)
                 drain.cancel()
                 if feed is not None:
@@ -529,11 +542,7 @@ class CliProvider:
                 s.proc.stdin.close()  # a well-behaved program ends at the end of its input
             except (OSError, RuntimeError):
                 pass
-            if s.proc.returncode is None:
-                try:
-                    await asyncio.wait_for(asyncio.shield(s.proc.wait()), min(0.5, self.config.kill_grace))
-                except TimeoutError:
-                    pass
+            await _wait_exit(s.proc, min(0.5, self.config.kill_grace))
         try:
             await process_group.end_group(s.proc, self.config.kill_grace)
         finally:
@@ -556,6 +565,7 @@ class CliProvider:
             truncated = timed_out = died = False
             failure: str | None = None
             finished = False
+            out: _OutputReader | None = None
             try:
                 if cfg.framing == "jsonl":
                     frame = json.dumps(
@@ -573,18 +583,15 @@ class CliProvider:
                     died = True
                 except TimeoutError:
                     timed_out = True
+                out = _OutputReader(s.proc, s.proc.stdout.readline)
                 while not (died or timed_out):
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        timed_out = True
-                        break
                     try:
-                        raw = await asyncio.wait_for(s.proc.stdout.readline(), remaining)
-                    except TimeoutError:
-                        timed_out = True
-                        break
+                        raw = await out.next(deadline)
                     except (ValueError, asyncio.LimitOverrunError):  # one line longer than the cap
                         truncated = True
+                        break
+                    if raw is None:  # the deadline, or the grace after it exited, passed
+                        died, timed_out = out.exited, not out.exited
                         break
                     if not raw:
                         died = True
@@ -604,13 +611,12 @@ class CliProvider:
                 if timed_out or truncated:
                     await self._end_session(s)  # restarted at the next turn
                 elif died:
-                    try:
-                        await asyncio.wait_for(s.proc.wait(), cfg.kill_grace + 1)
-                    except TimeoutError:
-                        pass
+                    await _wait_exit(s.proc, cfg.kill_grace + 1)
                     await self._end_session(s)
                 finished = True
             finally:
+                if out is not None:
+                    out.close()
                 if not finished:
                     s.ended = True
                     self._kill_now(s.proc)
@@ -641,6 +647,70 @@ class CliProvider:
         if failure is not None:
             raise ProviderError("process", f"{report['command']} reported an error: {failure}", partial_usage=usage)
         yield usage
+
+
+
+class _OutputReader:
+    """Reads a child's stdout for one turn, watching the child itself as well as the pipe.
+
+    A command's turn ends when it exits, not when its stdout reaches EOF: a background
+    job it left running (``sleep 300 &``) holds the pipe open, and waiting for EOF would
+    stall the turn until its timeout and lose what it printed. After the child exits,
+    the pipe is read for `EXIT_DRAIN_GRACE` seconds more (what it wrote before exiting
+    is already there), then `next` gives up and the caller ends the group."""
+
+    __slots__ = ("_proc", "_read", "_args", "_task", "exited_at")
+
+    def __init__(self, proc: asyncio.subprocess.Process, read: Callable[..., Awaitable[bytes]], *args: Any) -> None:
+        self._proc = proc
+        self._read = read
+        self._args = args
+        self._task: asyncio.Future[bytes] | None = None
+        self.exited_at: float | None = None
+
+    @property
+    def exited(self) -> bool:
+        return self.exited_at is not None
+
+    async def next(self, deadline: float) -> bytes | None:
+        """The next read (b"" at EOF); None once `deadline` (the loop's clock) has passed,
+        or the grace after the child exited has. A read's error is raised here."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self.exited_at is None and self._proc.returncode is not None:
+                self.exited_at = loop.time()
+            if self._task is None:
+                self._task = asyncio.ensure_future(self._read(*self._args))
+            if self._task.done():
+                task, self._task = self._task, None
+                return task.result()
+            end = deadline if self.exited_at is None else min(deadline, self.exited_at + EXIT_DRAIN_GRACE)
+            remaining = end - loop.time()
+            if remaining <= 0:
+                return None
+            if self.exited_at is None:  # look at the child again soon
+                remaining = min(remaining, EXIT_POLL)
+            await asyncio.wait((self._task,), timeout=remaining)
+
+    def close(self) -> None:
+        """Stop reading (a read in flight is dropped: the turn is over)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    """Whether `proc` exits within `timeout` seconds. Not `proc.wait()`: called before
+    the exit, asyncio wakes it only once every pipe is closed too (at the transport's
+    connection_lost), which a background child that outlived `proc` may never allow."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while proc.returncode is None:
+        left = end - loop.time()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(left, EXIT_POLL))
+    return True
 
 
 def _frame_line(line: str, cfg: CliConfig) -> tuple[str, bool, str | None]:
@@ -714,6 +784,7 @@ __all__ = [
     "check_config",
     "command_label",
     "process_problems",
+    "program_problem",
     "reply_text",
     "spec_defaults",
 ]

@@ -27,6 +27,7 @@ from lemming.engine.events import (
     DefinitionRejected,
     DefinitionsReloaded,
     Event,
+    McpServerFailed,
     RunStopped,
     SoftCapReached,
     TickCompleted,
@@ -96,6 +97,10 @@ class ProgressPrinter:
                 c.print(f"        [cyan]reloaded[/]: {escape('; '.join(parts))}", highlight=False)
             elif t is DefinitionRejected:
                 c.print(f"        [red]rejected {escape(ev.file)}[/]: {escape(' | '.join(ev.errors))}", highlight=False)
+            elif t is McpServerFailed:
+                what = f"; its log: {ev.log}" if ev.log else ""
+                what += f"; its tools fail until it is up (check mcp_servers.{ev.server} in org.json; lemming validate --probe tries it)"
+                c.print(f"        [red]MCP server {escape(ev.server)} {escape(ev.error)}[/]{escape(what)}", highlight=False)
             elif t is RunStopped:
                 c.print(f"[bold]run stopped at tick {ev.tick}[/]: {escape(ev.reason)}", highlight=False)
 
