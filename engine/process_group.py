@@ -163,19 +163,32 @@ class Reaper:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def _started(self) -> subprocess.Popen:
+        # (under the lock)
+        p = self._proc
+        if p is None or p.poll() is not None:
+            p = self._proc = subprocess.Popen(
+                [sys.executable, "-c", _REAPER_CODE, str(self.grace), "lemming-reaper"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a Ctrl-C to the run's terminal does not reach it
+                close_fds=True,
+                env={"PATH": os.environ.get("PATH", os.defpath)},
+            )
+        return p
+
+    def channel(self) -> int:
+        """The run's end of the pipe to the helper (started if need be), for a child to
+        register its own group before it runs anything (see `spawn`)."""
+        with self._lock:
+            p = self._started()
+            assert p.stdin is not None
+            return p.stdin.fileno()
+
     def _send(self, line: str) -> None:
         with self._lock:
-            p = self._proc
-            if p is None or p.poll() is not None:
-                p = self._proc = subprocess.Popen(
-                    [sys.executable, "-c", _REAPER_CODE, str(self.grace), "lemming-reaper"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,  # a Ctrl-C to the run's terminal does not reach it
-                    close_fds=True,
-                    env={"PATH": os.environ.get("PATH", os.defpath)},
-                )
+            p = self._started()
             assert p.stdin is not None
             try:
                 p.stdin.write(line.encode() + b"\n")
@@ -259,6 +272,26 @@ def _in_child(parent: int) -> None:
         os._exit(1)
 
 
+def _registering_gate(env: Mapping[str, str]) -> list[str]:
+    """A prefix for the argv of a child whose stdin is the reaper's pipe: it writes
+    `+<its pid>` there (its group: it leads a new session), puts /dev/null in its stdin's
+    place and execs the rest, with the environment it was given.
+
+    The run tells the reaper of a child only once asyncio hands the process over, a few
+    trips round the event loop after the fork. A run killed in between left the group
+    unknown, and what the child had started by then ran on: seen with bubblewrap, whose
+    sandbox, still setting up, is not yet bound to die with its parent and waits for it
+    for ever. Registered by the child itself, the group is known before anything of it
+    runs; and as the child holds the pipe until it has written, a reaper whose run has
+    just died still hears of it. (Through stdin because dash takes no descriptor above 9;
+    so only for children that read nothing. [] where there is no /bin/sh.)"""
+    if not os.path.exists("/bin/sh"):
+        return []
+    unset = "" if "PWD" in env else "unset PWD; "  # (the shell exports the one it sets)
+    script = f'trap "" PIPE; printf "+%d\\n" $$ >&0; trap - PIPE; exec 0</dev/null; {unset}exec "$@"'
+    return ["/bin/sh", "-c", script, "lemming-spawn"]
+
+
 async def spawn(
     argv: list[str],
     *,
@@ -272,7 +305,11 @@ async def spawn(
     Raises FileNotFoundError / PermissionError / OSError as the OS reports them."""
     parent = os.getpid()
     wrapper = _pdeathsig_wrapper()
+    gate = _registering_gate(env) if stdin == subprocess.DEVNULL and sys.platform.startswith("linux") else []
+    if gate:
+        stdin = reaper().channel()
     proc = await asyncio.create_subprocess_exec(
+        *gate,
         *wrapper,
         *argv,
         cwd=str(cwd) if cwd is not None else None,
@@ -284,7 +321,7 @@ async def spawn(
         preexec_fn=None if wrapper else (lambda: _in_child(parent)),
         limit=limit,
     )
-    reaper().watch(proc.pid)
+    reaper().watch(proc.pid)  # (again, after a gate: the reaper keeps a set)
     return proc
 
 
