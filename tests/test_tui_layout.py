@@ -6,7 +6,10 @@ from pathlib import Path
 
 from lemming.tui.replay_app import ReplayRoom
 from lemming.tui.screens.runs import RunsScreen
-from tests.support.app_driver import wait_for
+from textual.widgets._footer import FooterKey
+
+from lemming.tui.widgets.footer import KeysFooter
+from tests.support.app_driver import deterministic_app, settle, wait_for
 from tests.test_cli_tables import runs_db
 
 SMALL = (80, 24)
@@ -22,4 +25,24 @@ async def test_the_run_picker_fits_80_columns(tmp_path: Path) -> None:
         assert table.virtual_size.width <= table.size.width  # every column whole, no horizontal scrolling
         labels = [str(c.label) for c in table.columns.values()]
         assert labels == ["run", "ticks", "status", "spend", "parent", "started"]  # one organisation: no org column
+        await pilot.press("q")
+
+
+async def test_the_footer_keeps_help_and_quit_whatever_the_pane_adds(tmp_path: Path) -> None:
+    app = deterministic_app(config_dir=tmp_path / "cfg")
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(pilot, app)
+        for pane in "12345":
+            await pilot.press(pane)
+            await pilot.pause()
+            await pilot.pause()
+            footer = app.screen.query_one(KeysFooter)
+            shown = {k.key: k.region for k in footer.query(FooterKey)}
+            # every key in the footer is on screen, whole; Help and Quit always are
+            assert all(r.width and r.right <= SMALL[0] for r in shown.values()), (pane, shown)
+            assert {"question_mark", "q"} <= set(shown), pane
+            if pane == "2":
+                assert {"a", "v"} <= set(shown)
+            if pane == "5":
+                assert "m" in set(shown)
         await pilot.press("q")

@@ -72,8 +72,9 @@ class TokenStream(ScrollView, can_focus=True):
     }
 
     BINDINGS = [
-        Binding("a", "toggle_mode", "Selected/all", id="stream.mode"),
-        Binding("v", "toggle_raw", "Raw/conversation", id="stream.raw"),
+        # Short labels: the footer has 80 columns for these and the screen's keys.
+        Binding("a", "toggle_mode", "One/all", tooltip="the selected agent, or all agents interleaved", id="stream.mode"),
+        Binding("v", "toggle_raw", "Raw", tooltip="the raw reply text, or the conversation", id="stream.raw"),
         Binding("up,k", "scroll_up", "Up", show=False, id="stream.up"),
         Binding("down,j", "scroll_down", "Down", show=False, id="stream.down"),
         Binding("pageup", "page_up", "Page up", show=False, id="stream.page_up"),
