@@ -9,7 +9,7 @@ from lemming.tui.screens.runs import RunsScreen
 from textual.widgets._footer import FooterKey
 
 from lemming.tui.widgets.footer import KeysFooter
-from tests.support.app_driver import deterministic_app, settle, wait_for
+from tests.support.app_driver import advance, deterministic_app, settle, wait_for
 from tests.test_cli_tables import runs_db
 
 SMALL = (80, 24)
@@ -45,4 +45,26 @@ async def test_the_footer_keeps_help_and_quit_whatever_the_pane_adds(tmp_path: P
                 assert {"a", "v"} <= set(shown)
             if pane == "5":
                 assert "m" in set(shown)
+        await pilot.press("q")
+
+
+def painted(table, y: int) -> str:  # noqa: ANN001
+    """What line `y` of a Line API pane shows on screen."""
+    return "".join(seg.text for seg in table.render_line(y))
+
+
+async def test_the_timeline_shows_operator_actions_whole_at_80_columns(tmp_path: Path) -> None:
+    app = deterministic_app(config_dir=tmp_path / "cfg")
+    async with app.run_test(size=SMALL) as pilot:
+        await advance(pilot, app, 1)
+        app.engine.inject("check the numbers", ["analyst"])
+        app.engine.top_up("qa", 5)
+        await advance(pilot, app, 1)
+        await pilot.press("4")
+        await pilot.pause()
+        timeline = app.main.timeline
+        lines = [painted(timeline, y) for y in range(timeline.size.height)]
+        row = next(line for line in lines if "op:" in line)
+        assert "op: ✉→analyst +5→qa" in row, row
+        assert "…" in row  # the agents' names gave way
         await pilot.press("q")
