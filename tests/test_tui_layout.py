@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lemming.engine.store import RunStore
 from lemming.tui.replay_app import ReplayRoom
 from lemming.tui.screens.runs import RunsScreen
 from textual.widgets._footer import FooterKey
 
 from lemming.tui.widgets.footer import KeysFooter
-from tests.support.app_driver import advance, deterministic_app, settle, wait_for
+from tests.support.app_driver import advance, deterministic_app, settle, sim_engine, wait_for
 from tests.test_cli_tables import runs_db
+from tests.test_tui_replay import at_tick, go, org_four, replay_screen
 
 SMALL = (80, 24)
 
@@ -68,3 +70,44 @@ async def test_the_timeline_shows_operator_actions_whole_at_80_columns(tmp_path:
         assert "op: ✉→analyst +5→qa" in row, row
         assert "…" in row  # the agents' names gave way
         await pilot.press("q")
+
+
+async def rejected_run(tmp_path: Path) -> Path:
+    """A recorded run of four agents whose files were rejected at ticks 3, 4 and 5."""
+    org = org_four(tmp_path / "org")
+    db = tmp_path / "runs.db"
+    engine = sim_engine(org, seed=4, interval=0.0, tokens_per_s=0, run_id="rejected")
+    store = await RunStore.open(db)
+    await store.create_run(run_id="rejected", org_root=org, seed=4, definitions_hash=engine.org.definitions_hash(), target_ticks=None)
+    engine.recorder = store.recorder("rejected", state=engine.state)
+    await engine.run(ticks=2)
+    for name in ("alice", "bob", "carol"):
+        engine.reject_definition(f"agents/{name}/resume.json", [f"agents/{name}/resume.json: line 2 column 1: invalid JSON"])
+        await engine.run(ticks=1)
+    await engine.run(ticks=3)
+    await store.close()
+    return db
+
+
+async def test_replay_playing_does_not_pile_up_toasts(tmp_path: Path) -> None:
+    db = await rejected_run(tmp_path)
+    app = ReplayRoom(db, "rejected", config_dir=tmp_path / "cfg", wall_clock=False, cursor_blink=False, animations=False)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await replay_screen(pilot, app)
+        await go(pilot, screen, 1)
+        await pilot.press("+", "+", "+", "+")  # 50 ticks a second
+        await pilot.press("p")
+        await wait_for(pilot, lambda: not screen.playing and screen.position.tick == 8, what="the end of the run")
+        await pilot.pause()
+        # no toast while playing; the header says what the last tick's notice was
+        assert not any("Definition rejected" in title for _, title, _ in app.notices)
+        assert not list(app.query("Toast"))
+        assert "t5: carol/resume.json rejected" in screen.status.render().plain
+        # stepping onto such a tick by hand shows it in full, as before
+        await go(pilot, screen, 3)
+        assert "t5" not in screen.status.render().plain  # a jump clears the note
+        await pilot.press("right")
+        await at_tick(pilot, screen, 4)
+        assert [title for _, title, _ in app.notices if "Definition rejected" in title] == ["tick 4: Definition rejected"]
+        await pilot.press("q")
+    assert not app.failures
