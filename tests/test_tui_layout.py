@@ -111,3 +111,37 @@ async def test_replay_playing_does_not_pile_up_toasts(tmp_path: Path) -> None:
         assert [title for _, title, _ in app.notices if "Definition rejected" in title] == ["tick 4: Definition rejected"]
         await pilot.press("q")
     assert not app.failures
+
+
+async def test_all_agents_mode_starts_with_the_turns_already_shown(tmp_path: Path) -> None:
+    app = deterministic_app(config_dir=tmp_path / "cfg")
+    async with app.run_test(size=SMALL) as pilot:
+        await advance(pilot, app, 2)
+        stream = app.main.stream
+        await pilot.press("2", "a")
+        assert stream.mode == "all"
+        lines = stream.lines
+        assert lines[0] == "── all agents, interleaved ──"
+        tagged = [line.split(" │ ") for line in lines if " │ " in line]
+        turns = {(name, rec.tick) for name, a in app.view.agents.items() for rec in a.history}
+        assert {(tag.strip(), body) for tag, body in tagged if body.startswith("▶ tick")} == {
+            (name, f"▶ tick {tick}") for name, tick in turns}
+        # oldest first, as they ran; the replies themselves, as conversations
+        ticks = [int(body.split()[2]) for _, body in tagged if body.startswith("▶ tick")]
+        assert ticks == sorted(ticks) and set(ticks) == {1, 2}
+        assert sum(body.startswith("✓ ok") for _, body in tagged) == len(turns)
+        await pilot.press("q")
+
+
+async def test_replay_in_all_agents_mode_shows_each_turn_once(tmp_path: Path) -> None:
+    db = await rejected_run(tmp_path)
+    app = ReplayRoom(db, "rejected", config_dir=tmp_path / "cfg", wall_clock=False, cursor_blink=False, animations=False)
+    async with app.run_test(size=SMALL) as pilot:
+        screen = await replay_screen(pilot, app)
+        await pilot.press("2", "a")
+        await go(pilot, screen, 6)
+        starts = [line.replace(" ", "") for line in screen.stream.lines if "▶ tick" in line]
+        assert starts and len(starts) == len(set(starts))  # the cursor's tick is not shown twice
+        assert any(s.endswith("▶tick6") for s in starts) and any(s.endswith("▶tick5") for s in starts)
+        await pilot.press("q")
+    assert not app.failures

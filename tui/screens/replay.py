@@ -287,8 +287,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
             stream.show_agent(self.selected_agent)
         else:
             self._restreaming = []
-            stream.set_mode("all")
-            stream.feed(frame.changes.stream)
+            stream.set_mode("all")  # the turns up to this tick, this tick's last
 
     # --- re-streaming replies while playing ----------------------------------------------
 
