@@ -58,16 +58,18 @@ def painted(table, y: int) -> str:  # noqa: ANN001
 async def test_the_timeline_shows_operator_actions_whole_at_80_columns(tmp_path: Path) -> None:
     app = deterministic_app(config_dir=tmp_path / "cfg")
     async with app.run_test(size=SMALL) as pilot:
-        await advance(pilot, app, 1)
+        await pilot.press("4")
+        await advance(pilot, app, 24)  # more rows than the pane: a scrollbar takes a column
         app.engine.inject("check the numbers", ["analyst"])
         app.engine.top_up("qa", 5)
         await advance(pilot, app, 1)
-        await pilot.press("4")
         await pilot.pause()
         timeline = app.main.timeline
+        assert timeline.show_vertical_scrollbar
         lines = [painted(timeline, y) for y in range(timeline.size.height)]
         row = next(line for line in lines if "op:" in line)
-        assert "op: ✉→analyst +5→qa" in row, row
+        visible = row[: timeline.size.width - timeline.scrollbar_size_vertical]  # the scrollbar covers the rest
+        assert visible.rstrip().endswith("op: ✉→analyst +5→qa"), row
         assert "…" in row  # the agents' names gave way
         await pilot.press("q")
 
