@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lemming.engine.store import RunStore
 from lemming.tui.replay_app import ReplayRoom
 from lemming.tui.screens.runs import RunsScreen
 from textual.widgets._footer import FooterKey
 
 from lemming.tui.widgets.footer import KeysFooter
-from tests.support.app_driver import advance, deterministic_app, settle, sim_engine, wait_for
+from tests.support.app_driver import advance, deterministic_app, settle, wait_for
 from tests.test_cli_tables import runs_db
-from tests.test_tui_replay import at_tick, go, org_four, replay_screen
+from tests.test_tui_replay import at_tick, go, org_four, recorded_sim, replay_screen
 
 SMALL = (80, 24)
 
@@ -78,10 +77,7 @@ async def rejected_run(tmp_path: Path) -> Path:
     """A recorded run of four agents whose files were rejected at ticks 3, 4 and 5."""
     org = org_four(tmp_path / "org")
     db = tmp_path / "runs.db"
-    engine = sim_engine(org, seed=4, interval=0.0, tokens_per_s=0, run_id="rejected")
-    store = await RunStore.open(db)
-    await store.create_run(run_id="rejected", org_root=org, seed=4, definitions_hash=engine.org.definitions_hash(), target_ticks=None)
-    engine.recorder = store.recorder("rejected", state=engine.state)
+    engine, store = await recorded_sim(org, db, "rejected", seed=4)
     await engine.run(ticks=2)
     for name in ("alice", "bob", "carol"):
         engine.reject_definition(f"agents/{name}/resume.json", [f"agents/{name}/resume.json: line 2 column 1: invalid JSON"])
