@@ -15,6 +15,7 @@ each one that still fits (the focused pane's keys first, they are what it adds).
 
 from __future__ import annotations
 
+from rich.cells import cell_len
 from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
@@ -60,9 +61,10 @@ class KeysFooter(Footer):
 
     def _cells(self, key: FooterKey) -> int:
         """The cells `key` takes in the row (its margin included)."""
+        label, text = cell_len(key.key_display), cell_len(key.description)
         if self.compact:
-            return len(key.key_display) + (1 + len(key.description) if key.description else 0) + 1
-        return len(key.key_display) + 2 + (len(key.description) + 1 if key.description else 0)
+            return label + (1 + text if text else 0) + 1
+        return label + 2 + (text + 1 if text else 0)
 
     def fitted(self, widgets: list[Widget], width: int) -> list[Widget]:
         """The keys that fit `width`: the essential ones, then the others in order while
