@@ -109,3 +109,23 @@ async def test_the_credits_sparklines_read_quiet_ticks_and_their_scale(db: Path,
             want = " " * (n - 5) + "".join("·" if ch == " " else ch for ch in want[n - 5:])
             assert row.endswith(want), (name, row, want)
         await pilot.press("q")
+
+
+async def test_the_y_axis_label_is_whole() -> None:
+    """`166.20 tok/s` was cut to `166.20 tok/` by a fixed label width."""
+    from textual.app import App, ComposeResult
+
+    class One(App):
+        def compose(self) -> ComposeResult:
+            yield Plot("output tokens per second", "tok/s", id="p")
+
+    app = One()
+    async with app.run_test(size=(80, 24)) as pilot:
+        plot = app.query_one(Plot)
+        plot.show("tokens", [1, 2, 3], [12.5, 166.2, 0.4])
+        await pilot.pause()
+        y = plot.query_one(".plot-y", Static)
+        top, bottom = str(y.render()).splitlines()[0], str(y.render()).splitlines()[-1]
+        assert top == "166.20 tok/s" and bottom == "0.400 tok/s"
+        assert y.content_region.width > len(top)  # whole, and a space before the axis
+        assert plot.query_one(XAxis).region.x == plot.query_one(".plot-yline").region.x  # └ under ┤

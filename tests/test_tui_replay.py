@@ -318,16 +318,22 @@ async def test_the_live_control_room_lists_recorded_runs(db: Path, tmp_path: Pat
         await pilot.press("q")
 
 
+async def recorded_sim(org: Path, db: Path, run_id: str, *, seed: int):  # noqa: ANN201
+    """A sim engine on `org` recorded to `db` as `run_id`, and the store (close it when done)."""
+    engine = sim_engine(org, seed=seed, interval=0.0, tokens_per_s=0, run_id=run_id)
+    store = await RunStore.open(db)
+    await store.create_run(run_id=run_id, org_root=org, seed=seed, definitions_hash=engine.org.definitions_hash(), target_ticks=None)
+    engine.recorder = store.recorder(run_id, state=engine.state)
+    return engine, store
+
+
 async def test_definition_changes_show_where_they_happened(tmp_path: Path) -> None:
     from lemming.engine.org import load_org
     from tests.conftest import write_resume
 
     org = org_four(tmp_path / "org")
     db = tmp_path / "runs.db"
-    engine = sim_engine(org, seed=4, interval=0.0, tokens_per_s=0, run_id="reloaded")
-    store = await RunStore.open(db)
-    await store.create_run(run_id="reloaded", org_root=org, seed=4, definitions_hash=engine.org.definitions_hash(), target_ticks=None)
-    engine.recorder = store.recorder("reloaded", state=engine.state)
+    engine, store = await recorded_sim(org, db, "reloaded", seed=4)
     await engine.run(ticks=3)
     write_resume(org, "erin", reads=["alice"])  # a new agent folder, picked up at the boundary
     engine.reload(load_org(org))

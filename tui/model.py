@@ -88,6 +88,16 @@ class StreamPiece:
     record: TurnRecord | None = None
 
 
+def turn_pieces(rec: TurnRecord) -> list[StreamPiece]:
+    """A finished turn as the pieces it streamed as (start, its reply, end): what a pane
+    that was not watching when it ran shows of it."""
+    pieces = [StreamPiece("start", rec.tick)]
+    if rec.raw_output:
+        pieces.append(StreamPiece("text", rec.tick, rec.raw_output))
+    pieces.append(StreamPiece("end", rec.tick, record=rec))
+    return pieces
+
+
 @dataclass(slots=True)
 class TickRow:
     """One line of the timeline."""

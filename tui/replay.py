@@ -39,7 +39,7 @@ from lemming.engine.run_view import RecordedRunAt
 from lemming.engine.state import OrgState
 from lemming.engine.store import RunInfo, RunStore, StoreError
 
-from lemming.tui.model import RECENT_TICKS, STREAM_CHARS, VIEW_SKIPS, Changes, RunView, StreamPiece, TickRow, unfinished_copy
+from lemming.tui.model import RECENT_TICKS, STREAM_CHARS, VIEW_SKIPS, Changes, RunView, StreamPiece, TickRow, turn_pieces, unfinished_copy
 
 #: Ticks whose events are kept decoded (the view's window, the backward block, prefetches).
 EVENT_CACHE_TICKS = 48
@@ -628,8 +628,6 @@ def tick_changes(view: "ReplayView", tick: int) -> Changes:
         rec = next((r for r in reversed(a.history) if r.tick == tick), None)
         if rec is None:
             continue
-        ch.piece(name, StreamPiece("start", tick))
-        if rec.raw_output:
-            ch.piece(name, StreamPiece("text", tick, rec.raw_output))
-        ch.piece(name, StreamPiece("end", tick, record=rec))
+        for piece in turn_pieces(rec):
+            ch.piece(name, piece)
     return ch

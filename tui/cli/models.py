@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rich.console import Console
-from rich.table import Table
 
 from lemming.engine.org import load_models
 from lemming.engine.providers.base import ProbeResult
@@ -24,6 +23,20 @@ from lemming.engine.providers.structured import setting_on, setting_text
 from lemming.engine.resume import ModelSpec
 from lemming.engine.store.runs import RunStore, default_db_path
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from lemming.tui.cli.tables import Col, fitted_table
+
+#: The table's columns; at 80 columns the least important (highest rank) are left out.
+MODEL_COLUMNS = (
+    Col("key", 0, wrap=False),
+    Col("provider", 2),
+    Col("model", 4),
+    Col("base url", 8),
+    Col("key variable", 5),
+    Col("price in/out per Mtok", 7),
+    Col("structured output", 6),
+)
+#: With probes: whether each model answered, how fast, and what it said.
+PROBE_COLUMNS = (Col("status", 1, wrap=False), Col("ms", 9, wrap=False, justify="right"), Col("detail", 3))
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -80,13 +93,8 @@ def models_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
                 row.update(ok=res.ok, detail=res.detail, latency_ms=res.latency_ms)
             print(json.dumps(row, sort_keys=True))
     else:
-        table = Table(title=f"models ({root / 'models.json'})")
-        for col in ("key", "provider", "model", "base url", "key variable", "price in/out per Mtok", "structured output"):
-            table.add_column(col, overflow="fold")
-        if probe:
-            table.add_column("status")
-            table.add_column("ms", justify="right")
-            table.add_column("detail", overflow="fold")
+        cols = list(MODEL_COLUMNS) + (list(PROBE_COLUMNS) if probe else [])
+        rows = []
         for key, spec, res in results:
             row = describe(registry, key, spec, env)
             key_cell = "-" if not row["key_env"] else f"{row['key_env']} ({'set' if row['key_set'] else 'not set'})"
@@ -105,7 +113,8 @@ def models_command(args: argparse.Namespace, *, env: Mapping[str, str] | None = 
                     f"{res.latency_ms:.0f}" if res.latency_ms is not None else "-",
                     res.detail,
                 ]
-            table.add_row(*cells)
+            rows.append(cells)
+        table = fitted_table(cols, rows, console.width, title=f"models ({root / 'models.json'})")
         console.print(table)
     if problems:
         return EXIT_USAGE

@@ -16,7 +16,6 @@ from pathlib import Path
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from lemming.engine.recorded_run import HEADLESS, RecordedRun
 from lemming.engine.replay import Exporter
@@ -24,6 +23,18 @@ from lemming.engine.store import RunStore, StoreError
 from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, run_settings
 from lemming.tui.cli.output import EXIT_OK, fail, line_console
 from lemming.tui.cli.run import run_headless
+from lemming.tui.cli.tables import Col, fitted_table
+
+#: `lemming runs`' columns: ids and numbers whole; short of width, the least important go.
+RUN_COLUMNS = (
+    Col("id", 0, wrap=False),
+    Col("org", 6),
+    Col("ticks", 1, wrap=False),
+    Col("status", 2, wrap=False),
+    Col("spend", 3, wrap=False, justify="right"),
+    Col("parent", 4, wrap=False),
+    Col("started", 5, wrap=False),
+)
 
 
 def _run_async(coro) -> int:
@@ -58,14 +69,8 @@ async def _runs(args: argparse.Namespace) -> int:
     if not runs:
         console.print(f"no runs in {escape(str(db))}")
         return EXIT_OK
-    table = Table(
-        title=f"runs in {escape(str(db))}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
-        padding=(0, 1), collapse_padding=True,
-    )
-    # widths that fit 80 columns: the id whole, the rest trimmed
-    for col, width in (("id", 22), ("org", 8), ("ticks", 7), ("status", 11), ("spend", 8), ("parent", 10), ("started", 5)):
-        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=22 if col == "id" else 5, max_width=width)
     colours = {"running": "green", "completed": "cyan", "stopped": "yellow", "error": "red", "interrupted": "magenta"}
+    rows = []
     for r in runs:
         ticks = f"{r.ticks}" + (f"/{r.target_ticks}" if r.target_ticks is not None else "")
         # a run id ends with its random part: enough to tell a parent
@@ -75,7 +80,11 @@ async def _runs(args: argparse.Namespace) -> int:
         if r.started_at:
             fmt = "%H:%M" if time.time() - r.started_at < 20 * 3600 else "%m-%d"
             started = time.strftime(fmt, time.localtime(r.started_at))
-        table.add_row(r.id, escape(Path(r.org_path).name), ticks, status, f"{r.spend:.4f}", parent, started)
+        rows.append([r.id, escape(Path(r.org_path).name), ticks, status, f"{r.spend:.4f}", parent, started])
+    table = fitted_table(
+        RUN_COLUMNS, rows, console.width, title=f"runs in {escape(str(db))}", title_justify="left",
+        box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), collapse_padding=True,
+    )
     console.print(table)
     return EXIT_OK
 

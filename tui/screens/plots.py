@@ -20,7 +20,7 @@ from textual.widgets import Label, Static
 
 from lemming.engine.store.errors import StoreError
 from lemming.tui.series import RunSeries
-from lemming.tui.widgets.plot import Plot
+from lemming.tui.widgets.plot import Plot, y_labels, y_width
 
 #: What the screen calls for its data.
 Loader = Callable[[], Awaitable[RunSeries]]
@@ -90,9 +90,11 @@ class PlotsScreen(ModalScreen[None]):
         else:
             status.update(f"ticks {series.ticks[0]}–{series.ticks[-1]} · one column per tick (the peak when"
                           " they are more than the width) · r reloads · esc closes")
+        # One y-axis width for every plot, so that their bars and tick axes line up.
+        width = y_width([s for attr, _, unit in self.SERIES for s in y_labels(getattr(series, attr), unit, Plot.HEIGHT)])
         for attr, label, _ in self.SERIES:
             name = label.format(agent=series.agent or "no agent selected")
-            self.query_one(f"#plot-{attr}", Plot).show(name, series.ticks, getattr(series, attr))
+            self.query_one(f"#plot-{attr}", Plot).show(name, series.ticks, getattr(series, attr), width=width)
 
     def action_reload(self) -> None:
         self.load()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from pathlib import PurePosixPath
 from typing import Callable
 
 from textual import events, on, work
@@ -26,7 +27,7 @@ from textual import events, on, work
 from lemming.engine.store import StoreError
 
 from lemming.tui.actions import REPLAY, bindings
-from lemming.tui.model import Changes, StreamPiece
+from lemming.tui.model import Changes, Notice, StreamPiece
 from lemming.tui.replay import Frame, ReplayPosition, ReplaySource
 from lemming.tui.widgets.line_table import LineTable
 from lemming.tui.widgets.replay_timeline import ReplayTimeline
@@ -45,6 +46,8 @@ ROW_BATCH = 8
 RESTREAM_CHUNK = 48
 #: Seconds without a new frame after which the collector may make a full pass.
 IDLE_GC_AFTER = 1.5
+#: The notices of a tick that replay repeats when the cursor steps onto it.
+TICK_NOTICES = ("Definitions reloaded", "Definition rejected", "Command rejected")
 
 class ReplayScreen(MainScreen, inherit_bindings=False):
     """The control room over a recorded run (see the module docstring)."""
@@ -93,6 +96,8 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         self._gc_threshold: tuple[int, int, int] | None = None
         self._last_frame = 0.0
         self._polled_at: float | None = None  # when the store was last read (the tick rate)
+        #: The last definition change or rejected command passed while playing (the header shows it).
+        self.tick_note = ""
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -161,6 +166,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
         note = ""
         if self.recorded.info.status != "running" and self.recorded.info.reason and self.at_end:
             note = "" if self.recorded.info.status == "completed" else f"run {self.recorded.info.status}"
+        note = " · ".join(x for x in (self.tick_note, note) if x)
         self.status.set(
             mode="WATCH" if watching else "REPLAY",
             tick=source.tick,
@@ -237,6 +243,8 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
     def show_frame(self, frame: Frame) -> None:
         """Repaint every pane for the tick the position now holds."""
         ch = frame.changes
+        if frame.jumped:
+            self.tick_note = ""  # the note was about a tick played through
         with self.app.batch_update():
             if ch.structure and self.selected_agent not in self.view.positions and self.view.order:
                 self.select_agent(self.view.order[0])
@@ -249,11 +257,25 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
             self._guard("status", self.refresh_status)
         if not frame.jumped:
             for n in ch.notices:
-                if n.title in ("Definitions reloaded", "Definition rejected", "Command rejected"):
-                    self.app.notify(n.text, title=f"tick {frame.tick}: {n.title}", severity=n.severity, timeout=5)  # type: ignore[arg-type]
+                if n.title in TICK_NOTICES:
+                    self._tick_notice(frame.tick, n)
         self._last_frame = time.monotonic()
         if self.on_frame is not None:
             self.on_frame(frame)
+
+    def _tick_notice(self, tick: int, n: Notice) -> None:
+        """A definition change or a rejected command at the tick just shown: a toast when
+        the operator stepped there; while playing, a short note in the header instead
+        (toasts would pile up over the panes), replaced by the next one."""
+        if not self.playing:
+            self.app.notify(n.text, title=f"tick {tick}: {n.title}", severity=n.severity, timeout=5)  # type: ignore[arg-type]
+            return
+        what = n.title.lower()
+        if n.title == "Definition rejected":
+            file = PurePosixPath(n.text.split("\n", 1)[0])
+            what = f"{file.parent.name}/{file.name} rejected"
+        self.tick_note = f"t{tick}: {what}"
+        self._guard("status", self.refresh_status)
 
     def _stream(self, frame: Frame) -> None:
         stream = self.stream
@@ -268,8 +290,7 @@ class ReplayScreen(MainScreen, inherit_bindings=False):
             stream.show_agent(self.selected_agent)
         else:
             self._restreaming = []
-            stream.set_mode("all")
-            stream.feed(frame.changes.stream)
+            stream.set_mode("all")  # the turns up to this tick, this tick's last
 
     # --- re-streaming replies while playing ----------------------------------------------
 

@@ -83,6 +83,7 @@ class RunsScreen(Screen[str | None]):
         self.current = current
         self.auto_refresh = auto_refresh
         self.runs: list[RunInfo] = []
+        self._with_org = False
 
     def compose(self) -> ComposeResult:
         yield Static(f"Recorded runs · {self.db}", id="runs-title")
@@ -93,9 +94,7 @@ class RunsScreen(Screen[str | None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        for label, key in (("run", "id"), ("ticks", "ticks"), ("status", "status"), ("spend", "spend"),
-                           ("parent", "parent"), ("org", "org"), ("started", "started")):
-            table.add_column(label, key=key)
+        self._columns(table, with_org=False)
         table.focus()
         self.reload()
         if self.auto_refresh:
@@ -107,6 +106,17 @@ class RunsScreen(Screen[str | None]):
         if action == "close":
             return self.can_close
         return True
+
+    def _columns(self, table: DataTable, *, with_org: bool) -> None:
+        """The table's columns; the organisation's only when the runs come from more than one
+        (the database sits in the organisation's folder: usually they all do, and at 80
+        columns the others need the room)."""
+        self._with_org = with_org
+        table.clear(columns=True)
+        for label, key in (("run", "id"), ("ticks", "ticks"), ("status", "status"), ("spend", "spend"),
+                           ("parent", "parent"), ("org", "org"), ("started", "started")):
+            if key != "org" or with_org:
+                table.add_column(label, key=key)
 
     @work(exclusive=True, group="runs", exit_on_error=False)
     async def reload(self) -> None:
@@ -124,6 +134,9 @@ class RunsScreen(Screen[str | None]):
         chosen = self.runs[keep].id if 0 <= keep < len(self.runs) else self.current
         self.runs = runs
         table.clear()
+        with_org = len({r.org_path for r in runs}) > 1
+        if with_org != self._with_org:
+            self._columns(table, with_org=with_org)
         for r in runs:
             ticks = f"{r.ticks}" + (f"/{r.target_ticks}" if r.target_ticks is not None else "")
             started = "—"
@@ -132,7 +145,8 @@ class RunsScreen(Screen[str | None]):
                 started = time.strftime(fmt, time.localtime(r.started_at))
             status = Text(r.status, STATUS_LOOK.get(r.status, ""))
             run = Text(r.id, "bold" if r.id == self.current else "")
-            table.add_row(run, ticks, status, f"{r.spend:.4g}", parent_text(r), Path(r.org_path).name, started, key=r.id)
+            org = (Path(r.org_path).name,) if with_org else ()
+            table.add_row(run, ticks, status, f"{r.spend:.4g}", parent_text(r), *org, started, key=r.id)
         if chosen is not None:
             i = next((n for n, r in enumerate(runs) if r.id == chosen), None)
             if i is not None:

@@ -133,6 +133,12 @@ class LineTable(ScrollView, can_focus=True):
     #: Columns on the left that stay put while scrolling horizontally (row labels).
     frozen_columns: int = 0
 
+    @property
+    def row_width(self) -> int:
+        """Cells a row has on screen: the pane's width less its vertical scrollbar (a row
+        drawn as wide as the pane loses its last cell under the scrollbar)."""
+        return max(0, self.size.width - self.scrollbar_size_vertical)
+
     # --- styles --------------------------------------------------------------------------
 
     def style(self, name: str) -> Style:
@@ -163,7 +169,7 @@ class LineTable(ScrollView, can_focus=True):
         """Forget rendered rows (all when `rows` is None) and repaint what is on screen."""
         count = self.row_count()
         height = self._virtual_height(count)
-        vwidth = self._virtual_width(self.size.width)
+        vwidth = self._virtual_width(self.row_width)
         if count != self._row_count or self.virtual_size.height != height or self.virtual_size.width != vwidth:
             self._row_count = count
             self.virtual_size = Size(vwidth, height)
@@ -237,7 +243,7 @@ class LineTable(ScrollView, can_focus=True):
     def render_lines(self, crop: Region) -> list[Strip]:
         # Width, scroll offset and row count once per repaint, not per row (the size is a
         # walk to the screen's compositor map).
-        width = self.size.width
+        width = self.row_width
         self._paint = (width, max(width, self.content_width(width)), int(self.scroll_offset.y), self.row_count(), self.header_height)
         try:
             return super().render_lines(crop)
@@ -248,7 +254,7 @@ class LineTable(ScrollView, can_focus=True):
         if self._paint is not None:
             width, full, top, count, header = self._paint
         else:
-            width = self.size.width
+            width = self.row_width
             full = max(width, self.content_width(width))
             top, count, header = int(self.scroll_offset.y), self.row_count(), self.header_height
         base = self.base_style
@@ -265,7 +271,7 @@ class LineTable(ScrollView, can_focus=True):
         if index < 0 or index >= count:
             return Strip.blank(width, base)
         strip = self._cache.get(index)
-        if strip is None:
+        if strip is None or strip.cell_length != full:  # drawn before a scrollbar came or went
             try:
                 strip = self._strip(self.render_row(index, full), full)
             except Exception as exc:  # report once; keep painting the rest of the screen

@@ -38,6 +38,11 @@ def y_labels(values: Sequence[float], unit: str, height: int) -> list[str]:
     return [top] + [""] * (height - 2) + [bottom]
 
 
+def y_width(labels: Sequence[str]) -> int:
+    """Cells for the y-axis labels: the widest whole, a space before the axis (at least Y_WIDTH)."""
+    return max([Plot.Y_WIDTH] + [len(s) + 1 for s in labels])
+
+
 def x_axis(ticks: Sequence[int], width: int) -> str:
     """`└tick a ── tick m ── tick b┘` fitted to `width` cells (fewer labels when narrow)."""
     if width < 2:
@@ -94,16 +99,16 @@ class Plot(Widget):
     Plot { height: auto; }
     Plot > .plot-label { color: $text-muted; }
     Plot > Horizontal { height: auto; }
-    Plot .plot-y { width: 12; height: 3; color: $text-muted; text-align: right; }
+    Plot .plot-y { height: 3; color: $text-muted; text-align: right; }
     Plot .plot-yline { width: 1; height: 3; color: $text-muted; }
     Plot Sparkline { height: 3; width: 1fr; }
     Plot Sparkline > .sparkline--max-color { color: $accent; }
     Plot Sparkline > .sparkline--min-color { color: $primary 50%; }
-    Plot XAxis { margin-left: 12; }
     """
 
     #: Lines of bars (the y-axis labels the top and bottom one).
     HEIGHT = 3
+    #: The narrowest y-axis; a wider label (`166.20 tok/s`) widens it.
     Y_WIDTH = 12
 
     def __init__(self, title: str, unit: str, *, id: str | None = None) -> None:
@@ -121,8 +126,9 @@ class Plot(Widget):
             yield Sparkline([], summary_function=max)
         yield XAxis()
 
-    def show(self, title: str, ticks: Sequence[int], values: Sequence[float]) -> None:
-        """Draw `values` (one per tick of `ticks`) under `title`, with its figures."""
+    def show(self, title: str, ticks: Sequence[int], values: Sequence[float], *, width: int | None = None) -> None:
+        """Draw `values` (one per tick of `ticks`) under `title`, with its figures; the
+        y-axis is `width` cells wide (default: what its labels need, see `y_width`)."""
         self.title = title
         self.ticks = list(ticks)
         self.values = [float(v) for v in values]
@@ -132,6 +138,11 @@ class Plot(Widget):
             figures = f" · last {money(data[-1])} · peak {money(max(data))} · mean {money(sum(data) / len(data))}"
         self.query_one(".plot-label", Label).update(title + figures)
         ys = y_labels(data, self.unit, self.HEIGHT)
-        self.query_one(".plot-y", Static).update("\n".join(s[: self.Y_WIDTH - 1] for s in ys))
+        width = width or y_width(ys)
+        y = self.query_one(".plot-y", Static)
+        y.styles.width = width
+        y.update("\n".join(ys))
         self.query_one(Sparkline).data = data
-        self.query_one(XAxis).show(self.ticks)
+        x = self.query_one(XAxis)
+        x.styles.margin = (0, 0, 0, width)
+        x.show(self.ticks)

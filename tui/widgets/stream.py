@@ -8,7 +8,8 @@ memory and tool lines dim, the notes). `v` toggles the raw reply text instead; i
 Fed once per pump with the text that arrived since the last pump, never per
 token. Replies are wrapped to the pane's width here, so one-line JSON replies
 stay readable without horizontal scrolling. In "all" mode each line is tagged
-with its agent (`engineer │ ...`). `a` switches the mode.
+with its agent (`engineer │ ...`). `a` switches the mode; switched to "all", the
+pane starts with the last turns the view holds, as following one agent does.
 
 It is a Line API widget, like `Log`, with one difference that matters under a
 token storm: its scrollable height is fixed (`max_lines`), with the text
@@ -36,10 +37,12 @@ from lemming.engine.events import TurnRecord
 from lemming.engine.plainjson import printable
 
 from lemming.tui.messages import StreamModeChanged
-from lemming.tui.model import RunView, StreamPiece
+from lemming.tui.model import RunView, StreamPiece, turn_pieces
 from lemming.tui.widgets.conversation import Line, line_text, turn_lines
 
 TAG_SEP = " │ "
+#: Finished turns shown when all mode is switched on (the view keeps a few per agent).
+ALL_RECENT = 24
 
 
 class TokenStream(ScrollView, can_focus=True):
@@ -72,8 +75,9 @@ class TokenStream(ScrollView, can_focus=True):
     }
 
     BINDINGS = [
-        Binding("a", "toggle_mode", "Selected/all", id="stream.mode"),
-        Binding("v", "toggle_raw", "Raw/conversation", id="stream.raw"),
+        # Short labels: the footer has 80 columns for these and the screen's keys.
+        Binding("a", "toggle_mode", "One/all", tooltip="the selected agent, or all agents interleaved", id="stream.mode"),
+        Binding("v", "toggle_raw", "Raw", tooltip="the raw reply text, or the conversation", id="stream.raw"),
         Binding("up,k", "scroll_up", "Up", show=False, id="stream.up"),
         Binding("down,j", "scroll_down", "Down", show=False, id="stream.down"),
         Binding("pageup", "page_up", "Page up", show=False, id="stream.page_up"),
@@ -471,6 +475,29 @@ class TokenStream(ScrollView, can_focus=True):
             self.show_agent(self.agent)
         else:
             self.write(self._line("── all agents, interleaved ──"))
+            self._show_recent()
+
+    def _show_recent(self) -> None:
+        """All mode, just switched on: the last ALL_RECENT turns the view holds, oldest
+        first, and the replies under way, as they would have shown had it been on."""
+        order = self.view.positions
+        done = sorted(
+            ((rec.tick, order.get(name, 0), name, rec) for name, a in self.view.agents.items() for rec in a.history),
+            key=lambda x: x[:2],
+        )[-ALL_RECENT:]
+        self._wrap_width = self.wrap_width
+        try:
+            for _, _, name, rec in done:
+                self.write(self._tagged_text(name, turn_pieces(rec)))
+            for name in self.view.order:
+                a = self.view.agents[name]
+                if a.thinking_tick is not None:
+                    pieces = [StreamPiece("start", a.thinking_tick)]
+                    if a.stream_tick == a.thinking_tick and a.stream_text:
+                        pieces.append(StreamPiece("text", a.thinking_tick, a.stream_text))
+                    self.write(self._tagged_text(name, pieces))
+        finally:
+            self._wrap_width = None
 
     def action_toggle_raw(self) -> None:
         """Raw reply text or the conversation (the inspector always has the raw reply)."""

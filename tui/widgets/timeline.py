@@ -2,7 +2,8 @@
 
 The last row is the tick that runs next (or is running): it is marked ▶ while it
 runs and ⏸ while the run is paused, and lists what the operator queued for it
-(an injected message shows there as ✉→recipients until it lands). The cursor
+(an injected message shows there as ✉→recipients until it lands); when a row is
+too narrow, the agents' names give way to the operator's actions. The cursor
 follows the newest tick unless the operator moved it up to look at history.
 """
 
@@ -94,11 +95,21 @@ class Timeline(LineTable):
             else:
                 label = "next"
             t.append(f"{'':>14}{label:>9}  ", self.style("warn") if state.paused else self.style("muted"))
-        self._agents(row, t)
+        agents = Text()
+        self._agents(row, agents)
+        op = Text()
         if row.operator:
-            t.append(" op:", self.style("accent"))
+            op.append(" op:", self.style("accent"))
             for note in row.operator:
-                t.append(f" {note}", self.style("accent"))
+                op.append(f" {note}", self.style("accent"))
+        # What the operator did is rarer and more telling than who fired: when the row is
+        # too narrow for both, the list of agents gives way (ending in …), not the op notes.
+        room = width - t.cell_len - op.cell_len
+        if op and agents.cell_len > room:
+            agents.truncate(max(0, room - 1))
+            agents.append("…", self.style("muted"))
+        t.append_text(agents)
+        t.append_text(op)
         return t
 
     def _agents(self, row: TickRow, t: Text) -> None:
