@@ -75,15 +75,32 @@ def run_settings(args: argparse.Namespace, defaults: RunSettings) -> RunSettings
     return defaults.replace(sim=sim, **changes)
 
 
-def load_or_report(org_dir: Path) -> Org | None:
-    """The organisation at `org_dir`, its warnings printed; None (every problem printed) if it cannot load."""
+def load_or_report(org_dir: Path, *, strict: bool = True) -> Org | None:
+    """The organisation at `org_dir`, its warnings printed; None (every problem printed) if it cannot load.
+
+    strict=False is for the commands that only read (status, inspect, logs): a broken
+    file of the organisation is printed as a warning and what loads is returned, so a
+    recorded run can still be shown when the operator needs it most."""
     try:
-        org = load_org(org_dir)
+        org = load_org(org_dir, strict=strict)
     except OrgInvalid as e:
         err_console().print(f"[bold red]{len(e.problems)} problem(s) in {escape(str(org_dir))}:[/]")
         for p in e.problems:
             err_console().print(f"  {escape(p)}", highlight=False)
         return None
+    for p in org.problems:
+        warn(f"{p} (the organisation's files as they are now; `lemming validate` lists every problem)")
     for w in org.warnings:
         warn(w)
     return org
+
+
+def tick_interval(text: str) -> float:
+    """An argparse type: seconds between ticks, as the engine takes them (0 to 3600)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= x <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 3600 seconds")
+    return x

@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, run_settings
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, run_settings, tick_interval
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
 
 
@@ -31,7 +31,7 @@ def add_tui_args(p: argparse.ArgumentParser) -> None:
     add_db_arg(p)
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the sim provider")
     p.add_argument("--paused", action="store_true", help="open paused (space resumes, n steps)")
-    p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="wait between ticks (default 1.0; + / - change it)")
+    p.add_argument("--interval", type=tick_interval, default=None, metavar="SECONDS", help="wait between ticks (default 1.0; + / - change it)")
     _add_screen_args(p)
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
     p.add_argument("--no-watch", action="store_true", help="do not hot-reload agent files")
@@ -233,7 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--follow", action="store_true", help="follow the run as another process writes it (as `lemming watch`)")
     p.add_argument("--no-fork", action="store_true", help="a strictly read-only session: no forks, no new runs")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of a new run started from the picker")
-    p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="tick interval of a fork or new run (default 1.0)")
+    p.add_argument("--interval", type=tick_interval, default=None, metavar="SECONDS", help="tick interval of a fork or new run (default 1.0)")
     _add_room_args(p)
     add_sim_args(p)
     p.set_defaults(func=cmd_replay)

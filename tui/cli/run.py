@@ -36,7 +36,7 @@ from lemming.engine.events import (
 from lemming.engine.plainjson import printable
 from lemming.engine.recorded_run import HEADLESS, RecordedRun, build_engine, sim_served
 from lemming.engine.store import StoreError
-from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, load_or_report, positive_int, run_settings
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, load_or_report, positive_int, run_settings, tick_interval
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, err_console, fail, line_console
 
 
@@ -214,10 +214,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_db_arg(p)
     p.add_argument("--headless", action="store_true", help="run without a UI, printing a line per tick")
     p.add_argument("--paused", action="store_true", help="start paused (the control room's space, or lemming ctl resume / step)")
-    p.add_argument("--ticks", type=int, default=None, metavar="N", help="stop after N ticks (default: run until Ctrl-C)")
+    p.add_argument("--ticks", type=positive_int, default=None, metavar="N", help="stop after N ticks (default: run until Ctrl-C)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the sim provider (default 0)")
-    p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="wait between ticks (default 0 headless, 1 in the control room)")
-    p.add_argument("--concurrency", type=int, default=None, metavar="N", help="turns in flight at once (default: org.json max_concurrency)")
+    p.add_argument("--interval", type=tick_interval, default=None, metavar="SECONDS", help="wait between ticks (default 0 headless, 1 in the control room)")
+    p.add_argument("--concurrency", type=positive_int, default=None, metavar="N", help="turns in flight at once (default: org.json max_concurrency)")
     p.add_argument("--json", action="store_true", help="print the events as JSON lines instead of progress")
     p.add_argument("--tokens", action="store_true", help="with --json, include token deltas")
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")

@@ -1,0 +1,99 @@
+"""The `lemming` command on bad input and broken files: one clear line, the right exit
+code, and the read-only commands still showing a recorded run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import demo_copy
+from tests.test_cli import lemming
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> Path:
+    """A copy of the demo with a short recorded run in its .lemming/runs.db."""
+    org = demo_copy(tmp_path / "demo")
+    r = lemming("run", "--headless", "--ticks", "4", "--no-serve", "--no-watch", "--org", str(org))
+    assert r.returncode == 0, r.stderr
+    return org
+
+
+def _only_a_line(r, message: str) -> None:  # noqa: ANN001
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("command", [["status"], ["logs", "manager"], ["inspect", "manager"]])
+def test_a_corrupt_database_is_one_line_for_the_agent_commands(org: Path, command: list[str]) -> None:
+    db = org / ".lemming" / "runs.db"
+    with open(db, "r+b") as f:
+        f.seek(5000)
+        f.write(b"\xff" * 8000)
+    _only_a_line(lemming(*command, "--org", str(org)), "is corrupt or not a LeMMing run database")
+    db.write_text("hello, I am not a database\n")
+    _only_a_line(lemming(*command, "--org", str(org)), "is corrupt or not a LeMMing run database")
+
+
+@pytest.mark.parametrize("command", [["status"], ["logs", "manager"], ["runs"], ["search", "budget"]])
+def test_a_database_that_is_a_folder_says_so(tmp_path: Path, command: list[str]) -> None:
+    folder = tmp_path / "runs.db"
+    folder.mkdir()
+    r = lemming(*command, "--db", str(folder))
+    _only_a_line(r, f"{folder} is a folder, not a run database; move it away or choose another --db")
+
+
+def test_runs_on_an_empty_database_file_is_no_runs_as_on_a_missing_one(tmp_path: Path) -> None:
+    empty = tmp_path / "runs.db"
+    empty.touch()
+    r = lemming("runs", "--db", str(empty))
+    assert r.returncode == 0 and "no runs recorded yet" in r.stdout and "is empty" in r.stdout, r.stderr
+    r = lemming("runs", "--db", str(tmp_path / "none.db"))
+    assert r.returncode == 0 and "no runs recorded yet" in r.stdout and "does not exist" in r.stdout
+
+
+def test_the_read_only_commands_show_the_run_when_another_file_is_broken(org: Path) -> None:
+    (org / "agents" / "qa" / "resume.json").write_text("{broken\n")
+    r = lemming("logs", "manager", "--org", str(org), "--lines", "5")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("\n[") >= 4 and "warning: agents/qa/resume.json" in r.stderr
+    r = lemming("logs", "qa", "--org", str(org), "--lines", "5")  # its recorded turns are still there
+    assert r.returncode == 0 and "[" in r.stdout, r.stderr
+    r = lemming("status", "--org", str(org), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["run"]["ticks"] == 4 and "manager" in json.loads(r.stdout)["agents"]
+    r = lemming("inspect", "manager", "--org", str(org))
+    assert r.returncode == 0 and "in run" in r.stdout, r.stderr
+    r = lemming("inspect", "qa", "--org", str(org))
+    assert r.returncode == 1 and "agents/qa/resume.json does not load" in r.stderr
+    # A model entry that needs a variable this machine does not have: a warning too.
+    models = json.loads((org / "models.json").read_text())
+    models["tool"] = {"provider": "cli", "model_name": "echo", "provider_config": {"command": ["echo"], "env": {"K": "${env.LEMMING_TEST_UNSET}"}}}
+    (org / "models.json").write_text(json.dumps(models))
+    r = lemming("logs", "manager", "--org", str(org), "--lines", "5")
+    assert r.returncode == 0 and r.stdout.strip() and "LEMMING_TEST_UNSET" in r.stderr, r.stderr
+    # run still refuses the organisation
+    r = lemming("run-once", "--org", str(org), "--no-record")
+    assert r.returncode == 1 and "problem(s)" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--headless", "--ticks", "-1"], "argument --ticks: -1 is not at least 1"),
+        (["run", "--headless", "--ticks", "0"], "argument --ticks: 0 is not at least 1"),
+        (["run", "--headless", "--concurrency", "0"], "argument --concurrency: 0 is not at least 1"),
+        (["run", "--headless", "--interval", "-1"], "argument --interval: -1 is not between 0 and 3600 seconds"),
+        (["tui", "--interval", "-1"], "argument --interval: -1 is not between 0 and 3600 seconds"),
+        (["replay", "x", "--interval", "nan"], "argument --interval: nan is not between 0 and 3600 seconds"),
+        (["resume", "x", "--ticks", "-5"], "argument --ticks: -5 is not at least 1"),
+        (["fork", "x", "--at", "3", "--ticks", "0"], "argument --ticks: 0 is not at least 1"),
+        (["logs", "qa", "--lines", "-3"], "argument --lines: -3 is not at least 1"),
+    ],
+)
+def test_counts_and_intervals_out_of_range_are_argument_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    r = lemming(*args, "--db", str(tmp_path / "none.db"))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
