@@ -395,9 +395,15 @@ class Engine(RunReadAPI):
         """Record a definition change that failed validation (the old one keeps running)."""
         self._queue("reject", file=file, errors=list(errors))
 
+    @property
+    def tick_in_flight(self) -> int | None:
+        """The tick being run now (its turns called, nothing of it committed yet), or None."""
+        task = self._tick_task
+        return self.state.tick + 1 if task is not None and not task.done() else None
+
     def abort_tick(self) -> None:
         """Cancel the tick in flight: nothing of it is committed; the engine pauses."""
-        if self._tick_task is not None and not self._tick_task.done():
+        if self.tick_in_flight is not None:
             self._abort_requested = True
             self._tick_task.cancel()
         else:

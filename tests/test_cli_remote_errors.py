@@ -1,0 +1,110 @@
+"""`lemming send`, `chat` and `ctl` on a served run: mistakes said in one line with what
+to do, an agent that can never reply refused at once, and `abort` naming its tick."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lemming.engine.events import TickAborted
+from lemming.engine.remote import ControlClient, ControlServer, RemoteError, served_runs
+from lemming.engine.store import RunStore, default_db_path
+from tests.conftest import make_org
+from tests.support.app_driver import sim_engine
+from tests.test_remote import LEMMING, lemming
+
+
+def _serve(org: Path, *extra: str) -> tuple[subprocess.Popen, object]:
+    proc = subprocess.Popen([*LEMMING, "run", "--headless", "--org", str(org), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None
+        found = next((s for s in served_runs(org)[0] if s.pid == proc.pid), None)
+        if found is not None:
+            return proc, found
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("the run was not served in time")
+
+
+def _end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def served_org(tmp_path: Path):
+    org = make_org(tmp_path / "org", {"alice": {"reads": ["bob"]}, "bob": {"reads": ["alice"]}, "human": {"model": "none"}})
+    proc, _ = _serve(org, "--interval", "0.05", "--sim-tokens-per-s", "2000")
+    yield org
+    _end(proc)
+
+
+def test_chat_refuses_at_once_an_agent_that_never_replies(served_org: Path) -> None:
+    r = lemming("chat", "human", "hi", org=served_org, timeout=15)
+    assert r.returncode == 1 and "chat: human has model none: it never replies" in r.stderr, r.stderr
+    assert lemming("ctl", "disable", "bob", org=served_org).returncode == 0
+    r = lemming("chat", "bob", "hello", org=served_org, timeout=15)
+    assert r.returncode == 1 and "chat: bob is disabled: enable it with lemming ctl enable bob" in r.stderr, r.stderr
+    r = lemming("chat", "alice", "hello", org=served_org, timeout=30)  # one that replies still does
+    assert r.returncode == 0 and "alice →" in r.stdout, r.stderr
+
+
+def test_send_and_ctl_mistakes_are_said_plainly(served_org: Path) -> None:
+    r = lemming("send", "nobody", "x", org=served_org)
+    assert r.returncode == 1, r.stderr
+    assert "send: run " in r.stderr and "has no agent 'nobody'; its agents: alice, bob, human" in r.stderr
+    r = lemming("chat", "nobody", "x", org=served_org)
+    assert r.returncode == 1 and "chat: run " in r.stderr and "its agents: alice, bob, human" in r.stderr
+    for text in ("", "   "):
+        r = lemming("send", "alice", text, org=served_org)
+        assert r.returncode == 1 and "send: the message is empty; give the text to send" in r.stderr, r.stderr
+    r = lemming("ctl", "top-up", "alice", "abc", org=served_org)
+    assert r.returncode == 2 and "ctl top-up: AMOUNT 'abc' is not a number; give a number of credits" in r.stderr
+    assert "could not convert" not in r.stderr
+    r = lemming("ctl", "interval", "fast", org=served_org)
+    assert r.returncode == 2 and "ctl interval: SECONDS 'fast' is not a number" in r.stderr
+
+
+def test_abort_names_the_tick_it_aborted(tmp_path: Path) -> None:
+    org = make_org(tmp_path / "org", {"alice": {}})
+    proc, run = _serve(org, "--sim-latency-ms", "20000")
+    try:
+        time.sleep(1.0)  # tick 1 is in flight: its turn thinks for 20 s
+        r = lemming("ctl", "abort", org=org)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "abort: tick 1 is aborted: nothing of it is committed; the run pauses at tick 0"
+        r = lemming("ctl", "abort", org=org)  # paused: nothing in flight
+        assert r.returncode == 0 and "no tick was in flight" in r.stdout and "None" not in r.stdout
+    finally:
+        _end(proc)
+
+    async def aborted() -> list[int]:
+        async with await RunStore.open(default_db_path(org), readonly=True) as store:
+            return [e.tick for e in await store.events(run.run_id) if isinstance(e, TickAborted)]
+
+    assert asyncio.run(aborted()) == [1]
+
+
+async def test_a_command_to_a_run_that_is_not_ticking_says_why(tmp_path: Path) -> None:
+    org = make_org(tmp_path / "org", {"alice": {}})
+    engine = sim_engine(org)
+    async with ControlServer(engine, org) as server:
+        c = await ControlClient.connect(server.path)
+        with pytest.raises(RemoteError, match=r"stop: the run is not ticking at tick 0: it is stopping or not started yet"):
+            await c.request("stop")
+        await engine.run(ticks=2)
+        with pytest.raises(RemoteError, match=r"abort: the run has stopped at tick 2 \(completed\)"):
+            await c.request("abort")
+        await c.close()
