@@ -323,6 +323,8 @@ class Engine(RunReadAPI):
         #: may have come between the tick's commit and their writing.
         self._reapply_files = state is not None and parent_run is None
         self.running = False
+        #: True from the end of the tick loop until the stop is recorded (MCP servers closing).
+        self.stopping = False
         self._subs: set[Subscription] = set()
         self._commands: deque[Command] = deque()
         self._origin: tuple[str | None, Callable[[list[Event]], None] | None] = (None, None)
@@ -488,6 +490,7 @@ class Engine(RunReadAPI):
         """
         target = until_tick if until_tick is not None else (self.state.tick + ticks if ticks is not None else None)
         self.running = True
+        self.stopping = False
         reason = "stopped"
         frozen = False
         try:
@@ -550,6 +553,7 @@ class Engine(RunReadAPI):
             raise
         finally:
             self.running = False
+            self.stopping = True
             try:
                 if self.mcp is not None:  # every MCP server stops with the run
                     await self.mcp.aclose()

@@ -100,11 +100,27 @@ def test_abort_names_the_tick_it_aborted(tmp_path: Path) -> None:
 async def test_a_command_to_a_run_that_is_not_ticking_says_why(tmp_path: Path) -> None:
     org = make_org(tmp_path / "org", {"alice": {}})
     engine = sim_engine(org)
+    closing = asyncio.Event()
+
+    class SlowHub:
+        """MCP servers that take their time to close: the run is stopping meanwhile."""
+
+        async def aclose(self) -> None:
+            await closing.wait()
+
     async with ControlServer(engine, org) as server:
         c = await ControlClient.connect(server.path)
-        with pytest.raises(RemoteError, match=r"stop: the run is not ticking at tick 0: it is stopping or not started yet"):
+        with pytest.raises(RemoteError, match=r"^stop: the run has not started yet; try again in a moment$"):
             await c.request("stop")
-        await engine.run(ticks=2)
-        with pytest.raises(RemoteError, match=r"abort: the run has stopped at tick 2 \(completed\)"):
+        engine.mcp = SlowHub()  # type: ignore[assignment]
+        task = asyncio.create_task(engine.run(ticks=2))
+        while not engine.stopping:
+            await asyncio.sleep(0.01)
+        with pytest.raises(RemoteError, match=r"^abort: the run is stopping at tick 2 \(its MCP servers closing"):
             await c.request("abort")
+        assert (await c.request("status"))["stopping"] is True
+        closing.set()
+        await task
+        with pytest.raises(RemoteError, match=r"^stop: the run has stopped at tick 2 \(completed\)$"):
+            await c.request("stop")
         await c.close()

@@ -495,9 +495,10 @@ class ControlServer:
         if not engine.running:
             if engine.state.stopped:
                 raise ProtocolError(f"{op}: the run has stopped at tick {engine.tick} ({engine.state.stopped})")
-            # Between its last tick and its stop being recorded (or before its first).
-            raise ProtocolError(f"{op}: the run is not ticking at tick {engine.tick}: it is stopping or not started yet; "
-                                "`lemming ctl status` says which")
+            if engine.stopping:
+                raise ProtocolError(f"{op}: the run is stopping at tick {engine.tick} (its MCP servers closing, its stop "
+                                    "being recorded); it is gone in a moment")
+            raise ProtocolError(f"{op}: the run has not started yet; try again in a moment")
         if op == "stop":
             self.note(f"{client.name} asked the run to stop")
             self._stop_waiters.append((client, rid))
@@ -553,7 +554,7 @@ class ControlServer:
         e = self.engine
         s = e.state
         return {
-            "run_id": e.run_id, "tick": e.tick, "paused": e.paused, "running": e.running,
+            "run_id": e.run_id, "tick": e.tick, "paused": e.paused, "running": e.running, "stopping": e.stopping,
             "interval": s.interval, "total_spend": s.total_spend, "clients": len(self.clients),
             "agents": [
                 {"name": n, "status": e.agent_status(n), "credits": s.credits.get(n, 0.0), "sent": s.sent.get(n, 0),

@@ -271,7 +271,7 @@ async def _ctl(c: ControlClient, args: argparse.Namespace) -> int:
     op = {"top-up": "top_up"}.get(verb, verb)
     if verb == "status":
         r = await c.request("status")
-        state = ("paused" if r["paused"] else "running") if r["running"] else "not ticking (stopping, or not started yet)"
+        state = ("paused" if r["paused"] else "running") if r["running"] else ("stopping" if r.get("stopping") else "not started yet")
         print(f"run {r['run_id']}: tick {r['tick']}, {state}, interval {r['interval']:g} s, "
               f"spend {r['total_spend']:.6g}, {r['clients']} connected")
         for a in r["agents"]:
