@@ -97,3 +97,25 @@ def test_the_read_only_commands_show_the_run_when_another_file_is_broken(org: Pa
 def test_counts_and_intervals_out_of_range_are_argument_errors(tmp_path: Path, args: list[str], message: str) -> None:
     r = lemming(*args, "--db", str(tmp_path / "none.db"))
     assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def _run_id(org: Path) -> str:
+    r = lemming("runs", "--json", "--db", str(org / ".lemming" / "runs.db"))
+    return json.loads(r.stdout.splitlines()[-1])["id"]
+
+
+def test_search_for_an_agent_the_run_does_not_have_says_so(org: Path) -> None:
+    db = str(org / ".lemming" / "runs.db")
+    r = lemming("search", "budget", "--agent", "nobody", "--db", db)
+    assert r.returncode == 2 and "no match" not in r.stdout, (r.stdout, r.stderr)
+    assert f"run {_run_id(org)} has no agent 'nobody'; its agents: analyst, ceo," in r.stderr
+    r = lemming("search", "zzzunsaid", "--agent", "qa", "--db", db)  # a real agent that did not say it
+    assert r.returncode == 1 and "no match for zzzunsaid" in r.stdout
+
+
+@pytest.mark.parametrize("at", ["999", "-1"])
+def test_replay_at_a_tick_the_run_does_not_have_is_refused_as_fork_does(org: Path, at: str) -> None:
+    db = str(org / ".lemming" / "runs.db")
+    run = _run_id(org)
+    r = lemming("replay", run, "--at", at, "--db", db, timeout=20)
+    assert r.returncode == 1 and f"run {run} has committed ticks up to 4; cannot replay it at tick {at}" in r.stderr

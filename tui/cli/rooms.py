@@ -82,18 +82,17 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return int(code)
 
 
-async def _resolve(db: Path, run: str | None, *, latest: bool) -> str | None:
-    """The full id of `run` (a prefix is enough); None when no run was named and not `latest`."""
+async def _resolve(db: Path, run: str | None, *, latest: bool):  # noqa: ANN202
+    """`run` (a prefix is enough) as its RunInfo; None when no run was named and not `latest`."""
     from lemming.engine.store import RunStore
 
     store = await RunStore.open(db, readonly=True)
     try:
         if run is not None:
-            return (await store.get_run(run)).id
+            return await store.get_run(run)
         if not latest:
             return None
-        info = await store.last_run()
-        return info.id if info is not None else None
+        return await store.last_run()
     finally:
         await store.close()
 
@@ -137,9 +136,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if not db.exists():
             return fail(f"no run database at {db} (record a run first: `lemming run` or `lemming`)")
         try:
-            run_id = asyncio.run(_resolve(db, args.run, latest=False))
+            info = asyncio.run(_resolve(db, args.run, latest=False))
         except StoreError as e:
             return fail(str(e))
+        run_id = info.id
+        # A followed run grows: a tick past its end now may come.
+        if args.at is not None and (args.at < 0 or (args.at > info.ticks and not args.follow)):
+            return fail(f"run {run_id} has committed ticks up to {info.ticks}; cannot replay it at tick {args.at}")
     # Without a run: the picker, which waits for runs to appear if there are none yet.
     read_only = bool(args.no_fork)
     return _open_room(args, run_id=run_id, follow=args.follow, can_fork=not read_only, allow_new=not read_only)
@@ -152,12 +155,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not db.exists():
         return fail(f"no run database at {db}")
     try:
-        run_id = asyncio.run(_resolve(db, args.run, latest=True))
+        info = asyncio.run(_resolve(db, args.run, latest=True))
     except StoreError as e:
         return fail(str(e))
-    if run_id is None:
+    if info is None:
         return fail(f"no runs in {db} yet")
-    return _open_room(args, run_id=run_id, follow=True, can_fork=False, allow_new=False)
+    return _open_room(args, run_id=info.id, follow=True, can_fork=False, allow_new=False)
 
 
 # --- serve --------------------------------------------------------------------------------
