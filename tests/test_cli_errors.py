@@ -119,3 +119,26 @@ def test_replay_at_a_tick_the_run_does_not_have_is_refused_as_fork_does(org: Pat
     run = _run_id(org)
     r = lemming("replay", run, "--at", at, "--db", db, timeout=20)
     assert r.returncode == 1 and f"run {run} has committed ticks up to 4; cannot replay it at tick {at}" in r.stderr
+
+
+def test_a_fork_that_would_run_without_end_asks_for_ticks(org: Path) -> None:
+    import asyncio
+
+    from lemming.engine.store import RunStore
+
+    db = org / ".lemming" / "runs.db"
+    run = _run_id(org)
+    r = lemming("fork", run, "--at", "4", "--db", str(db), timeout=20)  # the parent ends at tick 4
+    assert r.returncode == 1, r.stdout
+    assert f"run {run} ends at tick 4, so a fork at tick 4 would run without end: give it --ticks N" in r.stderr
+
+    async def forget_target() -> None:  # as a run started in the control room: no tick count
+        async with await RunStore.open(db) as store:
+            await store.set_target(run, None)
+
+    asyncio.run(forget_target())
+    r = lemming("fork", run, "--at", "2", "--db", str(db), timeout=20)
+    assert r.returncode == 1 and "was started without a tick count, so a fork at tick 2 would run without end" in r.stderr
+    assert len(lemming("runs", "--json", "--db", str(db)).stdout.splitlines()) == 1  # nothing recorded
+    r = lemming("fork", run, "--at", "2", "--ticks", "2", "--db", str(db), timeout=30)
+    assert r.returncode == 0 and "to tick 4" in r.stdout and "run stopped at tick 4: completed" in r.stdout, r.stderr

@@ -118,7 +118,7 @@ async def _continue(args: argparse.Namespace, fork: bool) -> int:
     db = db_path(args)
     settings = run_settings(args, HEADLESS)
     if fork:
-        run = await RecordedRun.fork(db, args.run, args.at, settings, ticks=args.ticks, seed=args.seed)
+        run = await RecordedRun.fork(db, args.run, args.at, settings, ticks=args.ticks, seed=args.seed, open_ended=False)
     else:
         run = await RecordedRun.resume(db, args.run, settings, ticks=args.ticks, force=args.force)
     async with run:
