@@ -142,3 +142,30 @@ def test_a_fork_that_would_run_without_end_asks_for_ticks(org: Path) -> None:
     assert len(lemming("runs", "--json", "--db", str(db)).stdout.splitlines()) == 1  # nothing recorded
     r = lemming("fork", run, "--at", "2", "--ticks", "2", "--db", str(db), timeout=30)
     assert r.returncode == 0 and "to tick 4" in r.stdout and "run stopped at tick 4: completed" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_run_whose_reader_goes_away_stops_cleanly(tmp_path: Path, as_json: bool) -> None:
+    """`lemming run --headless | head -1`: the run stops at a tick boundary and exits 141
+    (it used to hang for ever after a traceback-less SystemExit in its printer)."""
+    import os
+    import subprocess
+
+    from tests.test_cli import LEMMING
+
+    org = demo_copy(tmp_path / "demo")
+    db = tmp_path / "runs.db"
+    argv = [*LEMMING, "run", "--headless", "--ticks", "500", "--no-serve", "--no-watch", "--org", str(org), "--db", str(db)]
+    proc = subprocess.Popen([*argv, *(["--json"] if as_json else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "NO_COLOR": "1"})
+    assert proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away
+    try:
+        code = proc.wait(30)
+    finally:
+        proc.kill()
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert code == 141 and "Traceback" not in stderr, stderr
+    [run] = [json.loads(line) for line in lemming("runs", "--json", "--db", str(db)).stdout.splitlines()]
+    assert run["status"] == "stopped" and run["ticks"] < 500

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -37,7 +38,7 @@ from lemming.engine.plainjson import printable
 from lemming.engine.recorded_run import HEADLESS, RecordedRun, build_engine, sim_served
 from lemming.engine.store import StoreError
 from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, load_or_report, positive_int, run_settings, tick_interval
-from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, err_console, fail, line_console
+from lemming.tui.cli.output import EXIT_BROKEN_PIPE, EXIT_FAIL, EXIT_OK, err_console, fail, line_console
 
 
 class ProgressPrinter:
@@ -49,8 +50,21 @@ class ProgressPrinter:
         self.tokens = tokens
         self._out = sys.stdout
         self._broke: set[str] = set()
+        #: The reader of our output went away (`lemming run --headless | head`).
+        self.reader_gone = False
 
     def handle(self, batch: list[Event]) -> None:
+        """Print `batch`; once the reader of stdout has gone, print nothing more."""
+        if self.reader_gone:
+            return
+        try:
+            self._print(batch)
+        except (BrokenPipeError, SystemExit):  # rich turns a broken pipe into SystemExit(1)
+            self.reader_gone = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # nothing buffered may fail again at exit
+
+    def _print(self, batch: list[Event]) -> None:
         if self.as_json:
             lines = []
             for ev in batch:
@@ -139,6 +153,10 @@ async def _run_headless(engine: Engine, args: argparse.Namespace, console: Conso
             batch = sub.drain()
             if batch:
                 printer.handle(batch)
+                if printer.reader_gone:
+                    # Like any Unix tool whose reader went away: stop (at a tick boundary,
+                    # so a recorded run ends cleanly) and exit quietly.
+                    engine.stop()
             if sub.closed:
                 return
 
@@ -159,6 +177,8 @@ async def _run_headless(engine: Engine, args: argparse.Namespace, console: Conso
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+    if printer.reader_gone:
+        return EXIT_BROKEN_PIPE
     return EXIT_OK if reason in ("completed", "stopped") else EXIT_FAIL
 
 
