@@ -53,6 +53,9 @@ def test_runs_on_an_empty_database_file_is_no_runs_as_on_a_missing_one(tmp_path:
     assert r.returncode == 0 and "no runs recorded yet" in r.stdout and "is empty" in r.stdout, r.stderr
     r = lemming("runs", "--db", str(tmp_path / "none.db"))
     assert r.returncode == 0 and "no runs recorded yet" in r.stdout and "does not exist" in r.stdout
+    for command in (["status"], ["logs", "qa"]):  # the same for the agent commands
+        r = lemming(*command, "--db", str(empty))
+        assert r.returncode == 0 and "no recorded run yet" in r.stdout, (command, r.stderr)
 
 
 def test_the_read_only_commands_show_the_run_when_another_file_is_broken(org: Path) -> None:

@@ -16,7 +16,7 @@ from lemming.engine.events import Event
 from lemming.engine.org import Org
 from lemming.engine.plainjson import printable
 from lemming.engine.store import RunStore, StoreError
-from lemming.tui.cli.options import add_db_arg, add_org_arg, db_path, load_or_report, positive_int
+from lemming.tui.cli.options import add_db_arg, add_org_arg, db_path, holds_no_run, load_or_report, positive_int
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, fail
 
 
@@ -24,7 +24,7 @@ async def _last_state(org: Org, args: argparse.Namespace):
     """The state of the organisation's last recorded run, if there is one (StoreError:
     the database is there and cannot be read)."""
     db = db_path(args, org.root)
-    if not Path(db).exists():
+    if holds_no_run(Path(db)):
         return None, None
     store = await RunStore.open(db, readonly=True)
     try:
@@ -161,7 +161,7 @@ def _logs(org: Org, args: argparse.Namespace) -> int:
 
 async def _read_logs(org: Org, args: argparse.Namespace, console: Console) -> int:
     db = db_path(args, org.root)
-    if not Path(db).exists():
+    if holds_no_run(Path(db)):
         if args.agent not in org.agents:
             return _no_agent(org, args.agent)
         console.print("no recorded run yet: `lemming run --headless` starts one")

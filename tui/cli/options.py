@@ -57,6 +57,12 @@ def db_path(args: argparse.Namespace, org_root: Path | str | None = None) -> Pat
     return default_db_path(org_root if org_root is not None else (getattr(args, "org", None) or Path(".")))
 
 
+def holds_no_run(db: Path) -> bool:
+    """The run database is missing or an empty file: no run was recorded in it (a folder
+    or a file that is not a database is the store's error to say)."""
+    return not db.exists() or (db.is_file() and db.stat().st_size == 0)
+
+
 def run_settings(args: argparse.Namespace, defaults: RunSettings) -> RunSettings:
     """`defaults` with what the command line says (options it does not have keep the default)."""
     sim = dict(defaults.sim)

@@ -21,7 +21,7 @@ from rich.table import Table
 from lemming.engine.recorded_run import HEADLESS, RecordedRun
 from lemming.engine.replay import Exporter
 from lemming.engine.store import RunStore, StoreError
-from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, positive_int, run_settings
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, holds_no_run, positive_int, run_settings
 from lemming.tui.cli.output import EXIT_OK, fail, line_console
 from lemming.tui.cli.run import run_headless
 
@@ -38,7 +38,7 @@ def _run_async(coro) -> int:
 
 async def _runs(args: argparse.Namespace) -> int:
     db = db_path(args)
-    if not db.exists() or (db.is_file() and db.stat().st_size == 0):  # an empty file holds no runs either
+    if holds_no_run(db):
         if args.json:
             return EXIT_OK
         Console(highlight=False).print(f"no runs recorded yet ({escape(str(db))} {'is empty' if db.exists() else 'does not exist'})")
