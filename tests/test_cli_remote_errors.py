@@ -4,51 +4,24 @@ to do, an agent that can never reply refused at once, and `abort` naming its tic
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from lemming.engine.events import TickAborted
-from lemming.engine.remote import ControlClient, ControlServer, RemoteError, served_runs
+from lemming.engine.remote import ControlClient, ControlServer, RemoteError
 from lemming.engine.store import RunStore, default_db_path
 from tests.conftest import make_org
 from tests.support.app_driver import sim_engine
-from tests.test_remote import LEMMING, lemming
-
-
-def _serve(org: Path, *extra: str) -> tuple[subprocess.Popen, object]:
-    proc = subprocess.Popen([*LEMMING, "run", "--headless", "--org", str(org), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None
-        found = next((s for s in served_runs(org)[0] if s.pid == proc.pid), None)
-        if found is not None:
-            return proc, found
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("the run was not served in time")
-
-
-def _end(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+from tests.test_remote import lemming, serving
 
 
 @pytest.fixture
 def served_org(tmp_path: Path):
     org = make_org(tmp_path / "org", {"alice": {"reads": ["bob"]}, "bob": {"reads": ["alice"]}, "human": {"model": "none"}})
-    proc, _ = _serve(org, "--interval", "0.05", "--sim-tokens-per-s", "2000")
-    yield org
-    _end(proc)
+    with serving(org, "--interval", "0.05", "--sim-tokens-per-s", "2000"):
+        yield org
 
 
 def test_chat_refuses_at_once_an_agent_that_never_replies(served_org: Path) -> None:
@@ -79,16 +52,13 @@ def test_send_and_ctl_mistakes_are_said_plainly(served_org: Path) -> None:
 
 def test_abort_names_the_tick_it_aborted(tmp_path: Path) -> None:
     org = make_org(tmp_path / "org", {"alice": {}})
-    proc, run = _serve(org, "--sim-latency-ms", "20000")
-    try:
+    with serving(org, "--sim-latency-ms", "20000") as (_, run):
         time.sleep(1.0)  # tick 1 is in flight: its turn thinks for 20 s
         r = lemming("ctl", "abort", org=org)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "abort: tick 1 is aborted: nothing of it is committed; the run pauses at tick 0"
         r = lemming("ctl", "abort", org=org)  # paused: nothing in flight
         assert r.returncode == 0 and "no tick was in flight" in r.stdout and "None" not in r.stdout
-    finally:
-        _end(proc)
 
     async def aborted() -> list[int]:
         async with await RunStore.open(default_db_path(org), readonly=True) as store:
