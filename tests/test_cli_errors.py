@@ -172,3 +172,15 @@ def test_a_run_whose_reader_goes_away_stops_cleanly(tmp_path: Path, as_json: boo
     assert code == 141 and "Traceback" not in stderr, stderr
     [run] = [json.loads(line) for line in lemming("runs", "--json", "--db", str(db)).stdout.splitlines()]
     assert run["status"] == "stopped" and run["ticks"] < 500
+
+
+@pytest.mark.parametrize("url", ["not a url", "localhost:8000/v1", "ftp://gpu-box/v1", "http://"])
+def test_validate_refuses_a_base_url_that_is_no_url(tmp_path: Path, url: str) -> None:
+    from tests.conftest import make_org
+
+    models = {"local": {"provider": "openai", "model_name": "m", "base_url": url},
+              "fine": {"provider": "openai", "model_name": "m", "base_url": "http://gpu-box:8000/v1"}}
+    org = make_org(tmp_path / "o", {"a": {"model": "local"}}, models=models)
+    r = lemming("validate", "--org", str(org))
+    assert r.returncode == 1, r.stdout
+    assert r.stdout.strip() == f"models.json: local.base_url: {url!r} is not a URL; give http://HOST:PORT/... or https://... (docs/models.md lists each server's)"
