@@ -327,6 +327,8 @@ class Engine(RunReadAPI):
         #: may have come between the tick's commit and their writing.
         self._reapply_files = state is not None and parent_run is None
         self.running = False
+        #: True from the end of the tick loop until the stop is recorded (MCP servers closing).
+        self.stopping = False
         self._subs: set[Subscription] = set()
         self._commands: deque[Command] = deque()
         self._origin: tuple[str | None, Callable[[list[Event]], None] | None] = (None, None)
@@ -399,9 +401,15 @@ class Engine(RunReadAPI):
         """Record a definition change that failed validation (the old one keeps running)."""
         self._queue("reject", file=file, errors=list(errors))
 
+    @property
+    def tick_in_flight(self) -> int | None:
+        """The tick being run now (its turns called, nothing of it committed yet), or None."""
+        task = self._tick_task
+        return self.state.tick + 1 if task is not None and not task.done() else None
+
     def abort_tick(self) -> None:
         """Cancel the tick in flight: nothing of it is committed; the engine pauses."""
-        if self._tick_task is not None and not self._tick_task.done():
+        if self.tick_in_flight is not None:
             self._abort_requested = True
             self._tick_task.cancel()
         else:
@@ -498,6 +506,7 @@ class Engine(RunReadAPI):
         """
         target = until_tick if until_tick is not None else (self.state.tick + ticks if ticks is not None else None)
         self.running = True
+        self.stopping = False
         reason = "stopped"
         frozen = False
         try:
@@ -561,6 +570,7 @@ class Engine(RunReadAPI):
             raise
         finally:
             self.running = False
+            self.stopping = True
             try:
                 if self.mcp is not None:  # every MCP server stops with the run
                     await self.mcp.aclose()

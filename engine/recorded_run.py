@@ -164,11 +164,14 @@ class RecordedRun:
         *,
         ticks: int | None = None,
         seed: int | None = None,
+        open_ended: bool = True,
     ) -> "RecordedRun":
         """A new run from the end of `tick` of `run_id`, recorded as its child.
 
         It runs `ticks` ticks (None: up to the parent's target, if that lies ahead) with
-        the parent's seed unless `seed` is given.
+        the parent's seed unless `seed` is given. With `open_ended` False a fork that
+        would have no target (no `ticks`, no parent target ahead) is refused (StoreError)
+        before anything is recorded: a headless fork would otherwise run without end.
         """
         path = Path(db)
         if not path.exists():
@@ -182,6 +185,9 @@ class RecordedRun:
                 target: int | None = tick + ticks
             else:
                 target = info.target_ticks if info.target_ticks is not None and info.target_ticks > tick else None
+            if target is None and not open_ended:
+                why = "was started without a tick count" if info.target_ticks is None else f"ends at tick {info.target_ticks}"
+                raise StoreError(f"run {info.id} {why}, so a fork at tick {tick} would run without end: give it --ticks N")
             org = _on_disk_at(state, info)
             engine = build_engine(
                 org, settings.replace(seed=info.seed if seed is None else seed), state=state, parent_run=info.id, fork_tick=tick

@@ -96,3 +96,58 @@ def test_models_command_lists_without_probing_and_rejects_unknown_keys(tmp_path,
     assert {r["key"] for r in rows} == {"local", "sim"}
     bad = argparse.Namespace(org=tmp_path, timeout=1.0, no_probe=True, json=False, keys=["nope"])
     assert models_command(bad, env={}, console=Console(file=io.StringIO())) == 2
+
+
+def _not_an_api_server(content_type: str, body: bytes):
+    """A server on 127.0.0.1 that answers every request 200 with `body` as `content_type`
+    (a web page, an event stream): no OpenAI-compatible API."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+async def test_a_server_that_answers_no_api_is_said_plainly():
+    answers = {
+        "html": ("text/html; charset=utf-8", b"<!doctype html>\n<html><body>Welcome to nginx!</body></html>",
+                 "it sent text/html, starting '<!doctype html> <html><body>Welcome to nginx!"),
+        "sse": ("text/event-stream", b"data: {broken\n\n", "it sent text/event-stream, starting 'data: {broken'"),
+    }
+    servers = {k: _not_an_api_server(ct, body) for k, (ct, body, _) in answers.items()}
+    try:
+        specs = {k: ModelSpec(provider="openai", model_name="m", base_url=f"http://127.0.0.1:{s.server_port}/v1")
+                 for k, s in servers.items()}
+        reg = ProviderRegistry(specs, env={})
+        try:
+            results = {k: r for k, _, r in await probe_models(reg, list(specs), timeout=3.0)}
+        finally:
+            await reg.aclose()
+    finally:
+        for s in servers.values():
+            s.shutdown()
+    for key, (_, _, said) in answers.items():
+        detail = results[key].detail
+        assert not results[key].ok
+        assert detail.startswith(f"the server at {specs[key].base_url} did not answer as an OpenAI-compatible API: "), detail
+        assert said in detail and "AttributeError" not in detail, detail
+
+
+def test_models_help_says_what_the_exit_code_means():
+    from lemming.tui.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    text = " ".join(sub.choices["models"].format_help().split())
+    assert "Exit code 0 when every probed model answered, 1 when a probe failed, 2 on a models.json" in text

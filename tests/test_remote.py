@@ -8,6 +8,7 @@ SIGKILL; the run's own behaviour is checked through the protocol and its databas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -34,28 +35,37 @@ def lemming(*args: str, org: Path, timeout: float = 60) -> subprocess.CompletedP
     return subprocess.run([*LEMMING, *args, "--org", str(org)], capture_output=True, text=True, timeout=timeout)
 
 
+@contextlib.contextmanager
+def serving(org_dir: Path, *options: str):
+    """A headless run of `org_dir` in its own process, served; yields (process, Served)."""
+    log = open(org_dir.parent / "run.log", "w")
+    proc = subprocess.Popen([*LEMMING, "run", "--headless", "--org", str(org_dir), *options],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        found = None
+        while time.monotonic() < deadline and found is None:
+            assert proc.poll() is None, (org_dir.parent / "run.log").read_text()
+            found = next((s for s in served_runs(org_dir)[0] if s.pid == proc.pid), None)
+            time.sleep(0.05)
+        assert found is not None, "the run was not served in time"
+        yield proc, found
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
 @pytest.fixture
 def served(org_dir: Path):
     """A headless run of `org_dir` in its own process, served; yields (process, Served)."""
-    log = open(org_dir.parent / "run.log", "w")
-    proc = subprocess.Popen([*LEMMING, "run", "--headless", "--org", str(org_dir), "--interval", "0.05", "--sim-tokens-per-s", "2000"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    found = None
-    while time.monotonic() < deadline and found is None:
-        assert proc.poll() is None, (org_dir.parent / "run.log").read_text()
-        found = next((s for s in served_runs(org_dir)[0] if s.pid == proc.pid), None)
-        time.sleep(0.05)
-    assert found is not None, "the run was not served in time"
-    yield proc, found
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.close()
+    with serving(org_dir, "--interval", "0.05", "--sim-tokens-per-s", "2000") as run:
+        yield run
 
 
 async def status(path: str) -> dict:

@@ -129,6 +129,18 @@ def unclassified_error(
     return ProviderError("malformed", f"unexpected {type(e).__name__} reading the stream: {r(str(e))}", partial_usage=usage)
 
 
+def not_an_api(where: str, api: str, content_type: str | None, body: bytes) -> str | None:
+    """What to say when the server at `where` answered something other than JSON (an HTML
+    page, an event stream, plain text) where `api` answers JSON; None when it is JSON."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/json" or kind.endswith("+json"):
+        return None
+    start = body[:60].decode("utf-8", "replace")
+    shown = " ".join("".join(ch if ch.isprintable() else " " for ch in start).split())
+    return (f"the server at {where} did not answer as {api}: it sent {kind or 'no content type'}"
+            f"{', starting ' + repr(shown) if shown else ', empty'}; check the base_url (it usually ends in /v1)")
+
+
 def option(opts: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any, provider: str, *, choices: tuple = ()) -> Any:
     """One provider_config option, type-checked: a bad value is a config error naming the field."""
     if name not in opts or opts[name] is None:

@@ -37,7 +37,7 @@ from lemming.engine.providers.base import (
     TextDelta,
     Usage,
 )
-from lemming.engine.providers.errors import Redactor, option, status_error, unclassified_error
+from lemming.engine.providers.errors import Redactor, not_an_api, option, status_error, unclassified_error
 from lemming.engine.providers.retry import estimate_tokens
 from lemming.engine.providers.transport import TRANSPORTS, sdk_http_client
 
@@ -219,7 +219,13 @@ class OpenAIProvider:
         """List the server's models and check that `model` is among them."""
         t0 = time.perf_counter()
         try:
-            page = await self._client.models.list(timeout=timeout)
+            raw = await self._client.models.with_raw_response.list(timeout=timeout)
+            # A web page or a proxy's answer is no model listing: the SDK cannot parse it.
+            wrong = not_an_api(self.base_url or "api.openai.com", "an OpenAI-compatible API",
+                               raw.headers.get("content-type"), raw.http_response.content)
+            if wrong:
+                return ProbeResult(False, wrong, (time.perf_counter() - t0) * 1000)
+            page = raw.parse()
             ids = [m.id for m in page.data]
         except Exception as e:
             err = self._error(e, False, None)

@@ -239,6 +239,13 @@ def check_spec(spec: ModelSpec, env: Mapping[str, str] | None = None) -> list[tu
     for a cli entry a missing command, a program not on PATH, an unset `${env.NAME}`."""
     if spec.provider not in ADAPTERS:
         return [("provider", unknown_provider(spec.provider))]
+    if spec.base_url is not None and spec.provider in ("openai", "anthropic", "ollama"):
+        from urllib.parse import urlsplit
+
+        url = urlsplit(spec.base_url.strip())
+        if url.scheme not in ("http", "https") or not url.netloc or " " in url.netloc:
+            return [("base_url", f"{spec.base_url!r} is not a URL; give http://HOST:PORT/... or https://..."
+                     " (docs/models.md lists each server's)")]
     if spec.provider == "cli":
         from lemming.engine.providers.cli import check_config
 

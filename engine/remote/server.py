@@ -502,15 +502,24 @@ class ControlServer:
     def _command(self, client: _Client, op: str, frame: dict[str, Any], rid: Any) -> None:
         engine = self.engine
         if not engine.running:
-            raise ProtocolError(f"{op}: the run is not running ({engine.state.stopped or 'starting'})")
+            if engine.state.stopped:
+                raise ProtocolError(f"{op}: the run has stopped at tick {engine.tick} ({engine.state.stopped})")
+            if engine.stopping:
+                raise ProtocolError(f"{op}: the run is stopping at tick {engine.tick} (its MCP servers closing, its stop "
+                                    "being recorded); it is gone in a moment")
+            raise ProtocolError(f"{op}: the run has not started yet; try again in a moment")
         if op == "stop":
             self.note(f"{client.name} asked the run to stop")
             self._stop_waiters.append((client, rid))
             engine.stop(abort=frame.get("abort") is True)
             return
         if op == "abort":
+            in_flight = engine.tick_in_flight
             engine.abort_tick()
-            client.respond(rid, note="the tick in flight is aborted; nothing of it is committed")
+            if in_flight is None:
+                client.respond(rid, tick=engine.tick, note="no tick was in flight; the run pauses")
+            else:
+                client.respond(rid, tick=in_flight, note=f"tick {in_flight} is aborted: nothing of it is committed; the run pauses at tick {engine.tick}")
             return
 
         def done(events: list[Event]) -> None:
@@ -554,11 +563,12 @@ class ControlServer:
         e = self.engine
         s = e.state
         return {
-            "run_id": e.run_id, "tick": e.tick, "paused": e.paused, "running": e.running,
+            "run_id": e.run_id, "tick": e.tick, "paused": e.paused, "running": e.running, "stopping": e.stopping,
             "interval": s.interval, "total_spend": s.total_spend, "clients": len(self.clients),
             "agents": [
-                {"name": n, "status": e.agent_status(n), "credits": s.credits.get(n, 0.0), "sent": s.sent.get(n, 0)}
-                for n in sorted(s.org.agents)
+                {"name": n, "status": e.agent_status(n), "credits": s.credits.get(n, 0.0), "sent": s.sent.get(n, 0),
+                 "model": a.resume.model.key}
+                for n, a in sorted(s.org.agents.items())
             ],
         }
 

@@ -17,6 +17,8 @@ def sqlite_error(path: Path, e: BaseException) -> StoreError:
     """The one-line StoreError for a sqlite3 error on the database at `path`."""
     msg = str(e)
     low = msg.lower()
+    if Path(path).is_dir():  # SQLite says only "disk I/O error" or "unable to open"
+        return StoreError(f"{path} is a folder, not a run database; move it away or choose another --db")
     if "locked" in low or "busy" in low:
         return StoreError(f"{path} is locked by another process; try again when it is done")
     if "not a database" in low or "malformed" in low or "corrupt" in low:

@@ -16,20 +16,17 @@ from lemming.engine.events import Event
 from lemming.engine.org import Org
 from lemming.engine.plainjson import printable
 from lemming.engine.store import RunStore, StoreError
-from lemming.tui.cli.options import add_db_arg, add_org_arg, db_path, load_or_report
-from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, fail, warn
+from lemming.tui.cli.options import add_db_arg, add_org_arg, db_path, holds_no_run, load_or_report, positive_int
+from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, fail
 
 
 async def _last_state(org: Org, args: argparse.Namespace):
-    """The state of the organisation's last recorded run, if there is one."""
+    """The state of the organisation's last recorded run, if there is one (StoreError:
+    the database is there and cannot be read)."""
     db = db_path(args, org.root)
-    if not Path(db).exists():
+    if holds_no_run(Path(db)):
         return None, None
-    try:
-        store = await RunStore.open(db, readonly=True)
-    except StoreError as e:
-        warn(str(e))
-        return None, None
+    store = await RunStore.open(db, readonly=True)
     try:
         info = await store.last_run(org.root)
         if info is None:
@@ -39,11 +36,24 @@ async def _last_state(org: Org, args: argparse.Namespace):
         await store.close()
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+def _read_only_command(body):  # noqa: ANN001, ANN202
+    """A command that only reads: the organisation loaded leniently (its problems are
+    warnings), and a run database that cannot be read said in one line, exit 1."""
+
+    def cmd(args: argparse.Namespace) -> int:
+        org = load_or_report(args.org, strict=False)
+        if org is None:
+            return EXIT_FAIL
+        try:
+            return body(org, args)
+        except StoreError as e:
+            return fail(str(e))
+
+    return cmd
+
+
+def _status(org: Org, args: argparse.Namespace) -> int:
     console = Console(highlight=False)
-    org = load_or_report(args.org)
-    if org is None:
-        return EXIT_FAIL
     info, state = asyncio.run(_last_state(org, args))
     if args.json:
         out = {
@@ -81,14 +91,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
+def _no_agent(org: Org, name: str) -> int:
+    broken = f"agents/{name}/"
+    if any(p.startswith(broken) for p in org.problems):
+        return fail(f"agents/{name}/resume.json does not load (see the warning above); fix it, then try again")
+    return fail(f"no agent {name!r}; agents: {', '.join(sorted(org.agents))}")
+
+
+def _inspect(org: Org, args: argparse.Namespace) -> int:
     console = Console(highlight=False)
-    org = load_or_report(args.org)
-    if org is None:
-        return EXIT_FAIL
     a = org.agents.get(args.agent)
     if a is None:
-        return fail(f"no agent {args.agent!r}; agents: {', '.join(sorted(org.agents))}")
+        return _no_agent(org, args.agent)
     r = a.resume
     info, state = asyncio.run(_last_state(org, args))
     if args.json:
@@ -141,27 +155,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    console = Console(highlight=False)
-    org = load_or_report(args.org)
-    if org is None:
-        return EXIT_FAIL
-    if args.agent not in org.agents:
-        return fail(f"no agent {args.agent!r}; agents: {', '.join(sorted(org.agents))}")
-    return asyncio.run(_logs(org, args, console))
+def _logs(org: Org, args: argparse.Namespace) -> int:
+    return asyncio.run(_read_logs(org, args, Console(highlight=False)))
 
 
-async def _logs(org: Org, args: argparse.Namespace, console: Console) -> int:
+async def _read_logs(org: Org, args: argparse.Namespace, console: Console) -> int:
     db = db_path(args, org.root)
-    if not Path(db).exists():
+    if holds_no_run(Path(db)):
+        if args.agent not in org.agents:
+            return _no_agent(org, args.agent)
         console.print("no recorded run yet: `lemming run --headless` starts one")
         return EXIT_OK
-    try:
-        store = await RunStore.open(db, readonly=True)
-    except StoreError as e:
-        return fail(str(e))
+    store = await RunStore.open(db, readonly=True)
     try:
         info = await store.last_run(org.root)
+        if args.agent not in org.agents:
+            # An agent whose file is broken now still has its recorded turns.
+            recorded = await store.state_at(info.id) if info is not None else None
+            if recorded is None or args.agent not in recorded.credits:
+                return _no_agent(org, args.agent)
         if info is None:
             console.print("no recorded run of this organisation yet")
             return EXIT_OK
@@ -208,18 +220,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_org_arg(p)
     add_db_arg(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=_read_only_command(_status))
 
     p = sub.add_parser("inspect", help="one agent: definition, permissions, budget, memory, last turn")
     p.add_argument("agent")
     add_org_arg(p)
     add_db_arg(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_inspect)
+    p.set_defaults(func=_read_only_command(_inspect))
 
     p = sub.add_parser("logs", help="an agent's recent turns and messages from the last run")
     p.add_argument("agent")
     add_org_arg(p)
     add_db_arg(p)
-    p.add_argument("--lines", type=int, default=40, metavar="N")
-    p.set_defaults(func=cmd_logs)
+    p.add_argument("--lines", type=positive_int, default=40, metavar="N", help="the last N lines (default 40)")
+    p.set_defaults(func=_read_only_command(_logs))

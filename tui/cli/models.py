@@ -41,7 +41,9 @@ PROBE_COLUMNS = (Col("status", 1, wrap=False), Col("ms", 9, wrap=False, justify=
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `lemming models` to the `lemming` parser."""
-    p = sub.add_parser("models", help="list models.json's model keys and probe whether each answers")
+    p = sub.add_parser("models", help="list models.json's model keys and probe whether each answers",
+                       description="List models.json's model keys and probe whether each answers (a listing call, never a completion). "
+                       "Exit code 0 when every probed model answered, 1 when a probe failed, 2 on a models.json that does not load or an unknown key.")
     p.add_argument("--org", type=Path, default=Path("."), metavar="DIR", help="organisation folder (holds models.json); default: current folder")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per probe (default 3)")
     p.add_argument("--no-probe", action="store_true", help="list only; make no network calls")

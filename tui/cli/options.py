@@ -57,6 +57,12 @@ def db_path(args: argparse.Namespace, org_root: Path | str | None = None) -> Pat
     return default_db_path(org_root if org_root is not None else (getattr(args, "org", None) or Path(".")))
 
 
+def holds_no_run(db: Path) -> bool:
+    """The run database is missing or an empty file: no run was recorded in it (a folder
+    or a file that is not a database is the store's error to say)."""
+    return not db.exists() or (db.is_file() and db.stat().st_size == 0)
+
+
 def run_settings(args: argparse.Namespace, defaults: RunSettings) -> RunSettings:
     """`defaults` with what the command line says (options it does not have keep the default)."""
     sim = dict(defaults.sim)
@@ -75,15 +81,32 @@ def run_settings(args: argparse.Namespace, defaults: RunSettings) -> RunSettings
     return defaults.replace(sim=sim, **changes)
 
 
-def load_or_report(org_dir: Path) -> Org | None:
-    """The organisation at `org_dir`, its warnings printed; None (every problem printed) if it cannot load."""
+def load_or_report(org_dir: Path, *, strict: bool = True) -> Org | None:
+    """The organisation at `org_dir`, its warnings printed; None (every problem printed) if it cannot load.
+
+    strict=False is for the commands that only read (status, inspect, logs): a broken
+    file of the organisation is printed as a warning and what loads is returned, so a
+    recorded run can still be shown when the operator needs it most."""
     try:
-        org = load_org(org_dir)
+        org = load_org(org_dir, strict=strict)
     except OrgInvalid as e:
         err_console().print(f"[bold red]{len(e.problems)} problem(s) in {escape(str(org_dir))}:[/]")
         for p in e.problems:
             err_console().print(f"  {escape(p)}", highlight=False)
         return None
+    for p in org.problems:
+        warn(f"{p} (the organisation's files as they are now; `lemming validate` lists every problem)")
     for w in org.warnings:
         warn(w)
     return org
+
+
+def tick_interval(text: str) -> float:
+    """An argparse type: seconds between ticks, as the engine takes them (0 to 3600)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= x <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 3600 seconds")
+    return x

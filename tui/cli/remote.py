@@ -24,6 +24,7 @@ from rich.markup import escape
 
 from lemming.engine.remote import ControlClient, ControlServer, EndpointError, RemoteError, find_run
 from lemming.engine.remote.server import served_at
+from lemming.engine.resume import NO_MODEL_KEY
 from lemming.tui.cli.options import add_org_arg
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, EXIT_USAGE, err_console, fail
 
@@ -162,12 +163,33 @@ def _entry_line(e: dict[str, Any]) -> str:
     return f"tick {e.get('tick'):>5}  {e.get('agent')} → {to}{kind}: {text}"
 
 
+async def _agent(c: ControlClient, verb: str, name: str) -> dict[str, Any]:
+    """The served run's row for agent `name` (model, status); RemoteError naming the
+    run's agents when it has none of that name."""
+    r = await c.request("status")
+    for a in r["agents"]:
+        if a["name"] == name:
+            return a
+    names = ", ".join(a["name"] for a in r["agents"]) or "none"
+    raise RemoteError(f"{verb}: run {r['run_id']} has no agent {name!r}; its agents: {names}")
+
+
+def _message(verb: str, words: list[str]) -> str:
+    """The words of a message as one text; RemoteError when there is nothing in it."""
+    text = " ".join(words)
+    if not text.strip():
+        raise RemoteError(f"{verb}: the message is empty; give the text to send")
+    return text
+
+
 async def _send(c: ControlClient, args: argparse.Namespace) -> int:
     if not args.all and not args.agent:
         return fail("name an agent, or --all", EXIT_USAGE)
     words = ([args.agent] if args.all and args.agent else []) + list(args.text)
     to = None if args.all else [args.agent]
-    text = " ".join(words)
+    text = _message("send", words)
+    if to is not None:
+        await _agent(c, "send", args.agent)
     r = await c.request("inject", timeout=COMMAND_WAIT, text=text, to=to, kind=args.kind)
     print(f"sent to {'all agents' if to is None else args.agent}; they read it at tick {r['tick'] + 1}")
     return EXIT_OK
@@ -188,9 +210,13 @@ async def _inbox(c: ControlClient, args: argparse.Namespace) -> int:
 
 
 async def _chat(c: ControlClient, args: argparse.Namespace) -> int:
-    """Send, then wait for the agent's next reply (its messages, or its turn's outcome)."""
+    """Send, then wait for the agent's next reply (its messages, or its turn's outcome).
+
+    An agent that cannot reply (model none, disabled, broke, retired) is said at once
+    instead of waited for."""
+    lines = [_message("chat", args.text)] if args.text else None
+    _never_replies(await _agent(c, "chat", args.agent))
     await c.subscribe(tokens=False)
-    lines = [" ".join(args.text)] if args.text else None
     while True:
         if lines is None:
             try:
@@ -225,23 +251,38 @@ async def _chat(c: ControlClient, args: argparse.Namespace) -> int:
             return EXIT_OK
 
 
+def _never_replies(agent: dict[str, Any]) -> None:
+    """RemoteError saying why `agent` (a status row) would never answer a chat, and what to do."""
+    name = agent["name"]
+    if agent.get("model") == NO_MODEL_KEY:
+        raise RemoteError(f"chat: {name} has model {NO_MODEL_KEY}: it never replies (lemming send {name} TEXT leaves it a message)")
+    why = {
+        "disabled": f"{name} is disabled: enable it with lemming ctl enable {name}",
+        "broke": f"{name} is broke: it takes no turn until topped up (lemming ctl top-up {name} AMOUNT)",
+        "retired": f"{name} is retired: its folder is gone from the organisation",
+    }.get(agent["status"])
+    if why:
+        raise RemoteError(f"chat: {why}")
+
+
 async def _ctl(c: ControlClient, args: argparse.Namespace) -> int:
     verb = args.verb
     fields: dict[str, Any] = {}
     op = {"top-up": "top_up"}.get(verb, verb)
     if verb == "status":
         r = await c.request("status")
-        print(f"run {r['run_id']}: tick {r['tick']}, {'paused' if r['paused'] else 'running'}, interval {r['interval']:g} s, "
+        state = ("paused" if r["paused"] else "running") if r["running"] else ("stopping" if r.get("stopping") else "not started yet")
+        print(f"run {r['run_id']}: tick {r['tick']}, {state}, interval {r['interval']:g} s, "
               f"spend {r['total_spend']:.6g}, {r['clients']} connected")
         for a in r["agents"]:
             print(f"  {a['name']:<20} {a['status']:<9} credits {a['credits']:>12.6g}  sent {a['sent']}")
         return EXIT_OK
     try:
         if verb == "interval":
-            fields["seconds"] = float(_arg(args, 0, "SECONDS"))
+            fields["seconds"] = _number(_arg(args, 0, "SECONDS"), "SECONDS", "a number of seconds from 0 to 3600")
         elif verb == "top-up":
             fields["agent"] = _arg(args, 0, "AGENT")
-            fields["amount"] = float(_arg(args, 1, "AMOUNT"))
+            fields["amount"] = _number(_arg(args, 1, "AMOUNT"), "AMOUNT", "a number of credits, e.g. 2.5")
         elif verb in ("enable", "disable"):
             fields["agent"] = _arg(args, 0, "AGENT")
         elif verb == "stop":
@@ -260,9 +301,18 @@ async def _ctl(c: ControlClient, args: argparse.Namespace) -> int:
         return fail(str(frame.get("error")))
     if verb == "stop":
         print(f"the run stopped at tick {frame.get('tick')} ({frame.get('reason')})")
+    elif verb == "abort":
+        print(f"abort: {frame.get('note')}")
     else:
         print(f"{verb}: {frame.get('note') or 'applied'} at tick {frame.get('tick')}")
     return EXIT_OK
+
+
+def _number(text: str, name: str, what: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not a number; give {what}") from None
 
 
 def _arg(args: argparse.Namespace, i: int, name: str) -> str:

@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, run_settings
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, run_settings, tick_interval
 from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail
 
 
@@ -31,7 +31,7 @@ def add_tui_args(p: argparse.ArgumentParser) -> None:
     add_db_arg(p)
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the sim provider")
     p.add_argument("--paused", action="store_true", help="open paused (space resumes, n steps)")
-    p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="wait between ticks (default 1.0; + / - change it)")
+    p.add_argument("--interval", type=tick_interval, default=None, metavar="SECONDS", help="wait between ticks (default 1.0; + / - change it)")
     _add_screen_args(p)
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")
     p.add_argument("--no-watch", action="store_true", help="do not hot-reload agent files")
@@ -82,18 +82,17 @@ def cmd_tui(args: argparse.Namespace) -> int:
     return int(code)
 
 
-async def _resolve(db: Path, run: str | None, *, latest: bool) -> str | None:
-    """The full id of `run` (a prefix is enough); None when no run was named and not `latest`."""
+async def _resolve(db: Path, run: str | None, *, latest: bool):  # noqa: ANN202
+    """`run` (a prefix is enough) as its RunInfo; None when no run was named and not `latest`."""
     from lemming.engine.store import RunStore
 
     store = await RunStore.open(db, readonly=True)
     try:
         if run is not None:
-            return (await store.get_run(run)).id
+            return await store.get_run(run)
         if not latest:
             return None
-        info = await store.last_run()
-        return info.id if info is not None else None
+        return await store.last_run()
     finally:
         await store.close()
 
@@ -137,9 +136,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if not db.exists():
             return fail(f"no run database at {db} (record a run first: `lemming run` or `lemming`)")
         try:
-            run_id = asyncio.run(_resolve(db, args.run, latest=False))
+            info = asyncio.run(_resolve(db, args.run, latest=False))
         except StoreError as e:
             return fail(str(e))
+        run_id = info.id
+        # A followed run grows: a tick past its end now may come.
+        if args.at is not None and (args.at < 0 or (args.at > info.ticks and not args.follow)):
+            return fail(f"run {run_id} has committed ticks up to {info.ticks}; cannot replay it at tick {args.at}")
     # Without a run: the picker, which waits for runs to appear if there are none yet.
     read_only = bool(args.no_fork)
     return _open_room(args, run_id=run_id, follow=args.follow, can_fork=not read_only, allow_new=not read_only)
@@ -152,12 +155,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if not db.exists():
         return fail(f"no run database at {db}")
     try:
-        run_id = asyncio.run(_resolve(db, args.run, latest=True))
+        info = asyncio.run(_resolve(db, args.run, latest=True))
     except StoreError as e:
         return fail(str(e))
-    if run_id is None:
+    if info is None:
         return fail(f"no runs in {db} yet")
-    return _open_room(args, run_id=run_id, follow=True, can_fork=False, allow_new=False)
+    return _open_room(args, run_id=info.id, follow=True, can_fork=False, allow_new=False)
 
 
 # --- serve --------------------------------------------------------------------------------
@@ -233,7 +236,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--follow", action="store_true", help="follow the run as another process writes it (as `lemming watch`)")
     p.add_argument("--no-fork", action="store_true", help="a strictly read-only session: no forks, no new runs")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of a new run started from the picker")
-    p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="tick interval of a fork or new run (default 1.0)")
+    p.add_argument("--interval", type=tick_interval, default=None, metavar="SECONDS", help="tick interval of a fork or new run (default 1.0)")
     _add_room_args(p)
     add_sim_args(p)
     p.set_defaults(func=cmd_replay)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -37,8 +38,8 @@ from lemming.engine.events import (
 from lemming.engine.plainjson import printable
 from lemming.engine.recorded_run import HEADLESS, RecordedRun, build_engine, sim_served
 from lemming.engine.store import StoreError
-from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, load_or_report, positive_int, run_settings
-from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, err_console, fail, line_console
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, add_sim_flag, db_path, load_or_report, positive_int, run_settings, tick_interval
+from lemming.tui.cli.output import EXIT_BROKEN_PIPE, EXIT_FAIL, EXIT_OK, err_console, fail, line_console
 
 
 class ProgressPrinter:
@@ -50,8 +51,21 @@ class ProgressPrinter:
         self.tokens = tokens
         self._out = sys.stdout
         self._broke: set[str] = set()
+        #: The reader of our output went away (`lemming run --headless | head`).
+        self.reader_gone = False
 
     def handle(self, batch: list[Event]) -> None:
+        """Print `batch`; once the reader of stdout has gone, print nothing more."""
+        if self.reader_gone:
+            return
+        try:
+            self._print(batch)
+        except (BrokenPipeError, SystemExit):  # rich turns a broken pipe into SystemExit(1)
+            self.reader_gone = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # nothing buffered may fail again at exit
+
+    def _print(self, batch: list[Event]) -> None:
         if self.as_json:
             lines = []
             for ev in batch:
@@ -144,6 +158,10 @@ async def _run_headless(engine: Engine, args: argparse.Namespace, console: Conso
             batch = sub.drain()
             if batch:
                 printer.handle(batch)
+                if printer.reader_gone:
+                    # Like any Unix tool whose reader went away: stop (at a tick boundary,
+                    # so a recorded run ends cleanly) and exit quietly.
+                    engine.stop()
             if sub.closed:
                 return
 
@@ -164,6 +182,8 @@ async def _run_headless(engine: Engine, args: argparse.Namespace, console: Conso
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+    if printer.reader_gone:
+        return EXIT_BROKEN_PIPE
     return EXIT_OK if reason in ("completed", "stopped") else EXIT_FAIL
 
 
@@ -219,10 +239,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_db_arg(p)
     p.add_argument("--headless", action="store_true", help="run without a UI, printing a line per tick")
     p.add_argument("--paused", action="store_true", help="start paused (the control room's space, or lemming ctl resume / step)")
-    p.add_argument("--ticks", type=int, default=None, metavar="N", help="stop after N ticks (default: run until Ctrl-C)")
+    p.add_argument("--ticks", type=positive_int, default=None, metavar="N", help="stop after N ticks (default: run until Ctrl-C)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed for the sim provider (default 0)")
-    p.add_argument("--interval", type=float, default=None, metavar="SECONDS", help="wait between ticks (default 0 headless, 1 in the control room)")
-    p.add_argument("--concurrency", type=int, default=None, metavar="N", help="turns in flight at once (default: org.json max_concurrency)")
+    p.add_argument("--interval", type=tick_interval, default=None, metavar="SECONDS", help="wait between ticks (default 0 headless, 1 in the control room)")
+    p.add_argument("--concurrency", type=positive_int, default=None, metavar="N", help="turns in flight at once (default: org.json max_concurrency)")
     p.add_argument("--json", action="store_true", help="print the events as JSON lines instead of progress")
     p.add_argument("--tokens", action="store_true", help="with --json, include token deltas")
     p.add_argument("--no-record", action="store_true", help="do not record the run in the database")

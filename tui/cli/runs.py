@@ -20,7 +20,7 @@ from rich.markup import escape
 from lemming.engine.recorded_run import HEADLESS, RecordedRun
 from lemming.engine.replay import Exporter
 from lemming.engine.store import RunStore, StoreError
-from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, run_settings
+from lemming.tui.cli.options import add_db_arg, add_org_arg, add_sim_args, db_path, holds_no_run, positive_int, run_settings
 from lemming.tui.cli.output import EXIT_OK, fail, line_console
 from lemming.tui.cli.run import run_headless
 from lemming.tui.cli.tables import Col, fitted_table
@@ -49,10 +49,10 @@ def _run_async(coro) -> int:
 
 async def _runs(args: argparse.Namespace) -> int:
     db = db_path(args)
-    if not db.exists():
+    if holds_no_run(db):
         if args.json:
             return EXIT_OK
-        Console(highlight=False).print(f"no runs recorded yet ({escape(str(db))} does not exist)")
+        Console(highlight=False).print(f"no runs recorded yet ({escape(str(db))} {'is empty' if db.exists() else 'does not exist'})")
         return EXIT_OK
     store = await RunStore.open(db, readonly=True)
     try:
@@ -127,7 +127,7 @@ async def _continue(args: argparse.Namespace, fork: bool) -> int:
     db = db_path(args)
     settings = run_settings(args, HEADLESS)
     if fork:
-        run = await RecordedRun.fork(db, args.run, args.at, settings, ticks=args.ticks, seed=args.seed)
+        run = await RecordedRun.fork(db, args.run, args.at, settings, ticks=args.ticks, seed=args.seed, open_ended=False)
     else:
         run = await RecordedRun.resume(db, args.run, settings, ticks=args.ticks, force=args.force)
     async with run:
@@ -180,7 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with (or N more ticks), with the definitions and seed it was recorded with.",
     )
     p.add_argument("run", metavar="RUN", help="run id (or a unique prefix of it)")
-    p.add_argument("--ticks", type=int, default=None, metavar="N", help="run N more ticks (default: up to the run's target)")
+    p.add_argument("--ticks", type=positive_int, default=None, metavar="N", help="run N more ticks (default: up to the run's target)")
     p.add_argument("--force", action="store_true", help="resume even if the run looks like it is still being recorded")
     _add_common(p)
     _add_running(p)
@@ -193,7 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run", metavar="RUN", help="run id (or a unique prefix of it)")
     p.add_argument("--at", type=int, required=True, metavar="TICK", help="the tick whose end state the fork starts from")
-    p.add_argument("--ticks", type=int, default=None, metavar="N", help="run N ticks (default: up to the parent's target)")
+    p.add_argument("--ticks", type=positive_int, default=None, metavar="N", help="run N ticks (default: up to the parent's target)")
     p.add_argument("--seed", type=int, default=None, metavar="S", help="seed for the sim (default: the parent's)")
     _add_common(p)
     _add_running(p)

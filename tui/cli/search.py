@@ -19,7 +19,7 @@ from lemming.engine.store import RunStore, StoreError
 from lemming.engine.store.search import SearchIndex, jsonable
 from lemming.tui.hits import hit_row
 from lemming.tui.cli.options import add_db_arg, add_org_arg, db_path, positive_int
-from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, fail, warn
+from lemming.tui.cli.output import EXIT_FAIL, EXIT_OK, EXIT_USAGE, fail, warn
 
 
 async def _open(db) -> RunStore:  # noqa: ANN001
@@ -46,6 +46,11 @@ async def _search(args: argparse.Namespace) -> int:
         index = SearchIndex(store)
         result = await index.search(info.id, " ".join(args.query), agent=args.agent, limit=args.limit)
         missing = await index.unindexed(info.id)
+        if args.agent and not result.hits:
+            state = await store.state_at(info.id)
+            names = sorted({*state.org.agents, *state.retired, "operator"})
+            if args.agent not in names:
+                return fail(f"run {info.id} has no agent {args.agent!r}; its agents: {', '.join(names)}", EXIT_USAGE)
     finally:
         await store.close()
     if missing:
@@ -81,7 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "search",
         help="find where something was said in a recorded run",
         description="Print the tick, agent and line of every message, note or error of a run that holds all the "
-        "WORDS (in any order; \"a phrase\" in quotes; word* for a prefix). Exit code 1 when nothing matches.",
+        "WORDS (in any order; \"a phrase\" in quotes; word* for a prefix). Exit code 1 when nothing matches, "
+        "2 when --agent names no agent of the run.",
     )
     p.add_argument("query", nargs="+", metavar="WORD", help="what to look for")
     p.add_argument("--run", default=None, metavar="RUN", help="run id or a unique prefix (default: the latest run)")
