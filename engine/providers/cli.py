@@ -705,11 +705,13 @@ async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
     connection_lost), which a background child that outlived `proc` may never allow."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
+    delay = 0.001  # the exit is usually seen within a millisecond of the EOF: look soon, then less often
     while proc.returncode is None:
         left = end - loop.time()
         if left <= 0:
             return False
-        await asyncio.sleep(min(left, EXIT_POLL))
+        await asyncio.sleep(min(left, delay))
+        delay = min(delay * 2, EXIT_POLL)
     return True
 
 
