@@ -333,6 +333,27 @@ def _killpg(pgid: int, sig: int) -> bool:
         return False
 
 
+#: Seconds between looks at whether a child has exited (at most: see `wait_exit`).
+EXIT_POLL = 0.05
+
+
+async def wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
+    """Whether `proc` exits within `timeout` seconds. Not `proc.wait()`: called before
+    the exit, asyncio wakes it only once every pipe is closed too (at the transport's
+    connection_lost), which a process that left the group (setsid) and holds a pipe may
+    never allow."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    delay = 0.001  # an exit is usually seen within a millisecond: look soon, then less often
+    while proc.returncode is None:
+        left = end - loop.time()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(left, delay))
+        delay = min(delay * 2, EXIT_POLL)
+    return True
+
+
 async def end_group(proc: asyncio.subprocess.Process, grace: float = KILL_GRACE) -> bool:
     """End `proc`'s whole process group: SIGTERM, up to `grace` seconds, then SIGKILL.
     Returns True if SIGKILL was needed. Whatever the child left running in its group
@@ -342,16 +363,13 @@ async def end_group(proc: asyncio.subprocess.Process, grace: float = KILL_GRACE)
     try:
         if proc.returncode is None:
             _killpg(pgid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
-            except TimeoutError:
-                pass
+            await wait_exit(proc, grace)
         if _killpg(pgid, 0):  # something of the group is still there
             if proc.returncode is None:
                 killed = True
             _killpg(pgid, signal.SIGKILL)
         if proc.returncode is None:
-            await proc.wait()
+            await wait_exit(proc, grace + 5.0)  # (SIGKILLed: its exit is seen at once)
     except asyncio.CancelledError:
         _killpg(pgid, signal.SIGKILL)
         raise

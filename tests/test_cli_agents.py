@@ -830,6 +830,30 @@ def test_a_run_killed_before_it_registers_a_child_still_has_the_childs_group_end
     assert wait_gone(marker, 2 * process_group.KILL_GRACE + 5) == []
 
 
+async def test_ending_a_group_does_not_wait_for_a_process_that_left_it_holding_the_pipe(tmp_path: Path) -> None:
+    # The child ignores SIGTERM (so the SIGKILL path is taken), and a process it started
+    # in a session of its own keeps its stdout open: the group's end must not wait for
+    # that pipe (asyncio's proc.wait() does, before Python 3.12), only for the child.
+    import asyncio
+
+    marker = f"{20 + (time.monotonic_ns() % 997) / 1000:.3f}"  # a sleep no one else runs
+    proc = await process_group.spawn(
+        ["/bin/sh", "-c", f"trap '' TERM; setsid sleep {marker} & sleep {marker}"], cwd=str(tmp_path), env={"PATH": "/usr/bin:/bin"}
+    )
+    try:
+        for _ in range(500):  # the shell and both sleeps are there: the trap is set
+            if len(pids_with(marker)) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(process_group.end_group(proc, grace=0.3), 10) is True
+        assert time.monotonic() - t0 < 5 and proc.returncode is not None
+    finally:
+        for pid in pids_with(marker):
+            os.kill(pid, signal.SIGKILL)
+        process_group.release(proc)
+
+
 async def test_a_string_command_a_relative_cwd_and_an_unset_reference(tmp_path: Path, monkeypatch) -> None:
     root = tmp_path / "o"
     (root / "projects" / "app").mkdir(parents=True)

@@ -87,8 +87,6 @@ GUARD_MARGIN = 5.0
 #: before exiting is taken; a background child it left holding the pipe does not keep
 #: the turn open (its group is ended next).
 EXIT_DRAIN_GRACE = 0.25
-#: Seconds between looks at whether a quiet command has exited.
-EXIT_POLL = 0.05
 
 
 class CliConfig(BaseModel):
@@ -483,7 +481,7 @@ class CliProvider:
             if timed_out or truncated:
                 killed = await process_group.end_group(proc, cfg.kill_grace)
             else:
-                if not await _wait_exit(proc, max(0.0, deadline - loop.time())):  # closed stdout but kept running
+                if not await process_group.wait_exit(proc, max(0.0, deadline - loop.time())):  # closed stdout but kept running
                     timed_out = True
                     killed = await process_group.end_group(proc, cfg.kill_grace)
                 else:
@@ -542,7 +540,7 @@ class CliProvider:
                 s.proc.stdin.close()  # a well-behaved program ends at the end of its input
             except (OSError, RuntimeError):
                 pass
-            await _wait_exit(s.proc, min(0.5, self.config.kill_grace))
+            await process_group.wait_exit(s.proc, min(0.5, self.config.kill_grace))
         try:
             await process_group.end_group(s.proc, self.config.kill_grace)
         finally:
@@ -611,7 +609,7 @@ class CliProvider:
                 if timed_out or truncated:
                     await self._end_session(s)  # restarted at the next turn
                 elif died:
-                    await _wait_exit(s.proc, cfg.kill_grace + 1)
+                    await process_group.wait_exit(s.proc, cfg.kill_grace + 1)
                     await self._end_session(s)
                 finished = True
             finally:
@@ -689,7 +687,7 @@ class _OutputReader:
             if remaining <= 0:
                 return None
             if self.exited_at is None:  # look at the child again soon
-                remaining = min(remaining, EXIT_POLL)
+                remaining = min(remaining, process_group.EXIT_POLL)
             await asyncio.wait((self._task,), timeout=remaining)
 
     def close(self) -> None:
@@ -697,22 +695,6 @@ class _OutputReader:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._task = None
-
-
-async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> bool:
-    """Whether `proc` exits within `timeout` seconds. Not `proc.wait()`: called before
-    the exit, asyncio wakes it only once every pipe is closed too (at the transport's
-    connection_lost), which a background child that outlived `proc` may never allow."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    delay = 0.001  # the exit is usually seen within a millisecond of the EOF: look soon, then less often
-    while proc.returncode is None:
-        left = end - loop.time()
-        if left <= 0:
-            return False
-        await asyncio.sleep(min(left, delay))
-        delay = min(delay * 2, EXIT_POLL)
-    return True
 
 
 def _frame_line(line: str, cfg: CliConfig) -> tuple[str, bool, str | None]:
