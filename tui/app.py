@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Unpack
 
 from textual import work
 from textual.screen import Screen
@@ -47,7 +47,6 @@ class ControlRoom(Room):
         self._record = record
         self.watch = watch
         self._watch_stop = asyncio.Event()
-        self.watcher: Any = None  # engine.watch.DefinitionWatcher once hot reload runs
 
     def get_default_screen(self) -> Screen:
         return self.main_screen()
@@ -102,19 +101,6 @@ class ControlRoom(Room):
         self._rejected_changed()
         await task
 
-    def _rejected_changed(self) -> None:
-        """The watcher's list of rejected files changed: show the count until they are fixed."""
-        from lemming.tui.screens.definitions import DefinitionsScreen
-
-        count = len(self.watcher.rejected) if self.watcher is not None else 0
-        try:
-            self.main.status.set(rejected=count)
-        except LookupError:
-            pass
-        for screen in self.screen_stack:
-            if isinstance(screen, DefinitionsScreen) and self.watcher is not None:
-                screen.show(self.watcher.rejected)
-
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         super().on_worker_state_changed(event)
         worker = event.worker
@@ -123,51 +109,6 @@ class ControlRoom(Room):
 
     def stopping_run(self) -> None:
         self._watch_stop.set()
-
-    def action_show_rejected(self) -> None:
-        from lemming.tui.screens.definitions import DefinitionsScreen
-
-        self.push_screen(DefinitionsScreen(self.watcher.rejected if self.watcher is not None else {}))
-
-    async def action_edit_agent(self) -> None:
-        """Open the selected agent's resume.json in $VISUAL / $EDITOR, then come back. The
-        run goes on meanwhile (nothing is drawn while the editor has the terminal), and
-        what was saved hot-reloads at the next tick boundary."""
-        import os
-        import shlex
-        import shutil
-
-        from textual.app import SuspendNotSupported
-
-        agent = self._agent_selected()
-        if agent is None:
-            return
-        path = Path(self.engine.org.root) / self.engine.org.agents[agent].path
-        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
-        try:
-            argv = [*shlex.split(editor), str(path)]
-        except ValueError as exc:
-            argv, problem = [], f"$VISUAL/$EDITOR {editor!r} does not parse: {exc}"
-        else:
-            problem = "" if shutil.which(argv[0]) else f"{argv[0]!r} ($VISUAL/$EDITOR) is not a program on PATH"
-        if problem:
-            self.notify(f"Cannot open an editor: {problem}. Set $EDITOR, or edit {path} elsewhere: it reloads at the next tick.",
-                        title="Edit", severity="warning", timeout=10)
-            return
-        try:
-            with self.batch_update(), self.suspend():
-                try:
-                    proc = await asyncio.create_subprocess_exec(*argv)
-                    await proc.wait()
-                except OSError as exc:  # (inside: the terminal must come back whatever happens)
-                    problem = f"{argv[0]} did not start: {exc}"
-        except SuspendNotSupported:  # no terminal to give away (in a browser)
-            problem = "this control room has no terminal to lend it (served to a browser)"
-        if problem:
-            self.notify(f"Cannot open an editor: {problem}. The file is {path}", title="Edit", severity="warning", timeout=10)
-            return
-        if self.watcher is not None:
-            await self.watcher.rescan([str(path)])
 
     def action_runs(self) -> None:
         """The recorded runs (`lemming replay RUN` opens one; the live run goes on here)."""

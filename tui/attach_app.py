@@ -30,7 +30,6 @@ from textual.worker import Worker, WorkerState
 from lemming.engine.org import Org
 from lemming.engine.remote import RemoteEngine, Resync
 from lemming.tui.actions import ATTACH, ATTACH_READ_ONLY, bindings
-from lemming.tui.app import ControlRoom
 from lemming.tui.model import Changes
 from lemming.tui.room import Room
 from lemming.tui.screens.main import MainScreen
@@ -88,7 +87,6 @@ class AttachRoom(Room):
         self.socket = str(socket)
         self.detached = False
         self.title = f"LeMMing Control Room — attached to {remote.run_id}" + (" (read-only)" if self.read_only else "")
-        self.watcher: Any = None  # engine.watch.DefinitionWatcher, when the org folder is here
         self._watch_stop = asyncio.Event()
 
     @property
@@ -140,10 +138,6 @@ class AttachRoom(Room):
         self.watcher = DefinitionWatcher(FilesOnly(self.remote.org), on_change=lambda _report: self._rejected_changed())  # type: ignore[arg-type]
         await self.watcher.run(self._watch_stop)
 
-    # The marker and the list are the control room's.
-    _rejected_changed = ControlRoom._rejected_changed
-    action_show_rejected = ControlRoom.action_show_rejected
-
     async def action_edit_agent(self) -> None:
         """E: the control room's editor, when the run's files are on this machine."""
         if self._steerable() is None:
@@ -152,7 +146,7 @@ class AttachRoom(Room):
             self.notify(f"The run's organisation folder ({self.remote.org.root}) is not on this machine: "
                         "its agent files cannot be edited from this window.", title="Edit", severity="warning", timeout=8)
             return
-        await ControlRoom.action_edit_agent(self)  # type: ignore[arg-type]
+        await super().action_edit_agent()
 
     # --- the stream ----------------------------------------------------------------------
 

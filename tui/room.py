@@ -139,6 +139,9 @@ class Room(App[int]):
         self.notices: deque[tuple[str, str, str]] = deque(maxlen=50)  # (severity, title, text) shown
         self._engine_worker: Worker | None = None
         self._intent_paused: bool | None = None
+        #: The watcher of the organisation's agent files (engine/watch.py), when this room
+        #: has one: its `rejected` are the files that do not validate.
+        self.watcher: Any = None
         #: (the run's interval when +/- was last pressed, the interval asked for): keys
         #: pressed before the run applies it (at the tick boundary) step on from what
         #: was asked, not from what still runs
@@ -408,6 +411,67 @@ class Room(App[int]):
 
     def _effective_paused(self, control: RunControl) -> bool:
         return self._intent_paused if self._intent_paused is not None else control.paused
+
+    # --- the agent files: those that do not validate, and the editor ------------------------
+
+    def _rejected_changed(self) -> None:
+        """The watcher's list of rejected files changed: show the count until they are fixed."""
+        from lemming.tui.screens.definitions import DefinitionsScreen
+
+        count = len(self.watcher.rejected) if self.watcher is not None else 0
+        try:
+            self.main.status.set(rejected=count)
+        except LookupError:
+            pass
+        for screen in self.screen_stack:
+            if isinstance(screen, DefinitionsScreen) and self.watcher is not None:
+                screen.show(self.watcher.rejected)
+
+    def action_show_rejected(self) -> None:
+        from lemming.tui.screens.definitions import DefinitionsScreen
+
+        self.push_screen(DefinitionsScreen(self.watcher.rejected if self.watcher is not None else {}))
+
+    async def action_edit_agent(self) -> None:
+        """Open the selected agent's resume.json in $VISUAL / $EDITOR, then come back. The
+        run goes on meanwhile (nothing is drawn while the editor has the terminal), and
+        what was saved hot-reloads at the next tick boundary."""
+        import os
+        import shlex
+        import shutil
+
+        from textual.app import SuspendNotSupported
+
+        agent = self._agent_selected()
+        if agent is None:
+            return
+        org = self.source.org  # (_agent_selected: a run is shown)
+        path = Path(org.root) / org.agents[agent].path
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        try:
+            argv = [*shlex.split(editor), str(path)]
+        except ValueError as exc:
+            argv, problem = [], f"$VISUAL/$EDITOR {editor!r} does not parse: {exc}"
+        else:
+            problem = "" if shutil.which(argv[0]) else f"{argv[0]!r} ($VISUAL/$EDITOR) is not a program on PATH"
+        if problem:
+            self.notify(f"Cannot open an editor: {problem}. Set $EDITOR, or edit {path} elsewhere: it reloads at the next tick.",
+                        title="Edit", severity="warning", timeout=10)
+            return
+        try:
+            with self.batch_update(), self.suspend():
+                try:
+                    proc = await asyncio.create_subprocess_exec(*argv)
+                    await proc.wait()
+                except OSError as exc:  # (inside: the terminal must come back whatever happens)
+                    problem = f"{argv[0]} did not start: {exc}"
+        except SuspendNotSupported:  # no terminal to give away (in a browser)
+            problem = "this control room has no terminal to lend it (served to a browser)"
+        if problem:
+            self.notify(f"Cannot open an editor: {problem}. The file is {path}", title="Edit", severity="warning", timeout=10)
+            return
+        if self.watcher is not None:
+            await self.watcher.rescan([str(path)])
 
     def _agent_selected(self) -> str | None:
         name = self.selected_agent
