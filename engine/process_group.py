@@ -272,6 +272,18 @@ def _in_child(parent: int) -> None:
         os._exit(1)
 
 
+def program_problem(program: str, path: str) -> str | None:
+    """Why `program` cannot be started, or None: a bare name not found on `path`, an
+    absolute path that is not an executable file. (A relative path is relative to
+    where it runs, and is checked there.) `validate` asks it of a cli agent's command
+    and of an MCP server's, before any run."""
+    if "/" not in program and shutil.which(program, path=path) is None:
+        return f"{program!r} is not found on PATH; install it or give its full path"
+    if os.path.isabs(program) and not (os.path.isfile(program) and os.access(program, os.X_OK)):
+        return f"{program!r} is not an executable file"
+    return None
+
+
 def _registering_gate(env: Mapping[str, str]) -> list[str]:
     """A prefix for the argv of a child whose stdin is the reaper's pipe: it writes
     `+<its pid>` there (its group: it leads a new session), puts /dev/null in its stdin's

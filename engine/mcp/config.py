@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lemming.engine.process_group import expand_env_refs  # noqa: F401 - LeMMing's ${env.NAME}, one rule for cli agents and MCP servers
+from lemming.engine.process_group import program_problem
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: A server's name is the first half of a tool's name (`<server>/<tool>`).
@@ -79,7 +81,6 @@ def server_problems(spec: McpServerSpec, env: Mapping[str, str] | None = None) -
     if spec.command is None:
         return []
     from lemming.engine.mcp.hub import resolve_command
-    from lemming.engine.providers.cli import program_problem
 
     src = os.environ if env is None else env
     problem = program_problem(resolve_command(spec.command), src.get("PATH", os.defpath))

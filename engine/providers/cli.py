@@ -26,7 +26,8 @@ The prompt is the text of the last message (the turn's context), as LeMMing pass
 **Per turn**: the command is started with the prompt, its stdout streams into the token
 stream as it arrives, and the turn ends when it exits (or at the timeout: SIGTERM to the
 group, then SIGKILL): its pipes get `EXIT_DRAIN_GRACE` more, then its group is ended,
-whatever it left running in the background (and holding its stdout) with it. A non-zero exit fails the turn (its stdout and stderr are kept).
+whatever it left running in the background (and holding its stdout) with it. A non-zero
+exit fails the turn (its stdout and stderr are kept).
 
 **Stateful**: one process per agent for the whole run, fed one turn at a time.
 
@@ -180,17 +181,6 @@ def spec_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def program_problem(program: str, path: str) -> str | None:
-    """Why `program` cannot be started, or None: a bare name not found on `path`, an
-    absolute path that is not an executable file. (A relative path is relative to
-    where it runs, and is checked there.) MCP servers' commands are checked alike."""
-    if "/" not in program and shutil.which(program, path=path) is None:
-        return f"{program!r} is not found on PATH; install it or give its full path"
-    if os.path.isabs(program) and not (os.path.isfile(program) and os.access(program, os.X_OK)):
-        return f"{program!r} is not an executable file"
-    return None
-
-
 def check_config(provider_config: Mapping[str, Any], env: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """What is wrong with a cli entry, as (field, message): a missing command, a bad option,
     a program not found on PATH, an `${env.NAME}` the environment does not hold."""
@@ -209,7 +199,7 @@ def check_config(provider_config: Mapping[str, Any], env: Mapping[str, str] | No
     except ValueError as e:  # shlex: "No closing quotation"
         return [("provider_config.command", f"cannot be split into arguments: {e}")]
     problems: list[tuple[str, str]] = []
-    missing = program_problem(cfg.argv[0], src.get("PATH", os.defpath))
+    missing = process_group.program_problem(cfg.argv[0], src.get("PATH", os.defpath))
     if missing:
         problems.append(("provider_config.command", missing))
     for name, value in cfg.env.items():
@@ -647,7 +637,6 @@ class CliProvider:
         yield usage
 
 
-
 class _OutputReader:
     """Reads a child's stdout for one turn, watching the child itself as well as the pipe.
 
@@ -768,7 +757,6 @@ __all__ = [
     "check_config",
     "command_label",
     "process_problems",
-    "program_problem",
     "reply_text",
     "spec_defaults",
 ]
