@@ -319,9 +319,9 @@ def load_resume(
         # Say as well what else is wrong that the schema's errors do not cover, so that one
         # `validate` lists every problem: an unknown model.
         raw = data.get("model")
-        key = raw.get("key") if isinstance(raw, dict) else raw
-        if models is not None and isinstance(key, str) and key != NO_MODEL_KEY and key not in models:
-            problems.append(_unknown_model(rel, key, models))
+        unknown = _unknown_model(rel, raw.get("key") if isinstance(raw, dict) else raw, models)
+        if unknown:
+            problems.append(unknown)
         return None
     if resume.name != folder.name:
         problems.append(
@@ -329,13 +329,18 @@ def load_resume(
             "rename one so they match"
         )
         return None
-    if models is not None and resume.calls_model and resume.model.key not in models:
-        problems.append(_unknown_model(rel, resume.model.key, models))
+    unknown = _unknown_model(rel, resume.model.key, models)
+    if unknown:
+        problems.append(unknown)
         return None
     return resume
 
 
-def _unknown_model(rel: str, key: str, models: Mapping[str, Any]) -> str:
+def _unknown_model(rel: str, key: Any, models: Mapping[str, Any] | None) -> str | None:
+    """The problem line for a model key that is not among `models` (None: it is, it is
+    "none", it is no string, or there is no list to hold it to)."""
+    if models is None or not isinstance(key, str) or key == NO_MODEL_KEY or key in models:
+        return None
     names = sorted(models)
     known = ", ".join(shown_key(k) for k in names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
     shown = repr(key) if len(key) <= 60 else repr(key[:57]) + "..."
